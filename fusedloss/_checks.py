@@ -1,0 +1,80 @@
+"""Argument checks shared by every public loss: each error names the argument
+and says what was expected."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+INPUT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+TARGET_DTYPES = INPUT_DTYPES + (torch.bool, torch.uint8)
+REDUCTIONS = ("mean", "sum", "none")
+
+
+def _names(dtypes) -> str:
+    return ", ".join(str(d).replace("torch.", "") for d in dtypes)
+
+
+def input_and_target(input, target) -> torch.Tensor:
+    """Check the pair; return the target viewed with input's shape (an (N, *S)
+    target of an (N, 1, *S) input gains its channel dim, without a copy)."""
+    if not isinstance(input, torch.Tensor):
+        raise TypeError(f"input must be a torch.Tensor of logits, got {type(input).__name__}")
+    if not isinstance(target, torch.Tensor):
+        raise TypeError(f"target must be a torch.Tensor, got {type(target).__name__}")
+    if input.dtype not in INPUT_DTYPES:
+        raise TypeError(f"input must be a floating tensor of logits ({_names(INPUT_DTYPES)}), got {input.dtype}")
+    if target.dtype not in TARGET_DTYPES:
+        raise TypeError(f"target must have dtype {_names(TARGET_DTYPES)}, got {target.dtype}")
+    if target.device != input.device:
+        raise ValueError(f"target is on {target.device} but input is on {input.device}; they must share a device")
+    if input.numel() == 0:
+        raise ValueError(f"input must not be empty, got shape {tuple(input.shape)}")
+    if target.shape != input.shape:
+        squeezed_channel = input.dim() >= 2 and input.shape[1] == 1
+        if squeezed_channel and target.shape == input.shape[:1] + input.shape[2:]:
+            return target.unsqueeze(1)
+        raise ValueError(f"target must have input's shape {tuple(input.shape)}"
+                         + (f" or {tuple(input.shape[:1] + input.shape[2:])}" if squeezed_channel else "")
+                         + f", got {tuple(target.shape)}")
+    return target
+
+
+def groups(input: torch.Tensor, per_sample: bool, per_channel: bool, weight) -> None:
+    if per_channel and input.dim() < 2:
+        raise ValueError(f"per_channel=True needs input of shape (N, C, ...) with channel dim 1, "
+                         f"got a {input.dim()}-D input")
+    if per_sample and input.dim() < 1:
+        raise ValueError("per_sample=True needs input with a batch dim 0, got a 0-D input")
+    if weight is None:
+        return
+    if not isinstance(weight, torch.Tensor):
+        raise TypeError(f"weight must be a 1-D torch.Tensor of per-channel weights or None, got {type(weight).__name__}")
+    if not per_channel:
+        raise ValueError("weight is per channel: it needs per_channel=True")
+    if not weight.is_floating_point():
+        raise TypeError(f"weight must be a floating tensor, got {weight.dtype}")
+    if weight.shape != (input.shape[1],):
+        raise ValueError(f"weight must have shape ({input.shape[1]},), one per channel of input, "
+                         f"got {tuple(weight.shape)}")
+    if weight.device != input.device:
+        raise ValueError(f"weight is on {weight.device} but input is on {input.device}")
+
+
+def reduction(value: str) -> None:
+    if value not in REDUCTIONS:
+        raise ValueError(f"reduction must be one of {REDUCTIONS}, got {value!r}")
+
+
+def non_negative(**values) -> None:
+    for name, value in values.items():
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) or value < 0:
+            raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+
+
+def positive(**values) -> None:
+    non_negative(**values)
+    for name, value in values.items():
+        if value == 0:
+            raise ValueError(f"{name} must be > 0, got {value!r}")

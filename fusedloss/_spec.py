@@ -1,0 +1,86 @@
+"""What a fused sigmoid-family loss computes, independent of any backend.
+
+Every built-in sigmoid loss is one ``SigmoidLossSpec``:
+
+    loss_g = region_weight * (1 - TI_g) ** region_gamma  +  elem_scale * E_g
+
+where, over the elements of group g, TI_g = (I + s) / (I + a*(P - I) + b*(T - I) + s)
+is the Tversky index of I = sum(p*t), P = sum(p), T = sum(t), and E_g is the sum of
+per-element focal losses (alpha_t * (1 - p_t)**gamma * BCE; BCE alone is gamma = 0
+without alpha). ``elem_scale`` is ``elem_weight / group size`` when ``elem_mean``,
+else ``elem_weight``. Per-group losses are multiplied by ``weight[channel]`` and
+reduced over groups ('mean' divides by the number of groups, MONAI's convention).
+
+Dice is the Tversky index with a = b = 1/2 and s/2: (I + s/2) / ((P + T)/2 + s/2)
+= (2I + s) / (P + T + s); IoU is a = b = 1 with s.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+
+class SigmoidLossSpec(NamedTuple):
+    region: bool = False
+    tv_alpha: float = 0.5
+    tv_beta: float = 0.5
+    smooth: float = 1.0
+    region_gamma: float = 1.0
+    region_weight: float = 1.0
+    elem: bool = False
+    focal_alpha: float = -1.0  # < 0: no alpha weighting
+    focal_gamma: float = 0.0
+    elem_weight: float = 1.0
+    elem_mean: bool = True
+
+
+def tversky_spec(alpha: float, beta: float, smooth: float, gamma: float = 1.0) -> SigmoidLossSpec:
+    return SigmoidLossSpec(region=True, tv_alpha=alpha, tv_beta=beta, smooth=smooth, region_gamma=gamma)
+
+
+def dice_spec(smooth: float) -> SigmoidLossSpec:
+    return tversky_spec(0.5, 0.5, smooth / 2)
+
+
+def iou_spec(smooth: float) -> SigmoidLossSpec:
+    return tversky_spec(1.0, 1.0, smooth)
+
+
+def dice_bce_spec(smooth: float, dice_weight: float, bce_weight: float) -> SigmoidLossSpec:
+    return dice_spec(smooth)._replace(region_weight=dice_weight, elem=True, elem_weight=bce_weight)
+
+
+def focal_spec(alpha: float | None, gamma: float, reduction: str) -> SigmoidLossSpec:
+    return SigmoidLossSpec(
+        elem=True,
+        focal_alpha=-1.0 if alpha is None else alpha,
+        focal_gamma=gamma,
+        elem_mean=reduction == "mean",
+    )
+
+
+class GroupLayout(NamedTuple):
+    """The tensor as ``rows`` contiguous rows of ``row_len`` elements; row r
+    belongs to group ``r % num_groups``; the groups' losses have ``shape``."""
+
+    rows: int
+    row_len: int
+    num_groups: int
+    num_channels: int
+    shape: tuple
+
+
+def group_layout(shape, per_sample: bool, per_channel: bool) -> GroupLayout:
+    numel = 1
+    for size in shape:
+        numel *= size
+    if per_channel:
+        batch, channels = shape[0], shape[1]
+        rows = batch * channels
+        if per_sample:
+            return GroupLayout(rows, numel // rows, rows, channels, (batch, channels))
+        return GroupLayout(rows, numel // rows, channels, channels, (channels,))
+    if per_sample:
+        batch = shape[0]
+        return GroupLayout(batch, numel // batch, batch, 1, (batch,))
+    return GroupLayout(1, numel, 1, 1, ())
