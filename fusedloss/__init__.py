@@ -1,0 +1,28 @@
+"""fusedloss: fused segmentation losses for PyTorch.
+
+One fused pass forward, one hand-written pass backward, the same numbers as
+the plain definitions (``fusedloss.reference``). ``fusedloss.backends()`` says
+which backends run on this machine.
+"""
+
+from . import functional, reference
+from .functional import (
+    LOSSES,
+    dice_bce_loss,
+    dice_loss,
+    focal_loss,
+    focal_tversky_loss,
+    iou_loss,
+    jaccard_loss,
+    tversky_loss,
+)
+from .modules import DiceBCELoss, DiceLoss, FocalLoss, FocalTverskyLoss, IoULoss, JaccardLoss, TverskyLoss
+from .ops import BACKENDS, available_backends, backends
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BACKENDS", "LOSSES", "DiceBCELoss", "DiceLoss", "FocalLoss", "FocalTverskyLoss", "IoULoss", "JaccardLoss",
+    "TverskyLoss", "available_backends", "backends", "dice_bce_loss", "dice_loss", "focal_loss",
+    "focal_tversky_loss", "functional", "iou_loss", "jaccard_loss", "reference", "tversky_loss",
+]

@@ -1,0 +1,432 @@
+"""Triton kernels for the sigmoid (binary / multi-label) loss family.
+
+Every loss of the family is one point in a single parameter space (see
+``fusedloss/_spec.py``): a *region* term, the focal-Tversky loss of the
+per-group sums I = sum(p*t), P = sum(p), T = sum(t), plus an *element* term,
+the sum of per-element focal losses (BCE is focal with gamma=0, no alpha).
+
+Three passes, no float atomics, so results are bitwise reproducible:
+  1. ``_stats_kernel``: one read of input and target; each program writes the
+     partial sums [I, P, T, E] of its chunk of one row.
+  2. ``_finalize_kernel``: one program combines the partials of each group in
+     a fixed order, applies the loss formula and the reduction, and writes the
+     loss and the per-group backward coefficients [dL/dI, dL/dP, dL/dE].
+  3. ``_backward_kernel``: re-reads input and target, recomputes the sigmoid
+     and writes dL/dx = (cI*t + cP) * p*(1-p) + cE * dE/dx.
+``_focal_map_kernel`` is the element-wise forward of reduction='none'.
+
+The tensor is seen as ``rows`` contiguous rows of ``row_len`` elements; row r
+belongs to group ``r % num_groups`` (see ``plan_rows`` in the launcher).
+"""
+
+import functools
+import struct
+
+import torch
+import triton
+import triton.language as tl
+
+from .._spec import GroupLayout, group_layout
+
+
+
+@triton.jit
+def _param(hi, lo, ACC: tl.constexpr):
+    # Triton passes Python floats as fp32: the launcher splits each parameter
+    # into an fp32 pair whose sum is exact enough for fp64 accumulation.
+    return (tl.zeros([], ACC) + hi) + lo
+
+
+@triton.jit
+def _log1p(z):
+    # log(1+z) with full relative accuracy for tiny z (Goldberg's trick):
+    # tl has no log1p that works in the interpreter.
+    w = 1.0 + z
+    exact = w == 1.0
+    return tl.where(exact, z, tl.log(w) * (z / tl.where(exact, 1.0, w - 1.0)))
+
+
+@triton.jit
+def _sigmoid_parts(x):
+    """p = sigmoid(x), q = 1 - p (both accurate in the tails), and
+    softplus(-|x|) = log(1 + exp(-|x|)), from one exp."""
+    e = tl.exp(-tl.abs(x))
+    big = 1.0 / (1.0 + e)
+    small = e * big
+    pos = x >= 0
+    p = tl.where(pos, big, small)
+    q = tl.where(pos, small, big)
+    return p, q, _log1p(e)
+
+
+@triton.jit
+def _focal_terms(x, t, p, q, softplus_neg_abs, alpha, gamma):
+    """Focal loss of one element and its derivative in x.
+
+    bce = max(x,0) - x*t + log(1+exp(-|x|)); q_t = 1 - p_t = p*(1-t) + q*t;
+    loss = alpha_t * q_t**gamma * bce, alpha_t = alpha*t + (1-alpha)*(1-t)
+    (alpha < 0: no weighting). gamma = 0 gives plain BCE.
+    d loss/dx = alpha_t * (q_t**gamma * (p - t) + gamma * q_t**(gamma-1) * p*q*(1-2t) * bce).
+    """
+    bce = tl.maximum(x, 0.0) - x * t + softplus_neg_abs
+    q_t = p * (1.0 - t) + q * t
+    positive = q_t > 0.0
+    safe_q_t = tl.where(positive, q_t, 1.0)
+    modulator = tl.where(positive, tl.exp2(gamma * tl.log2(safe_q_t)), tl.where(gamma == 0.0, 1.0, 0.0))
+    alpha_t = tl.where(alpha >= 0.0, alpha * t + (1.0 - alpha) * (1.0 - t), 1.0)
+    # q_t**(gamma-1) = modulator / q_t; the limit at q_t = 0 is 0 (p*q vanishes faster).
+    slope = tl.where(positive, gamma * (modulator / safe_q_t) * (p * q) * (1.0 - 2.0 * t) * bce, 0.0)
+    loss = alpha_t * modulator * bce
+    dloss = alpha_t * (modulator * (p - t) + slope)
+    return loss, dloss
+
+
+@triton.jit
+def _store_as(ptr, value, mask, BF16_BITS: tl.constexpr):
+    # bf16 outputs are written as int16 bits rounded to nearest even: the
+    # interpreter's bf16 store truncates, and this gives one rounding everywhere.
+    if BF16_BITS:
+        bits = value.to(tl.float32).to(tl.uint32, bitcast=True)
+        bits = (bits + (((bits >> 16) & 1) + 0x7FFF)) >> 16
+        tl.store(ptr, bits.to(tl.int16), mask=mask)
+    else:
+        tl.store(ptr, value.to(ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _stats_kernel(
+    x_ptr, t_ptr, partial_ptr,
+    row_len, chunks_per_row, num_groups, members, iters,
+    focal_alpha_hi, focal_alpha_lo, focal_gamma_hi, focal_gamma_lo,
+    REGION: tl.constexpr, ELEM: tl.constexpr, BLOCK: tl.constexpr, ACC: tl.constexpr,
+):
+    focal_alpha = _param(focal_alpha_hi, focal_alpha_lo, ACC)
+    focal_gamma = _param(focal_gamma_hi, focal_gamma_lo, ACC)
+    pid = tl.program_id(0).to(tl.int64)
+    row = pid // chunks_per_row
+    chunk = pid % chunks_per_row
+    row_start = row * row_len
+    chunk_start = chunk * iters * BLOCK
+    lanes = tl.arange(0, BLOCK)
+    sum_pt = tl.zeros([BLOCK], ACC)
+    sum_p = tl.zeros([BLOCK], ACC)
+    sum_t = tl.zeros([BLOCK], ACC)
+    sum_e = tl.zeros([BLOCK], ACC)
+    for step in range(0, iters):
+        offs = chunk_start + step * BLOCK + lanes
+        mask = offs < row_len
+        x = tl.load(x_ptr + row_start + offs, mask=mask, other=0.0).to(ACC)
+        t = tl.load(t_ptr + row_start + offs, mask=mask, other=0).to(ACC)
+        p, q, softplus_neg_abs = _sigmoid_parts(x)
+        if REGION:
+            p = tl.where(mask, p, 0.0)  # sigmoid(0) = 0.5 on masked lanes
+            sum_pt += p * t
+            sum_p += p
+            sum_t += t
+        if ELEM:
+            loss, _ = _focal_terms(x, t, p, q, softplus_neg_abs, focal_alpha, focal_gamma)
+            sum_e += tl.where(mask, loss, 0.0)
+    group = row % num_groups
+    member = row // num_groups
+    slot = partial_ptr + ((group * members + member) * chunks_per_row + chunk) * 4
+    tl.store(slot + 0, tl.sum(sum_pt, axis=0))
+    tl.store(slot + 1, tl.sum(sum_p, axis=0))
+    tl.store(slot + 2, tl.sum(sum_t, axis=0))
+    tl.store(slot + 3, tl.sum(sum_e, axis=0))
+
+
+@triton.jit
+def _pow_or_zero(base, exponent):
+    # base**exponent for base >= 0 with 0**e = 0 for e > 0, 1 for e == 0.
+    positive = base > 0.0
+    powered = tl.exp2(exponent * tl.log2(tl.where(positive, base, 1.0)))
+    return tl.where(positive, powered, tl.where(exponent == 0.0, 1.0, 0.0))
+
+
+@triton.jit
+def _finalize_kernel(
+    partial_ptr, weight_ptr, loss_ptr, coef_ptr,
+    num_groups, parts_per_group, num_channels, group_size,
+    tv_alpha_hi, tv_alpha_lo, tv_beta_hi, tv_beta_lo, smooth_hi, smooth_lo,
+    region_gamma_hi, region_gamma_lo, region_weight_hi, region_weight_lo,
+    elem_weight_hi, elem_weight_lo,
+    REGION: tl.constexpr, ELEM: tl.constexpr, HAS_WEIGHT: tl.constexpr,
+    ELEM_MEAN: tl.constexpr, REDUCTION: tl.constexpr,
+    GROUP_BLOCK: tl.constexpr, PART_BLOCK: tl.constexpr, ACC: tl.constexpr,
+):
+    # REDUCTION: 0 = 'none' (one loss per group), 1 = 'mean', 2 = 'sum'.
+    tv_alpha = _param(tv_alpha_hi, tv_alpha_lo, ACC)
+    tv_beta = _param(tv_beta_hi, tv_beta_lo, ACC)
+    smooth = _param(smooth_hi, smooth_lo, ACC)
+    region_gamma = _param(region_gamma_hi, region_gamma_lo, ACC)
+    region_weight = _param(region_weight_hi, region_weight_lo, ACC)
+    elem_weight = _param(elem_weight_hi, elem_weight_lo, ACC)
+    if REDUCTION == 1:
+        out_scale = 1.0 / num_groups.to(ACC)
+    else:
+        out_scale = tl.full([], 1.0, ACC)
+    if ELEM_MEAN:
+        elem_scale = elem_weight / group_size.to(ACC)
+    else:
+        elem_scale = elem_weight
+    total = tl.zeros([GROUP_BLOCK], ACC)
+    for group_start in range(0, num_groups, GROUP_BLOCK):
+        groups = group_start + tl.arange(0, GROUP_BLOCK)
+        group_mask = groups < num_groups
+        sum_i = tl.zeros([GROUP_BLOCK], ACC)
+        sum_p = tl.zeros([GROUP_BLOCK], ACC)
+        sum_t = tl.zeros([GROUP_BLOCK], ACC)
+        sum_e = tl.zeros([GROUP_BLOCK], ACC)
+        for part_start in range(0, parts_per_group, PART_BLOCK):
+            parts = part_start + tl.arange(0, PART_BLOCK)
+            tile_mask = group_mask[:, None] & (parts < parts_per_group)[None, :]
+            slots = partial_ptr + (groups.to(tl.int64)[:, None] * parts_per_group + parts[None, :]) * 4
+            sum_i += tl.sum(tl.load(slots + 0, mask=tile_mask, other=0.0), axis=1)
+            sum_p += tl.sum(tl.load(slots + 1, mask=tile_mask, other=0.0), axis=1)
+            sum_t += tl.sum(tl.load(slots + 2, mask=tile_mask, other=0.0), axis=1)
+            sum_e += tl.sum(tl.load(slots + 3, mask=tile_mask, other=0.0), axis=1)
+
+        if HAS_WEIGHT:
+            group_weight = tl.load(weight_ptr + groups % num_channels, mask=group_mask, other=0.0).to(ACC)
+        else:
+            group_weight = tl.full([GROUP_BLOCK], 1.0, ACC)
+        scale = group_weight * out_scale
+        group_loss = tl.zeros([GROUP_BLOCK], ACC)
+        coef_i = tl.zeros([GROUP_BLOCK], ACC)
+        coef_p = tl.zeros([GROUP_BLOCK], ACC)
+        if REGION:
+            # Tversky index TI = (I + s) / (I + a*FP + b*FN + s), FP = P - I, FN = T - I;
+            # region loss R = (1 - TI)**gamma. Dice and IoU are special cases.
+            false_pos = tl.maximum(sum_p - sum_i, 0.0)
+            false_neg = tl.maximum(sum_t - sum_i, 0.0)
+            numer = sum_i + smooth
+            denom = sum_i + tv_alpha * false_pos + tv_beta * false_neg + smooth
+            tversky = tl.maximum(1.0 - numer / denom, 0.0)
+            region = tl.where(region_gamma == 1.0, tversky, _pow_or_zero(tversky, region_gamma))
+            dregion = tl.where(region_gamma == 1.0, 1.0,
+                               tl.where(tversky > 0.0, region_gamma * region / tl.where(tversky > 0.0, tversky, 1.0), 0.0))
+            # d(1 - TI)/dI and d(1 - TI)/dP; T carries no gradient.
+            dtv_di = -(denom - numer * (1.0 - tv_alpha - tv_beta)) / (denom * denom)
+            dtv_dp = numer * tv_alpha / (denom * denom)
+            group_loss += region_weight * region
+            coef_i = scale * region_weight * dregion * dtv_di
+            coef_p = scale * region_weight * dregion * dtv_dp
+        if ELEM:
+            group_loss += elem_scale * sum_e
+        coef_e = scale * elem_scale
+        weighted = group_weight * group_loss
+        if REDUCTION == 0:
+            tl.store(loss_ptr + groups, weighted, mask=group_mask)
+        else:
+            total += tl.where(group_mask, weighted, 0.0)
+        coef_slots = coef_ptr + groups.to(tl.int64) * 3
+        tl.store(coef_slots + 0, coef_i, mask=group_mask)
+        tl.store(coef_slots + 1, coef_p, mask=group_mask)
+        tl.store(coef_slots + 2, coef_e, mask=group_mask)
+    if REDUCTION != 0:
+        tl.store(loss_ptr, tl.sum(total, axis=0) * out_scale)
+
+
+@triton.jit
+def _backward_kernel(
+    x_ptr, t_ptr, coef_ptr, grad_out_ptr, grad_ptr,
+    row_len, chunks_per_row, num_groups, iters, grad_out_group_stride,
+    focal_alpha_hi, focal_alpha_lo, focal_gamma_hi, focal_gamma_lo,
+    REGION: tl.constexpr, ELEM: tl.constexpr, GRAD_OUT_PER_ELEMENT: tl.constexpr,
+    BLOCK: tl.constexpr, ACC: tl.constexpr, GRAD_BF16: tl.constexpr,
+):
+    focal_alpha = _param(focal_alpha_hi, focal_alpha_lo, ACC)
+    focal_gamma = _param(focal_gamma_hi, focal_gamma_lo, ACC)
+    pid = tl.program_id(0).to(tl.int64)
+    row = pid // chunks_per_row
+    chunk = pid % chunks_per_row
+    group = row % num_groups
+    row_start = row * row_len
+    chunk_start = chunk * iters * BLOCK
+    lanes = tl.arange(0, BLOCK)
+    if GRAD_OUT_PER_ELEMENT:
+        # reduction='none' of the element loss: the incoming gradient is a map.
+        coef_i = tl.full([], 0.0, ACC)
+        coef_p = tl.full([], 0.0, ACC)
+        coef_e = tl.full([], 1.0, ACC)
+    else:
+        upstream = tl.load(grad_out_ptr + group * grad_out_group_stride).to(ACC)
+        coef_i = tl.load(coef_ptr + group * 3 + 0) * upstream
+        coef_p = tl.load(coef_ptr + group * 3 + 1) * upstream
+        coef_e = tl.load(coef_ptr + group * 3 + 2) * upstream
+    for step in range(0, iters):
+        offs = chunk_start + step * BLOCK + lanes
+        mask = offs < row_len
+        x = tl.load(x_ptr + row_start + offs, mask=mask, other=0.0).to(ACC)
+        t = tl.load(t_ptr + row_start + offs, mask=mask, other=0).to(ACC)
+        p, q, softplus_neg_abs = _sigmoid_parts(x)
+        grad = tl.zeros([BLOCK], ACC)
+        if REGION:
+            grad += (coef_i * t + coef_p) * (p * q)
+        if ELEM:
+            _, dloss = _focal_terms(x, t, p, q, softplus_neg_abs, focal_alpha, focal_gamma)
+            if GRAD_OUT_PER_ELEMENT:
+                upstream_map = tl.load(grad_out_ptr + row_start + offs, mask=mask, other=0.0).to(ACC)
+                grad += upstream_map * dloss
+            else:
+                grad += coef_e * dloss
+        _store_as(grad_ptr + row_start + offs, grad, mask, GRAD_BF16)
+
+
+@triton.jit
+def _focal_map_kernel(
+    x_ptr, t_ptr, out_ptr, numel,
+    focal_alpha_hi, focal_alpha_lo, focal_gamma_hi, focal_gamma_lo,
+    BLOCK: tl.constexpr, ACC: tl.constexpr, OUT_BF16: tl.constexpr,
+):
+    focal_alpha = _param(focal_alpha_hi, focal_alpha_lo, ACC)
+    focal_gamma = _param(focal_gamma_hi, focal_gamma_lo, ACC)
+    pid = tl.program_id(0).to(tl.int64)
+    offs = pid * BLOCK + tl.arange(0, BLOCK)
+    mask = offs < numel
+    x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(ACC)
+    t = tl.load(t_ptr + offs, mask=mask, other=0).to(ACC)
+    p, q, softplus_neg_abs = _sigmoid_parts(x)
+    loss, _ = _focal_terms(x, t, p, q, softplus_neg_abs, focal_alpha, focal_gamma)
+    _store_as(out_ptr + offs, loss, mask, OUT_BF16)
+
+
+# ----------------------------------------------------------------------------
+# Launchers: plain functions over torch tensors, called by the op layer.
+# ----------------------------------------------------------------------------
+
+_REDUCTION_CODE = {"none": 0, "mean": 1, "sum": 2}
+
+
+def _split(value: float):
+    """Python floats reach Triton as fp32: pass (hi, lo) with hi + lo == value
+    to fp64 precision (see _param)."""
+    hi = struct.unpack("f", struct.pack("f", value))[0]
+    return hi, value - hi
+
+
+def _acc_dtypes(x: torch.Tensor):
+    if x.dtype == torch.float64:
+        return torch.float64, tl.float64
+    return torch.float32, tl.float32
+
+
+@functools.lru_cache(maxsize=None)
+def _sm_count(device_index: int) -> int:
+    return torch.cuda.get_device_properties(device_index).multi_processor_count
+
+
+class _Plan:
+    """How rows are cut into chunks of ``iters`` blocks of ``block`` elements.
+
+    Depends only on the shape and the device, so a given input always reduces
+    in the same order (bitwise reproducible)."""
+
+    def __init__(self, layout: GroupLayout, device: torch.device):
+        if device.type == "cuda":
+            max_block, self.num_warps = 2048, 8
+            target_programs = 8 * _sm_count(device.index if device.index is not None else torch.cuda.current_device())
+        else:  # Triton interpreter: large blocks, few programs
+            max_block, self.num_warps = 8192, 4
+            target_programs = 4
+        self.block = max(16, min(max_block, triton.next_power_of_2(layout.row_len)))
+        blocks_per_row = triton.cdiv(layout.row_len, self.block)
+        iters = triton.cdiv(layout.rows * blocks_per_row, target_programs)
+        self.iters = max(1, min(blocks_per_row, iters))
+        self.chunks_per_row = triton.cdiv(blocks_per_row, self.iters)
+        self.programs = layout.rows * self.chunks_per_row
+
+
+def _as_loadable(target: torch.Tensor) -> torch.Tensor:
+    # A view, never a converted copy: bool is read as its bytes.
+    return target.view(torch.uint8) if target.dtype == torch.bool else target
+
+
+def _writable(out: torch.Tensor) -> torch.Tensor:
+    return out.view(torch.int16) if out.dtype == torch.bfloat16 else out
+
+
+def sigmoid_loss(input, target, weight, per_sample, per_channel, region, tv_alpha, tv_beta, smooth,
+                         region_gamma, region_weight, elem, focal_alpha, focal_gamma, elem_weight,
+                         elem_mean, reduction):
+    layout = group_layout(input.shape, per_sample, per_channel)
+    acc, ACC = _acc_dtypes(input)
+    x = input.contiguous()
+    target = _as_loadable(target.contiguous())
+    plan = _Plan(layout, x.device)
+    members = layout.rows // layout.num_groups
+    partials = torch.empty((plan.programs, 4), dtype=acc, device=x.device)
+    _stats_kernel[(plan.programs,)](
+        x, target, partials,
+        layout.row_len, plan.chunks_per_row, layout.num_groups, members, plan.iters,
+        *_split(focal_alpha), *_split(focal_gamma),
+        REGION=region, ELEM=elem, BLOCK=plan.block, ACC=ACC, num_warps=plan.num_warps,
+    )
+    code = _REDUCTION_CODE[reduction]
+    loss = torch.empty(layout.shape if code == 0 else (), dtype=acc, device=x.device)
+    coef = torch.empty((layout.num_groups, 3), dtype=acc, device=x.device)
+    parts_per_group = members * plan.chunks_per_row
+    part_block = min(1024, triton.next_power_of_2(parts_per_group))
+    group_block = min(triton.next_power_of_2(layout.num_groups), max(1, 4096 // part_block))
+    has_weight = weight is not None
+    _finalize_kernel[(1,)](
+        partials, weight.contiguous() if has_weight else partials, loss, coef,
+        layout.num_groups, parts_per_group, layout.num_channels, layout.rows // layout.num_groups * layout.row_len,
+        *_split(tv_alpha), *_split(tv_beta), *_split(smooth),
+        *_split(region_gamma), *_split(region_weight), *_split(elem_weight),
+        REGION=region, ELEM=elem, HAS_WEIGHT=has_weight, ELEM_MEAN=elem_mean, REDUCTION=code,
+        GROUP_BLOCK=group_block, PART_BLOCK=part_block, ACC=ACC, num_warps=4,
+    )
+    return loss, coef
+
+
+def sigmoid_loss_backward(grad_loss, input, target, coef, per_sample, per_channel, region, elem,
+                          focal_alpha, focal_gamma):
+    layout = group_layout(input.shape, per_sample, per_channel)
+    _, ACC = _acc_dtypes(input)
+    x = input.contiguous()
+    target = _as_loadable(target.contiguous())
+    grad = torch.empty_like(x, memory_format=torch.contiguous_format)
+    plan = _Plan(layout, x.device)
+    _backward_kernel[(plan.programs,)](
+        x, target, coef, grad_loss.contiguous(), _writable(grad),
+        layout.row_len, plan.chunks_per_row, layout.num_groups, plan.iters,
+        1 if grad_loss.dim() > 0 else 0,
+        *_split(focal_alpha), *_split(focal_gamma),
+        REGION=region, ELEM=elem, GRAD_OUT_PER_ELEMENT=False,
+        BLOCK=plan.block, ACC=ACC, GRAD_BF16=x.dtype == torch.bfloat16, num_warps=plan.num_warps,
+    )
+    return grad
+
+
+def _map_plan(x):
+    return _Plan(group_layout((x.numel(),), False, False), x.device)
+
+
+def sigmoid_focal_map(input, target, alpha, gamma):
+    _, ACC = _acc_dtypes(input)
+    x = input.contiguous()
+    target = _as_loadable(target.contiguous())
+    out = torch.empty_like(x, memory_format=torch.contiguous_format)
+    block = _map_plan(x).block
+    _focal_map_kernel[(triton.cdiv(x.numel(), block),)](
+        x, target, _writable(out), x.numel(), *_split(alpha), *_split(gamma),
+        BLOCK=block, ACC=ACC, OUT_BF16=x.dtype == torch.bfloat16,
+    )
+    return out
+
+
+def sigmoid_focal_map_backward(grad_map, input, target, alpha, gamma):
+    _, ACC = _acc_dtypes(input)
+    x = input.contiguous()
+    target = _as_loadable(target.contiguous())
+    grad = torch.empty_like(x, memory_format=torch.contiguous_format)
+    plan = _map_plan(x)
+    _backward_kernel[(plan.programs,)](
+        x, target, x, grad_map.contiguous(), _writable(grad),
+        x.numel(), plan.chunks_per_row, 1, plan.iters, 0,
+        *_split(alpha), *_split(gamma),
+        REGION=False, ELEM=True, GRAD_OUT_PER_ELEMENT=True,
+        BLOCK=plan.block, ACC=ACC, GRAD_BF16=x.dtype == torch.bfloat16, num_warps=plan.num_warps,
+    )
+    return grad
