@@ -1,0 +1,85 @@
+"""What the tests share: the device, the fused backends to check, input makers,
+the losses with the options each accepts, and a tolerance per dtype."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import fusedloss
+
+DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+FUSED_BACKENDS = [name for name in fusedloss.available_backends(DEVICE) if name != "reference"]
+if not FUSED_BACKENDS:
+    pytest.exit(f"no fused backend runs on {DEVICE}: {fusedloss.backends()}", returncode=1)
+
+INPUT_DTYPES = [torch.float64, torch.float32, torch.float16, torch.bfloat16]
+TARGET_DTYPES = [torch.float32, torch.bool, torch.uint8]
+
+REGION_LOSSES = ["dice", "iou", "tversky", "focal_tversky", "dice_bce"]
+ALL_LOSSES = REGION_LOSSES + ["focal"]
+
+# Non-default parameters, so the formulas' constants are exercised.
+LOSS_PARAMS = {
+    "dice": dict(smooth=0.5),
+    "iou": dict(smooth=1.0),
+    "tversky": dict(alpha=0.3, beta=0.7, smooth=1.0),
+    "focal_tversky": dict(alpha=0.3, beta=0.7, gamma=0.75, smooth=1.0),
+    "dice_bce": dict(smooth=1.0, dice_weight=0.7, bce_weight=1.3),
+    "focal": dict(alpha=0.25, gamma=2.0),
+}
+
+GROUPINGS = [
+    dict(),
+    dict(per_sample=True),
+    dict(per_channel=True),
+    dict(per_sample=True, per_channel=True),
+]
+
+
+def loss_fn(name):
+    return fusedloss.LOSSES[name]
+
+
+def make_pair(shape, dtype=torch.float32, target_dtype=torch.float32, mask="random", scale=3.0, seed=0):
+    """Logits and a target on DEVICE. mask: 'random' (hard labels, soft for
+    float targets), 'empty' (all 0), 'full' (all 1)."""
+    gen = torch.Generator().manual_seed(seed)
+    x = (torch.randn(shape, generator=gen, dtype=torch.float64) * scale).to(dtype)
+    if mask == "empty":
+        t = torch.zeros(shape)
+    elif mask == "full":
+        t = torch.ones(shape)
+    elif target_dtype.is_floating_point:
+        t = torch.rand(shape, generator=gen)
+        t = torch.where(torch.rand(shape, generator=gen) < 0.5, t.round(), t)  # mixed hard and soft labels
+    else:
+        t = (torch.rand(shape, generator=gen) < 0.4).float()
+    return x.to(DEVICE), t.to(target_dtype).to(DEVICE)
+
+
+def tolerance(dtype):
+    """(rtol, atol as a fraction of the reference's max magnitude)."""
+    return {
+        torch.float64: (1e-10, 1e-12),
+        torch.float32: (1e-5, 1e-6),
+        torch.float16: (2e-3, 1e-3),  # one or two fp16 roundings of the same fp32 value
+        torch.bfloat16: (1.6e-2, 8e-3),
+    }[dtype]
+
+
+def assert_close(actual, expected, dtype):
+    rtol, atol_fraction = tolerance(dtype)
+    scale = expected.detach().abs().max().item() if expected.numel() else 0.0
+    info = torch.finfo(dtype)
+    subnormal_step = info.smallest_normal * info.eps  # gradients this small round in absolute steps
+    torch.testing.assert_close(actual, expected, rtol=rtol, atol=max(atol_fraction * scale, 2 * subnormal_step),
+                               check_dtype=True)
+
+
+def loss_and_grad(name, x, t, backend, **options):
+    x = x.detach().clone().requires_grad_(True)
+    loss = loss_fn(name)(x, t, backend=backend, **options)
+    upstream = torch.linspace(0.5, 1.5, loss.numel(), dtype=loss.dtype, device=loss.device).reshape(loss.shape)
+    (grad,) = torch.autograd.grad(loss, x, upstream)
+    return loss.detach(), grad

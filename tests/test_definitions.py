@@ -1,0 +1,110 @@
+"""The reference (and so every backend) equals the definitions as users know
+them: the classic sigmoid-flatten-smooth=1 DiceLoss, torchvision's
+sigmoid_focal_loss, nn.BCEWithLogitsLoss + Dice, and the formulas by hand."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import fusedloss
+from helpers import FUSED_BACKENDS, assert_close, make_pair
+
+BACKENDS = FUSED_BACKENDS + ["reference"]
+
+
+def classic_dice_loss(inputs, targets, smooth=1):
+    """The DiceLoss module found in countless segmentation notebooks."""
+    inputs = torch.sigmoid(inputs).view(-1)
+    targets = targets.view(-1)
+    intersection = (inputs * targets).sum()
+    dice = (2.0 * intersection + smooth) / (inputs.sum() + targets.sum() + smooth)
+    return 1 - dice
+
+
+def torchvision_sigmoid_focal_loss(inputs, targets, alpha=0.25, gamma=2.0, reduction="none"):
+    """torchvision.ops.sigmoid_focal_loss, restated (torchvision is not a dependency)."""
+    p = torch.sigmoid(inputs)
+    ce_loss = F.binary_cross_entropy_with_logits(inputs, targets, reduction="none")
+    p_t = p * targets + (1 - p) * (1 - targets)
+    loss = ce_loss * ((1 - p_t) ** gamma)
+    if alpha >= 0:
+        alpha_t = alpha * targets + (1 - alpha) * (1 - targets)
+        loss = alpha_t * loss
+    if reduction == "mean":
+        loss = loss.mean()
+    elif reduction == "sum":
+        loss = loss.sum()
+    return loss
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_dice_module_is_the_classic_dice_loss(backend):
+    x, t = make_pair((4, 1, 31, 29), torch.float64, torch.float64)
+    assert_close(fusedloss.DiceLoss(backend=backend)(x, t), classic_dice_loss(x, t), torch.float64)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("alpha, gamma", [(0.25, 2.0), (-1.0, 1.5), (0.5, 0.0)])
+def test_focal_is_torchvision_sigmoid_focal_loss(backend, reduction, alpha, gamma):
+    x, t = make_pair((2, 3, 7, 9), torch.float64, torch.float64)
+    ours = fusedloss.FocalLoss(alpha=None if alpha < 0 else alpha, gamma=gamma, reduction=reduction,
+                               backend=backend)(x, t)
+    assert_close(ours, torchvision_sigmoid_focal_loss(x, t, alpha, gamma, reduction), torch.float64)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_dice_bce_is_bce_with_logits_plus_dice(backend):
+    x, t = make_pair((2, 1, 17, 16), torch.float64, torch.float64)
+    expected = torch.nn.BCEWithLogitsLoss()(x, t) + classic_dice_loss(x, t)
+    assert_close(fusedloss.DiceBCELoss(backend=backend)(x, t), expected, torch.float64)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_region_formulas_by_hand(backend):
+    x, t = make_pair((3, 2, 5, 4), torch.float64, torch.float64)
+    p = torch.sigmoid(x)
+    dims = (0, 2, 3)  # per channel
+    i, ps, ts = (p * t).sum(dims), p.sum(dims), t.sum(dims)
+    fp, fn = ps - i, ts - i
+    s = 0.7
+    expected = {
+        "dice": 1 - (2 * i + s) / (ps + ts + s),
+        "iou": 1 - (i + s) / (ps + ts - i + s),
+        "tversky": 1 - (i + s) / (i + 0.2 * fp + 0.8 * fn + s),
+        "focal_tversky": (1 - (i + s) / (i + 0.2 * fp + 0.8 * fn + s)) ** 1.5,
+    }
+    extra = {"tversky": dict(alpha=0.2, beta=0.8), "focal_tversky": dict(alpha=0.2, beta=0.8, gamma=1.5)}
+    weight = torch.tensor([0.3, 2.0], dtype=torch.float64, device=x.device)
+    for name, per_channel in expected.items():
+        fn_ = fusedloss.LOSSES[name]
+        losses = fn_(x, t, smooth=s, per_channel=True, reduction="none", backend=backend, **extra.get(name, {}))
+        assert_close(losses, per_channel, torch.float64)
+        mean = fn_(x, t, smooth=s, per_channel=True, weight=weight, backend=backend, **extra.get(name, {}))
+        assert_close(mean, (per_channel * weight).mean(), torch.float64)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_per_sample_and_per_channel_shapes(backend):
+    x, t = make_pair((3, 2, 5, 4), torch.float32)
+    shapes = {(False, False): (), (True, False): (3,), (False, True): (2,), (True, True): (3, 2)}
+    for (per_sample, per_channel), shape in shapes.items():
+        out = fusedloss.dice_loss(x, t, per_sample=per_sample, per_channel=per_channel, reduction="none",
+                                  backend=backend)
+        assert out.shape == shape
+    assert fusedloss.focal_loss(x, t, reduction="none", backend=backend).shape == x.shape
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_output_dtypes(backend):
+    for dtype, loss_dtype in [(torch.float16, torch.float32), (torch.bfloat16, torch.float32),
+                              (torch.float32, torch.float32), (torch.float64, torch.float64)]:
+        x, t = make_pair((2, 3, 4), dtype, torch.uint8)
+        assert fusedloss.dice_loss(x, t, backend=backend).dtype == loss_dtype
+        assert fusedloss.focal_loss(x, t, backend=backend).dtype == loss_dtype
+        assert fusedloss.focal_loss(x, t, reduction="none", backend=backend).dtype == dtype
+
+
+def test_jaccard_is_iou():
+    assert fusedloss.JaccardLoss is fusedloss.IoULoss
+    assert fusedloss.jaccard_loss is fusedloss.iou_loss
