@@ -161,12 +161,13 @@ def _finalize_kernel(
     region_gamma = _param(region_gamma_hi, region_gamma_lo, ACC)
     region_weight = _param(region_weight_hi, region_weight_lo, ACC)
     elem_weight = _param(elem_weight_hi, elem_weight_lo, ACC)
+    # Integer arguments equal to 1 arrive as constexpr on GPU (no .to()): widen by addition.
     if REDUCTION == 1:
-        out_scale = 1.0 / num_groups.to(ACC)
+        out_scale = 1.0 / (tl.zeros([], ACC) + num_groups)
     else:
         out_scale = tl.full([], 1.0, ACC)
     if ELEM_MEAN:
-        elem_scale = elem_weight / group_size.to(ACC)
+        elem_scale = elem_weight / (tl.zeros([], ACC) + group_size)
     else:
         elem_scale = elem_weight
     total = tl.zeros([GROUP_BLOCK], ACC)
