@@ -347,6 +347,21 @@ def _writable(out: torch.Tensor) -> torch.Tensor:
     return out.view(torch.int16) if out.dtype == torch.bfloat16 else out
 
 
+def _on_input_device(launcher):
+    """Triton launches on the current CUDA device: make it the input's."""
+
+    @functools.wraps(launcher)
+    def launch(*args):
+        input = next(arg for arg in args if isinstance(arg, torch.Tensor) and arg.dim() > 0)
+        if input.device.type != "cuda":
+            return launcher(*args)
+        with torch.cuda.device(input.device):
+            return launcher(*args)
+
+    return launch
+
+
+@_on_input_device
 def sigmoid_loss(input, target, weight, per_sample, per_channel, region, tv_alpha, tv_beta, smooth,
                          region_gamma, region_weight, elem, focal_alpha, focal_gamma, elem_weight,
                          elem_mean, reduction):
@@ -381,6 +396,7 @@ def sigmoid_loss(input, target, weight, per_sample, per_channel, region, tv_alph
     return loss, coef
 
 
+@_on_input_device
 def sigmoid_loss_backward(grad_loss, input, target, coef, per_sample, per_channel, region, elem,
                           focal_alpha, focal_gamma):
     layout = group_layout(input.shape, per_sample, per_channel)
@@ -404,6 +420,7 @@ def _map_plan(x):
     return _Plan(group_layout((x.numel(),), False, False), x.device)
 
 
+@_on_input_device
 def sigmoid_focal_map(input, target, alpha, gamma):
     _, ACC = _acc_dtypes(input)
     x = input.contiguous()
@@ -417,6 +434,7 @@ def sigmoid_focal_map(input, target, alpha, gamma):
     return out
 
 
+@_on_input_device
 def sigmoid_focal_map_backward(grad_map, input, target, alpha, gamma):
     _, ACC = _acc_dtypes(input)
     x = input.contiguous()
