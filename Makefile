@@ -2,7 +2,8 @@
 # make bench  set up .venv and run the benchmark comparison (quick preset; PRESET=full for all sizes)
 PYTHON ?= python3
 VENV ?= .venv
-# The CPU build of torch by default; e.g. TORCH_SPEC='torch==2.14.1' for a CUDA build.
+# The CPU build of torch by default; TORCH_SPEC='torch==2.14.1' (a CUDA build) also
+# compiles the extension's CUDA kernels where nvcc is found (CUDA_HOME).
 TORCH_SPEC ?= torch==2.13.0
 PRESET ?= quick
 PY := $(VENV)/bin/python
@@ -11,7 +12,8 @@ PY := $(VENV)/bin/python
 
 setup: $(VENV)/.installed
 
-$(VENV)/.installed: setup.py requirements-dev.txt
+# The C++ extension is built by the editable install: rebuild when csrc/ changes.
+$(VENV)/.installed: setup.py requirements-dev.txt $(wildcard csrc/*.h csrc/*.cpp csrc/*/*.cpp csrc/*/*.cu)
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "$(TORCH_SPEC)" -r requirements-dev.txt

@@ -17,12 +17,12 @@ from .functional import (
     tversky_loss,
 )
 from .modules import DiceBCELoss, DiceLoss, FocalLoss, FocalTverskyLoss, IoULoss, JaccardLoss, TverskyLoss
-from .ops import BACKENDS, available_backends, backends
+from .ops import BACKENDS, available_backends, backends, build_extension
 
 __version__ = "0.1.0"
 
 __all__ = [
     "BACKENDS", "LOSSES", "DiceBCELoss", "DiceLoss", "FocalLoss", "FocalTverskyLoss", "IoULoss", "JaccardLoss",
-    "TverskyLoss", "available_backends", "backends", "dice_bce_loss", "dice_loss", "focal_loss",
+    "TverskyLoss", "available_backends", "backends", "build_extension", "dice_bce_loss", "dice_loss", "focal_loss",
     "focal_tversky_loss", "functional", "iou_loss", "jaccard_loss", "reference", "tversky_loss",
 ]

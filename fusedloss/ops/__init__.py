@@ -1,5 +1,5 @@
 """The op layer: torch.library registration of the fused ops (``schema.py``,
-``triton_ops.py``) and the choice of backend (``selection.py``)."""
+``triton_ops.py``, ``cpp_ops.py``) and the choice of backend (``selection.py``)."""
 
 from .selection import BACKENDS, available_backends, backends, resolve
 
@@ -10,7 +10,19 @@ def fused_ops(backend: str):
         from . import triton_ops
 
         return triton_ops.load()
+    if backend in ("cpu", "cuda"):
+        from . import cpp_ops
+
+        return cpp_ops.ops()
     raise ValueError(f"backend {backend!r} has no fused ops")
 
 
-__all__ = ["BACKENDS", "available_backends", "backends", "fused_ops", "resolve"]
+def build_extension(verbose: bool = False) -> None:
+    """Compile and load the C++/CUDA extension from csrc/ if it was not installed
+    prebuilt (ninja; cached by torch). Raises if it cannot be built."""
+    from . import cpp_ops
+
+    cpp_ops.build(verbose=verbose)
+
+
+__all__ = ["BACKENDS", "available_backends", "backends", "build_extension", "fused_ops", "resolve"]

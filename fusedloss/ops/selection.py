@@ -4,6 +4,8 @@
 - 'triton': the fused Triton kernels; on CUDA tensors when Triton imports, and on
   CPU tensors only under the Triton interpreter (TRITON_INTERPRET=1 set before
   fusedloss is imported; for testing, it is slow).
+- 'cuda', 'cpu': the C++ extension's CUDA and CPU kernels (csrc/, ``cpp_ops.py``).
+  Naming one explicitly builds the extension on first use if it was not installed.
 
 'auto' picks the first backend of the device's ``AUTO_ORDER`` that can run the call; the environment
 variable FUSEDLOSS_BACKEND, when set, replaces 'auto' (an explicit backend=
@@ -16,10 +18,14 @@ import os
 
 import torch
 
-BACKENDS = ("triton", "reference")
+from . import cpp_ops
+
+BACKENDS = ("triton", "cuda", "cpu", "reference")
+# Triton before CUDA C++ until a GPU benchmark says otherwise (bench/results/).
 # The interpreter is for testing: 'auto' never picks Triton on the CPU.
-AUTO_ORDER = {"cuda": ("triton", "reference")}
+AUTO_ORDER = {"cuda": ("triton", "cuda", "reference"), "cpu": ("cpu", "reference")}
 DEFAULT_AUTO_ORDER = ("reference",)
+CPP_BACKEND_DEVICE = {"cuda": "cuda", "cpu": "cpu"}
 ENV_VAR = "FUSEDLOSS_BACKEND"
 
 _TRITON_INTERPRETER = os.environ.get("TRITON_INTERPRET", "0") == "1"
@@ -42,6 +48,10 @@ def unavailable_reason(backend: str, device: torch.device) -> str | None:
     """None if ``backend`` can run tensors on ``device``, else why not."""
     if backend == "reference":
         return None
+    if backend in CPP_BACKEND_DEVICE:
+        if device.type != CPP_BACKEND_DEVICE[backend]:
+            return f"the {backend!r} backend runs on {CPP_BACKEND_DEVICE[backend]} tensors (got {device.type})"
+        return cpp_ops.unavailable_reason(device.type)
     if backend == "triton":
         if _TRITON_ERROR is not None:
             return _TRITON_ERROR
@@ -66,8 +76,15 @@ def backends() -> dict[str, str]:
     report = {}
     for name in BACKENDS:
         usable = [d for d in devices if unavailable_reason(name, torch.device(d)) is None]
-        report[name] = ("available on " + ", ".join(usable)) if usable else (
-            "unavailable: " + unavailable_reason(name, torch.device(devices[0])))
+        if usable:
+            report[name] = "available on " + ", ".join(usable)
+        elif name in ("triton", "cuda") and not torch.cuda.is_available():
+            why_not_cpu = "" if name == "cuda" else f"; {unavailable_reason(name, torch.device('cpu'))}"
+            cuda_reason = unavailable_reason(name, torch.device("cuda"))
+            built = "" if cuda_reason is None or "runs on" in cuda_reason else f"; {cuda_reason}"
+            report[name] = f"unavailable: no CUDA GPU here{built}{why_not_cpu}"
+        else:
+            report[name] = "unavailable: " + unavailable_reason(name, torch.device(devices[0]))
     return report
 
 
@@ -86,6 +103,8 @@ def resolve(backend: str, device: torch.device, *, differentiable_target: bool =
             return "reference"  # the fused ops do not differentiate w.r.t. the target
         order = AUTO_ORDER.get(device.type, DEFAULT_AUTO_ORDER)
         return next(name for name in order if unavailable_reason(name, device) is None)
+    if backend in CPP_BACKEND_DEVICE:
+        cpp_ops.ensure_built()  # named explicitly: worth compiling csrc/ once
     reason = unavailable_reason(backend, device)
     if reason is not None:
         raise ValueError(f"{source}={backend!r} cannot run this call: {reason}")

@@ -1,0 +1,314 @@
+// CUDA kernels of the sigmoid-family ops (the same arithmetic as the CPU
+// kernels, from ../sigmoid_math.h):
+//   stats_kernel     one block per (row, chunk): one read of input and target,
+//                    block-reduced partial sums [I, P, T, E] (warp shuffles,
+//                    then shared memory: a fixed tree, no atomics);
+//   finalize_kernel  one block: each thread combines its groups' partials in a
+//                    fixed order and applies the formula; thread 0 reduces the
+//                    groups in order;
+//   backward_kernel  one block per (row, chunk): re-reads, recomputes sigmoid,
+//                    writes dL/dx;
+//   focal_map_kernel the per-element focal loss (reduction='none') and its backward.
+// 64-bit offsets, the current stream and the input's device, no host sync.
+#include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/cuda/CUDAContext.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/empty_like.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <torch/library.h>
+
+#include "../sigmoid_math.h"
+
+namespace fusedloss {
+namespace {
+
+using at::Tensor;
+
+constexpr int kThreads = 256;
+constexpr int kUnroll = 4;  // loads in flight per thread per step
+constexpr int64_t kStep = int64_t(kThreads) * kUnroll;
+
+// Reads the target in its own dtype (a uniform branch; no converted copy and
+// six times fewer kernel instantiations than a template parameter).
+enum class TargetKind : int { Float, Double, Half, BFloat16, Byte };
+
+struct TargetReader {
+  const void* data;
+  TargetKind kind;
+  template <typename acc_t>
+  __device__ __forceinline__ acc_t operator()(int64_t i) const {
+    switch (kind) {
+      case TargetKind::Float: return static_cast<acc_t>(static_cast<const float*>(data)[i]);
+      case TargetKind::Double: return static_cast<acc_t>(static_cast<const double*>(data)[i]);
+      case TargetKind::Half: return static_cast<acc_t>(static_cast<const at::Half*>(data)[i]);
+      case TargetKind::BFloat16: return static_cast<acc_t>(static_cast<const at::BFloat16*>(data)[i]);
+      default: return static_cast<acc_t>(static_cast<const uint8_t*>(data)[i]);  // uint8 and bool
+    }
+  }
+};
+
+TargetReader target_reader(const Tensor& target) {
+  switch (target.scalar_type()) {
+    case at::kFloat: return {target.const_data_ptr(), TargetKind::Float};
+    case at::kDouble: return {target.const_data_ptr(), TargetKind::Double};
+    case at::kHalf: return {target.const_data_ptr(), TargetKind::Half};
+    case at::kBFloat16: return {target.const_data_ptr(), TargetKind::BFloat16};
+    case at::kByte:
+    case at::kBool: return {target.const_data_ptr(), TargetKind::Byte};
+    default: TORCH_CHECK(false, "fusedloss: target must be float, double, half, bfloat16, bool or uint8, got ",
+                         target.scalar_type());
+  }
+}
+
+// How rows are cut into chunks of `steps` * kStep elements: depends only on the
+// shape and the device, so the reduction order is fixed.
+struct Plan {
+  int64_t steps, chunks_per_row, blocks;
+  Plan(const GroupLayout& layout, const Tensor& input) {
+    const int sms = at::cuda::getDeviceProperties(input.device().index())->multiProcessorCount;
+    const int64_t steps_per_row = (layout.row_len + kStep - 1) / kStep;
+    const int64_t target_blocks = int64_t(sms) * 8;
+    steps = std::max<int64_t>(1, std::min(steps_per_row, (layout.rows * steps_per_row + target_blocks - 1) / target_blocks));
+    chunks_per_row = (steps_per_row + steps - 1) / steps;
+    blocks = layout.rows * chunks_per_row;
+  }
+};
+
+template <typename acc_t>
+__device__ __forceinline__ acc_t block_sum(acc_t value, acc_t* shared) {
+  for (int offset = 16; offset > 0; offset >>= 1) value += __shfl_down_sync(0xffffffffu, value, offset);
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  __syncthreads();  // shared is reused by consecutive calls
+  if (lane == 0) shared[warp] = value;
+  __syncthreads();
+  acc_t total = 0;
+  if (threadIdx.x == 0) {
+    for (int w = 0; w < kThreads / 32; ++w) total += shared[w];
+  }
+  return total;  // valid in thread 0
+}
+
+template <typename input_t, typename acc_t>
+__global__ void __launch_bounds__(kThreads) stats_kernel(const input_t* __restrict__ x, TargetReader t,
+                                                         acc_t* __restrict__ partials, int64_t row_len,
+                                                         int64_t chunks_per_row, int64_t num_groups,
+                                                         int64_t members, int64_t steps, SigmoidLossParams lp) {
+  __shared__ acc_t shared[kThreads / 32];
+  const int64_t block = blockIdx.x;
+  const int64_t row = block / chunks_per_row, chunk = block % chunks_per_row;
+  const int64_t row_start = row * row_len;
+  const int64_t chunk_start = chunk * steps * kStep;
+  const acc_t alpha = lp.focal_alpha, gamma = lp.focal_gamma;
+  acc_t sum_i = 0, sum_p = 0, sum_t = 0, sum_e = 0;
+  for (int64_t step = 0; step < steps; ++step) {
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      const int64_t offset = chunk_start + step * kStep + int64_t(u) * kThreads + threadIdx.x;
+      if (offset < row_len) {
+        const acc_t xv = static_cast<acc_t>(x[row_start + offset]);
+        const acc_t tv = t.template operator()<acc_t>(row_start + offset);
+        const auto s = sigmoid_parts(xv);
+        if (lp.region) {
+          sum_i += s.p * tv;
+          sum_p += s.p;
+          sum_t += tv;
+        }
+        if (lp.elem) sum_e += focal_terms(xv, tv, s, alpha, gamma).loss;
+      }
+    }
+  }
+  const int64_t group = row % num_groups, member = row / num_groups;
+  acc_t* slot = partials + ((group * members + member) * chunks_per_row + chunk) * 4;
+  const acc_t totals[4] = {block_sum(sum_i, shared), block_sum(sum_p, shared), block_sum(sum_t, shared),
+                           block_sum(sum_e, shared)};
+  if (threadIdx.x == 0) {
+    for (int k = 0; k < 4; ++k) slot[k] = totals[k];
+  }
+}
+
+template <typename acc_t>
+__global__ void __launch_bounds__(kThreads) finalize_kernel(const acc_t* __restrict__ partials,
+                                                            const acc_t* __restrict__ weight,
+                                                            acc_t* __restrict__ group_losses,
+                                                            acc_t* __restrict__ loss, acc_t* __restrict__ coef,
+                                                            int64_t num_groups, int64_t parts_per_group,
+                                                            int64_t num_channels, int64_t group_size,
+                                                            SigmoidLossParams lp, Reduction reduction) {
+  const acc_t out_scale = reduction == Reduction::Mean ? acc_t(1) / acc_t(num_groups) : acc_t(1);
+  const acc_t elem_scale = lp.elem_mean ? acc_t(lp.elem_weight) / acc_t(group_size) : acc_t(lp.elem_weight);
+  for (int64_t g = threadIdx.x; g < num_groups; g += kThreads) {
+    acc_t sums[4] = {0, 0, 0, 0};
+    for (int64_t q = 0; q < parts_per_group; ++q) {
+      for (int k = 0; k < 4; ++k) sums[k] += partials[(g * parts_per_group + q) * 4 + k];
+    }
+    const acc_t group_weight = weight != nullptr ? weight[g % num_channels] : acc_t(1);
+    const auto r = finalize_group<acc_t>(sums[0], sums[1], sums[2], sums[3], group_weight, out_scale, elem_scale, lp);
+    group_losses[g] = r.loss;
+    coef[3 * g + 0] = r.coef_i;
+    coef[3 * g + 1] = r.coef_p;
+    coef[3 * g + 2] = r.coef_e;
+  }
+  if (reduction == Reduction::None) return;
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    acc_t total = 0;
+    for (int64_t g = 0; g < num_groups; ++g) total += group_losses[g];
+    loss[0] = total * out_scale;
+  }
+}
+
+template <typename input_t, typename acc_t>
+__global__ void __launch_bounds__(kThreads) backward_kernel(const input_t* __restrict__ x, TargetReader t,
+                                                            const acc_t* __restrict__ coef,
+                                                            const acc_t* __restrict__ grad_loss,
+                                                            int64_t grad_loss_group_stride,
+                                                            input_t* __restrict__ grad, int64_t row_len,
+                                                            int64_t chunks_per_row, int64_t num_groups,
+                                                            int64_t steps, SigmoidLossParams lp) {
+  const int64_t block = blockIdx.x;
+  const int64_t row = block / chunks_per_row, chunk = block % chunks_per_row;
+  const int64_t group = row % num_groups;
+  const acc_t upstream = grad_loss[group * grad_loss_group_stride];
+  const acc_t ci = coef[3 * group] * upstream, cp = coef[3 * group + 1] * upstream;
+  const acc_t ce = coef[3 * group + 2] * upstream;
+  const acc_t alpha = lp.focal_alpha, gamma = lp.focal_gamma;
+  const int64_t row_start = row * row_len;
+  const int64_t chunk_start = chunk * steps * kStep;
+  for (int64_t step = 0; step < steps; ++step) {
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      const int64_t offset = chunk_start + step * kStep + int64_t(u) * kThreads + threadIdx.x;
+      if (offset < row_len) {
+        const int64_t i = row_start + offset;
+        const acc_t xv = static_cast<acc_t>(x[i]);
+        const acc_t tv = t.template operator()<acc_t>(i);
+        const auto s = sigmoid_parts(xv);
+        acc_t g = 0;
+        if (lp.region) g += (ci * tv + cp) * (s.p * s.q);
+        if (lp.elem) g += ce * focal_terms(xv, tv, s, alpha, gamma).dloss;
+        grad[i] = static_cast<input_t>(g);
+      }
+    }
+  }
+}
+
+template <typename input_t, typename acc_t, bool BACKWARD>
+__global__ void __launch_bounds__(kThreads) focal_map_kernel(const input_t* __restrict__ x, TargetReader t,
+                                                             const input_t* __restrict__ upstream,
+                                                             input_t* __restrict__ out, int64_t numel,
+                                                             acc_t alpha, acc_t gamma) {
+  const int64_t stride = int64_t(gridDim.x) * kThreads;
+  for (int64_t i = int64_t(blockIdx.x) * kThreads + threadIdx.x; i < numel; i += stride) {
+    const acc_t xv = static_cast<acc_t>(x[i]);
+    const acc_t tv = t.template operator()<acc_t>(i);
+    const auto terms = focal_terms(xv, tv, sigmoid_parts(xv), alpha, gamma);
+    out[i] = static_cast<input_t>(BACKWARD ? static_cast<acc_t>(upstream[i]) * terms.dloss : terms.loss);
+  }
+}
+
+std::tuple<Tensor, Tensor> sigmoid_loss_cuda(const Tensor& input_, const Tensor& target_,
+                                             const std::optional<Tensor>& weight, bool per_sample, bool per_channel,
+                                             bool region, double tv_alpha, double tv_beta, double smooth,
+                                             double region_gamma, double region_weight, bool elem,
+                                             double focal_alpha, double focal_gamma, double elem_weight,
+                                             bool elem_mean, c10::string_view reduction_name) {
+  const c10::cuda::CUDAGuard device_guard(input_.device());
+  const Tensor input = input_.contiguous(), target = target_.contiguous();
+  const GroupLayout layout = group_layout(input.sizes(), per_sample, per_channel);
+  const SigmoidLossParams lp{region, tv_alpha, tv_beta, smooth, region_gamma, region_weight,
+                             elem, focal_alpha, focal_gamma, elem_weight, elem_mean};
+  const Reduction reduction = parse_reduction(reduction_name);
+  const Plan plan(layout, input);
+  const int64_t members = layout.rows / layout.num_groups;
+  const auto acc_dtype = input.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+  const auto acc_options = input.options().dtype(acc_dtype);
+  Tensor partials = at::empty({plan.blocks, 4}, acc_options);
+  Tensor group_losses = at::empty({layout.num_groups}, acc_options);
+  Tensor loss = reduction == Reduction::None ? group_losses.view(layout.shape) : at::empty({}, acc_options);
+  Tensor coef = at::empty({layout.num_groups, 3}, acc_options);
+  Tensor weight_acc;
+  if (weight.has_value()) weight_acc = weight->to(acc_dtype).contiguous();
+  const auto stream = at::cuda::getCurrentCUDAStream();
+  const TargetReader t = target_reader(target);
+
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "sigmoid_loss_cuda", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    stats_kernel<scalar_t, acc_t><<<plan.blocks, kThreads, 0, stream>>>(
+        input.const_data_ptr<scalar_t>(), t, partials.mutable_data_ptr<acc_t>(), layout.row_len,
+        plan.chunks_per_row, layout.num_groups, members, plan.steps, lp);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    finalize_kernel<acc_t><<<1, kThreads, 0, stream>>>(
+        partials.const_data_ptr<acc_t>(), weight_acc.defined() ? weight_acc.const_data_ptr<acc_t>() : nullptr,
+        group_losses.mutable_data_ptr<acc_t>(), loss.mutable_data_ptr<acc_t>(), coef.mutable_data_ptr<acc_t>(),
+        layout.num_groups, members * plan.chunks_per_row, layout.num_channels, members * layout.row_len, lp,
+        reduction);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  });
+  return {loss, coef};
+}
+
+Tensor sigmoid_loss_backward_cuda(const Tensor& grad_loss_, const Tensor& input_, const Tensor& target_,
+                                  const Tensor& coef, bool per_sample, bool per_channel, bool region, bool elem,
+                                  double focal_alpha, double focal_gamma) {
+  const c10::cuda::CUDAGuard device_guard(input_.device());
+  const Tensor input = input_.contiguous(), target = target_.contiguous();
+  const Tensor grad_loss = grad_loss_.to(coef.scalar_type()).contiguous();
+  const GroupLayout layout = group_layout(input.sizes(), per_sample, per_channel);
+  const Plan plan(layout, input);
+  const SigmoidLossParams lp{region, 0, 0, 0, 1, 1, elem, focal_alpha, focal_gamma, 1, false};
+  Tensor grad = at::empty_like(input, at::MemoryFormat::Contiguous);
+  const auto stream = at::cuda::getCurrentCUDAStream();
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "sigmoid_loss_backward_cuda", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    backward_kernel<scalar_t, acc_t><<<plan.blocks, kThreads, 0, stream>>>(
+        input.const_data_ptr<scalar_t>(), target_reader(target), coef.const_data_ptr<acc_t>(),
+        grad_loss.const_data_ptr<acc_t>(), grad_loss.dim() > 0 ? 1 : 0, grad.mutable_data_ptr<scalar_t>(),
+        layout.row_len, plan.chunks_per_row, layout.num_groups, plan.steps, lp);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  });
+  return grad;
+}
+
+template <bool BACKWARD>
+Tensor focal_map_cuda(const Tensor* grad_map_, const Tensor& input_, const Tensor& target_, double alpha,
+                      double gamma) {
+  const c10::cuda::CUDAGuard device_guard(input_.device());
+  const Tensor input = input_.contiguous(), target = target_.contiguous();
+  const Tensor upstream = BACKWARD ? grad_map_->to(input.scalar_type()).contiguous() : Tensor();
+  Tensor out = at::empty_like(input, at::MemoryFormat::Contiguous);
+  const int64_t numel = input.numel();
+  const int sms = at::cuda::getDeviceProperties(input.device().index())->multiProcessorCount;
+  const int64_t blocks = std::max<int64_t>(1, std::min<int64_t>((numel + kThreads - 1) / kThreads, int64_t(sms) * 16));
+  const auto stream = at::cuda::getCurrentCUDAStream();
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "sigmoid_focal_map_cuda", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    focal_map_kernel<scalar_t, acc_t, BACKWARD><<<blocks, kThreads, 0, stream>>>(
+        input.const_data_ptr<scalar_t>(), target_reader(target),
+        BACKWARD ? upstream.const_data_ptr<scalar_t>() : nullptr, out.mutable_data_ptr<scalar_t>(), numel,
+        static_cast<acc_t>(alpha), static_cast<acc_t>(gamma));
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  });
+  return out;
+}
+
+Tensor sigmoid_focal_map_cuda(const Tensor& input, const Tensor& target, double alpha, double gamma) {
+  return focal_map_cuda<false>(nullptr, input, target, alpha, gamma);
+}
+
+Tensor sigmoid_focal_map_backward_cuda(const Tensor& grad_map, const Tensor& input, const Tensor& target,
+                                       double alpha, double gamma) {
+  return focal_map_cuda<true>(&grad_map, input, target, alpha, gamma);
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(fusedloss_C, CUDA, m) {
+  m.impl("sigmoid_loss", &sigmoid_loss_cuda);
+  m.impl("sigmoid_loss_backward", &sigmoid_loss_backward_cuda);
+  m.impl("sigmoid_focal_map", &sigmoid_focal_map_cuda);
+  m.impl("sigmoid_focal_map_backward", &sigmoid_focal_map_backward_cuda);
+}
+
+}  // namespace fusedloss

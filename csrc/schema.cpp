@@ -1,0 +1,24 @@
+// The fusedloss_C op schemas (the same as the Triton ops', fusedloss/ops/schema.py;
+// tests/test_cpp_extension.py checks they agree) and the Python module that
+// loads them. Kernels: cpu/sigmoid_loss_cpu.cpp, cuda/sigmoid_loss_cuda.cu.
+#include <Python.h>
+#include <torch/library.h>
+
+TORCH_LIBRARY(fusedloss_C, m) {
+  m.def(
+      "sigmoid_loss(Tensor input, Tensor target, Tensor? weight, bool per_sample, bool per_channel, "
+      "bool region, float tv_alpha, float tv_beta, float smooth, float region_gamma, float region_weight, "
+      "bool elem, float focal_alpha, float focal_gamma, float elem_weight, bool elem_mean, str reduction) "
+      "-> (Tensor, Tensor)");
+  m.def(
+      "sigmoid_loss_backward(Tensor grad_loss, Tensor input, Tensor target, Tensor coef, bool per_sample, "
+      "bool per_channel, bool region, bool elem, float focal_alpha, float focal_gamma) -> Tensor");
+  m.def("sigmoid_focal_map(Tensor input, Tensor target, float alpha, float gamma) -> Tensor");
+  m.def("sigmoid_focal_map_backward(Tensor grad_map, Tensor input, Tensor target, float alpha, float gamma) -> Tensor");
+}
+
+// `import fusedloss._C` loads this library, which registers the ops above.
+extern "C" PyObject* PyInit__C(void) {
+  static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, nullptr};
+  return PyModule_Create(&module);
+}

@@ -1,0 +1,136 @@
+// The sigmoid-family loss arithmetic, written once for the CPU and CUDA
+// kernels (host and device). It mirrors fusedloss/_spec.py: every loss is
+//   loss_g = region_weight * (1 - TI_g)^region_gamma + elem_scale * E_g,
+// TI the Tversky index of I = sum(p*t), P = sum(p), T = sum(t), and E the sum
+// of per-element focal losses (BCE is focal with gamma = 0, no alpha).
+#pragma once
+
+#include <c10/macros/Macros.h>
+#include <c10/util/ArrayRef.h>
+#include <c10/util/string_view.h>
+
+#include <cmath>
+#include <cstdint>
+#include <vector>
+
+namespace fusedloss {
+
+// Scalar parameters of one loss, as the op schema passes them.
+struct SigmoidLossParams {
+  bool region;
+  double tv_alpha, tv_beta, smooth, region_gamma, region_weight;
+  bool elem;
+  double focal_alpha, focal_gamma, elem_weight;
+  bool elem_mean;
+};
+
+enum class Reduction : int { None = 0, Mean = 1, Sum = 2 };
+
+inline Reduction parse_reduction(c10::string_view name) {
+  if (name == "none") return Reduction::None;
+  if (name == "sum") return Reduction::Sum;
+  return Reduction::Mean;  // the Python layer has validated the name
+}
+
+// The tensor as `rows` contiguous rows of `row_len` elements; row r belongs to
+// group r % num_groups; the per-group losses have `shape` (see _spec.group_layout).
+struct GroupLayout {
+  int64_t rows, row_len, num_groups, num_channels;
+  std::vector<int64_t> shape;
+};
+
+inline GroupLayout group_layout(c10::IntArrayRef sizes, bool per_sample, bool per_channel) {
+  int64_t numel = 1;
+  for (auto size : sizes) numel *= size;
+  if (per_channel) {
+    const int64_t batch = sizes[0], channels = sizes[1], rows = batch * channels;
+    if (per_sample) return {rows, numel / rows, rows, channels, {batch, channels}};
+    return {rows, numel / rows, channels, channels, {channels}};
+  }
+  if (per_sample) {
+    const int64_t batch = sizes[0];
+    return {batch, numel / batch, batch, 1, {batch}};
+  }
+  return {1, numel, 1, 1, {}};
+}
+
+// p = sigmoid(x) and q = 1 - p, both accurate in the tails, and log(1 + exp(-|x|)).
+template <typename acc_t>
+struct SigmoidParts {
+  acc_t p, q, softplus_neg_abs;
+};
+
+template <typename acc_t>
+C10_HOST_DEVICE inline SigmoidParts<acc_t> sigmoid_parts(acc_t x) {
+  const acc_t e = std::exp(-std::abs(x));
+  const acc_t big = acc_t(1) / (acc_t(1) + e);
+  const acc_t small = e * big;
+  return x >= acc_t(0) ? SigmoidParts<acc_t>{big, small, std::log1p(e)}
+                       : SigmoidParts<acc_t>{small, big, std::log1p(e)};
+}
+
+template <typename acc_t>
+struct FocalTerms {
+  acc_t loss, dloss;  // the element's focal loss and its derivative in x
+};
+
+// bce = max(x,0) - x*t + log(1+exp(-|x|)); q_t = 1 - p_t = p*(1-t) + q*t;
+// loss = alpha_t * q_t^gamma * bce (alpha < 0: alpha_t = 1);
+// dloss/dx = alpha_t * (q_t^gamma * (p - t) + gamma * q_t^(gamma-1) * p*q*(1-2t) * bce).
+template <typename acc_t>
+C10_HOST_DEVICE inline FocalTerms<acc_t> focal_terms(acc_t x, acc_t t, const SigmoidParts<acc_t>& s, acc_t alpha,
+                                                     acc_t gamma) {
+  const acc_t one = 1;
+  const acc_t bce = (x > acc_t(0) ? x : acc_t(0)) - x * t + s.softplus_neg_abs;
+  const acc_t q_t = s.p * (one - t) + s.q * t;
+  const bool positive = q_t > acc_t(0);
+  const acc_t modulator = positive ? std::pow(q_t, gamma) : (gamma == acc_t(0) ? one : acc_t(0));
+  const acc_t alpha_t = alpha >= acc_t(0) ? alpha * t + (one - alpha) * (one - t) : one;
+  // q_t^(gamma-1) = modulator / q_t; the limit at q_t = 0 is 0 (p*q vanishes faster).
+  const acc_t slope = positive ? gamma * (modulator / q_t) * (s.p * s.q) * (one - acc_t(2) * t) * bce : acc_t(0);
+  return {alpha_t * modulator * bce, alpha_t * (modulator * (s.p - t) + slope)};
+}
+
+// One group's loss (weighted) and its backward coefficients d(output)/dI, dP, dE.
+template <typename acc_t>
+struct GroupResult {
+  acc_t loss, coef_i, coef_p, coef_e;
+};
+
+template <typename acc_t>
+C10_HOST_DEVICE inline GroupResult<acc_t> finalize_group(acc_t sum_i, acc_t sum_p, acc_t sum_t, acc_t sum_e,
+                                                         acc_t group_weight, acc_t out_scale, acc_t elem_scale,
+                                                         const SigmoidLossParams& lp) {
+  const acc_t scale = group_weight * out_scale;
+  acc_t loss = 0, coef_i = 0, coef_p = 0;
+  if (lp.region) {
+    const acc_t a = lp.tv_alpha, b = lp.tv_beta, smooth = lp.smooth, gamma = lp.region_gamma;
+    const acc_t rw = lp.region_weight;
+    const acc_t false_pos = sum_p - sum_i > acc_t(0) ? sum_p - sum_i : acc_t(0);
+    const acc_t false_neg = sum_t - sum_i > acc_t(0) ? sum_t - sum_i : acc_t(0);
+    const acc_t numer = sum_i + smooth;
+    const acc_t denom = sum_i + a * false_pos + b * false_neg + smooth;
+    acc_t tversky = acc_t(1) - numer / denom;
+    tversky = tversky > acc_t(0) ? tversky : acc_t(0);
+    acc_t region, dregion;
+    if (gamma == acc_t(1)) {
+      region = tversky;
+      dregion = 1;
+    } else if (tversky > acc_t(0)) {
+      region = std::pow(tversky, gamma);
+      dregion = gamma * region / tversky;
+    } else {
+      region = gamma == acc_t(0) ? acc_t(1) : acc_t(0);
+      dregion = 0;
+    }
+    const acc_t dtv_di = -(denom - numer * (acc_t(1) - a - b)) / (denom * denom);
+    const acc_t dtv_dp = numer * a / (denom * denom);
+    loss += rw * region;
+    coef_i = scale * rw * dregion * dtv_di;
+    coef_p = scale * rw * dregion * dtv_dp;
+  }
+  if (lp.elem) loss += elem_scale * sum_e;
+  return {group_weight * loss, coef_i, coef_p, scale * elem_scale};
+}
+
+}  // namespace fusedloss

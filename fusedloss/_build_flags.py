@@ -1,0 +1,27 @@
+"""Compiler flags for the C++/CUDA extension, shared by setup.py and the
+on-demand build (fusedloss/ops/cpp_ops.py)."""
+
+from __future__ import annotations
+
+import glob
+import os
+import sysconfig
+
+CXX = ["-O3"]
+# sm_80 (A100) and sm_90 (H100/H200) at least; PTX for newer chips.
+GENCODE = ["-gencode=arch=compute_80,code=sm_80", "-gencode=arch=compute_90,code=sm_90",
+           "-gencode=arch=compute_90,code=compute_90"]
+
+
+def nvcc() -> list[str]:
+    flags = ["-O3", "-lineinfo", *GENCODE]
+    if os.environ.get("FUSEDLOSS_PTXAS_VERBOSE") == "1":
+        flags.append("-Xptxas=-v")  # register / shared memory / spill report per kernel
+    return flags
+
+
+def include_dirs() -> list[str]:
+    """CUDA 13 wheels of torch keep headers (cusparse.h, needed by
+    ATen/cuda/CUDAContext.h) under site-packages/nvidia/cu13/include."""
+    site = sysconfig.get_paths()["purelib"]
+    return sorted(glob.glob(os.path.join(site, "nvidia", "cu*", "include")))

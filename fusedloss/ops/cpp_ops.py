@@ -1,0 +1,92 @@
+"""The C++ backends' ops, ``torch.ops.fusedloss_C.*`` (csrc/): CPU kernels
+('cpu' backend) and, when built with CUDA, CUDA kernels ('cuda' backend).
+
+They come from the extension ``fusedloss._C`` that setup.py builds, imported
+with fusedloss. Without it, ``build()`` compiles csrc/ with ninja
+(torch.utils.cpp_extension.load; once, then cached in TORCH_EXTENSIONS_DIR):
+on the first call that names a C++ backend, or via ``fusedloss.build_extension()``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from pathlib import Path
+
+import torch
+
+from .schema import register_fake_and_autograd
+
+NAMESPACE = "fusedloss_C"
+CSRC = Path(__file__).resolve().parents[2] / "csrc"
+_state = {"loaded": False, "error": None, "tried_build": False}
+
+
+def _registered() -> None:
+    register_fake_and_autograd(NAMESPACE)
+    _state.update(loaded=True, error=None)
+
+
+def load_prebuilt() -> None:
+    try:
+        importlib.import_module("fusedloss._C")
+    except ImportError as error:
+        _state["error"] = f"the C++ extension fusedloss._C is not built ({error})"
+        return
+    _registered()
+
+
+def _cuda_sources_wanted() -> bool:
+    from torch.utils.cpp_extension import CUDA_HOME
+
+    forced = os.environ.get("FUSEDLOSS_BUILD_CUDA")
+    if forced is not None:
+        return forced == "1"
+    return torch.version.cuda is not None and CUDA_HOME is not None and torch.cuda.is_available()
+
+
+def build(verbose: bool = False) -> None:
+    """Compile and load the extension from csrc/ unless it is loaded; raise on failure."""
+    if _state["loaded"]:
+        return
+    if not (CSRC / "schema.cpp").exists():
+        raise RuntimeError(f"fusedloss._C is not built and its sources are not at {CSRC}")
+    from torch.utils.cpp_extension import load
+
+    from .. import _build_flags
+
+    sources = [str(CSRC / "schema.cpp"), str(CSRC / "cpu" / "sigmoid_loss_cpu.cpp")]
+    with_cuda = _cuda_sources_wanted()
+    if with_cuda:
+        sources.append(str(CSRC / "cuda" / "sigmoid_loss_cuda.cu"))
+    load(name=NAMESPACE, sources=sources, extra_cflags=_build_flags.CXX, extra_cuda_cflags=_build_flags.nvcc(),
+         extra_include_paths=_build_flags.include_dirs(), with_cuda=with_cuda, is_python_module=False,
+         verbose=verbose)
+    _registered()
+
+
+def ensure_built() -> str | None:
+    """Build once if needed (a failure is remembered); None when loaded, else why not."""
+    if not _state["loaded"] and not _state["tried_build"] and os.environ.get("FUSEDLOSS_JIT", "1") != "0":
+        _state["tried_build"] = True
+        try:
+            build()
+        except Exception as error:  # a missing compiler, headers, ninja: the backend is then unavailable
+            _state["error"] = f"building the C++ extension failed: {error}"
+    return None if _state["loaded"] else _state["error"]
+
+
+def unavailable_reason(device_type: str) -> str | None:
+    if not _state["loaded"]:
+        return _state["error"]
+    if device_type == "cuda" and not torch._C._dispatch_has_kernel_for_dispatch_key(
+            f"{NAMESPACE}::sigmoid_loss", "CUDA"):
+        return "fusedloss._C was built without CUDA kernels"
+    return None
+
+
+def ops():
+    return getattr(torch.ops, NAMESPACE)
+
+
+load_prebuilt()
