@@ -13,6 +13,10 @@
 #include <cstdint>
 #include <vector>
 
+// Every formula is inlined into its kernel: on the CPU that is what lets the
+// loops vectorise (for each instruction set of cpu/sigmoid_loss_cpu.cpp).
+#define FUSEDLOSS_INLINE C10_HOST_DEVICE C10_ALWAYS_INLINE
+
 namespace fusedloss {
 
 // Scalar parameters of one loss, as the op schema passes them.
@@ -54,19 +58,32 @@ inline GroupLayout group_layout(c10::IntArrayRef sizes, bool per_sample, bool pe
   return {1, numel, 1, 1, {}};
 }
 
-// p = sigmoid(x) and q = 1 - p, both accurate in the tails, and log(1 + exp(-|x|)).
-template <typename acc_t>
-struct SigmoidParts {
-  acc_t p, q, softplus_neg_abs;
+// The elementary functions the formulas use, as a policy: the standard ones
+// (CUDA, and fp64 on the CPU), or the CPU's vectorisable float versions
+// (cpu/vector_math.h).
+struct StdMath {
+  template <typename T>
+  FUSEDLOSS_INLINE static T exp(T x) { return std::exp(x); }
+  template <typename T>
+  FUSEDLOSS_INLINE static T log1p(T x) { return std::log1p(x); }
+  template <typename T>
+  FUSEDLOSS_INLINE static T pow(T x, T y) { return std::pow(x, y); }
 };
 
+// p = sigmoid(x) and q = 1 - p, both accurate in the tails, and e = exp(-|x|)
+// (log(1 + e) is softplus(-|x|), the BCE's log term).
 template <typename acc_t>
-C10_HOST_DEVICE inline SigmoidParts<acc_t> sigmoid_parts(acc_t x) {
-  const acc_t e = std::exp(-std::abs(x));
+struct SigmoidParts {
+  acc_t p, q, e;
+};
+
+template <typename Math = StdMath, typename acc_t>
+FUSEDLOSS_INLINE SigmoidParts<acc_t> sigmoid_parts(acc_t x) {
+  const acc_t e = Math::exp(x < acc_t(0) ? x : -x);
   const acc_t big = acc_t(1) / (acc_t(1) + e);
   const acc_t small = e * big;
-  return x >= acc_t(0) ? SigmoidParts<acc_t>{big, small, std::log1p(e)}
-                       : SigmoidParts<acc_t>{small, big, std::log1p(e)};
+  const bool positive = x >= acc_t(0);
+  return {positive ? big : small, positive ? small : big, e};
 }
 
 template <typename acc_t>
@@ -77,17 +94,20 @@ struct FocalTerms {
 // bce = max(x,0) - x*t + log(1+exp(-|x|)); q_t = 1 - p_t = p*(1-t) + q*t;
 // loss = alpha_t * q_t^gamma * bce (alpha < 0: alpha_t = 1);
 // dloss/dx = alpha_t * (q_t^gamma * (p - t) + gamma * q_t^(gamma-1) * p*q*(1-2t) * bce).
-template <typename acc_t>
-C10_HOST_DEVICE inline FocalTerms<acc_t> focal_terms(acc_t x, acc_t t, const SigmoidParts<acc_t>& s, acc_t alpha,
-                                                     acc_t gamma) {
+// MODULATED = false is the shortcut for gamma == 0 (BCE): q_t^0 = 1, no slope term.
+template <typename Math = StdMath, bool MODULATED = true, typename acc_t>
+FUSEDLOSS_INLINE FocalTerms<acc_t> focal_terms(acc_t x, acc_t t, const SigmoidParts<acc_t>& s, acc_t alpha,
+                                               acc_t gamma) {
   const acc_t one = 1;
-  const acc_t bce = (x > acc_t(0) ? x : acc_t(0)) - x * t + s.softplus_neg_abs;
+  const acc_t bce = (x > acc_t(0) ? x : acc_t(0)) - x * t + Math::log1p(s.e);
+  const acc_t alpha_t = alpha >= acc_t(0) ? alpha * t + (one - alpha) * (one - t) : one;
+  if (!MODULATED) return {alpha_t * bce, alpha_t * (s.p - t)};
   const acc_t q_t = s.p * (one - t) + s.q * t;
   const bool positive = q_t > acc_t(0);
-  const acc_t modulator = positive ? std::pow(q_t, gamma) : (gamma == acc_t(0) ? one : acc_t(0));
-  const acc_t alpha_t = alpha >= acc_t(0) ? alpha * t + (one - alpha) * (one - t) : one;
+  const acc_t powered = Math::pow(positive ? q_t : one, gamma);
+  const acc_t modulator = positive ? powered : (gamma == acc_t(0) ? one : acc_t(0));
   // q_t^(gamma-1) = modulator / q_t; the limit at q_t = 0 is 0 (p*q vanishes faster).
-  const acc_t slope = positive ? gamma * (modulator / q_t) * (s.p * s.q) * (one - acc_t(2) * t) * bce : acc_t(0);
+  const acc_t slope = gamma * (modulator / (positive ? q_t : one)) * (s.p * s.q) * (one - acc_t(2) * t) * bce;
   return {alpha_t * modulator * bce, alpha_t * (modulator * (s.p - t) + slope)};
 }
 
@@ -98,7 +118,7 @@ struct GroupResult {
 };
 
 template <typename acc_t>
-C10_HOST_DEVICE inline GroupResult<acc_t> finalize_group(acc_t sum_i, acc_t sum_p, acc_t sum_t, acc_t sum_e,
+FUSEDLOSS_INLINE GroupResult<acc_t> finalize_group(acc_t sum_i, acc_t sum_p, acc_t sum_t, acc_t sum_e,
                                                          acc_t group_weight, acc_t out_scale, acc_t elem_scale,
                                                          const SigmoidLossParams& lp) {
   const acc_t scale = group_weight * out_scale;

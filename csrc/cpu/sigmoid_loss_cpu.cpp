@@ -1,7 +1,11 @@
 // CPU kernels of the sigmoid-family ops: one pass over input and target per
-// direction, at::parallel_for over fixed chunks (so the reduction order, and
-// the result, does not depend on the thread count), fp32 lane accumulators the
-// compiler can vectorise, chunk partials combined in a fixed order in double.
+// direction. The work is cut into fixed chunks (so the reduction order, and
+// the result, does not depend on the thread count) run by at::parallel_for.
+// Each chunk is staged into float (double for fp64) buffers, then processed by
+// loops the compiler vectorises: the float ones are compiled for AVX-512, AVX2
+// and the baseline and picked at load time (target_clones), with the
+// vectorisable exp/log of vector_math.h. Chunk partials are combined in a
+// fixed order in double.
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
@@ -11,41 +15,67 @@
 #include <torch/library.h>
 
 #include <array>
+#include <type_traits>
 
 #include "../sigmoid_math.h"
+#include "vector_math.h"
+
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+#define FUSEDLOSS_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define FUSEDLOSS_CLONES
+#endif
 
 namespace fusedloss {
 namespace {
 
-constexpr int64_t kChunk = 4096;  // elements per partial sum
-constexpr int kLanes = 16;        // independent accumulators within a chunk
-
 using at::Tensor;
 
-template <typename acc_t>
-using Stats = std::array<acc_t, 4>;  // I, P, T, E
+constexpr int64_t kChunk = 4096;        // elements per partial sum and per staging buffer
+constexpr int kLanes = 16;              // independent accumulators: vector lanes, no reassociation needed
+constexpr int64_t kChunksPerTask = 16;  // parallel_for grain: threads only pay off on large inputs
 
-// Sum I, P, T, E over n elements.
-template <bool REGION, bool ELEM, typename acc_t, typename input_t, typename target_t>
-Stats<double> chunk_stats(const input_t* x, const target_t* t, int64_t n, acc_t alpha, acc_t gamma) {
+// Which terms a loss has, as a template argument of the loops.
+enum Terms : int { kRegion = 1, kElem = 2, kModulated = 4 };  // kModulated: focal gamma != 0
+
+constexpr bool has(int terms, Terms term) { return (terms & term) != 0; }
+
+using Stats = std::array<double, 4>;  // I, P, T, E
+
+// ---- the loops, written once for float (VectorMath) and double (StdMath) ----
+
+template <typename Math, int TERMS, typename acc_t>
+C10_ALWAYS_INLINE FocalTerms<acc_t> element_terms(acc_t x, acc_t t, const SigmoidParts<acc_t>& s, acc_t alpha,
+                                                  acc_t gamma) {
+  return focal_terms<Math, has(TERMS, kModulated)>(x, t, s, alpha, gamma);
+}
+
+template <typename Math, int TERMS, typename acc_t>
+C10_ALWAYS_INLINE void accumulate(acc_t xv, acc_t tv, acc_t alpha, acc_t gamma, acc_t& sum_i, acc_t& sum_p,
+                                  acc_t& sum_t, acc_t& sum_e) {
+  const auto s = sigmoid_parts<Math>(xv);
+  if (has(TERMS, kRegion)) {
+    sum_i += s.p * tv;
+    sum_p += s.p;
+    sum_t += tv;
+  }
+  if (has(TERMS, kElem)) sum_e += element_terms<Math, TERMS>(xv, tv, s, alpha, gamma).loss;
+}
+
+template <typename Math, int TERMS, typename acc_t>
+C10_ALWAYS_INLINE Stats stats_loop(const acc_t* x, const acc_t* t, int64_t n, acc_t alpha, acc_t gamma) {
   acc_t sum_i[kLanes] = {}, sum_p[kLanes] = {}, sum_t[kLanes] = {}, sum_e[kLanes] = {};
-  auto accumulate = [&](int lane, acc_t xv, acc_t tv) {
-    const auto s = sigmoid_parts(xv);
-    if (REGION) {
-      sum_i[lane] += s.p * tv;
-      sum_p[lane] += s.p;
-      sum_t[lane] += tv;
-    }
-    if (ELEM) sum_e[lane] += focal_terms(xv, tv, s, alpha, gamma).loss;
-  };
-  int64_t i = 0;
-  for (; i + kLanes <= n; i += kLanes) {
+  const int64_t whole = n - n % kLanes;
+  for (int64_t base = 0; base < whole; base += kLanes) {
     for (int lane = 0; lane < kLanes; ++lane) {
-      accumulate(lane, static_cast<acc_t>(x[i + lane]), static_cast<acc_t>(t[i + lane]));
+      accumulate<Math, TERMS>(x[base + lane], t[base + lane], alpha, gamma, sum_i[lane], sum_p[lane], sum_t[lane],
+                              sum_e[lane]);
     }
   }
-  for (; i < n; ++i) accumulate(0, static_cast<acc_t>(x[i]), static_cast<acc_t>(t[i]));
-  Stats<double> out{};
+  for (int64_t i = whole; i < n; ++i) {
+    accumulate<Math, TERMS>(x[i], t[i], alpha, gamma, sum_i[0], sum_p[0], sum_t[0], sum_e[0]);
+  }
+  Stats out{};
   for (int lane = 0; lane < kLanes; ++lane) {
     out[0] += sum_i[lane];
     out[1] += sum_p[lane];
@@ -55,7 +85,108 @@ Stats<double> chunk_stats(const input_t* x, const target_t* t, int64_t n, acc_t 
   return out;
 }
 
-// Calls fn with the C++ type of the target's dtype.
+template <typename Math, int TERMS, typename acc_t>
+C10_ALWAYS_INLINE void grad_loop(const acc_t* x, const acc_t* t, int64_t n, acc_t ci, acc_t cp, acc_t ce,
+                                 acc_t alpha, acc_t gamma, acc_t* out) {
+  for (int64_t i = 0; i < n; ++i) {
+    const auto s = sigmoid_parts<Math>(x[i]);
+    acc_t g = 0;
+    if (has(TERMS, kRegion)) g += (ci * t[i] + cp) * (s.p * s.q);
+    if (has(TERMS, kElem)) g += ce * element_terms<Math, TERMS>(x[i], t[i], s, alpha, gamma).dloss;
+    out[i] = g;
+  }
+}
+
+// upstream == nullptr: the focal loss map; else upstream * its derivative.
+template <typename Math, int TERMS, typename acc_t>
+C10_ALWAYS_INLINE void focal_map_loop(const acc_t* x, const acc_t* t, const acc_t* upstream, int64_t n, acc_t alpha,
+                                      acc_t gamma, acc_t* out) {
+  if (upstream == nullptr) {
+    for (int64_t i = 0; i < n; ++i) {
+      out[i] = element_terms<Math, TERMS>(x[i], t[i], sigmoid_parts<Math>(x[i]), alpha, gamma).loss;
+    }
+  } else {
+    for (int64_t i = 0; i < n; ++i) {
+      out[i] = upstream[i] * element_terms<Math, TERMS>(x[i], t[i], sigmoid_parts<Math>(x[i]), alpha, gamma).dloss;
+    }
+  }
+}
+
+// Runtime terms to the loop instantiated for them.
+template <typename Math, typename acc_t>
+C10_ALWAYS_INLINE Stats stats_any(const acc_t* x, const acc_t* t, int64_t n, acc_t alpha, acc_t gamma, int terms) {
+  switch (terms) {
+    case kRegion: return stats_loop<Math, kRegion>(x, t, n, alpha, gamma);
+    case kElem: return stats_loop<Math, kElem>(x, t, n, alpha, gamma);
+    case kElem | kModulated: return stats_loop<Math, kElem | kModulated>(x, t, n, alpha, gamma);
+    case kRegion | kElem: return stats_loop<Math, kRegion | kElem>(x, t, n, alpha, gamma);
+    default: return stats_loop<Math, kRegion | kElem | kModulated>(x, t, n, alpha, gamma);
+  }
+}
+
+template <typename Math, typename acc_t>
+C10_ALWAYS_INLINE void grad_any(const acc_t* x, const acc_t* t, int64_t n, acc_t ci, acc_t cp, acc_t ce, acc_t alpha,
+                                acc_t gamma, int terms, acc_t* out) {
+  switch (terms) {
+    case kRegion: return grad_loop<Math, kRegion>(x, t, n, ci, cp, ce, alpha, gamma, out);
+    case kElem: return grad_loop<Math, kElem>(x, t, n, ci, cp, ce, alpha, gamma, out);
+    case kElem | kModulated: return grad_loop<Math, kElem | kModulated>(x, t, n, ci, cp, ce, alpha, gamma, out);
+    case kRegion | kElem: return grad_loop<Math, kRegion | kElem>(x, t, n, ci, cp, ce, alpha, gamma, out);
+    default: return grad_loop<Math, kRegion | kElem | kModulated>(x, t, n, ci, cp, ce, alpha, gamma, out);
+  }
+}
+
+template <typename Math, typename acc_t>
+C10_ALWAYS_INLINE void focal_map_any(const acc_t* x, const acc_t* t, const acc_t* upstream, int64_t n, acc_t alpha,
+                                     acc_t gamma, int terms, acc_t* out) {
+  if (has(terms, kModulated)) return focal_map_loop<Math, kElem | kModulated>(x, t, upstream, n, alpha, gamma, out);
+  focal_map_loop<Math, kElem>(x, t, upstream, n, alpha, gamma, out);
+}
+
+// ---- float: one vectorised clone per instruction set; double: the standard functions ----
+
+FUSEDLOSS_CLONES Stats stats_f32(const float* x, const float* t, int64_t n, float alpha, float gamma, int terms) {
+  return stats_any<VectorMath>(x, t, n, alpha, gamma, terms);
+}
+
+FUSEDLOSS_CLONES void grad_f32(const float* x, const float* t, int64_t n, float ci, float cp, float ce, float alpha,
+                               float gamma, int terms, float* out) {
+  grad_any<VectorMath>(x, t, n, ci, cp, ce, alpha, gamma, terms, out);
+}
+
+FUSEDLOSS_CLONES void focal_map_f32(const float* x, const float* t, const float* upstream, int64_t n, float alpha,
+                                    float gamma, int terms, float* out) {
+  focal_map_any<VectorMath>(x, t, upstream, n, alpha, gamma, terms, out);
+}
+
+Stats stats_chunk(const double* x, const double* t, int64_t n, double alpha, double gamma, int terms) {
+  return stats_any<StdMath>(x, t, n, alpha, gamma, terms);
+}
+Stats stats_chunk(const float* x, const float* t, int64_t n, float alpha, float gamma, int terms) {
+  return stats_f32(x, t, n, alpha, gamma, terms);
+}
+
+void grad_chunk(const double* x, const double* t, int64_t n, double ci, double cp, double ce, double alpha,
+                double gamma, int terms, double* out) {
+  grad_any<StdMath>(x, t, n, ci, cp, ce, alpha, gamma, terms, out);
+}
+void grad_chunk(const float* x, const float* t, int64_t n, float ci, float cp, float ce, float alpha, float gamma,
+                int terms, float* out) {
+  grad_f32(x, t, n, ci, cp, ce, alpha, gamma, terms, out);
+}
+
+void focal_map_chunk(const double* x, const double* t, const double* upstream, int64_t n, double alpha, double gamma,
+                     int terms, double* out) {
+  focal_map_any<StdMath>(x, t, upstream, n, alpha, gamma, terms, out);
+}
+void focal_map_chunk(const float* x, const float* t, const float* upstream, int64_t n, float alpha, float gamma,
+                     int terms, float* out) {
+  focal_map_f32(x, t, upstream, n, alpha, gamma, terms, out);
+}
+
+// ---- staging: any input and target dtype into acc_t buffers, and back ----
+
+// Calls fn with a value of the target's C++ type.
 template <typename Fn>
 void dispatch_target(const Tensor& target, Fn&& fn) {
   switch (target.scalar_type()) {
@@ -70,12 +201,56 @@ void dispatch_target(const Tensor& target, Fn&& fn) {
   }
 }
 
+// A chunk's elements as acc_t: the source itself when it already is, else a converted copy.
+template <typename acc_t>
+struct Staged {
+  alignas(64) acc_t values[kChunk];
+
+  template <typename T>
+  const acc_t* load(const T* source, int64_t n) {
+    if constexpr (std::is_same_v<T, acc_t>) {
+      return source;
+    } else {
+      for (int64_t i = 0; i < n; ++i) values[i] = static_cast<acc_t>(source[i]);
+      return values;
+    }
+  }
+
+  // Where results for `destination` go: itself when it is acc_t, else this buffer (see store).
+  template <typename T>
+  acc_t* output(T* destination) {
+    if constexpr (std::is_same_v<T, acc_t>) {
+      return destination;
+    } else {
+      return values;
+    }
+  }
+
+  template <typename T>
+  void store(T* destination, int64_t n) const {
+    if constexpr (!std::is_same_v<T, acc_t>) {
+      for (int64_t i = 0; i < n; ++i) destination[i] = static_cast<T>(values[i]);
+    }
+  }
+};
+
+// Runs fn(row, chunk, start, n) for every chunk, in parallel.
 template <typename Fn>
-void dispatch_terms(bool region, bool elem, Fn&& fn) {
-  if (region && elem) return fn(std::true_type{}, std::true_type{});
-  if (region) return fn(std::true_type{}, std::false_type{});
-  return fn(std::false_type{}, std::true_type{});
+void for_each_chunk(const GroupLayout& layout, int64_t chunks_per_row, Fn&& fn) {
+  at::parallel_for(0, layout.rows * chunks_per_row, kChunksPerTask, [&](int64_t begin, int64_t end) {
+    for (int64_t job = begin; job < end; ++job) {
+      const int64_t row = job / chunks_per_row, chunk = job % chunks_per_row;
+      const int64_t n = std::min(kChunk, layout.row_len - chunk * kChunk);
+      fn(row, chunk, row * layout.row_len + chunk * kChunk, n);
+    }
+  });
 }
+
+int terms_of(bool region, bool elem, double focal_gamma) {
+  return (region ? kRegion : 0) | (elem ? kElem : 0) | (elem && focal_gamma != 0 ? kModulated : 0);
+}
+
+// ---- the ops ----
 
 std::tuple<Tensor, Tensor> sigmoid_loss_cpu(const Tensor& input_, const Tensor& target_,
                                             const std::optional<Tensor>& weight, bool per_sample, bool per_channel,
@@ -90,7 +265,7 @@ std::tuple<Tensor, Tensor> sigmoid_loss_cpu(const Tensor& input_, const Tensor& 
   const Reduction reduction = parse_reduction(reduction_name);
   const int64_t chunks_per_row = (layout.row_len + kChunk - 1) / kChunk;
   const int64_t members = layout.rows / layout.num_groups;
-  std::vector<Stats<double>> partials(layout.rows * chunks_per_row);
+  std::vector<Stats> partials(layout.rows * chunks_per_row);
 
   const auto acc_dtype = input.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
   Tensor loss = at::empty(reduction == Reduction::None ? c10::IntArrayRef(layout.shape) : c10::IntArrayRef{},
@@ -102,20 +277,14 @@ std::tuple<Tensor, Tensor> sigmoid_loss_cpu(const Tensor& input_, const Tensor& 
     using acc_t = at::opmath_type<input_t>;
     dispatch_target(target, [&](auto target_tag) {
       using target_t = decltype(target_tag);
-      dispatch_terms(region, elem, [&](auto region_tag, auto elem_tag) {
-        const input_t* x = input.data_ptr<input_t>();
-        const target_t* t = target.data_ptr<target_t>();
-        at::parallel_for(0, layout.rows * chunks_per_row, 1, [&](int64_t begin, int64_t end) {
-          for (int64_t job = begin; job < end; ++job) {
-            const int64_t row = job / chunks_per_row, chunk = job % chunks_per_row;
-            const int64_t start = row * layout.row_len + chunk * kChunk;
-            const int64_t n = std::min(kChunk, layout.row_len - chunk * kChunk);
-            const int64_t group = row % layout.num_groups, member = row / layout.num_groups;
-            partials[(group * members + member) * chunks_per_row + chunk] =
-                chunk_stats<decltype(region_tag)::value, decltype(elem_tag)::value, acc_t>(
-                    x + start, t + start, n, static_cast<acc_t>(focal_alpha), static_cast<acc_t>(focal_gamma));
-          }
-        });
+      const input_t* x = input.const_data_ptr<input_t>();
+      const target_t* t = target.const_data_ptr<target_t>();
+      for_each_chunk(layout, chunks_per_row, [&](int64_t row, int64_t chunk, int64_t start, int64_t n) {
+        Staged<acc_t> xs, ts;
+        const int64_t group = row % layout.num_groups, member = row / layout.num_groups;
+        partials[(group * members + member) * chunks_per_row + chunk] =
+            stats_chunk(xs.load(x + start, n), ts.load(t + start, n), n, static_cast<acc_t>(focal_alpha),
+                        static_cast<acc_t>(focal_gamma), terms_of(region, elem, focal_gamma));
       });
     });
   });
@@ -128,14 +297,14 @@ std::tuple<Tensor, Tensor> sigmoid_loss_cpu(const Tensor& input_, const Tensor& 
   const int64_t parts_per_group = members * chunks_per_row;
   double total = 0;
   AT_DISPATCH_FLOATING_TYPES(acc_dtype, "sigmoid_loss_cpu_finalize", [&] {
-    scalar_t* loss_out = loss.data_ptr<scalar_t>();
-    scalar_t* coef_out = coef.data_ptr<scalar_t>();
+    scalar_t* loss_out = loss.mutable_data_ptr<scalar_t>();
+    scalar_t* coef_out = coef.mutable_data_ptr<scalar_t>();
     for (int64_t g = 0; g < layout.num_groups; ++g) {
-      Stats<double> sums{};
+      Stats sums{};
       for (int64_t q = 0; q < parts_per_group; ++q) {
         for (int k = 0; k < 4; ++k) sums[k] += partials[g * parts_per_group + q][k];
       }
-      const double group_weight = weight_d.defined() ? weight_d.data_ptr<double>()[g % layout.num_channels] : 1.0;
+      const double group_weight = weight_d.defined() ? weight_d.const_data_ptr<double>()[g % layout.num_channels] : 1.0;
       const auto result = finalize_group<double>(sums[0], sums[1], sums[2], sums[3], group_weight, out_scale,
                                                  elem_scale, lp);
       if (reduction == Reduction::None) loss_out[g] = static_cast<scalar_t>(result.loss);
@@ -156,35 +325,25 @@ Tensor sigmoid_loss_backward_cpu(const Tensor& grad_loss, const Tensor& input_, 
   const GroupLayout layout = group_layout(input.sizes(), per_sample, per_channel);
   const int64_t chunks_per_row = (layout.row_len + kChunk - 1) / kChunk;
   Tensor grad = at::empty_like(input, at::MemoryFormat::Contiguous);
-  // Per-group coefficients times the upstream gradient (scalar or one per group).
+  // Per-group coefficients times the upstream gradient (a scalar or one per group).
   const Tensor scaled = coef.to(at::kDouble).mul(grad_loss.to(at::kDouble).reshape({-1, 1})).contiguous();
-  const double* c = scaled.data_ptr<double>();
+  const double* c = scaled.const_data_ptr<double>();
 
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "sigmoid_loss_backward_cpu", [&] {
     using input_t = scalar_t;
     using acc_t = at::opmath_type<input_t>;
     dispatch_target(target, [&](auto target_tag) {
       using target_t = decltype(target_tag);
-      const input_t* x = input.data_ptr<input_t>();
-      const target_t* t = target.data_ptr<target_t>();
-      input_t* out = grad.data_ptr<input_t>();
-      const acc_t alpha = focal_alpha, gamma = focal_gamma;
-      at::parallel_for(0, layout.rows * chunks_per_row, 1, [&](int64_t begin, int64_t end) {
-        for (int64_t job = begin; job < end; ++job) {
-          const int64_t row = job / chunks_per_row, chunk = job % chunks_per_row;
-          const int64_t start = row * layout.row_len + chunk * kChunk;
-          const int64_t n = std::min(kChunk, layout.row_len - chunk * kChunk);
-          const double* gc = c + 3 * (row % layout.num_groups);
-          const acc_t ci = gc[0], cp = gc[1], ce = gc[2];
-          for (int64_t i = start; i < start + n; ++i) {
-            const acc_t xv = static_cast<acc_t>(x[i]), tv = static_cast<acc_t>(t[i]);
-            const auto s = sigmoid_parts(xv);
-            acc_t g = 0;
-            if (region) g += (ci * tv + cp) * (s.p * s.q);
-            if (elem) g += ce * focal_terms(xv, tv, s, alpha, gamma).dloss;
-            out[i] = static_cast<input_t>(g);
-          }
-        }
+      const input_t* x = input.const_data_ptr<input_t>();
+      const target_t* t = target.const_data_ptr<target_t>();
+      input_t* out = grad.mutable_data_ptr<input_t>();
+      for_each_chunk(layout, chunks_per_row, [&](int64_t row, int64_t, int64_t start, int64_t n) {
+        Staged<acc_t> xs, ts, gs;
+        const double* gc = c + 3 * (row % layout.num_groups);
+        grad_chunk(xs.load(x + start, n), ts.load(t + start, n), n, static_cast<acc_t>(gc[0]),
+                   static_cast<acc_t>(gc[1]), static_cast<acc_t>(gc[2]), static_cast<acc_t>(focal_alpha),
+                   static_cast<acc_t>(focal_gamma), terms_of(region, elem, focal_gamma), gs.output(out + start));
+        gs.store(out + start, n);
       });
     });
   });
@@ -192,28 +351,29 @@ Tensor sigmoid_loss_backward_cpu(const Tensor& grad_loss, const Tensor& input_, 
 }
 
 // The per-element focal loss (reduction='none'), and its backward.
-template <bool BACKWARD>
 Tensor focal_map_cpu(const Tensor* grad_map_, const Tensor& input_, const Tensor& target_, double focal_alpha,
                      double focal_gamma) {
   const Tensor input = input_.contiguous(), target = target_.contiguous();
-  const Tensor grad_map = BACKWARD ? grad_map_->contiguous() : Tensor();
+  const Tensor grad_map = grad_map_ != nullptr ? grad_map_->to(input.scalar_type()).contiguous() : Tensor();
   Tensor out = at::empty_like(input, at::MemoryFormat::Contiguous);
+  const GroupLayout layout = group_layout({input.numel()}, false, false);
+  const int64_t chunks = (layout.row_len + kChunk - 1) / kChunk;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "sigmoid_focal_map_cpu", [&] {
     using input_t = scalar_t;
     using acc_t = at::opmath_type<input_t>;
     dispatch_target(target, [&](auto target_tag) {
       using target_t = decltype(target_tag);
-      const input_t* x = input.data_ptr<input_t>();
-      const target_t* t = target.data_ptr<target_t>();
-      const input_t* upstream = BACKWARD ? grad_map.data_ptr<input_t>() : nullptr;
-      input_t* o = out.data_ptr<input_t>();
-      const acc_t alpha = focal_alpha, gamma = focal_gamma;
-      at::parallel_for(0, input.numel(), kChunk, [&](int64_t begin, int64_t end) {
-        for (int64_t i = begin; i < end; ++i) {
-          const acc_t xv = static_cast<acc_t>(x[i]), tv = static_cast<acc_t>(t[i]);
-          const auto terms = focal_terms(xv, tv, sigmoid_parts(xv), alpha, gamma);
-          o[i] = static_cast<input_t>(BACKWARD ? static_cast<acc_t>(upstream[i]) * terms.dloss : terms.loss);
-        }
+      const input_t* x = input.const_data_ptr<input_t>();
+      const target_t* t = target.const_data_ptr<target_t>();
+      const input_t* upstream = grad_map.defined() ? grad_map.const_data_ptr<input_t>() : nullptr;
+      input_t* o = out.mutable_data_ptr<input_t>();
+      for_each_chunk(layout, chunks, [&](int64_t, int64_t, int64_t start, int64_t n) {
+        Staged<acc_t> xs, ts, us, results;
+        focal_map_chunk(xs.load(x + start, n), ts.load(t + start, n),
+                        upstream != nullptr ? us.load(upstream + start, n) : nullptr, n,
+                        static_cast<acc_t>(focal_alpha), static_cast<acc_t>(focal_gamma),
+                        terms_of(false, true, focal_gamma), results.output(o + start));
+        results.store(o + start, n);
       });
     });
   });
@@ -221,12 +381,12 @@ Tensor focal_map_cpu(const Tensor* grad_map_, const Tensor& input_, const Tensor
 }
 
 Tensor sigmoid_focal_map_cpu(const Tensor& input, const Tensor& target, double alpha, double gamma) {
-  return focal_map_cpu<false>(nullptr, input, target, alpha, gamma);
+  return focal_map_cpu(nullptr, input, target, alpha, gamma);
 }
 
 Tensor sigmoid_focal_map_backward_cpu(const Tensor& grad_map, const Tensor& input, const Tensor& target,
                                       double alpha, double gamma) {
-  return focal_map_cpu<true>(&grad_map, input, target, alpha, gamma);
+  return focal_map_cpu(&grad_map, input, target, alpha, gamma);
 }
 
 }  // namespace
