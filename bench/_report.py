@@ -1,0 +1,179 @@
+"""Presenting results: derived columns, the console table, JSON, Markdown and the plot."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+JSON_NAME = "results.json"
+MARKDOWN_NAME = "results.md"
+PLOT_NAME = "throughput.png"
+
+# A provider's loss value further than this (relative) from eager's gets a note.
+LOSS_VALUE_TOLERANCE = 1e-2
+
+
+def _fmt_bytes(value):
+    if value is None:
+        return "-"
+    for unit, scale in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if value >= scale:
+            return f"{value / scale:.1f} {unit}"
+    return f"{value} B"
+
+
+def _fmt(spec, suffix=""):
+    return lambda value: "-" if value is None else f"{value:{spec}}{suffix}"
+
+
+# (row key, header, formatter): the one definition of the table, shared by the console
+# and the Markdown output.
+COLUMNS = (
+    ("loss", "loss", str),
+    ("shape", "shape", str),
+    ("dtype", "dtype", str),
+    ("target_dtype", "target", str),
+    ("mode", "mode", str),
+    ("provider", "provider", str),
+    ("time_ms", "time (ms)", _fmt(".4g")),
+    ("gbps", "GB/s", _fmt(".3g")),
+    ("roofline", "% roofline", lambda v: "-" if v is None else f"{100 * v:.1f}%"),
+    ("speedup_vs_eager", "vs eager", _fmt(".2f", "x")),
+    ("speedup_vs_compile", "vs compile", _fmt(".2f", "x")),
+    ("extra_mem_bytes", "extra mem", _fmt_bytes),
+    ("note", "note", str),
+)
+
+
+def _case_key(row):
+    return (row["loss"], row["shape"], row["dtype"], row["target_dtype"], row["mode"])
+
+
+def add_comparisons(rows: list[dict]):
+    """Fill speed-ups against the eager and compile rows of the same case, and flag loss
+    values that disagree with eager's (a fast wrong answer is not a result)."""
+    baselines = {}
+    for row in rows:
+        if row["provider"] in ("eager", "compile") and row["time_ms"] is not None:
+            baselines[(_case_key(row), row["provider"])] = row
+    for row in rows:
+        if row["time_ms"] is None:
+            continue
+        eager = baselines.get((_case_key(row), "eager"))
+        compiled = baselines.get((_case_key(row), "compile"))
+        if eager is not None:
+            row["speedup_vs_eager"] = eager["time_ms"] / row["time_ms"]
+        if compiled is not None:
+            row["speedup_vs_compile"] = compiled["time_ms"] / row["time_ms"]
+        if eager is not None and row is not eager:
+            reference, value = eager["loss_value"], row["loss_value"]
+            difference = abs(value - reference) / max(abs(reference), 1e-6)
+            if not math.isfinite(value) or difference > LOSS_VALUE_TOLERANCE:
+                row["note"] = _join(row["note"], f"loss {value:.6g} vs eager {reference:.6g}")
+
+
+def _join(*parts):
+    return "; ".join(part for part in parts if part)
+
+
+def _cells(row):
+    return [format_(row[key]) for key, _, format_ in COLUMNS]
+
+
+def format_table(rows: list[dict], note_width: int = 48) -> str:
+    headers = [header for _, header, _ in COLUMNS]
+    body = []
+    for row in rows:
+        cells = _cells(row)
+        cells[-1] = cells[-1][:note_width]
+        body.append(cells)
+    widths = [max(len(cell) for cell in column) for column in zip(headers, *body)]
+    numeric = {header for key, header, _ in COLUMNS if key.endswith(("_ms", "gbps", "roofline", "bytes")) or key.startswith("speedup")}
+    lines = []
+    for cells in [headers] + body:
+        padded = [cell.rjust(width) if header in numeric else cell.ljust(width) for cell, width, header in zip(cells, widths, headers)]
+        lines.append("  ".join(padded).rstrip())
+    lines.insert(1, "  ".join("-" * width for width in widths))
+    return "\n".join(lines)
+
+
+def format_markdown(meta: dict, rows: list[dict], notes: list[str]) -> str:
+    lines = ["# fusedloss benchmark", ""]
+    for key, value in meta.items():
+        lines.append(f"- {key}: {value}")
+    lines += ["", "Columns, floor and roofline are explained in bench/README.md.", ""]
+    lines.append("| " + " | ".join(header for _, header, _ in COLUMNS) + " |")
+    lines.append("|" + "|".join("---" for _ in COLUMNS) + "|")
+    for row in rows:
+        lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in _cells(row)) + " |")
+    if notes:
+        lines += ["", "## Notes", ""] + [f"- {note}" for note in notes]
+    return "\n".join(lines) + "\n"
+
+
+def write_json(path: Path, meta: dict, rows: list[dict], notes: list[str]):
+    document = {"meta": meta, "columns": [key for key, _, _ in COLUMNS], "rows": rows, "notes": notes}
+    path.write_text(json.dumps(document, indent=1) + "\n")
+
+
+def write_markdown(path: Path, meta: dict, rows: list[dict], notes: list[str]):
+    path.write_text(format_markdown(meta, rows, notes))
+
+
+def write_plot(path: Path, meta: dict, rows: list[dict]) -> str | None:
+    """Throughput against size, one panel per loss: a colour per provider, a marker per
+    (dtype, target dtype), solid for forward+backward and dashed for forward only.
+    Returns why no plot was written, or None."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return "matplotlib is not installed: no plot (pip install matplotlib)"
+    timed = [row for row in rows if row["gbps"] is not None]
+    if not timed:
+        return "nothing was timed: no plot"
+    losses = list(dict.fromkeys(row["loss"] for row in timed))
+    providers = list(dict.fromkeys(row["provider"] for row in timed))
+    dtype_pairs = list(dict.fromkeys((row["dtype"], row["target_dtype"]) for row in timed))
+    colours = {name: f"C{index % 10}" for index, name in enumerate(providers)}
+    markers = {pair: "osv^D<>px*"[index % 10] for index, pair in enumerate(dtype_pairs)}
+
+    columns = min(3, len(losses))
+    panel_rows = math.ceil(len(losses) / columns)
+    figure, axes = plt.subplots(panel_rows, columns, figsize=(5.5 * columns, 4.2 * panel_rows), squeeze=False)
+    for axis, loss in zip(axes.flat, losses):
+        series = {}
+        for row in timed:
+            if row["loss"] == loss:
+                key = (row["provider"], row["dtype"], row["target_dtype"], row["mode"])
+                series.setdefault(key, []).append((row["numel"], row["gbps"]))
+        for (provider, dtype, target_dtype, mode), points in series.items():
+            points.sort()
+            axis.plot(
+                [numel for numel, _ in points],
+                [gbps for _, gbps in points],
+                color=colours[provider],
+                marker=markers[(dtype, target_dtype)],
+                linestyle="-" if mode == "fwd+bwd" else "--",
+                markersize=4,
+                label=f"{provider} {dtype}/{target_dtype} {mode}",
+            )
+        if meta.get("copy_gbps"):
+            axis.axhline(meta["copy_gbps"], color="grey", linestyle=":", linewidth=1, label="measured copy bandwidth")
+        axis.set_xscale("log", base=2)
+        axis.set_yscale("log")
+        axis.set_title(loss)
+        axis.set_xlabel("elements")
+        axis.set_ylabel("GB/s (floor bytes / median time)")
+        axis.grid(True, which="both", alpha=0.3)
+        axis.legend(fontsize=6)
+    for axis in list(axes.flat)[len(losses):]:
+        axis.set_visible(False)
+    figure.suptitle(f"fusedloss throughput on {meta.get('device_name', meta.get('device'))} ({meta.get('preset')} preset)")
+    figure.tight_layout(rect=(0, 0, 1, 0.97))
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return None

@@ -1,0 +1,135 @@
+#!/usr/bin/env bash
+# One bounded check on a machine with a CUDA GPU:
+#   install fusedloss from this working tree (no package registry needed), record the
+#   machine, run the test suite on the GPU, run the quick benchmark.
+#
+#   bash bench/gpu_check.sh OUTDIR
+#
+# Writes 7 files into OUTDIR, no subfolders: env.txt (date, commit, nvidia-smi, versions,
+# install log), tests.log, bench.log, results.json, results.md, throughput.png (if
+# matplotlib is there) and steps.txt (each step's exit status and time).
+# Every command runs under `timeout`; the limits below add up to at most 470 s. A failing
+# step does not stop the later ones; the exit status is 1 if any step failed.
+# PYTHON (default python3) picks the interpreter that has torch.
+set -u
+
+if [ $# -ne 1 ]; then
+    echo "usage: bash bench/gpu_check.sh OUTDIR" >&2
+    exit 2
+fi
+mkdir -p "$1" || exit 2
+OUT=$(cd "$1" && pwd)
+REPO=$(cd "$(dirname "$0")/.." && pwd)
+PYTHON=${PYTHON:-$(command -v python3 || command -v python)}
+cd "$REPO" || exit 2
+
+# Limits in seconds; each `timeout -k 5` may add 5 s of grace:
+#   environment 10 + 15, install 60 + 20, tests 135, benchmark 200  (+ 6 x 5 grace = 470 s).
+# The benchmark starts no new case after BENCH_BUDGET s, so it writes its reports well
+# before its own limit (and on SIGTERM it still writes what it has).
+NVIDIA_SMI_LIMIT=10
+INFO_LIMIT=15
+INSTALL_LIMIT=60
+IMPORT_LIMIT=20
+TESTS_LIMIT=${TESTS_LIMIT:-135}
+BENCH_LIMIT=${BENCH_LIMIT:-200}
+BENCH_BUDGET=${BENCH_BUDGET:-165}
+
+unset TRITON_INTERPRET FUSEDLOSS_BACKEND  # real kernels on the GPU, backends chosen by the code
+ENV_TXT="$OUT/env.txt"
+STEPS="$OUT/steps.txt"
+: >"$ENV_TXT"
+: >"$STEPS"
+failed=0
+
+# record NAME EXIT_STATUS START_SECONDS [DETAIL]
+record() {
+    local verdict=ok
+    if [ "$2" -ne 0 ]; then
+        verdict=FAILED
+        failed=1
+    fi
+    if [ "$2" -eq 124 ] || [ "$2" -eq 137 ]; then
+        verdict="FAILED (timed out)"
+    fi
+    echo "$1: $verdict, exit $2 after $(($(date +%s) - $3)) s${4:+ ($4)}" | tee -a "$STEPS"
+}
+
+# Logs go to files, not through a pipe to tee: a process left behind by a killed step
+# (e.g. torch.compile's compile workers) would hold the pipe open and hang the script.
+
+# --- 1. the machine ---------------------------------------------------------------------
+start=$(date +%s)
+{
+    echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+    echo "repo: $REPO"
+    if [ -e .git ]; then
+        echo "commit: $(git rev-parse HEAD 2>/dev/null || echo none)"
+        echo "uncommitted paths: $(git status --porcelain 2>/dev/null | wc -l)"
+    else
+        echo "commit: no .git here"
+    fi
+    echo "python: $PYTHON"
+    echo
+    timeout -k 5 "$NVIDIA_SMI_LIMIT" nvidia-smi
+    echo
+    timeout -k 5 "$INFO_LIMIT" "$PYTHON" - <<'EOF'
+import platform
+import torch
+print("python", platform.python_version())
+print("torch", torch.__version__, "cuda", torch.version.cuda, "available", torch.cuda.is_available())
+if torch.cuda.is_available():
+    props = torch.cuda.get_device_properties(0)
+    print("device", props.name, "capability", f"{props.major}.{props.minor}",
+          "multiprocessors", props.multi_processor_count, "memory GiB", round(props.total_memory / 2**30, 1))
+for name in ("triton", "numpy", "pytest", "pytest_benchmark", "matplotlib"):
+    try:
+        print(name, getattr(__import__(name), "__version__", "?"))
+    except ImportError:
+        print(name, "missing")
+EOF
+} >>"$ENV_TXT" 2>&1
+env_status=$?
+cat "$ENV_TXT"
+record "environment" "$env_status" "$start"
+
+# --- 2. install from the working tree ---------------------------------------------------
+start=$(date +%s)
+echo "--- pip install --no-deps --no-build-isolation --no-index -e ." >>"$ENV_TXT"
+timeout -k 5 "$INSTALL_LIMIT" "$PYTHON" -m pip install --no-deps --no-build-isolation --no-index -e . >>"$ENV_TXT" 2>&1
+install_status=$?
+detail="editable install"
+if [ "$install_status" -ne 0 ]; then
+    export PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}"
+    detail="editable install failed; using PYTHONPATH=$PYTHONPATH"
+fi
+# From outside the tree, so that this imports what the later steps will import.
+echo "--- import check" >>"$ENV_TXT"
+(cd / && timeout -k 5 "$IMPORT_LIMIT" "$PYTHON" -c "
+import fusedloss
+print('fusedloss', fusedloss.__version__, 'from', fusedloss.__file__)
+print('backends', fusedloss.backends())") >>"$ENV_TXT" 2>&1
+import_status=$?
+[ "$import_status" -ne 0 ] && detail="$detail; import failed"
+tail -n 3 "$ENV_TXT"
+record "install" "$((install_status || import_status))" "$start" "$detail"
+
+# --- 3. the test suite, on the GPU ------------------------------------------------------
+start=$(date +%s)
+timeout -k 5 "$TESTS_LIMIT" "$PYTHON" -m pytest tests -x -q >"$OUT/tests.log" 2>&1
+tests_status=$?
+tail -n 15 "$OUT/tests.log"
+record "tests" "$tests_status" "$start"
+
+# --- 4. the quick benchmark ---------------------------------------------------------------
+start=$(date +%s)
+timeout -k 5 "$BENCH_LIMIT" "$PYTHON" bench/main.py --preset quick --out "$OUT" --time-budget "$BENCH_BUDGET" >"$OUT/bench.log" 2>&1
+bench_status=$?
+grep -E "^(note|wrote|[0-9]+ measurement)" "$OUT/bench.log" | tail -n 25
+record "benchmark" "$bench_status" "$start"
+
+echo
+echo "=== gpu_check summary: $OUT ==="
+cat "$STEPS"
+ls -l "$OUT"
+exit "$failed"
