@@ -19,22 +19,14 @@ The tensor is seen as ``rows`` contiguous rows of ``row_len`` elements; row r
 belongs to group ``r % num_groups`` (see ``plan_rows`` in the launcher).
 """
 
-import functools
-import struct
-
 import torch
 import triton
 import triton.language as tl
 
 from .._spec import GroupLayout, group_layout
+from .triton_common import (acc_dtypes, on_input_device, param, region_terms, sm_count, split, store_as,
+                            writable)
 
-
-
-@triton.jit
-def _param(hi, lo, ACC: tl.constexpr):
-    # Triton passes Python floats as fp32: the launcher splits each parameter
-    # into an fp32 pair whose sum is exact enough for fp64 accumulation.
-    return (tl.zeros([], ACC) + hi) + lo
 
 
 @triton.jit
@@ -82,26 +74,14 @@ def _focal_terms(x, t, p, q, softplus_neg_abs, alpha, gamma):
 
 
 @triton.jit
-def _store_as(ptr, value, mask, BF16_BITS: tl.constexpr):
-    # bf16 outputs are written as int16 bits rounded to nearest even: the
-    # interpreter's bf16 store truncates, and this gives one rounding everywhere.
-    if BF16_BITS:
-        bits = value.to(tl.float32).to(tl.uint32, bitcast=True)
-        bits = (bits + (((bits >> 16) & 1) + 0x7FFF)) >> 16
-        tl.store(ptr, bits.to(tl.int16), mask=mask)
-    else:
-        tl.store(ptr, value.to(ptr.dtype.element_ty), mask=mask)
-
-
-@triton.jit
 def _stats_kernel(
     x_ptr, t_ptr, partial_ptr,
     row_len, chunks_per_row, num_groups, members, iters,
     focal_alpha_hi, focal_alpha_lo, focal_gamma_hi, focal_gamma_lo,
     REGION: tl.constexpr, ELEM: tl.constexpr, BLOCK: tl.constexpr, ACC: tl.constexpr,
 ):
-    focal_alpha = _param(focal_alpha_hi, focal_alpha_lo, ACC)
-    focal_gamma = _param(focal_gamma_hi, focal_gamma_lo, ACC)
+    focal_alpha = param(focal_alpha_hi, focal_alpha_lo, ACC)
+    focal_gamma = param(focal_gamma_hi, focal_gamma_lo, ACC)
     pid = tl.program_id(0).to(tl.int64)
     row = pid // chunks_per_row
     chunk = pid % chunks_per_row
@@ -136,14 +116,6 @@ def _stats_kernel(
 
 
 @triton.jit
-def _pow_or_zero(base, exponent):
-    # base**exponent for base >= 0 with 0**e = 0 for e > 0, 1 for e == 0.
-    positive = base > 0.0
-    powered = tl.exp2(exponent * tl.log2(tl.where(positive, base, 1.0)))
-    return tl.where(positive, powered, tl.where(exponent == 0.0, 1.0, 0.0))
-
-
-@triton.jit
 def _finalize_kernel(
     partial_ptr, weight_ptr, loss_ptr, coef_ptr,
     num_groups, parts_per_group, num_channels, group_size,
@@ -155,12 +127,12 @@ def _finalize_kernel(
     GROUP_BLOCK: tl.constexpr, PART_BLOCK: tl.constexpr, ACC: tl.constexpr,
 ):
     # REDUCTION: 0 = 'none' (one loss per group), 1 = 'mean', 2 = 'sum'.
-    tv_alpha = _param(tv_alpha_hi, tv_alpha_lo, ACC)
-    tv_beta = _param(tv_beta_hi, tv_beta_lo, ACC)
-    smooth = _param(smooth_hi, smooth_lo, ACC)
-    region_gamma = _param(region_gamma_hi, region_gamma_lo, ACC)
-    region_weight = _param(region_weight_hi, region_weight_lo, ACC)
-    elem_weight = _param(elem_weight_hi, elem_weight_lo, ACC)
+    tv_alpha = param(tv_alpha_hi, tv_alpha_lo, ACC)
+    tv_beta = param(tv_beta_hi, tv_beta_lo, ACC)
+    smooth = param(smooth_hi, smooth_lo, ACC)
+    region_gamma = param(region_gamma_hi, region_gamma_lo, ACC)
+    region_weight = param(region_weight_hi, region_weight_lo, ACC)
+    elem_weight = param(elem_weight_hi, elem_weight_lo, ACC)
     # Integer arguments equal to 1 arrive as constexpr on GPU (no .to()): widen by addition.
     if REDUCTION == 1:
         out_scale = 1.0 / (tl.zeros([], ACC) + num_groups)
@@ -196,22 +168,11 @@ def _finalize_kernel(
         coef_i = tl.zeros([GROUP_BLOCK], ACC)
         coef_p = tl.zeros([GROUP_BLOCK], ACC)
         if REGION:
-            # Tversky index TI = (I + s) / (I + a*FP + b*FN + s), FP = P - I, FN = T - I;
-            # region loss R = (1 - TI)**gamma. Dice and IoU are special cases.
-            false_pos = tl.maximum(sum_p - sum_i, 0.0)
-            false_neg = tl.maximum(sum_t - sum_i, 0.0)
-            numer = sum_i + smooth
-            denom = sum_i + tv_alpha * false_pos + tv_beta * false_neg + smooth
-            tversky = tl.maximum(1.0 - numer / denom, 0.0)
-            region = tl.where(region_gamma == 1.0, tversky, _pow_or_zero(tversky, region_gamma))
-            dregion = tl.where(region_gamma == 1.0, 1.0,
-                               tl.where(tversky > 0.0, region_gamma * region / tl.where(tversky > 0.0, tversky, 1.0), 0.0))
-            # d(1 - TI)/dI and d(1 - TI)/dP; T carries no gradient.
-            dtv_di = -(denom - numer * (1.0 - tv_alpha - tv_beta)) / (denom * denom)
-            dtv_dp = numer * tv_alpha / (denom * denom)
+            region, dregion_di, dregion_dp = region_terms(sum_i, sum_p, sum_t, tv_alpha, tv_beta, smooth,
+                                                          region_gamma)
             group_loss += region_weight * region
-            coef_i = scale * region_weight * dregion * dtv_di
-            coef_p = scale * region_weight * dregion * dtv_dp
+            coef_i = scale * region_weight * dregion_di
+            coef_p = scale * region_weight * dregion_dp
         if ELEM:
             group_loss += elem_scale * sum_e
         coef_e = scale * elem_scale
@@ -236,8 +197,8 @@ def _backward_kernel(
     REGION: tl.constexpr, ELEM: tl.constexpr, GRAD_OUT_PER_ELEMENT: tl.constexpr,
     BLOCK: tl.constexpr, ACC: tl.constexpr, GRAD_BF16: tl.constexpr,
 ):
-    focal_alpha = _param(focal_alpha_hi, focal_alpha_lo, ACC)
-    focal_gamma = _param(focal_gamma_hi, focal_gamma_lo, ACC)
+    focal_alpha = param(focal_alpha_hi, focal_alpha_lo, ACC)
+    focal_gamma = param(focal_gamma_hi, focal_gamma_lo, ACC)
     pid = tl.program_id(0).to(tl.int64)
     row = pid // chunks_per_row
     chunk = pid % chunks_per_row
@@ -271,7 +232,7 @@ def _backward_kernel(
                 grad += upstream_map * dloss
             else:
                 grad += coef_e * dloss
-        _store_as(grad_ptr + row_start + offs, grad, mask, GRAD_BF16)
+        store_as(grad_ptr + row_start + offs, grad, mask, GRAD_BF16)
 
 
 @triton.jit
@@ -280,8 +241,8 @@ def _focal_map_kernel(
     focal_alpha_hi, focal_alpha_lo, focal_gamma_hi, focal_gamma_lo,
     BLOCK: tl.constexpr, ACC: tl.constexpr, OUT_BF16: tl.constexpr,
 ):
-    focal_alpha = _param(focal_alpha_hi, focal_alpha_lo, ACC)
-    focal_gamma = _param(focal_gamma_hi, focal_gamma_lo, ACC)
+    focal_alpha = param(focal_alpha_hi, focal_alpha_lo, ACC)
+    focal_gamma = param(focal_gamma_hi, focal_gamma_lo, ACC)
     pid = tl.program_id(0).to(tl.int64)
     offs = pid * BLOCK + tl.arange(0, BLOCK)
     mask = offs < numel
@@ -289,7 +250,7 @@ def _focal_map_kernel(
     t = tl.load(t_ptr + offs, mask=mask, other=0).to(ACC)
     p, q, softplus_neg_abs = _sigmoid_parts(x)
     loss, _ = _focal_terms(x, t, p, q, softplus_neg_abs, focal_alpha, focal_gamma)
-    _store_as(out_ptr + offs, loss, mask, OUT_BF16)
+    store_as(out_ptr + offs, loss, mask, OUT_BF16)
 
 
 # ----------------------------------------------------------------------------
@@ -297,24 +258,6 @@ def _focal_map_kernel(
 # ----------------------------------------------------------------------------
 
 _REDUCTION_CODE = {"none": 0, "mean": 1, "sum": 2}
-
-
-def _split(value: float):
-    """Python floats reach Triton as fp32: pass (hi, lo) with hi + lo == value
-    to fp64 precision (see _param)."""
-    hi = struct.unpack("f", struct.pack("f", value))[0]
-    return hi, value - hi
-
-
-def _acc_dtypes(x: torch.Tensor):
-    if x.dtype == torch.float64:
-        return torch.float64, tl.float64
-    return torch.float32, tl.float32
-
-
-@functools.lru_cache(maxsize=None)
-def _sm_count(device_index: int) -> int:
-    return torch.cuda.get_device_properties(device_index).multi_processor_count
 
 
 class _Plan:
@@ -326,7 +269,7 @@ class _Plan:
     def __init__(self, layout: GroupLayout, device: torch.device):
         if device.type == "cuda":
             max_block, self.num_warps = 2048, 8
-            target_programs = 8 * _sm_count(device.index if device.index is not None else torch.cuda.current_device())
+            target_programs = 8 * sm_count(device.index if device.index is not None else torch.cuda.current_device())
         else:  # Triton interpreter: large blocks, few programs
             max_block, self.num_warps = 8192, 4
             target_programs = 4
@@ -343,30 +286,12 @@ def _as_loadable(target: torch.Tensor) -> torch.Tensor:
     return target.view(torch.uint8) if target.dtype == torch.bool else target
 
 
-def _writable(out: torch.Tensor) -> torch.Tensor:
-    return out.view(torch.int16) if out.dtype == torch.bfloat16 else out
-
-
-def _on_input_device(launcher):
-    """Triton launches on the current CUDA device: make it the input's."""
-
-    @functools.wraps(launcher)
-    def launch(*args):
-        input = next(arg for arg in args if isinstance(arg, torch.Tensor) and arg.dim() > 0)
-        if input.device.type != "cuda":
-            return launcher(*args)
-        with torch.cuda.device(input.device):
-            return launcher(*args)
-
-    return launch
-
-
-@_on_input_device
+@on_input_device
 def sigmoid_loss(input, target, weight, per_sample, per_channel, region, tv_alpha, tv_beta, smooth,
                          region_gamma, region_weight, elem, focal_alpha, focal_gamma, elem_weight,
                          elem_mean, reduction):
     layout = group_layout(input.shape, per_sample, per_channel)
-    acc, ACC = _acc_dtypes(input)
+    acc, ACC = acc_dtypes(input)
     x = input.contiguous()
     target = _as_loadable(target.contiguous())
     plan = _Plan(layout, x.device)
@@ -375,7 +300,7 @@ def sigmoid_loss(input, target, weight, per_sample, per_channel, region, tv_alph
     _stats_kernel[(plan.programs,)](
         x, target, partials,
         layout.row_len, plan.chunks_per_row, layout.num_groups, members, plan.iters,
-        *_split(focal_alpha), *_split(focal_gamma),
+        *split(focal_alpha), *split(focal_gamma),
         REGION=region, ELEM=elem, BLOCK=plan.block, ACC=ACC, num_warps=plan.num_warps,
     )
     code = _REDUCTION_CODE[reduction]
@@ -388,28 +313,28 @@ def sigmoid_loss(input, target, weight, per_sample, per_channel, region, tv_alph
     _finalize_kernel[(1,)](
         partials, weight.contiguous() if has_weight else partials, loss, coef,
         layout.num_groups, parts_per_group, layout.num_channels, layout.rows // layout.num_groups * layout.row_len,
-        *_split(tv_alpha), *_split(tv_beta), *_split(smooth),
-        *_split(region_gamma), *_split(region_weight), *_split(elem_weight),
+        *split(tv_alpha), *split(tv_beta), *split(smooth),
+        *split(region_gamma), *split(region_weight), *split(elem_weight),
         REGION=region, ELEM=elem, HAS_WEIGHT=has_weight, ELEM_MEAN=elem_mean, REDUCTION=code,
         GROUP_BLOCK=group_block, PART_BLOCK=part_block, ACC=ACC, num_warps=4,
     )
     return loss, coef
 
 
-@_on_input_device
+@on_input_device
 def sigmoid_loss_backward(grad_loss, input, target, coef, per_sample, per_channel, region, elem,
                           focal_alpha, focal_gamma):
     layout = group_layout(input.shape, per_sample, per_channel)
-    _, ACC = _acc_dtypes(input)
+    _, ACC = acc_dtypes(input)
     x = input.contiguous()
     target = _as_loadable(target.contiguous())
     grad = torch.empty_like(x, memory_format=torch.contiguous_format)
     plan = _Plan(layout, x.device)
     _backward_kernel[(plan.programs,)](
-        x, target, coef, grad_loss.contiguous(), _writable(grad),
+        x, target, coef, grad_loss.contiguous(), writable(grad),
         layout.row_len, plan.chunks_per_row, layout.num_groups, plan.iters,
         1 if grad_loss.dim() > 0 else 0,
-        *_split(focal_alpha), *_split(focal_gamma),
+        *split(focal_alpha), *split(focal_gamma),
         REGION=region, ELEM=elem, GRAD_OUT_PER_ELEMENT=False,
         BLOCK=plan.block, ACC=ACC, GRAD_BF16=x.dtype == torch.bfloat16, num_warps=plan.num_warps,
     )
@@ -420,31 +345,31 @@ def _map_plan(x):
     return _Plan(group_layout((x.numel(),), False, False), x.device)
 
 
-@_on_input_device
+@on_input_device
 def sigmoid_focal_map(input, target, alpha, gamma):
-    _, ACC = _acc_dtypes(input)
+    _, ACC = acc_dtypes(input)
     x = input.contiguous()
     target = _as_loadable(target.contiguous())
     out = torch.empty_like(x, memory_format=torch.contiguous_format)
     block = _map_plan(x).block
     _focal_map_kernel[(triton.cdiv(x.numel(), block),)](
-        x, target, _writable(out), x.numel(), *_split(alpha), *_split(gamma),
+        x, target, writable(out), x.numel(), *split(alpha), *split(gamma),
         BLOCK=block, ACC=ACC, OUT_BF16=x.dtype == torch.bfloat16,
     )
     return out
 
 
-@_on_input_device
+@on_input_device
 def sigmoid_focal_map_backward(grad_map, input, target, alpha, gamma):
-    _, ACC = _acc_dtypes(input)
+    _, ACC = acc_dtypes(input)
     x = input.contiguous()
     target = _as_loadable(target.contiguous())
     grad = torch.empty_like(x, memory_format=torch.contiguous_format)
     plan = _map_plan(x)
     _backward_kernel[(plan.programs,)](
-        x, target, x, grad_map.contiguous(), _writable(grad),
+        x, target, x, grad_map.contiguous(), writable(grad),
         x.numel(), plan.chunks_per_row, 1, plan.iters, 0,
-        *_split(alpha), *_split(gamma),
+        *split(alpha), *split(gamma),
         REGION=False, ELEM=True, GRAD_OUT_PER_ELEMENT=True,
         BLOCK=plan.block, ACC=ACC, GRAD_BF16=x.dtype == torch.bfloat16, num_warps=plan.num_warps,
     )

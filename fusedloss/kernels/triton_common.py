@@ -1,0 +1,95 @@
+"""Triton pieces shared by the loss families' kernels and launchers."""
+
+import functools
+import struct
+
+import torch
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def param(hi, lo, ACC: tl.constexpr):
+    # Triton passes Python floats as fp32: the launcher splits each parameter
+    # into an fp32 pair whose sum is exact enough for fp64 accumulation.
+    return (tl.zeros([], ACC) + hi) + lo
+
+
+@triton.jit
+def store_as(ptr, value, mask, BF16_BITS: tl.constexpr):
+    # bf16 outputs are written as int16 bits rounded to nearest even: the
+    # interpreter's bf16 store truncates, and this gives one rounding everywhere.
+    if BF16_BITS:
+        bits = value.to(tl.float32).to(tl.uint32, bitcast=True)
+        bits = (bits + (((bits >> 16) & 1) + 0x7FFF)) >> 16
+        tl.store(ptr, bits.to(tl.int16), mask=mask)
+    else:
+        tl.store(ptr, value.to(ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def pow_or_zero(base, exponent):
+    # base**exponent for base >= 0 with 0**e = 0 for e > 0, 1 for e == 0.
+    positive = base > 0.0
+    powered = tl.exp2(exponent * tl.log2(tl.where(positive, base, 1.0)))
+    return tl.where(positive, powered, tl.where(exponent == 0.0, 1.0, 0.0))
+
+
+@triton.jit
+def region_terms(sum_i, sum_p, sum_t, tv_alpha, tv_beta, smooth, gamma):
+    """The region loss R = (1 - TI)**gamma of the Tversky index
+    TI = (I + s) / (I + a*FP + b*FN + s), FP = P - I, FN = T - I (Dice and IoU are
+    special cases), and dR/dI, dR/dP (T carries no gradient)."""
+    false_pos = tl.maximum(sum_p - sum_i, 0.0)
+    false_neg = tl.maximum(sum_t - sum_i, 0.0)
+    numer = sum_i + smooth
+    denom = sum_i + tv_alpha * false_pos + tv_beta * false_neg + smooth
+    tversky = tl.maximum(1.0 - numer / denom, 0.0)
+    region = tl.where(gamma == 1.0, tversky, pow_or_zero(tversky, gamma))
+    dregion = tl.where(gamma == 1.0, 1.0,
+                       tl.where(tversky > 0.0, gamma * region / tl.where(tversky > 0.0, tversky, 1.0), 0.0))
+    dtv_di = -(denom - numer * (1.0 - tv_alpha - tv_beta)) / (denom * denom)
+    dtv_dp = numer * tv_alpha / (denom * denom)
+    return region, dregion * dtv_di, dregion * dtv_dp
+
+
+# ----------------------------------------------------------------------------
+# Launcher helpers
+# ----------------------------------------------------------------------------
+
+def split(value: float):
+    """Python floats reach Triton as fp32: pass (hi, lo) with hi + lo == value
+    to fp64 precision (see _param)."""
+    hi = struct.unpack("f", struct.pack("f", value))[0]
+    return hi, value - hi
+
+
+def acc_dtypes(x: torch.Tensor):
+    if x.dtype == torch.float64:
+        return torch.float64, tl.float64
+    return torch.float32, tl.float32
+
+
+@functools.lru_cache(maxsize=None)
+def sm_count(device_index: int) -> int:
+    return torch.cuda.get_device_properties(device_index).multi_processor_count
+
+
+def writable(out: torch.Tensor) -> torch.Tensor:
+    return out.view(torch.int16) if out.dtype == torch.bfloat16 else out
+
+
+def on_input_device(launcher):
+    """Triton launches on the current CUDA device: make it the input's."""
+
+    @functools.wraps(launcher)
+    def launch(*args):
+        input = next(arg for arg in args if isinstance(arg, torch.Tensor) and arg.dim() > 0)
+        if input.device.type != "cuda":
+            return launcher(*args)
+        with torch.cuda.device(input.device):
+            return launcher(*args)
+
+    return launch
+
+
