@@ -78,3 +78,80 @@ def positive(**values) -> None:
     for name, value in values.items():
         if value == 0:
             raise ValueError(f"{name} must be > 0, got {value!r}")
+
+
+MODES = ("binary", "multilabel", "multiclass")
+CLASS_MAP_DTYPES = (torch.uint8, torch.int16, torch.int32, torch.int64)
+
+
+def mode(value: str) -> bool:
+    """Check ``mode``; True for 'multiclass'."""
+    if value not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {value!r}")
+    return value == "multiclass"
+
+
+def binary_only_defaults(include_background, ignore_index, exclude_empty) -> None:
+    if not include_background or ignore_index is not None or exclude_empty:
+        raise ValueError("include_background, ignore_index and exclude_empty are options of mode='multiclass'")
+
+
+def input_and_class_map(input, target, ignore_index) -> torch.Tensor:
+    """Check a multi-class pair: logits (N, C, *spatial), target class indices
+    (N, *spatial) or (N, 1, *spatial) (returned as (N, *spatial), a view)."""
+    if not isinstance(input, torch.Tensor):
+        raise TypeError(f"input must be a torch.Tensor of logits, got {type(input).__name__}")
+    if not isinstance(target, torch.Tensor):
+        raise TypeError(f"target must be a torch.Tensor of class indices, got {type(target).__name__}")
+    if input.dtype not in INPUT_DTYPES:
+        raise TypeError(f"input must be a floating tensor of logits ({_names(INPUT_DTYPES)}), got {input.dtype}")
+    if target.dtype not in CLASS_MAP_DTYPES:
+        raise TypeError(f"target must hold class indices as {_names(CLASS_MAP_DTYPES)} in mode='multiclass', "
+                        f"got {target.dtype}")
+    if input.dim() < 2 or input.shape[1] < 2:
+        raise ValueError(f"input must have shape (N, C, ...) with C >= 2 classes in mode='multiclass', "
+                         f"got {tuple(input.shape)}")
+    if target.device != input.device:
+        raise ValueError(f"target is on {target.device} but input is on {input.device}; they must share a device")
+    if input.numel() == 0:
+        raise ValueError(f"input must not be empty, got shape {tuple(input.shape)}")
+    expected = input.shape[:1] + input.shape[2:]
+    if target.shape != expected:
+        if target.shape == input.shape[:1] + (1,) + input.shape[2:]:
+            target = target.squeeze(1)
+        else:
+            raise ValueError(f"target must have shape {tuple(expected)} (or with a channel dim of 1) for input "
+                             f"{tuple(input.shape)}, got {tuple(target.shape)}")
+    if ignore_index is not None and (not isinstance(ignore_index, int) or isinstance(ignore_index, bool)):
+        raise TypeError(f"ignore_index must be an int or None, got {ignore_index!r}")
+    _class_range(input.shape[1], target, ignore_index)
+    return target
+
+
+def _class_range(classes: int, target: torch.Tensor, ignore_index) -> None:
+    """On the CPU, a class index outside [0, C) that is not ignore_index is an
+    error. On a GPU the check would force a host sync: the kernels treat such
+    pixels as ignored instead (and never index memory with them)."""
+    if target.device.type != "cpu" or torch.compiler.is_compiling():
+        return
+    bad = (target < 0) | (target >= classes)
+    if ignore_index is not None:
+        bad &= target != ignore_index
+    if bad.any():
+        value = target[bad].flatten()[0].item()
+        raise ValueError(f"target holds class index {value}, outside [0, {classes}) and not "
+                         f"ignore_index={ignore_index!r}")
+
+
+def class_weight(input: torch.Tensor, weight) -> None:
+    if weight is None:
+        return
+    if not isinstance(weight, torch.Tensor):
+        raise TypeError(f"weight must be a 1-D torch.Tensor of per-class weights or None, got {type(weight).__name__}")
+    if not weight.is_floating_point():
+        raise TypeError(f"weight must be a floating tensor, got {weight.dtype}")
+    if weight.shape != (input.shape[1],):
+        raise ValueError(f"weight must have shape ({input.shape[1]},), one per class of input, "
+                         f"got {tuple(weight.shape)}")
+    if weight.device != input.device:
+        raise ValueError(f"weight is on {weight.device} but input is on {input.device}")

@@ -1,6 +1,8 @@
-"""What a fused sigmoid-family loss computes, independent of any backend.
+"""What a fused loss computes, independent of any backend.
 
-Every built-in sigmoid loss is one ``SigmoidLossSpec``:
+Every built-in loss is one ``SigmoidLossSpec`` (the name is historical: the
+softmax family's ops take the same fields, with the element term the
+multi-class focal loss -alpha (1 - p_y)**gamma log p_y, CE at gamma = 0):
 
     loss_g = region_weight * (1 - TI_g) ** region_gamma  +  elem_scale * E_g
 
@@ -48,6 +50,13 @@ def iou_spec(smooth: float) -> SigmoidLossSpec:
 
 def dice_bce_spec(smooth: float, dice_weight: float, bce_weight: float) -> SigmoidLossSpec:
     return dice_spec(smooth)._replace(region_weight=dice_weight, elem=True, elem_weight=bce_weight)
+
+
+def dice_ce_spec(smooth: float, dice_weight: float, ce_weight: float, reduction: str) -> SigmoidLossSpec:
+    """Multi-class Dice + cross-entropy (focal with gamma = 0, no alpha); 'mean'
+    divides the CE sum by the number of pixels not ignored."""
+    return dice_spec(smooth)._replace(region_weight=dice_weight, elem=True, elem_weight=ce_weight,
+                                      elem_mean=reduction == "mean")
 
 
 def focal_spec(alpha: float | None, gamma: float, reduction: str) -> SigmoidLossSpec:

@@ -1,8 +1,8 @@
 """Drop-in ``nn.Module`` losses: ``criterion = fusedloss.DiceLoss(); criterion(logits, target)``.
 
 Each module holds its options and calls its twin in ``fusedloss.functional``;
-the docstrings there give the formulas. ``weight`` is kept as a buffer so it
-follows ``.to(device)``.
+the docstrings there give the formulas and the options. ``weight`` is kept as
+a (non-persistent) buffer so it follows ``.to(device)``.
 """
 
 from __future__ import annotations
@@ -32,50 +32,70 @@ class _FunctionalLoss(nn.Module):
         return ", ".join(f"{key}={value!r}" for key, value in self.options.items())
 
 
-class DiceLoss(_FunctionalLoss):
+class _RegionLoss(_FunctionalLoss):
+    """The options every region loss shares, in both modes."""
+
+    def __init__(self, *, mode, per_sample, per_channel, weight, reduction, include_background, ignore_index,
+                 exclude_empty, backend, **params):
+        super().__init__(weight, **params, mode=mode, per_sample=per_sample, per_channel=per_channel,
+                         reduction=reduction, include_background=include_background, ignore_index=ignore_index,
+                         exclude_empty=exclude_empty, backend=backend)
+
+
+class DiceLoss(_RegionLoss):
     loss_fn = F.dice_loss
 
-    def __init__(self, smooth=1.0, *, per_sample=False, per_channel=False, weight=None, reduction="mean",
-                 backend="auto"):
-        super().__init__(weight, smooth=smooth, per_sample=per_sample, per_channel=per_channel,
-                         reduction=reduction, backend=backend)
+    def __init__(self, smooth=1.0, *, mode="binary", per_sample=False, per_channel=False, weight=None,
+                 reduction="mean", include_background=True, ignore_index=None, exclude_empty=False, backend="auto"):
+        super().__init__(smooth=smooth, mode=mode, per_sample=per_sample, per_channel=per_channel, weight=weight,
+                         reduction=reduction, include_background=include_background, ignore_index=ignore_index,
+                         exclude_empty=exclude_empty, backend=backend)
 
 
-class IoULoss(_FunctionalLoss):
+class IoULoss(_RegionLoss):
     loss_fn = F.iou_loss
 
-    def __init__(self, smooth=1.0, *, per_sample=False, per_channel=False, weight=None, reduction="mean",
-                 backend="auto"):
-        super().__init__(weight, smooth=smooth, per_sample=per_sample, per_channel=per_channel,
-                         reduction=reduction, backend=backend)
+    def __init__(self, smooth=1.0, *, mode="binary", per_sample=False, per_channel=False, weight=None,
+                 reduction="mean", include_background=True, ignore_index=None, exclude_empty=False, backend="auto"):
+        super().__init__(smooth=smooth, mode=mode, per_sample=per_sample, per_channel=per_channel, weight=weight,
+                         reduction=reduction, include_background=include_background, ignore_index=ignore_index,
+                         exclude_empty=exclude_empty, backend=backend)
 
 
 JaccardLoss = IoULoss
 
 
-class TverskyLoss(_FunctionalLoss):
+class TverskyLoss(_RegionLoss):
     loss_fn = F.tversky_loss
 
-    def __init__(self, alpha=0.5, beta=0.5, smooth=1.0, *, per_sample=False, per_channel=False, weight=None,
-                 reduction="mean", backend="auto"):
-        super().__init__(weight, alpha=alpha, beta=beta, smooth=smooth, per_sample=per_sample,
-                         per_channel=per_channel, reduction=reduction, backend=backend)
+    def __init__(self, alpha=0.5, beta=0.5, smooth=1.0, *, mode="binary", per_sample=False, per_channel=False,
+                 weight=None, reduction="mean", include_background=True, ignore_index=None, exclude_empty=False,
+                 backend="auto"):
+        super().__init__(alpha=alpha, beta=beta, smooth=smooth, mode=mode, per_sample=per_sample,
+                         per_channel=per_channel, weight=weight, reduction=reduction,
+                         include_background=include_background, ignore_index=ignore_index,
+                         exclude_empty=exclude_empty, backend=backend)
 
 
-class FocalTverskyLoss(_FunctionalLoss):
+class FocalTverskyLoss(_RegionLoss):
     loss_fn = F.focal_tversky_loss
 
-    def __init__(self, alpha=0.5, beta=0.5, gamma=1.0, smooth=1.0, *, per_sample=False, per_channel=False,
-                 weight=None, reduction="mean", backend="auto"):
-        super().__init__(weight, alpha=alpha, beta=beta, gamma=gamma, smooth=smooth, per_sample=per_sample,
-                         per_channel=per_channel, reduction=reduction, backend=backend)
+    def __init__(self, alpha=0.5, beta=0.5, gamma=1.0, smooth=1.0, *, mode="binary", per_sample=False,
+                 per_channel=False, weight=None, reduction="mean", include_background=True, ignore_index=None,
+                 exclude_empty=False, backend="auto"):
+        super().__init__(alpha=alpha, beta=beta, gamma=gamma, smooth=smooth, mode=mode, per_sample=per_sample,
+                         per_channel=per_channel, weight=weight, reduction=reduction,
+                         include_background=include_background, ignore_index=ignore_index,
+                         exclude_empty=exclude_empty, backend=backend)
 
 
 class FocalLoss(_FunctionalLoss):
     loss_fn = F.focal_loss
 
-    def __init__(self, alpha=0.25, gamma=2.0, *, reduction="mean", backend="auto"):
-        super().__init__(None, alpha=alpha, gamma=gamma, reduction=reduction, backend=backend)
+    def __init__(self, alpha=0.25, gamma=2.0, *, mode="binary", reduction="mean", ignore_index=None,
+                 backend="auto"):
+        super().__init__(None, alpha=alpha, gamma=gamma, mode=mode, reduction=reduction, ignore_index=ignore_index,
+                         backend=backend)
 
 
 class DiceBCELoss(_FunctionalLoss):
@@ -85,3 +105,13 @@ class DiceBCELoss(_FunctionalLoss):
                  dice_weight=1.0, bce_weight=1.0, backend="auto"):
         super().__init__(weight, smooth=smooth, per_sample=per_sample, per_channel=per_channel,
                          reduction=reduction, dice_weight=dice_weight, bce_weight=bce_weight, backend=backend)
+
+
+class DiceCELoss(_FunctionalLoss):
+    loss_fn = F.dice_ce_loss
+
+    def __init__(self, smooth=1.0, *, per_sample=False, weight=None, reduction="mean", include_background=True,
+                 ignore_index=None, exclude_empty=False, dice_weight=1.0, ce_weight=1.0, backend="auto"):
+        super().__init__(weight, smooth=smooth, per_sample=per_sample, reduction=reduction,
+                         include_background=include_background, ignore_index=ignore_index,
+                         exclude_empty=exclude_empty, dice_weight=dice_weight, ce_weight=ce_weight, backend=backend)

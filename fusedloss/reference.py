@@ -128,3 +128,121 @@ def dice_bce_loss(input, target, smooth=1.0, per_sample=False, per_channel=False
     intersection, predicted, actual = _region_sums(input, target, per_sample, per_channel)
     dice = 1 - (2 * intersection + smooth) / (predicted + actual + smooth)
     return _reduce_groups(bce_weight * bce + dice_weight * dice, weight, reduction)
+
+
+# ---- multi-class: softmax over dim 1, integer class map targets ----------------
+#
+# input (N, C, *spatial) logits, target (N, *spatial) class indices. Pixels whose
+# target is ignore_index count nowhere. Statistics per class c (per (n, c) with
+# per_sample): I_c = sum p_c*[y=c], P_c = sum p_c, T_c = sum [y=c].
+
+
+def _softmax_and_one_hot(input, target, ignore_index):
+    """p = softmax(input) and the one-hot target, both zeroed at ignored pixels,
+    and the valid-pixel mask (N, *spatial)."""
+    dtype = _accumulation_dtype(input)
+    classes = input.shape[1]
+    valid = torch.ones_like(target, dtype=torch.bool) if ignore_index is None else target != ignore_index
+    labels = torch.where(valid, target, torch.zeros_like(target)).long()
+    one_hot = F.one_hot(labels, classes).movedim(-1, 1).to(dtype) * valid.unsqueeze(1)
+    p = torch.softmax(input.to(dtype), dim=1) * valid.unsqueeze(1)
+    return p, one_hot, valid
+
+
+def _class_sums(input, target, per_sample, ignore_index):
+    p, one_hot, _ = _softmax_and_one_hot(input, target, ignore_index)
+    dims = (2,) if per_sample else (0, 2)
+    p, one_hot = p.flatten(2), one_hot.flatten(2)
+    return (p * one_hot).sum(dims), p.sum(dims), one_hot.sum(dims)
+
+
+def _reduce_classes(losses, actual, weight, include_background, exclude_empty, reduction):
+    """Per-class losses (C,) or (N, C): weight, drop the background class, and
+    reduce. exclude_empty: classes absent from the target (T = 0) count as 0
+    and are left out of the mean's denominator."""
+    if weight is not None:
+        losses = losses * weight.to(losses.dtype)
+    if not include_background:
+        losses, actual = losses[..., 1:], actual[..., 1:]
+    if exclude_empty:
+        present = actual > 0
+        losses = torch.where(present, losses, torch.zeros_like(losses))
+        if reduction == "mean":
+            return losses.sum() / present.sum().clamp(min=1)
+    if reduction == "mean":
+        return losses.mean()
+    if reduction == "sum":
+        return losses.sum()
+    return losses
+
+
+def _multiclass_tversky(input, target, alpha, beta, smooth, per_sample, ignore_index):
+    intersection, predicted, actual = _class_sums(input, target, per_sample, ignore_index)
+    false_pos = predicted - intersection
+    false_neg = actual - intersection
+    tversky = 1 - (intersection + smooth) / (intersection + alpha * false_pos + beta * false_neg + smooth)
+    return tversky, actual
+
+
+def multiclass_dice_loss(input, target, smooth=1.0, per_sample=False, weight=None, reduction="mean",
+                         include_background=True, ignore_index=None, exclude_empty=False):
+    """Per class: 1 - (2*I_c + smooth) / (P_c + T_c + smooth)."""
+    intersection, predicted, actual = _class_sums(input, target, per_sample, ignore_index)
+    losses = 1 - (2 * intersection + smooth) / (predicted + actual + smooth)
+    return _reduce_classes(losses, actual, weight, include_background, exclude_empty, reduction)
+
+
+def multiclass_iou_loss(input, target, smooth=1.0, per_sample=False, weight=None, reduction="mean",
+                        include_background=True, ignore_index=None, exclude_empty=False):
+    """Per class: 1 - (I_c + smooth) / (P_c + T_c - I_c + smooth)."""
+    intersection, predicted, actual = _class_sums(input, target, per_sample, ignore_index)
+    losses = 1 - (intersection + smooth) / (predicted + actual - intersection + smooth)
+    return _reduce_classes(losses, actual, weight, include_background, exclude_empty, reduction)
+
+
+def multiclass_tversky_loss(input, target, alpha=0.5, beta=0.5, smooth=1.0, per_sample=False, weight=None,
+                            reduction="mean", include_background=True, ignore_index=None, exclude_empty=False):
+    """Per class: 1 - (I + smooth) / (I + alpha*FP + beta*FN + smooth)."""
+    losses, actual = _multiclass_tversky(input, target, alpha, beta, smooth, per_sample, ignore_index)
+    return _reduce_classes(losses, actual, weight, include_background, exclude_empty, reduction)
+
+
+def multiclass_focal_tversky_loss(input, target, alpha=0.5, beta=0.5, gamma=1.0, smooth=1.0, per_sample=False,
+                                  weight=None, reduction="mean", include_background=True, ignore_index=None,
+                                  exclude_empty=False):
+    """Per class: (Tversky loss) ** gamma."""
+    losses, actual = _multiclass_tversky(input, target, alpha, beta, smooth, per_sample, ignore_index)
+    return _reduce_classes(losses ** gamma, actual, weight, include_background, exclude_empty, reduction)
+
+
+def multiclass_focal_loss(input, target, alpha=0.25, gamma=2.0, reduction="mean", ignore_index=None):
+    """Softmax focal loss per pixel: -alpha * (1 - p_y)**gamma * log p_y (alpha=None: 1),
+    mean over the pixels that are not ignored; 'none': the (N, *spatial) map, 0 where ignored."""
+    dtype = _accumulation_dtype(input)
+    valid = torch.ones_like(target, dtype=torch.bool) if ignore_index is None else target != ignore_index
+    labels = torch.where(valid, target, torch.zeros_like(target)).long().unsqueeze(1)
+    log_p = torch.log_softmax(input.to(dtype), dim=1).gather(1, labels).squeeze(1)
+    loss = -(1 - log_p.exp()) ** gamma * log_p
+    if alpha is not None:
+        loss = alpha * loss
+    loss = torch.where(valid, loss, torch.zeros_like(loss))
+    if reduction == "mean":
+        return loss.sum() / valid.sum().clamp(min=1)
+    if reduction == "sum":
+        return loss.sum()
+    return loss.to(input.dtype)
+
+
+def dice_ce_loss(input, target, smooth=1.0, per_sample=False, weight=None, reduction="mean",
+                 include_background=True, ignore_index=None, exclude_empty=False, dice_weight=1.0, ce_weight=1.0):
+    """ce_weight * cross-entropy (F.cross_entropy, ignore_index honoured; 'mean' over
+    the pixels not ignored) + dice_weight * multi-class Dice loss."""
+    valid = torch.ones_like(target, dtype=torch.bool) if ignore_index is None else target != ignore_index
+    labels = torch.where(valid, target, torch.zeros_like(target)).long()
+    ce = F.cross_entropy(input.to(_accumulation_dtype(input)), labels, reduction="none")
+    ce = torch.where(valid, ce, torch.zeros_like(ce)).sum()
+    if reduction == "mean":
+        ce = ce / valid.sum().clamp(min=1)
+    dice = multiclass_dice_loss(input, target, smooth, per_sample, weight, reduction, include_background,
+                                ignore_index, exclude_empty)
+    return ce_weight * ce + dice_weight * dice

@@ -83,3 +83,48 @@ def loss_and_grad(name, x, t, backend, **options):
     upstream = torch.linspace(0.5, 1.5, loss.numel(), dtype=loss.dtype, device=loss.device).reshape(loss.shape)
     (grad,) = torch.autograd.grad(loss, x, upstream)
     return loss.detach(), grad
+
+
+# ---- multi-class (softmax) ----
+FUSED_SOFTMAX_BACKENDS = [name for name in fusedloss.available_backends(DEVICE, "softmax") if name != "reference"]
+CLASS_MAP_DTYPES = [torch.int64, torch.uint8, torch.int16, torch.int32]
+MULTICLASS_REGION_LOSSES = ["dice", "iou", "tversky", "focal_tversky"]
+MULTICLASS_PARAMS = {
+    "dice": dict(smooth=0.5),
+    "iou": dict(smooth=1.0),
+    "tversky": dict(alpha=0.3, beta=0.7, smooth=1.0),
+    "focal_tversky": dict(alpha=0.3, beta=0.7, gamma=0.75, smooth=1.0),
+    "focal": dict(alpha=0.25, gamma=2.0),
+    "dice_ce": dict(smooth=1.0, dice_weight=0.7, ce_weight=1.3),
+}
+IGNORE = 255
+
+
+def make_class_pair(shape, dtype=torch.float32, target_dtype=torch.int64, ignore_fraction=0.0, absent=(),
+                    scale=3.0, seed=0):
+    """Logits of ``shape`` (N, C, *spatial) and class indices (N, *spatial) on DEVICE;
+    a fraction of pixels set to IGNORE; classes in ``absent`` never appear."""
+    gen = torch.Generator().manual_seed(seed)
+    classes = shape[1]
+    x = (torch.randn(shape, generator=gen, dtype=torch.float64) * scale).to(dtype)
+    labels = torch.randint(0, classes, shape[:1] + shape[2:], generator=gen)
+    for missing in absent:
+        labels = torch.where(labels == missing, (missing + 1) % classes, labels)
+    if ignore_fraction:
+        labels = torch.where(torch.rand(labels.shape, generator=gen) < ignore_fraction, IGNORE, labels)
+    return x.to(DEVICE), labels.to(target_dtype).to(DEVICE)
+
+
+def multiclass_loss_and_grad(name, x, y, backend, **options):
+    x = x.detach().clone().requires_grad_(True)
+    loss = fusedloss.MULTICLASS_LOSSES[name](x, y, backend=backend, **options)
+    upstream = torch.linspace(0.5, 1.5, loss.numel(), dtype=loss.dtype, device=loss.device).reshape(loss.shape)
+    (grad,) = torch.autograd.grad(loss, x, upstream)
+    return loss.detach(), grad
+
+
+def multiclass_options(name, **options):
+    """The call's options: mode='multiclass' where the loss takes a mode."""
+    if name != "dice_ce":
+        options["mode"] = "multiclass"
+    return {**MULTICLASS_PARAMS[name], **options}

@@ -15,15 +15,20 @@ from pathlib import Path
 
 import torch
 
-from .schema import register_fake_and_autograd
+from .schema import FAMILIES, register_fake_and_autograd
 
 NAMESPACE = "fusedloss_C"
 CSRC = Path(__file__).resolve().parents[2] / "csrc"
 _state = {"loaded": False, "error": None, "tried_build": False}
 
 
+def _families() -> tuple:
+    """The loss families whose ops the loaded library defines."""
+    return tuple(family for family in FAMILIES if hasattr(getattr(torch.ops, NAMESPACE), f"{family}_loss"))
+
+
 def _registered() -> None:
-    register_fake_and_autograd(NAMESPACE)
+    register_fake_and_autograd(NAMESPACE, _families())
     _state.update(loaded=True, error=None)
 
 
@@ -76,12 +81,14 @@ def ensure_built() -> str | None:
     return None if _state["loaded"] else _state["error"]
 
 
-def unavailable_reason(device_type: str) -> str | None:
+def unavailable_reason(device_type: str, family: str = "sigmoid") -> str | None:
     if not _state["loaded"]:
         return _state["error"]
+    if family not in _families():
+        return f"fusedloss._C has no {family} kernels"
     if device_type == "cuda" and not torch._C._dispatch_has_kernel_for_dispatch_key(
-            f"{NAMESPACE}::sigmoid_loss", "CUDA"):
-        return "fusedloss._C was built without CUDA kernels"
+            f"{NAMESPACE}::{family}_loss", "CUDA"):
+        return f"fusedloss._C was built without CUDA kernels for the {family} family"
     return None
 
 

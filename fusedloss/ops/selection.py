@@ -44,17 +44,24 @@ def _triton_import_error() -> str | None:
 _TRITON_ERROR = _triton_import_error()
 
 
-def unavailable_reason(backend: str, device: torch.device) -> str | None:
-    """None if ``backend`` can run tensors on ``device``, else why not."""
+TRITON_MAX_CLASSES = 4096  # kernels/softmax_triton.py keeps a pixel's logits in registers
+
+
+def unavailable_reason(backend: str, device: torch.device, family: str = "sigmoid",
+                       classes: int = 0) -> str | None:
+    """None if ``backend`` can run the ``family``'s ops ('sigmoid' or 'softmax',
+    with ``classes`` classes) on ``device``, else why not."""
     if backend == "reference":
         return None
     if backend in CPP_BACKEND_DEVICE:
         if device.type != CPP_BACKEND_DEVICE[backend]:
             return f"the {backend!r} backend runs on {CPP_BACKEND_DEVICE[backend]} tensors (got {device.type})"
-        return cpp_ops.unavailable_reason(device.type)
+        return cpp_ops.unavailable_reason(device.type, family)
     if backend == "triton":
         if _TRITON_ERROR is not None:
             return _TRITON_ERROR
+        if family == "softmax" and classes > TRITON_MAX_CLASSES:
+            return f"the Triton softmax kernels take at most {TRITON_MAX_CLASSES} classes (got {classes})"
         if device.type == "cuda":
             return None
         if device.type == "cpu" and _TRITON_INTERPRETER:
@@ -64,9 +71,11 @@ def unavailable_reason(backend: str, device: torch.device) -> str | None:
     raise ValueError(f"unknown backend {backend!r}; expected one of {('auto',) + BACKENDS}")
 
 
-def available_backends(device="cpu") -> list[str]:
+def available_backends(device="cpu", family: str = "sigmoid") -> list[str]:
+    """The backends that can run the ``family``'s losses ('sigmoid': binary and
+    multi-label; 'softmax': multi-class) on ``device``."""
     device = torch.device(device)
-    return [name for name in BACKENDS if unavailable_reason(name, device) is None]
+    return [name for name in BACKENDS if unavailable_reason(name, device, family) is None]
 
 
 def backends() -> dict[str, str]:
@@ -88,7 +97,8 @@ def backends() -> dict[str, str]:
     return report
 
 
-def resolve(backend: str, device: torch.device, *, differentiable_target: bool = False) -> str:
+def resolve(backend: str, device: torch.device, *, differentiable_target: bool = False, family: str = "sigmoid",
+            classes: int = 0) -> str:
     """The backend a call with tensors on ``device`` runs on. ``differentiable_target``:
     the target or weight requires grad, which only the reference differentiates."""
     source = "backend"
@@ -102,10 +112,10 @@ def resolve(backend: str, device: torch.device, *, differentiable_target: bool =
         if differentiable_target:
             return "reference"  # the fused ops do not differentiate w.r.t. the target
         order = AUTO_ORDER.get(device.type, DEFAULT_AUTO_ORDER)
-        return next(name for name in order if unavailable_reason(name, device) is None)
+        return next(name for name in order if unavailable_reason(name, device, family, classes) is None)
     if backend in CPP_BACKEND_DEVICE:
         cpp_ops.ensure_built()  # named explicitly: worth compiling csrc/ once
-    reason = unavailable_reason(backend, device)
+    reason = unavailable_reason(backend, device, family, classes)
     if reason is not None:
         raise ValueError(f"{source}={backend!r} cannot run this call: {reason}")
     if differentiable_target and backend != "reference":

@@ -1,0 +1,416 @@
+"""Triton kernels for the softmax (multi-class) loss family.
+
+Input (N, C, *spatial) logits, contiguous, seen as (N, C, S); target (N, S)
+integer class indices. A program takes one sample and tiles of pixels, loads
+all C logits of each pixel at once ([C, pixels] in registers), computes the
+softmax there, and accumulates every class's I, P, T and the element loss
+(-alpha (1 - p_y)**gamma log p_y; CE is gamma = 0) of its pixels: no one-hot
+target and no softmax tensor ever exists in memory. Ignored pixels (target ==
+ignore_index, or any index outside [0, C)) count nowhere.
+
+  _stats_kernel     partials per program: [C, 3] class sums and [2] = (E, valid pixels)
+  _finalize_kernel  one program: fixed-order combine per group (class, or
+                    (sample, class)), the Tversky region formula, weights,
+                    background / empty-class exclusion, the reduction, and the
+                    backward coefficients
+  _backward_kernel  recomputes the softmax; dL/dx_c = p_c (g_c - sum_k p_k g_k)
+                    + c_E * A * (p_c - [c = y]), g_c = c_I[y = c] + c_P
+  _focal_map_kernel the per-pixel element loss (reduction='none') and its backward
+"""
+
+import torch
+import triton
+import triton.language as tl
+
+from .triton_common import acc_dtypes, on_input_device, param, pow_or_zero, region_terms, sm_count, split, store_as, \
+    writable
+
+MAX_CLASSES = 4096  # all of a pixel's logits live in registers
+
+
+@triton.jit
+def _pixel_softmax(x_ptr, y_ptr, sample, pixels, num_classes, spatial, ignore_index,
+                   HAS_IGNORE: tl.constexpr, BLOCK_C: tl.constexpr, ACC: tl.constexpr):
+    """Softmax of a [classes, pixels] tile. Returns x, p, e (unnormalised exp),
+    the log-sum-exp pieces (max, total), the target's one-hot tile `hit`, the
+    valid-pixel mask and the tile offsets."""
+    classes = tl.arange(0, BLOCK_C)
+    class_mask = classes < num_classes
+    pixel_mask = pixels < spatial
+    y = tl.load(y_ptr + sample * spatial + pixels, mask=pixel_mask, other=-1).to(tl.int64)
+    valid = pixel_mask & (y >= 0) & (y < num_classes)
+    if HAS_IGNORE:
+        valid = valid & (y != ignore_index)
+    offsets = sample * num_classes * spatial + classes.to(tl.int64)[:, None] * spatial + pixels[None, :]
+    tile_mask = class_mask[:, None] & pixel_mask[None, :]
+    x = tl.load(x_ptr + offsets, mask=tile_mask, other=float("-inf")).to(ACC)
+    top = tl.max(x, axis=0)
+    top = tl.where(pixel_mask, top, 0.0)
+    e = tl.where(tile_mask, tl.exp(x - top[None, :]), 0.0)
+    total = tl.sum(e, axis=0)
+    total = tl.where(pixel_mask, total, 1.0)
+    p = e / total[None, :]
+    hit = (classes[:, None] == y[None, :]) & valid[None, :]
+    return x, p, e, top, total, hit, valid, offsets, tile_mask
+
+
+@triton.jit
+def _focal_terms(x, e, top, total, hit, alpha, gamma):
+    """Per pixel: the focal loss -alpha (1 - p_y)**gamma log p_y and
+    A = dloss/dz factor with dloss/dx_c = A (p_c - [c = y]):
+    A = alpha ((1 - p_y)**gamma - gamma (1 - p_y)**(gamma - 1) p_y log p_y)."""
+    log_p_y = (tl.sum(tl.where(hit, x, 0.0), axis=0) - top) - tl.log(total)
+    p_y = tl.exp(log_p_y)
+    rest = tl.sum(tl.where(hit, 0.0, e), axis=0) / total  # 1 - p_y without cancellation
+    modulator = pow_or_zero(rest, gamma)
+    # (1 - p_y)**(gamma - 1) * p_y log p_y -> 0 as p_y -> 1.
+    slope = tl.where(rest > 0.0, gamma * (modulator / tl.where(rest > 0.0, rest, 1.0)) * p_y * log_p_y, 0.0)
+    scale = tl.where(alpha >= 0.0, alpha, 1.0)
+    return -scale * modulator * log_p_y, scale * (modulator - slope)
+
+
+@triton.jit
+def _stats_kernel(
+    x_ptr, y_ptr, class_partial_ptr, elem_partial_ptr,
+    num_classes, spatial, chunks_per_sample, iters, ignore_index,
+    focal_alpha_hi, focal_alpha_lo, focal_gamma_hi, focal_gamma_lo,
+    REGION: tl.constexpr, ELEM: tl.constexpr, HAS_IGNORE: tl.constexpr,
+    BLOCK_C: tl.constexpr, BLOCK_S: tl.constexpr, ACC: tl.constexpr,
+):
+    focal_alpha = param(focal_alpha_hi, focal_alpha_lo, ACC)
+    focal_gamma = param(focal_gamma_hi, focal_gamma_lo, ACC)
+    pid = tl.program_id(0).to(tl.int64)
+    sample = pid // chunks_per_sample
+    chunk = pid % chunks_per_sample
+    sum_i = tl.zeros([BLOCK_C, BLOCK_S], ACC)
+    sum_p = tl.zeros([BLOCK_C, BLOCK_S], ACC)
+    sum_t = tl.zeros([BLOCK_C, BLOCK_S], ACC)
+    sum_e = tl.zeros([BLOCK_S], ACC)
+    count = tl.zeros([BLOCK_S], ACC)
+    for step in range(0, iters):
+        pixels = (chunk * iters + step) * BLOCK_S + tl.arange(0, BLOCK_S)
+        x, p, e, top, total, hit, valid, _, _ = _pixel_softmax(
+            x_ptr, y_ptr, sample, pixels, num_classes, spatial, ignore_index, HAS_IGNORE, BLOCK_C, ACC)
+        if REGION:
+            sum_i += tl.where(hit, p, 0.0)
+            sum_p += tl.where(valid[None, :], p, 0.0)
+            sum_t += tl.where(hit, 1.0, 0.0)
+        if ELEM:
+            loss, _ = _focal_terms(x, e, top, total, hit, focal_alpha, focal_gamma)
+            sum_e += tl.where(valid, loss, 0.0)
+            count += tl.where(valid, 1.0, 0.0)
+    classes = tl.arange(0, BLOCK_C)
+    slots = class_partial_ptr + (pid * num_classes + classes) * 3
+    class_mask = classes < num_classes
+    tl.store(slots + 0, tl.sum(sum_i, axis=1), mask=class_mask)
+    tl.store(slots + 1, tl.sum(sum_p, axis=1), mask=class_mask)
+    tl.store(slots + 2, tl.sum(sum_t, axis=1), mask=class_mask)
+    tl.store(elem_partial_ptr + pid * 2 + 0, tl.sum(sum_e, axis=0))
+    tl.store(elem_partial_ptr + pid * 2 + 1, tl.sum(count, axis=0))
+
+
+@triton.jit
+def _group_sums(class_partial_ptr, groups, group_mask, num_classes, chunks_per_sample, parts_per_group,
+                PER_SAMPLE: tl.constexpr, GROUP_BLOCK: tl.constexpr, PART_BLOCK: tl.constexpr,
+                ACC: tl.constexpr):
+    # Group g is class g % C, of sample g // C with per_sample (its own chunks), else of all chunks.
+    classes = groups % num_classes
+    if PER_SAMPLE:
+        first_part = (groups // num_classes).to(tl.int64) * chunks_per_sample
+    else:
+        first_part = tl.zeros([GROUP_BLOCK], tl.int64)
+    sum_i = tl.zeros([GROUP_BLOCK], ACC)
+    sum_p = tl.zeros([GROUP_BLOCK], ACC)
+    sum_t = tl.zeros([GROUP_BLOCK], ACC)
+    for part_start in range(0, parts_per_group, PART_BLOCK):
+        parts = part_start + tl.arange(0, PART_BLOCK)
+        tile_mask = group_mask[:, None] & (parts < parts_per_group)[None, :]
+        slots = class_partial_ptr + ((first_part[:, None] + parts[None, :]) * num_classes + classes[:, None]) * 3
+        sum_i += tl.sum(tl.load(slots + 0, mask=tile_mask, other=0.0), axis=1)
+        sum_p += tl.sum(tl.load(slots + 1, mask=tile_mask, other=0.0), axis=1)
+        sum_t += tl.sum(tl.load(slots + 2, mask=tile_mask, other=0.0), axis=1)
+    return sum_i, sum_p, sum_t
+
+
+@triton.jit
+def _finalize_kernel(
+    class_partial_ptr, elem_partial_ptr, weight_ptr, loss_ptr, coef_ptr,
+    num_groups, num_classes, chunks_per_sample, parts_per_group, num_parts,
+    tv_alpha_hi, tv_alpha_lo, tv_beta_hi, tv_beta_lo, smooth_hi, smooth_lo,
+    region_gamma_hi, region_gamma_lo, region_weight_hi, region_weight_lo,
+    elem_weight_hi, elem_weight_lo,
+    REGION: tl.constexpr, ELEM: tl.constexpr, HAS_WEIGHT: tl.constexpr, ELEM_MEAN: tl.constexpr,
+    PER_SAMPLE: tl.constexpr, INCLUDE_BACKGROUND: tl.constexpr, EXCLUDE_EMPTY: tl.constexpr,
+    REDUCTION: tl.constexpr, GROUP_BLOCK: tl.constexpr, PART_BLOCK: tl.constexpr, ACC: tl.constexpr,
+):
+    # REDUCTION: 0 = 'none', 1 = 'mean' (over the groups that count), 2 = 'sum'.
+    tv_alpha = param(tv_alpha_hi, tv_alpha_lo, ACC)
+    tv_beta = param(tv_beta_hi, tv_beta_lo, ACC)
+    smooth = param(smooth_hi, smooth_lo, ACC)
+    region_gamma = param(region_gamma_hi, region_gamma_lo, ACC)
+    region_weight = param(region_weight_hi, region_weight_lo, ACC)
+    elem_weight = param(elem_weight_hi, elem_weight_lo, ACC)
+
+    # The element term: sum over every program, mean over valid pixels.
+    elem_sum = tl.zeros([], ACC)
+    valid_pixels = tl.zeros([], ACC)
+    if ELEM:
+        for part_start in range(0, num_parts, PART_BLOCK):
+            parts = part_start + tl.arange(0, PART_BLOCK)
+            mask = parts < num_parts
+            elem_sum += tl.sum(tl.load(elem_partial_ptr + parts * 2, mask=mask, other=0.0), axis=0)
+            valid_pixels += tl.sum(tl.load(elem_partial_ptr + parts * 2 + 1, mask=mask, other=0.0), axis=0)
+    if ELEM_MEAN:
+        elem_scale = elem_weight / tl.maximum(valid_pixels, 1.0)
+    else:
+        elem_scale = elem_weight + tl.zeros([], ACC)
+
+    # Which groups count (first pass, for the mean's denominator).
+    counted = tl.zeros([GROUP_BLOCK], ACC)
+    for group_start in range(0, num_groups, GROUP_BLOCK):
+        groups = group_start + tl.arange(0, GROUP_BLOCK)
+        group_mask = groups < num_groups
+        keep = group_mask
+        if not INCLUDE_BACKGROUND:
+            keep = keep & (groups % num_classes != 0)
+        if EXCLUDE_EMPTY:
+            _, _, sum_t = _group_sums(class_partial_ptr, groups, group_mask, num_classes, chunks_per_sample,
+                                      parts_per_group, PER_SAMPLE, GROUP_BLOCK, PART_BLOCK, ACC)
+            keep = keep & (sum_t > 0.0)
+        counted += tl.where(keep, 1.0, 0.0)
+    if REDUCTION == 1:
+        out_scale = 1.0 / tl.maximum(tl.sum(counted, axis=0), 1.0)
+    else:
+        out_scale = tl.full([], 1.0, ACC)
+
+    total = tl.zeros([GROUP_BLOCK], ACC)
+    for group_start in range(0, num_groups, GROUP_BLOCK):
+        groups = group_start + tl.arange(0, GROUP_BLOCK)
+        group_mask = groups < num_groups
+        sum_i, sum_p, sum_t = _group_sums(class_partial_ptr, groups, group_mask, num_classes, chunks_per_sample,
+                                          parts_per_group, PER_SAMPLE, GROUP_BLOCK, PART_BLOCK, ACC)
+        keep = group_mask
+        if not INCLUDE_BACKGROUND:
+            keep = keep & (groups % num_classes != 0)
+        if EXCLUDE_EMPTY:
+            keep = keep & (sum_t > 0.0)
+        if HAS_WEIGHT:
+            group_weight = tl.load(weight_ptr + groups % num_classes, mask=group_mask, other=0.0).to(ACC)
+        else:
+            group_weight = tl.full([GROUP_BLOCK], 1.0, ACC)
+        group_weight = tl.where(keep, group_weight, 0.0)
+        coef_i = tl.zeros([GROUP_BLOCK], ACC)
+        coef_p = tl.zeros([GROUP_BLOCK], ACC)
+        weighted = tl.zeros([GROUP_BLOCK], ACC)
+        if REGION:
+            region, dregion_di, dregion_dp = region_terms(sum_i, sum_p, sum_t, tv_alpha, tv_beta, smooth,
+                                                          region_gamma)
+            weighted = group_weight * region_weight * region
+            coef_i = group_weight * out_scale * region_weight * dregion_di
+            coef_p = group_weight * out_scale * region_weight * dregion_dp
+        if REDUCTION == 0:
+            tl.store(loss_ptr + groups, weighted, mask=group_mask)
+        else:
+            total += weighted
+        coef_slots = coef_ptr + groups.to(tl.int64) * 3
+        tl.store(coef_slots + 0, coef_i, mask=group_mask)
+        tl.store(coef_slots + 1, coef_p, mask=group_mask)
+        tl.store(coef_slots + 2, tl.zeros([GROUP_BLOCK], ACC) + elem_scale, mask=group_mask)
+    if REDUCTION != 0:
+        tl.store(loss_ptr, tl.sum(total, axis=0) * out_scale + elem_scale * elem_sum)
+
+
+@triton.jit
+def _backward_kernel(
+    x_ptr, y_ptr, coef_ptr, grad_out_ptr, grad_ptr,
+    num_classes, spatial, chunks_per_sample, iters, ignore_index, grad_out_group_stride,
+    focal_alpha_hi, focal_alpha_lo, focal_gamma_hi, focal_gamma_lo,
+    REGION: tl.constexpr, ELEM: tl.constexpr, HAS_IGNORE: tl.constexpr, PER_SAMPLE: tl.constexpr,
+    GRAD_OUT_PER_PIXEL: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_S: tl.constexpr, ACC: tl.constexpr,
+    GRAD_BF16: tl.constexpr,
+):
+    focal_alpha = param(focal_alpha_hi, focal_alpha_lo, ACC)
+    focal_gamma = param(focal_gamma_hi, focal_gamma_lo, ACC)
+    pid = tl.program_id(0).to(tl.int64)
+    sample = pid // chunks_per_sample
+    chunk = pid % chunks_per_sample
+    classes = tl.arange(0, BLOCK_C)
+    class_mask = classes < num_classes
+    if PER_SAMPLE:
+        groups = sample * num_classes + classes
+    else:
+        groups = classes.to(tl.int64)
+    if GRAD_OUT_PER_PIXEL:  # the focal map's backward: the upstream gradient is a map
+        coef_i = tl.zeros([BLOCK_C], ACC)
+        coef_p = tl.zeros([BLOCK_C], ACC)
+        coef_e = tl.full([], 1.0, ACC)
+    else:
+        upstream = tl.load(grad_out_ptr + groups * grad_out_group_stride, mask=class_mask, other=0.0).to(ACC)
+        coef_i = tl.load(coef_ptr + groups * 3 + 0, mask=class_mask, other=0.0) * upstream
+        coef_p = tl.load(coef_ptr + groups * 3 + 1, mask=class_mask, other=0.0) * upstream
+        coef_e = tl.load(coef_ptr + 2) * tl.load(grad_out_ptr).to(ACC)  # element term: scalar outputs only
+    for step in range(0, iters):
+        pixels = (chunk * iters + step) * BLOCK_S + tl.arange(0, BLOCK_S)
+        x, p, e, top, total, hit, valid, offsets, tile_mask = _pixel_softmax(
+            x_ptr, y_ptr, sample, pixels, num_classes, spatial, ignore_index, HAS_IGNORE, BLOCK_C, ACC)
+        grad = tl.zeros([BLOCK_C, BLOCK_S], ACC)
+        if REGION:
+            g = tl.where(hit, coef_i[:, None], 0.0) + coef_p[:, None]
+            g = tl.where(valid[None, :], g, 0.0)
+            grad += p * (g - tl.sum(p * g, axis=0)[None, :])
+        if ELEM:
+            _, factor = _focal_terms(x, e, top, total, hit, focal_alpha, focal_gamma)
+            if GRAD_OUT_PER_PIXEL:
+                factor = factor * tl.load(grad_out_ptr + sample * spatial + pixels, mask=pixels < spatial,
+                                          other=0.0).to(ACC)
+            factor = tl.where(valid, factor * coef_e, 0.0)
+            grad += factor[None, :] * (p - tl.where(hit, 1.0, 0.0))
+        store_as(grad_ptr + offsets, grad, tile_mask, GRAD_BF16)
+
+
+@triton.jit
+def _focal_map_kernel(
+    x_ptr, y_ptr, out_ptr, num_classes, spatial, chunks_per_sample, ignore_index,
+    focal_alpha_hi, focal_alpha_lo, focal_gamma_hi, focal_gamma_lo,
+    HAS_IGNORE: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_S: tl.constexpr, ACC: tl.constexpr,
+    OUT_BF16: tl.constexpr,
+):
+    focal_alpha = param(focal_alpha_hi, focal_alpha_lo, ACC)
+    focal_gamma = param(focal_gamma_hi, focal_gamma_lo, ACC)
+    pid = tl.program_id(0).to(tl.int64)
+    sample = pid // chunks_per_sample
+    pixels = (pid % chunks_per_sample) * BLOCK_S + tl.arange(0, BLOCK_S)
+    x, p, e, top, total, hit, valid, _, _ = _pixel_softmax(
+        x_ptr, y_ptr, sample, pixels, num_classes, spatial, ignore_index, HAS_IGNORE, BLOCK_C, ACC)
+    loss, _ = _focal_terms(x, e, top, total, hit, focal_alpha, focal_gamma)
+    store_as(out_ptr + sample * spatial + pixels, tl.where(valid, loss, 0.0), pixels < spatial, OUT_BF16)
+
+
+# ----------------------------------------------------------------------------
+# Launchers
+# ----------------------------------------------------------------------------
+
+_REDUCTION_CODE = {"none": 0, "mean": 1, "sum": 2}
+
+
+class _Plan:
+    """Tiles of [all classes, block_s pixels]; each program takes `iters`
+    consecutive tiles of one sample. Depends only on shape and device."""
+
+    def __init__(self, input: torch.Tensor):
+        batch, classes = input.shape[0], input.shape[1]
+        self.spatial = input.numel() // (batch * classes)
+        self.block_c = triton.next_power_of_2(classes)
+        if input.device.type == "cuda":
+            tile, self.num_warps = 4096, 8
+            target_programs = 8 * sm_count(input.device.index if input.device.index is not None
+                                            else torch.cuda.current_device())
+        else:  # Triton interpreter: large tiles, few programs
+            tile, self.num_warps = 16384, 4
+            target_programs = 4
+        self.block_s = max(1, min(tile // self.block_c, triton.next_power_of_2(self.spatial)))
+        tiles_per_sample = triton.cdiv(self.spatial, self.block_s)
+        self.iters = max(1, min(tiles_per_sample, triton.cdiv(batch * tiles_per_sample, target_programs)))
+        self.chunks_per_sample = triton.cdiv(tiles_per_sample, self.iters)
+        self.programs = batch * self.chunks_per_sample
+
+
+def _ignore(ignore_index):
+    return (ignore_index, True) if ignore_index is not None else (0, False)
+
+
+@on_input_device
+def softmax_loss(input, target, weight, per_sample, region, tv_alpha, tv_beta, smooth, region_gamma, region_weight,
+                 elem, focal_alpha, focal_gamma, elem_weight, elem_mean, ignore_index, include_background,
+                 exclude_empty, reduction):
+    acc, ACC = acc_dtypes(input)
+    x, y = input.contiguous(), target.contiguous()
+    batch, classes = x.shape[0], x.shape[1]
+    plan = _Plan(x)
+    ignore_value, has_ignore = _ignore(ignore_index)
+    class_partials = torch.empty((plan.programs, classes, 3), dtype=acc, device=x.device)
+    elem_partials = torch.empty((plan.programs, 2), dtype=acc, device=x.device)
+    _stats_kernel[(plan.programs,)](
+        x, y, class_partials, elem_partials,
+        classes, plan.spatial, plan.chunks_per_sample, plan.iters, ignore_value,
+        *split(focal_alpha), *split(focal_gamma),
+        REGION=region, ELEM=elem, HAS_IGNORE=has_ignore, BLOCK_C=plan.block_c, BLOCK_S=plan.block_s, ACC=ACC,
+        num_warps=plan.num_warps,
+    )
+    groups = batch * classes if per_sample else classes
+    code = _REDUCTION_CODE[reduction]
+    loss = torch.empty(((batch, classes) if per_sample else (classes,)) if code == 0 else (), dtype=acc,
+                       device=x.device)
+    coef = torch.empty((groups, 3), dtype=acc, device=x.device)
+    parts_per_group = plan.chunks_per_sample if per_sample else plan.programs
+    part_block = min(1024, triton.next_power_of_2(max(parts_per_group, plan.programs if elem else 1)))
+    group_block = min(triton.next_power_of_2(groups), max(1, 4096 // part_block))
+    _finalize_kernel[(1,)](
+        class_partials, elem_partials, weight.contiguous() if weight is not None else elem_partials, loss, coef,
+        groups, classes, plan.chunks_per_sample, parts_per_group, plan.programs,
+        *split(tv_alpha), *split(tv_beta), *split(smooth), *split(region_gamma), *split(region_weight),
+        *split(elem_weight),
+        REGION=region, ELEM=elem, HAS_WEIGHT=weight is not None, ELEM_MEAN=elem_mean, PER_SAMPLE=per_sample,
+        INCLUDE_BACKGROUND=include_background, EXCLUDE_EMPTY=exclude_empty, REDUCTION=code,
+        GROUP_BLOCK=group_block, PART_BLOCK=part_block, ACC=ACC, num_warps=4,
+    )
+    return loss, coef
+
+
+@on_input_device
+def softmax_loss_backward(grad_loss, input, target, coef, per_sample, region, elem, focal_alpha, focal_gamma,
+                          ignore_index):
+    _, ACC = acc_dtypes(input)
+    x, y = input.contiguous(), target.contiguous()
+    plan = _Plan(x)
+    ignore_value, has_ignore = _ignore(ignore_index)
+    grad = torch.empty_like(x, memory_format=torch.contiguous_format)
+    _backward_kernel[(plan.programs,)](
+        x, y, coef, grad_loss.contiguous(), writable(grad),
+        x.shape[1], plan.spatial, plan.chunks_per_sample, plan.iters, ignore_value, 1 if grad_loss.dim() > 0 else 0,
+        *split(focal_alpha), *split(focal_gamma),
+        REGION=region, ELEM=elem, HAS_IGNORE=has_ignore, PER_SAMPLE=per_sample, GRAD_OUT_PER_PIXEL=False,
+        BLOCK_C=plan.block_c, BLOCK_S=plan.block_s, ACC=ACC, GRAD_BF16=x.dtype == torch.bfloat16,
+        num_warps=plan.num_warps,
+    )
+    return grad
+
+
+def _map_grid(plan, batch):
+    tiles = triton.cdiv(plan.spatial, plan.block_s)
+    return tiles, (batch * tiles,)
+
+
+@on_input_device
+def softmax_focal_map(input, target, alpha, gamma, ignore_index):
+    _, ACC = acc_dtypes(input)
+    x, y = input.contiguous(), target.contiguous()
+    plan = _Plan(x)
+    ignore_value, has_ignore = _ignore(ignore_index)
+    out = torch.empty(y.shape, dtype=x.dtype, device=x.device)
+    tiles, grid = _map_grid(plan, x.shape[0])
+    _focal_map_kernel[grid](
+        x, y, writable(out), x.shape[1], plan.spatial, tiles, ignore_value, *split(alpha), *split(gamma),
+        HAS_IGNORE=has_ignore, BLOCK_C=plan.block_c, BLOCK_S=plan.block_s, ACC=ACC,
+        OUT_BF16=x.dtype == torch.bfloat16, num_warps=plan.num_warps,
+    )
+    return out
+
+
+@on_input_device
+def softmax_focal_map_backward(grad_map, input, target, alpha, gamma, ignore_index):
+    _, ACC = acc_dtypes(input)
+    x, y = input.contiguous(), target.contiguous()
+    plan = _Plan(x)
+    ignore_value, has_ignore = _ignore(ignore_index)
+    grad = torch.empty_like(x, memory_format=torch.contiguous_format)
+    tiles, grid = _map_grid(plan, x.shape[0])
+    _backward_kernel[grid](
+        x, y, x, grad_map.contiguous(), writable(grad),
+        x.shape[1], plan.spatial, tiles, 1, ignore_value, 0,
+        *split(alpha), *split(gamma),
+        REGION=False, ELEM=True, HAS_IGNORE=has_ignore, PER_SAMPLE=False, GRAD_OUT_PER_PIXEL=True,
+        BLOCK_C=plan.block_c, BLOCK_S=plan.block_s, ACC=ACC, GRAD_BF16=x.dtype == torch.bfloat16,
+        num_warps=plan.num_warps,
+    )
+    return grad
