@@ -46,13 +46,13 @@ def extension_and_cmdclass():
         return [], {}
 
     flags = _build_flags()
-    sources = ["csrc/schema.cpp", "csrc/cpu/sigmoid_loss_cpu.cpp"]
+    sources = flags.cpp_sources(".")
     cuda = _switch("FUSEDLOSS_BUILD_CUDA")
     nvcc_found = CUDA_HOME is not None and (shutil.which("nvcc") or os.path.exists(os.path.join(CUDA_HOME, "bin", "nvcc")))
     with_cuda = cuda == "1" or (cuda is None and torch.version.cuda is not None and bool(nvcc_found))
     if with_cuda:
         extension = CUDAExtension(
-            "fusedloss._C", sources + ["csrc/cuda/sigmoid_loss_cuda.cu"],
+            "fusedloss._C", sources + flags.cuda_sources("."),
             include_dirs=flags.include_dirs(),
             extra_compile_args={"cxx": flags.CXX, "nvcc": flags.nvcc()},
         )

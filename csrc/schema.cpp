@@ -15,6 +15,19 @@ TORCH_LIBRARY(fusedloss_C, m) {
       "bool per_channel, bool region, bool elem, float focal_alpha, float focal_gamma) -> Tensor");
   m.def("sigmoid_focal_map(Tensor input, Tensor target, float alpha, float gamma) -> Tensor");
   m.def("sigmoid_focal_map_backward(Tensor grad_map, Tensor input, Tensor target, float alpha, float gamma) -> Tensor");
+
+  m.def(
+      "softmax_loss(Tensor input, Tensor target, Tensor? weight, bool per_sample, "
+      "bool region, float tv_alpha, float tv_beta, float smooth, float region_gamma, float region_weight, "
+      "bool elem, float focal_alpha, float focal_gamma, float elem_weight, bool elem_mean, "
+      "int? ignore_index, bool include_background, bool exclude_empty, str reduction) -> (Tensor, Tensor)");
+  m.def(
+      "softmax_loss_backward(Tensor grad_loss, Tensor input, Tensor target, Tensor coef, bool per_sample, "
+      "bool region, bool elem, float focal_alpha, float focal_gamma, int? ignore_index) -> Tensor");
+  m.def("softmax_focal_map(Tensor input, Tensor target, float alpha, float gamma, int? ignore_index) -> Tensor");
+  m.def(
+      "softmax_focal_map_backward(Tensor grad_map, Tensor input, Tensor target, float alpha, float gamma, "
+      "int? ignore_index) -> Tensor");
 }
 
 // `import fusedloss._C` loads this library, which registers the ops above.

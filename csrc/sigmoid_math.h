@@ -65,6 +65,8 @@ struct StdMath {
   template <typename T>
   FUSEDLOSS_INLINE static T exp(T x) { return std::exp(x); }
   template <typename T>
+  FUSEDLOSS_INLINE static T log(T x) { return std::log(x); }
+  template <typename T>
   FUSEDLOSS_INLINE static T log1p(T x) { return std::log1p(x); }
   template <typename T>
   FUSEDLOSS_INLINE static T pow(T x, T y) { return std::pow(x, y); }
@@ -109,6 +111,23 @@ FUSEDLOSS_INLINE FocalTerms<acc_t> focal_terms(acc_t x, acc_t t, const SigmoidPa
   // q_t^(gamma-1) = modulator / q_t; the limit at q_t = 0 is 0 (p*q vanishes faster).
   const acc_t slope = gamma * (modulator / (positive ? q_t : one)) * (s.p * s.q) * (one - acc_t(2) * t) * bce;
   return {alpha_t * modulator * bce, alpha_t * (modulator * (s.p - t) + slope)};
+}
+
+// Multi-class, per pixel: the focal loss -alpha (1 - p_y)^gamma log p_y (alpha < 0:
+// no alpha; gamma = 0: cross-entropy) and A, its gradient being
+// dloss/dx_c = A (p_c - [c = y]): A = alpha ((1-p_y)^gamma - gamma (1-p_y)^(gamma-1) p_y log p_y).
+// rest = 1 - p_y, computed by the caller as the other classes' share (no cancellation).
+template <typename Math = StdMath, typename acc_t>
+FUSEDLOSS_INLINE FocalTerms<acc_t> softmax_focal_terms(acc_t log_p_y, acc_t rest, acc_t alpha, acc_t gamma) {
+  const acc_t one = 1;
+  const acc_t p_y = Math::exp(log_p_y);
+  const bool positive = rest > acc_t(0);
+  const acc_t powered = Math::pow(positive ? rest : one, gamma);
+  const acc_t modulator = positive ? powered : (gamma == acc_t(0) ? one : acc_t(0));
+  // (1 - p_y)^(gamma-1) p_y log p_y -> 0 as p_y -> 1.
+  const acc_t slope = positive ? gamma * (modulator / rest) * p_y * log_p_y : acc_t(0);
+  const acc_t scale = alpha >= acc_t(0) ? alpha : one;
+  return {-scale * modulator * log_p_y, scale * (modulator - slope)};
 }
 
 // One group's loss (weighted) and its backward coefficients d(output)/dI, dP, dE.

@@ -22,6 +22,15 @@ def nvcc() -> list[str]:
     return flags
 
 
+def cpp_sources(root) -> list[str]:
+    """The extension's C++ sources under ``root`` (the repository), relative when root is '.'."""
+    return [os.path.join(root, "csrc", "schema.cpp")] + sorted(glob.glob(os.path.join(root, "csrc", "cpu", "*.cpp")))
+
+
+def cuda_sources(root) -> list[str]:
+    return sorted(glob.glob(os.path.join(root, "csrc", "cuda", "*.cu")))
+
+
 def include_dirs() -> list[str]:
     """CUDA 13 wheels of torch keep headers (cusparse.h, needed by
     ATen/cuda/CUDAContext.h) under site-packages/nvidia/cu13/include."""

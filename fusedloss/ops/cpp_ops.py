@@ -60,10 +60,10 @@ def build(verbose: bool = False) -> None:
 
     from .. import _build_flags
 
-    sources = [str(CSRC / "schema.cpp"), str(CSRC / "cpu" / "sigmoid_loss_cpu.cpp")]
+    sources = _build_flags.cpp_sources(str(CSRC.parent))
     with_cuda = _cuda_sources_wanted()
     if with_cuda:
-        sources.append(str(CSRC / "cuda" / "sigmoid_loss_cuda.cu"))
+        sources += _build_flags.cuda_sources(str(CSRC.parent))
     load(name=NAMESPACE, sources=sources, extra_cflags=_build_flags.CXX, extra_cuda_cflags=_build_flags.nvcc(),
          extra_include_paths=_build_flags.include_dirs(), with_cuda=with_cuda, is_python_module=False,
          verbose=verbose)
