@@ -1,0 +1,385 @@
+// CUDA kernels of the softmax (multi-class) ops. Input (N, C, S) logits,
+// target (N, S) class indices; one thread per pixel, looping over the classes
+// (reads of x[c * S + pixel] are coalesced across the warp). The softmax lives
+// in registers: no one-hot target, no softmax tensor.
+//   stats_kernel     per (block, warp) partial class sums [C][I, P, T] (warp
+//                    shuffles; each slot has one writer, no atomics) and [E, valid pixels]
+//   finalize_kernel  one block: fixed-order combine per group, weights,
+//                    background / empty-class exclusion, reduction, coefficients
+//   backward_kernel  dL/dx_c = p_c (g_c - sum_k p_k g_k) + A (p_c - [c = y])
+//   focal_map_kernel per-pixel focal loss (reduction='none')
+// Class indices outside [0, C) are treated as ignored (checking would need a
+// host sync); they never index memory.
+#include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/cuda/CUDAContext.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/empty_like.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <torch/library.h>
+
+#include "../sigmoid_math.h"
+
+namespace fusedloss {
+namespace {
+
+using at::Tensor;
+
+constexpr int kThreads = 256;
+constexpr int kWarps = kThreads / 32;
+
+struct ClassMapReader {
+  const void* data;
+  int bytes;  // 1 (uint8), 2, 4 or 8
+  __device__ __forceinline__ int64_t operator()(int64_t i) const {
+    switch (bytes) {
+      case 1: return static_cast<const uint8_t*>(data)[i];
+      case 2: return static_cast<const int16_t*>(data)[i];
+      case 4: return static_cast<const int32_t*>(data)[i];
+      default: return static_cast<const int64_t*>(data)[i];
+    }
+  }
+};
+
+ClassMapReader class_map_reader(const Tensor& target) {
+  const auto type = target.scalar_type();
+  TORCH_CHECK(type == at::kByte || type == at::kShort || type == at::kInt || type == at::kLong,
+              "fusedloss: multi-class target must be uint8, int16, int32 or int64, got ", type);
+  return {target.const_data_ptr(), static_cast<int>(target.element_size())};
+}
+
+struct Shape {
+  int64_t batch, classes, spatial, steps, chunks_per_sample, blocks;
+  Shape(const Tensor& input) {
+    batch = input.size(0);
+    classes = input.size(1);
+    spatial = input.numel() / (batch * classes);
+    const int sms = at::cuda::getDeviceProperties(input.device().index())->multiProcessorCount;
+    const int64_t tiles = (spatial + kThreads - 1) / kThreads;
+    const int64_t target_blocks = int64_t(sms) * 8;
+    steps = std::max<int64_t>(1, std::min(tiles, (batch * tiles + target_blocks - 1) / target_blocks));
+    chunks_per_sample = (tiles + steps - 1) / steps;
+    blocks = batch * chunks_per_sample;
+  }
+};
+
+// One pixel's softmax pieces: max logit and sum of exp(x - max), and its label.
+template <typename input_t, typename acc_t>
+struct Pixel {
+  const input_t* x;  // this pixel's logit of class 0; class c at x[c * spatial]
+  int64_t label;
+  bool valid;
+  acc_t top, total;
+
+  __device__ Pixel(const input_t* x_, int64_t label_, bool inside, int64_t classes, int64_t spatial,
+                   bool has_ignore, int64_t ignore_index)
+      : x(x_), label(label_) {
+    valid = inside && label >= 0 && label < classes && !(has_ignore && label == ignore_index);
+    top = -INFINITY;
+    total = 0;
+    if (!inside) return;
+    for (int64_t c = 0; c < classes; ++c) top = max(top, static_cast<acc_t>(x[c * spatial]));
+    for (int64_t c = 0; c < classes; ++c) total += std::exp(static_cast<acc_t>(x[c * spatial]) - top);
+  }
+
+  __device__ acc_t p(int64_t c, int64_t spatial) const {
+    return std::exp(static_cast<acc_t>(x[c * spatial]) - top) / total;
+  }
+
+  // The focal loss and its gradient factor A (sigmoid_math.h), valid pixels only.
+  __device__ FocalTerms<acc_t> focal(int64_t spatial, acc_t alpha, acc_t gamma) const {
+    const acc_t shifted = static_cast<acc_t>(x[label * spatial]) - top;
+    const acc_t log_p_y = shifted - std::log(total);
+    const acc_t rest = (total - std::exp(shifted)) / total;
+    return softmax_focal_terms<StdMath>(log_p_y, rest, alpha, gamma);
+  }
+};
+
+template <typename acc_t>
+__device__ __forceinline__ acc_t warp_sum(acc_t value) {
+  for (int offset = 16; offset > 0; offset >>= 1) value += __shfl_down_sync(0xffffffffu, value, offset);
+  return value;  // valid in lane 0
+}
+
+template <typename input_t, typename acc_t>
+__global__ void __launch_bounds__(kThreads) stats_kernel(const input_t* __restrict__ x, ClassMapReader y,
+                                                         acc_t* __restrict__ class_partials,
+                                                         acc_t* __restrict__ elem_partials, int64_t classes,
+                                                         int64_t spatial, int64_t chunks_per_sample, int64_t steps,
+                                                         bool has_ignore, int64_t ignore_index, bool region,
+                                                         bool elem, acc_t alpha, acc_t gamma) {
+  const int64_t sample = blockIdx.x / chunks_per_sample, chunk = blockIdx.x % chunks_per_sample;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int64_t part = int64_t(blockIdx.x) * kWarps + warp;  // this warp's slots: one writer each
+  acc_t* slots = class_partials + part * classes * 3;
+  if (region && lane == 0) {
+    for (int64_t c = 0; c < classes * 3; ++c) slots[c] = 0;
+  }
+  acc_t sum_e = 0, count = 0;
+  for (int64_t step = 0; step < steps; ++step) {
+    const int64_t pixel = (chunk * steps + step) * kThreads + threadIdx.x;
+    const bool inside = pixel < spatial;
+    const Pixel<input_t, acc_t> px(x + sample * classes * spatial + (inside ? pixel : 0),
+                                   inside ? y(sample * spatial + pixel) : -1, inside, classes, spatial, has_ignore,
+                                   ignore_index);
+    if (region) {
+      for (int64_t c = 0; c < classes; ++c) {
+        const acc_t p = px.valid ? px.p(c, spatial) : acc_t(0);
+        const bool hit = px.valid && px.label == c;
+        const acc_t sum_i = warp_sum(hit ? p : acc_t(0));
+        const acc_t sum_p = warp_sum(p);
+        const acc_t sum_t = warp_sum(hit ? acc_t(1) : acc_t(0));
+        if (lane == 0) {
+          slots[3 * c] += sum_i;
+          slots[3 * c + 1] += sum_p;
+          slots[3 * c + 2] += sum_t;
+        }
+      }
+    }
+    if (elem && px.valid) {
+      sum_e += px.focal(spatial, alpha, gamma).loss;
+      count += 1;
+    }
+  }
+  sum_e = warp_sum(sum_e);
+  count = warp_sum(count);
+  if (lane == 0) {
+    elem_partials[part * 2] = sum_e;
+    elem_partials[part * 2 + 1] = count;
+  }
+}
+
+template <typename acc_t>
+__global__ void __launch_bounds__(kThreads) finalize_kernel(
+    const acc_t* __restrict__ class_partials, const acc_t* __restrict__ elem_partials,
+    const acc_t* __restrict__ weight, acc_t* __restrict__ scratch /* groups x (I, P, T, keep) */,
+    acc_t* __restrict__ group_losses, acc_t* __restrict__ loss, acc_t* __restrict__ coef, int64_t groups,
+    int64_t classes, int64_t parts_per_sample, int64_t parts, bool per_sample, bool include_background,
+    bool exclude_empty, SigmoidLossParams lp, Reduction reduction) {
+  __shared__ acc_t shared[3];  // elem sum, valid pixels, groups counted
+  if (threadIdx.x == 0) {
+    acc_t elem_sum = 0, valid_pixels = 0;
+    for (int64_t q = 0; q < parts; ++q) {
+      elem_sum += elem_partials[2 * q];
+      valid_pixels += elem_partials[2 * q + 1];
+    }
+    shared[0] = elem_sum;
+    shared[1] = valid_pixels;
+  }
+  const int64_t parts_per_group = per_sample ? parts_per_sample : parts;
+  for (int64_t g = threadIdx.x; g < groups; g += kThreads) {
+    const int64_t c = g % classes, first = per_sample ? (g / classes) * parts_per_sample : 0;
+    acc_t sums[3] = {0, 0, 0};
+    if (lp.region) {
+      for (int64_t q = 0; q < parts_per_group; ++q) {
+        for (int k = 0; k < 3; ++k) sums[k] += class_partials[((first + q) * classes + c) * 3 + k];
+      }
+    }
+    const bool keep = (include_background || c != 0) && (!exclude_empty || sums[2] > acc_t(0));
+    for (int k = 0; k < 3; ++k) scratch[4 * g + k] = sums[k];
+    scratch[4 * g + 3] = keep ? acc_t(1) : acc_t(0);
+  }
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    acc_t counted = 0;
+    for (int64_t g = 0; g < groups; ++g) counted += scratch[4 * g + 3];
+    shared[2] = counted;
+  }
+  __syncthreads();
+  const acc_t out_scale = reduction == Reduction::Mean ? acc_t(1) / max(shared[2], acc_t(1)) : acc_t(1);
+  const acc_t elem_scale = lp.elem_mean ? acc_t(lp.elem_weight) / max(shared[1], acc_t(1)) : acc_t(lp.elem_weight);
+  SigmoidLossParams region_only = lp;
+  region_only.elem = false;
+  for (int64_t g = threadIdx.x; g < groups; g += kThreads) {
+    const acc_t* s = scratch + 4 * g;
+    const acc_t w = s[3] == acc_t(0) ? acc_t(0) : weight != nullptr ? weight[g % classes] : acc_t(1);
+    GroupResult<acc_t> r{0, 0, 0, 0};
+    if (lp.region) r = finalize_group<acc_t>(s[0], s[1], s[2], acc_t(0), w, out_scale, acc_t(0), region_only);
+    group_losses[g] = r.loss;
+    coef[3 * g] = r.coef_i;
+    coef[3 * g + 1] = r.coef_p;
+    coef[3 * g + 2] = elem_scale;
+  }
+  if (reduction == Reduction::None) return;
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    acc_t total = 0;
+    for (int64_t g = 0; g < groups; ++g) total += group_losses[g];
+    loss[0] = total * out_scale + elem_scale * shared[0];
+  }
+}
+
+// MAP: the focal map's backward (upstream is a per-pixel map).
+template <typename input_t, typename acc_t, bool MAP>
+__global__ void __launch_bounds__(kThreads) backward_kernel(
+    const input_t* __restrict__ x, ClassMapReader y, const acc_t* __restrict__ coef,
+    const acc_t* __restrict__ grad_loss, int64_t grad_loss_group_stride, const input_t* __restrict__ grad_map,
+    input_t* __restrict__ grad, int64_t classes, int64_t spatial, int64_t chunks_per_sample, int64_t steps,
+    bool has_ignore, int64_t ignore_index, bool per_sample, bool region, bool elem, acc_t alpha, acc_t gamma) {
+  const int64_t sample = blockIdx.x / chunks_per_sample, chunk = blockIdx.x % chunks_per_sample;
+  const int64_t group_base = per_sample ? sample * classes : 0;
+  const acc_t elem_coef = MAP ? acc_t(1) : coef[2] * grad_loss[0];
+  for (int64_t step = 0; step < steps; ++step) {
+    const int64_t pixel = (chunk * steps + step) * kThreads + threadIdx.x;
+    if (pixel >= spatial) continue;  // no warp-wide operations below
+    const int64_t base = sample * classes * spatial + pixel;
+    const Pixel<input_t, acc_t> px(x + base, y(sample * spatial + pixel), true, classes, spatial, has_ignore,
+                                   ignore_index);
+    // g_c = c_I[c = y] + c_P, times the upstream gradient of the group.
+    auto g = [&](int64_t c) {
+      const int64_t group = group_base + c;
+      const acc_t upstream = grad_loss[group * grad_loss_group_stride];
+      return ((px.label == c ? coef[3 * group] : acc_t(0)) + coef[3 * group + 1]) * upstream;
+    };
+    acc_t dot = 0, factor = 0;
+    if (px.valid) {
+      if (!MAP && region) {
+        for (int64_t c = 0; c < classes; ++c) dot += px.p(c, spatial) * g(c);
+      }
+      if (MAP || elem) {
+        factor = px.focal(spatial, alpha, gamma).dloss * (MAP ? static_cast<acc_t>(grad_map[sample * spatial + pixel])
+                                                              : elem_coef);
+      }
+    }
+    for (int64_t c = 0; c < classes; ++c) {
+      acc_t value = 0;
+      if (px.valid) {
+        const acc_t p = px.p(c, spatial);
+        if (!MAP && region) value += p * (g(c) - dot);
+        if (MAP || elem) value += factor * (p - (px.label == c ? acc_t(1) : acc_t(0)));
+      }
+      grad[base + c * spatial] = static_cast<input_t>(value);
+    }
+  }
+}
+
+template <typename input_t, typename acc_t>
+__global__ void __launch_bounds__(kThreads) focal_map_kernel(const input_t* __restrict__ x, ClassMapReader y,
+                                                             input_t* __restrict__ out, int64_t classes,
+                                                             int64_t spatial, int64_t chunks_per_sample,
+                                                             int64_t steps, bool has_ignore, int64_t ignore_index,
+                                                             acc_t alpha, acc_t gamma) {
+  const int64_t sample = blockIdx.x / chunks_per_sample, chunk = blockIdx.x % chunks_per_sample;
+  for (int64_t step = 0; step < steps; ++step) {
+    const int64_t pixel = (chunk * steps + step) * kThreads + threadIdx.x;
+    if (pixel >= spatial) continue;
+    const Pixel<input_t, acc_t> px(x + sample * classes * spatial + pixel, y(sample * spatial + pixel), true,
+                                   classes, spatial, has_ignore, ignore_index);
+    out[sample * spatial + pixel] = static_cast<input_t>(px.valid ? px.focal(spatial, alpha, gamma).loss : acc_t(0));
+  }
+}
+
+std::tuple<Tensor, Tensor> softmax_loss_cuda(const Tensor& input_, const Tensor& target_,
+                                             const std::optional<Tensor>& weight, bool per_sample, bool region,
+                                             double tv_alpha, double tv_beta, double smooth, double region_gamma,
+                                             double region_weight, bool elem, double focal_alpha,
+                                             double focal_gamma, double elem_weight, bool elem_mean,
+                                             std::optional<int64_t> ignore_index, bool include_background,
+                                             bool exclude_empty, c10::string_view reduction_name) {
+  const c10::cuda::CUDAGuard device_guard(input_.device());
+  const Tensor input = input_.contiguous(), target = target_.contiguous();
+  const Shape shape(input);
+  const int64_t C = shape.classes, parts = shape.blocks * kWarps;
+  const int64_t groups = per_sample ? shape.batch * C : C;
+  const SigmoidLossParams lp{region, tv_alpha, tv_beta, smooth, region_gamma, region_weight,
+                             elem, focal_alpha, focal_gamma, elem_weight, elem_mean};
+  const Reduction reduction = parse_reduction(reduction_name);
+  const auto acc_dtype = input.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+  const auto options = input.options().dtype(acc_dtype);
+  Tensor class_partials = at::empty({region ? parts * C * 3 : 1}, options);
+  Tensor elem_partials = at::empty({parts, 2}, options);
+  Tensor scratch = at::empty({groups, 4}, options);
+  Tensor group_losses = at::empty({groups}, options);
+  Tensor loss = reduction == Reduction::None
+                    ? group_losses.view(per_sample ? c10::IntArrayRef{shape.batch, C} : c10::IntArrayRef{C})
+                    : at::empty({}, options);
+  Tensor coef = at::empty({groups, 3}, options);
+  Tensor weight_acc;
+  if (weight.has_value()) weight_acc = weight->to(acc_dtype).contiguous();
+  const auto stream = at::cuda::getCurrentCUDAStream();
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "softmax_loss_cuda", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    stats_kernel<scalar_t, acc_t><<<shape.blocks, kThreads, 0, stream>>>(
+        input.const_data_ptr<scalar_t>(), class_map_reader(target), class_partials.mutable_data_ptr<acc_t>(),
+        elem_partials.mutable_data_ptr<acc_t>(), C, shape.spatial, shape.chunks_per_sample, shape.steps,
+        ignore_index.has_value(), ignore_index.value_or(0), region, elem, static_cast<acc_t>(focal_alpha),
+        static_cast<acc_t>(focal_gamma));
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    finalize_kernel<acc_t><<<1, kThreads, 0, stream>>>(
+        class_partials.const_data_ptr<acc_t>(), elem_partials.const_data_ptr<acc_t>(),
+        weight_acc.defined() ? weight_acc.const_data_ptr<acc_t>() : nullptr, scratch.mutable_data_ptr<acc_t>(),
+        group_losses.mutable_data_ptr<acc_t>(), loss.mutable_data_ptr<acc_t>(), coef.mutable_data_ptr<acc_t>(),
+        groups, C, shape.chunks_per_sample * kWarps, parts, per_sample, include_background, exclude_empty, lp,
+        reduction);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  });
+  return {loss, coef};
+}
+
+template <bool MAP>
+Tensor softmax_backward_cuda(const Tensor& upstream_, const Tensor& input_, const Tensor& target_,
+                             const Tensor* coef, bool per_sample, bool region, bool elem, double focal_alpha,
+                             double focal_gamma, std::optional<int64_t> ignore_index) {
+  const c10::cuda::CUDAGuard device_guard(input_.device());
+  const Tensor input = input_.contiguous(), target = target_.contiguous();
+  const Shape shape(input);
+  Tensor grad = at::empty_like(input, at::MemoryFormat::Contiguous);
+  const auto acc_dtype = input.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+  const Tensor upstream = upstream_.to(MAP ? input.scalar_type() : acc_dtype).contiguous();
+  const auto stream = at::cuda::getCurrentCUDAStream();
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "softmax_backward_cuda", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    backward_kernel<scalar_t, acc_t, MAP><<<shape.blocks, kThreads, 0, stream>>>(
+        input.const_data_ptr<scalar_t>(), class_map_reader(target),
+        MAP ? nullptr : coef->const_data_ptr<acc_t>(), MAP ? nullptr : upstream.const_data_ptr<acc_t>(),
+        upstream.dim() > 0 ? 1 : 0, MAP ? upstream.const_data_ptr<scalar_t>() : nullptr,
+        grad.mutable_data_ptr<scalar_t>(), shape.classes, shape.spatial, shape.chunks_per_sample, shape.steps,
+        ignore_index.has_value(), ignore_index.value_or(0), per_sample, region, elem,
+        static_cast<acc_t>(focal_alpha), static_cast<acc_t>(focal_gamma));
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  });
+  return grad;
+}
+
+Tensor softmax_loss_backward_cuda(const Tensor& grad_loss, const Tensor& input, const Tensor& target,
+                                  const Tensor& coef, bool per_sample, bool region, bool elem, double focal_alpha,
+                                  double focal_gamma, std::optional<int64_t> ignore_index) {
+  return softmax_backward_cuda<false>(grad_loss, input, target, &coef, per_sample, region, elem, focal_alpha,
+                                      focal_gamma, ignore_index);
+}
+
+Tensor softmax_focal_map_backward_cuda(const Tensor& grad_map, const Tensor& input, const Tensor& target,
+                                       double alpha, double gamma, std::optional<int64_t> ignore_index) {
+  return softmax_backward_cuda<true>(grad_map, input, target, nullptr, false, false, true, alpha, gamma,
+                                     ignore_index);
+}
+
+Tensor softmax_focal_map_cuda(const Tensor& input_, const Tensor& target_, double alpha, double gamma,
+                              std::optional<int64_t> ignore_index) {
+  const c10::cuda::CUDAGuard device_guard(input_.device());
+  const Tensor input = input_.contiguous(), target = target_.contiguous();
+  const Shape shape(input);
+  Tensor out = at::empty(target.sizes(), input.options());
+  const auto stream = at::cuda::getCurrentCUDAStream();
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "softmax_focal_map_cuda", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    focal_map_kernel<scalar_t, acc_t><<<shape.blocks, kThreads, 0, stream>>>(
+        input.const_data_ptr<scalar_t>(), class_map_reader(target), out.mutable_data_ptr<scalar_t>(),
+        shape.classes, shape.spatial, shape.chunks_per_sample, shape.steps, ignore_index.has_value(),
+        ignore_index.value_or(0), static_cast<acc_t>(alpha), static_cast<acc_t>(gamma));
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  });
+  return out;
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(fusedloss_C, CUDA, m) {
+  m.impl("softmax_loss", &softmax_loss_cuda);
+  m.impl("softmax_loss_backward", &softmax_loss_backward_cuda);
+  m.impl("softmax_focal_map", &softmax_focal_map_cuda);
+  m.impl("softmax_focal_map_backward", &softmax_focal_map_backward_cuda);
+}
+
+}  // namespace fusedloss
