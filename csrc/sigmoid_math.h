@@ -148,13 +148,15 @@ FUSEDLOSS_INLINE GroupResult<acc_t> finalize_group(acc_t sum_i, acc_t sum_p, acc
     const acc_t false_pos = sum_p - sum_i > acc_t(0) ? sum_p - sum_i : acc_t(0);
     const acc_t false_neg = sum_t - sum_i > acc_t(0) ? sum_t - sum_i : acc_t(0);
     const acc_t numer = sum_i + smooth;
-    const acc_t denom = sum_i + a * false_pos + b * false_neg + smooth;
-    acc_t tversky = acc_t(1) - numer / denom;
+    // smooth = 0 with nothing predicted and nothing to find: 0/0, scored as a perfect match.
+    const bool defined = sum_i + a * false_pos + b * false_neg + smooth > acc_t(0);
+    const acc_t denom = defined ? sum_i + a * false_pos + b * false_neg + smooth : acc_t(1);
+    acc_t tversky = defined ? acc_t(1) - numer / denom : acc_t(0);
     tversky = tversky > acc_t(0) ? tversky : acc_t(0);
     acc_t region, dregion;
     if (gamma == acc_t(1)) {
       region = tversky;
-      dregion = 1;
+      dregion = defined ? acc_t(1) : acc_t(0);
     } else if (tversky > acc_t(0)) {
       region = std::pow(tversky, gamma);
       dregion = gamma * region / tversky;
@@ -162,8 +164,11 @@ FUSEDLOSS_INLINE GroupResult<acc_t> finalize_group(acc_t sum_i, acc_t sum_p, acc
       region = gamma == acc_t(0) ? acc_t(1) : acc_t(0);
       dregion = 0;
     }
-    const acc_t dtv_di = -(denom - numer * (acc_t(1) - a - b)) / (denom * denom);
-    const acc_t dtv_dp = numer * a / (denom * denom);
+    // d(1 - TI)/dI = -(1 - TI (1 - a - b)) / denom, d(1 - TI)/dP = TI a / denom: written
+    // with the ratio, so a tiny denom does not overflow denom^2.
+    const acc_t ratio = numer / denom;
+    const acc_t dtv_di = -(acc_t(1) - ratio * (acc_t(1) - a - b)) / denom;
+    const acc_t dtv_dp = ratio * a / denom;
     loss += rw * region;
     coef_i = scale * rw * dregion * dtv_di;
     coef_p = scale * rw * dregion * dtv_dp;

@@ -152,7 +152,7 @@ def _softmax_and_one_hot(input, target, ignore_index):
 def _class_sums(input, target, per_sample, ignore_index):
     p, one_hot, _ = _softmax_and_one_hot(input, target, ignore_index)
     dims = (2,) if per_sample else (0, 2)
-    p, one_hot = p.flatten(2), one_hot.flatten(2)
+    p, one_hot = p.reshape(p.shape[0], p.shape[1], -1), one_hot.reshape(p.shape[0], p.shape[1], -1)
     return (p * one_hot).sum(dims), p.sum(dims), one_hot.sum(dims)
 
 

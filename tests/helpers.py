@@ -72,8 +72,10 @@ def assert_close(actual, expected, dtype):
     rtol, atol_fraction = tolerance(dtype)
     scale = expected.detach().abs().max().item() if expected.numel() else 0.0
     info = torch.finfo(dtype)
-    subnormal_step = info.smallest_normal * info.eps  # gradients this small round in absolute steps
-    torch.testing.assert_close(actual, expected, rtol=rtol, atol=max(atol_fraction * scale, 2 * subnormal_step),
+    # Gradients this small round in absolute steps; where the reference's p*(1-p) rounds to 0
+    # (saturated sigmoid) the fused path keeps 1 - p exact: allow a floor far below any signal.
+    floor = max(2 * info.smallest_normal * info.eps, 1e-3 * info.eps)
+    torch.testing.assert_close(actual, expected, rtol=rtol, atol=max(atol_fraction * scale, floor),
                                check_dtype=True)
 
 

@@ -199,7 +199,7 @@ std::tuple<Tensor, Tensor> softmax_loss_cpu(const Tensor& input_, const Tensor& 
     for (int64_t g = 0; g < groups; ++g) {
       const double w = !keep[g] ? 0.0 : weight_d.defined() ? weight_d.const_data_ptr<double>()[g % C] : 1.0;
       GroupResult<double> r{0, 0, 0, 0};
-      if (region) r = finalize_group<double>(sums[g][0], sums[g][1], sums[g][2], 0.0, w, out_scale, 0.0, lp);
+      if (region && keep[g]) r = finalize_group<double>(sums[g][0], sums[g][1], sums[g][2], 0.0, w, out_scale, 0.0, lp);
       if (reduction == Reduction::None) loss_out[g] = static_cast<scalar_t>(r.loss);
       total += r.loss;
       coef_out[3 * g + 0] = static_cast<scalar_t>(r.coef_i);

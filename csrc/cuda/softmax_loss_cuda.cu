@@ -195,7 +195,9 @@ __global__ void __launch_bounds__(kThreads) finalize_kernel(
     const acc_t* s = scratch + 4 * g;
     const acc_t w = s[3] == acc_t(0) ? acc_t(0) : weight != nullptr ? weight[g % classes] : acc_t(1);
     GroupResult<acc_t> r{0, 0, 0, 0};
-    if (lp.region) r = finalize_group<acc_t>(s[0], s[1], s[2], acc_t(0), w, out_scale, acc_t(0), region_only);
+    if (lp.region && s[3] != acc_t(0)) {
+      r = finalize_group<acc_t>(s[0], s[1], s[2], acc_t(0), w, out_scale, acc_t(0), region_only);
+    }
     group_losses[g] = r.loss;
     coef[3 * g] = r.coef_i;
     coef[3 * g + 1] = r.coef_p;

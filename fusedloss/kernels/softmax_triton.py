@@ -206,8 +206,9 @@ def _finalize_kernel(
             region, dregion_di, dregion_dp = region_terms(sum_i, sum_p, sum_t, tv_alpha, tv_beta, smooth,
                                                           region_gamma)
             weighted = group_weight * region_weight * region
-            coef_i = group_weight * out_scale * region_weight * dregion_di
-            coef_p = group_weight * out_scale * region_weight * dregion_dp
+            # Groups that do not count get exactly 0 (not 0 * a huge coefficient).
+            coef_i = tl.where(keep, group_weight * out_scale * region_weight * dregion_di, 0.0)
+            coef_p = tl.where(keep, group_weight * out_scale * region_weight * dregion_dp, 0.0)
         if REDUCTION == 0:
             tl.store(loss_ptr + groups, weighted, mask=group_mask)
         else:

@@ -44,12 +44,19 @@ def region_terms(sum_i, sum_p, sum_t, tv_alpha, tv_beta, smooth, gamma):
     false_neg = tl.maximum(sum_t - sum_i, 0.0)
     numer = sum_i + smooth
     denom = sum_i + tv_alpha * false_pos + tv_beta * false_neg + smooth
-    tversky = tl.maximum(1.0 - numer / denom, 0.0)
+    # smooth = 0 with nothing predicted and nothing to find: 0/0, scored as a perfect match.
+    defined = denom > 0.0
+    denom = tl.where(defined, denom, 1.0)
+    tversky = tl.where(defined, tl.maximum(1.0 - numer / denom, 0.0), 0.0)
     region = tl.where(gamma == 1.0, tversky, pow_or_zero(tversky, gamma))
     dregion = tl.where(gamma == 1.0, 1.0,
                        tl.where(tversky > 0.0, gamma * region / tl.where(tversky > 0.0, tversky, 1.0), 0.0))
-    dtv_di = -(denom - numer * (1.0 - tv_alpha - tv_beta)) / (denom * denom)
-    dtv_dp = numer * tv_alpha / (denom * denom)
+    dregion = tl.where(defined, dregion, 0.0)
+    # d(1 - TI)/dI = -(1 - TI * (1 - a - b)) / denom, d(1 - TI)/dP = TI * a / denom:
+    # written with the ratio, so a tiny denom does not overflow denom**2.
+    ratio = numer / denom
+    dtv_di = -(1.0 - ratio * (1.0 - tv_alpha - tv_beta)) / denom
+    dtv_dp = ratio * tv_alpha / denom
     return region, dregion * dtv_di, dregion * dtv_dp
 
 

@@ -1,0 +1,99 @@
+"""Hypothesis strategies for loss calls: random shapes, dtypes, options, modes
+and masks (degenerate ones included). A new loss gets property tests by being
+listed in fusedloss.LOSSES / MULTICLASS_LOSSES: the strategies read those."""
+
+from __future__ import annotations
+
+import torch
+from hypothesis import strategies as st
+
+from helpers import DEVICE
+
+FLOAT_DTYPES = [torch.float64, torch.float32, torch.float16, torch.bfloat16]
+BINARY_TARGET_DTYPES = [torch.float32, torch.float16, torch.bool, torch.uint8]
+CLASS_MAP_DTYPES = [torch.uint8, torch.int16, torch.int32, torch.int64]
+MASKS = ["random", "empty", "full", "soft"]
+
+# The parameters each loss takes beyond its options, as strategies.
+_unit = st.one_of(st.just(0.0), st.floats(0.01, 1.0))  # no subnormal weights
+_smooth = st.sampled_from([0.0, 1e-5, 0.5, 1.0, 10.0])
+_gamma = st.sampled_from([0.0, 0.5, 1.0, 2.0, 3.0])
+LOSS_PARAMETERS = {
+    "dice": st.fixed_dictionaries({"smooth": _smooth}),
+    "iou": st.fixed_dictionaries({"smooth": _smooth}),
+    "tversky": st.fixed_dictionaries({"alpha": _unit, "beta": _unit, "smooth": _smooth}),
+    "focal_tversky": st.fixed_dictionaries({"alpha": _unit, "beta": _unit, "gamma": st.sampled_from([0.5, 1.0, 2.0]),
+                                            "smooth": _smooth}),
+    "focal": st.fixed_dictionaries({"alpha": st.one_of(st.none(), _unit), "gamma": _gamma}),
+    "dice_bce": st.fixed_dictionaries({"smooth": _smooth, "dice_weight": _unit, "bce_weight": _unit}),
+    "dice_ce": st.fixed_dictionaries({"smooth": _smooth, "dice_weight": _unit, "ce_weight": _unit}),
+}
+
+
+def _seeded(seed):
+    return torch.Generator().manual_seed(seed)
+
+
+@st.composite
+def binary_calls(draw, losses):
+    """(loss name, input, target, options) for mode='binary'."""
+    name = draw(st.sampled_from(sorted(losses)))
+    ndim = draw(st.integers(1, 5))
+    shape = tuple(draw(st.lists(st.integers(1, 7), min_size=ndim, max_size=ndim)))
+    dtype = draw(st.sampled_from(FLOAT_DTYPES))
+    target_dtype = draw(st.sampled_from(BINARY_TARGET_DTYPES))
+    mask = draw(st.sampled_from(MASKS))
+    scale = draw(st.sampled_from([0.1, 1.0, 3.0]))  # saturated tails: test_extremes
+    gen = _seeded(draw(st.integers(0, 2**16)))
+    x = (torch.randn(shape, generator=gen, dtype=torch.float64) * scale).to(dtype)
+    if mask == "empty":
+        t = torch.zeros(shape)
+    elif mask == "full":
+        t = torch.ones(shape)
+    elif mask == "soft" and target_dtype.is_floating_point:
+        t = torch.rand(shape, generator=gen)
+    else:
+        t = (torch.rand(shape, generator=gen) < 0.5).float()
+    options = dict(draw(LOSS_PARAMETERS[name]))
+    if name != "focal":
+        options["per_sample"] = draw(st.booleans())
+        options["per_channel"] = ndim >= 2 and draw(st.booleans())
+        if options["per_channel"] and draw(st.booleans()):
+            options["weight"] = torch.rand(shape[1], generator=gen, dtype=torch.float64).to(DEVICE)
+    options["reduction"] = draw(st.sampled_from(["mean", "sum", "none"]))
+    return name, x.to(DEVICE), t.to(target_dtype).to(DEVICE), options
+
+
+@st.composite
+def multiclass_calls(draw, losses, ignore_index=255):
+    """(loss name, input, class map, options) for mode='multiclass'."""
+    name = draw(st.sampled_from(sorted(losses)))
+    classes = draw(st.sampled_from([2, 3, 5, 17, 64]))
+    spatial = tuple(draw(st.lists(st.integers(1, 9), min_size=0, max_size=3)))
+    batch = draw(st.integers(1, 3))
+    dtype = draw(st.sampled_from(FLOAT_DTYPES))
+    target_dtype = draw(st.sampled_from(CLASS_MAP_DTYPES))
+    gen = _seeded(draw(st.integers(0, 2**16)))
+    x = (torch.randn((batch, classes) + spatial, generator=gen, dtype=torch.float64)
+         * draw(st.sampled_from([0.1, 1.0, 3.0]))).to(dtype)
+    layout = draw(st.sampled_from(["random", "one_class", "ignored_some", "ignored_all"]))
+    y = torch.randint(0, classes, (batch,) + spatial, generator=gen)
+    if layout == "one_class":
+        y = torch.full_like(y, draw(st.integers(0, classes - 1)))
+    elif layout.startswith("ignored"):
+        fraction = 1.0 if layout == "ignored_all" else 0.3
+        y = torch.where(torch.rand(y.shape, generator=gen) < fraction, ignore_index, y)
+    options = dict(draw(LOSS_PARAMETERS[name]))
+    if name != "dice_ce":
+        options["mode"] = "multiclass"
+    if layout.startswith("ignored") or draw(st.booleans()):
+        options["ignore_index"] = ignore_index
+    reductions = ["mean", "sum"] if name == "dice_ce" else ["mean", "sum", "none"]
+    options["reduction"] = draw(st.sampled_from(reductions))
+    if name != "focal":
+        options["per_sample"] = draw(st.booleans())
+        options["include_background"] = draw(st.booleans())
+        options["exclude_empty"] = draw(st.booleans())
+        if draw(st.booleans()):
+            options["weight"] = torch.rand(classes, generator=gen, dtype=torch.float64).to(DEVICE)
+    return name, x.to(DEVICE), y.to(target_dtype).to(DEVICE), options
