@@ -10,8 +10,33 @@ import torch
 FWD_BWD = "fwd+bwd"
 FWD = "fwd"
 
-# Shapes by a short name; numel in the comment. The two realistic segmentation shapes
-# are a 2-D binary batch (16x1x512x512) and a 3-D multi-class volume (2x4x128x128x128).
+# Loss families. Binary (sigmoid) losses take a target of the logits' shape (a 0/1 mask);
+# multi-class (softmax) losses take (N, C, *spatial) logits and an (N, *spatial) class map.
+BINARY = "binary"
+MULTICLASS = "multiclass"
+
+# Multi-class losses by their benchmark name -> key of fusedloss.MULTICLASS_LOSSES. The
+# prefix keeps them apart from the binary losses of the same kind in tables and JSON
+# (binary names are the keys of fusedloss.LOSSES). dice_ce exists only as multi-class.
+MULTICLASS_LOSSES = {
+    "mc_dice": "dice",
+    "mc_iou": "iou",
+    "mc_tversky": "tversky",
+    "mc_focal_tversky": "focal_tversky",
+    "mc_focal": "focal",
+    "dice_ce": "dice_ce",
+}
+
+
+def loss_family(loss: str) -> str:
+    return MULTICLASS if loss in MULTICLASS_LOSSES else BINARY
+
+
+# Shapes by a short name, (N, C, *spatial); numel of the logits in the comment. The binary
+# cases' realistic shapes are a 2-D batch (16x1x512x512) and a 3-D volume of 4 independent
+# masks (2x4x128x128x128). Multi-class shapes (C = dim 1, the class count; the target is
+# the shape without it): street scenes with 19 classes, an ADE20K-like 150 classes, 3-D
+# organs with 14 classes, smaller variants of the first two, and a tiny one for smoke.
 SHAPES = {
     "64K": (1, 1, 256, 256),  # 65,536
     "256K": (4, 1, 256, 256),  # 262,144
@@ -20,7 +45,15 @@ SHAPES = {
     "seg3d": (2, 4, 128, 128, 128),  # 16,777,216
     "67M": (16, 4, 1024, 1024),  # 67,108,864
     "268M": (16, 4, 2048, 2048),  # 268,435,456
+    "mc8_64K": (2, 8, 64, 64),  # 65,536; target 8,192
+    "mc19s": (2, 19, 128, 128),  # 622,592; target 32,768
+    "mc150s": (1, 150, 64, 64),  # 614,400; target 4,096
+    "mc19": (4, 19, 256, 256),  # 4,980,736; target 262,144
+    "mc150": (2, 150, 128, 128),  # 4,915,200; target 32,768
+    "mc14_3d": (1, 14, 64, 96, 96),  # 8,257,536; target 589,824
 }
+_BINARY_SHAPES = ("64K", "256K", "1M", "seg2d", "seg3d", "67M", "268M")
+_MULTICLASS_SHAPES = ("mc19s", "mc150s", "mc19", "mc150", "mc14_3d")
 
 DTYPES = {
     "float32": torch.float32,
@@ -29,24 +62,63 @@ DTYPES = {
     "float64": torch.float64,
     "uint8": torch.uint8,
     "bool": torch.bool,
+    "int16": torch.int16,
+    "int32": torch.int32,
+    "int64": torch.int64,
 }
 
 
 @dataclass(frozen=True)
 class Case:
-    loss: str  # key of fusedloss.LOSSES
-    shape: tuple[int, ...]
+    loss: str  # key of fusedloss.LOSSES, or of MULTICLASS_LOSSES above
+    shape: tuple[int, ...]  # logits (N, C, *spatial)
     dtype: str  # logits dtype, a key of DTYPES
     target_dtype: str
     mode: str  # FWD_BWD or FWD
+
+    def __post_init__(self):
+        if self.multiclass:
+            target_dtype = DTYPES[self.target_dtype]
+            if target_dtype.is_floating_point or target_dtype == torch.bool:
+                raise ValueError(f"{self.loss}: a class map needs an integer target dtype, got {self.target_dtype}")
+            if self.classes - 1 > torch.iinfo(target_dtype).max:
+                raise ValueError(f"{self.loss}: {self.classes} classes do not fit in {self.target_dtype}")
+
+    @property
+    def family(self) -> str:
+        return loss_family(self.loss)
+
+    @property
+    def multiclass(self) -> bool:
+        return self.family == MULTICLASS
+
+    @property
+    def classes(self) -> int | None:
+        """C of a multi-class case (dim 1 of the logits); None for binary losses."""
+        return self.shape[1] if self.multiclass else None
+
+    @property
+    def target_shape(self) -> tuple[int, ...]:
+        """Binary: the logits' shape. Multi-class: (N, *spatial), the class map."""
+        if self.multiclass:
+            return self.shape[:1] + self.shape[2:]
+        return self.shape
 
     @property
     def numel(self) -> int:
         return math.prod(self.shape)
 
     @property
+    def target_numel(self) -> int:
+        return math.prod(self.target_shape)
+
+    @property
     def shape_str(self) -> str:
         return "x".join(map(str, self.shape))
+
+    @property
+    def target_shape_str(self) -> str:
+        return "x".join(map(str, self.target_shape))
 
     @property
     def input_itemsize(self) -> int:
@@ -61,14 +133,13 @@ class Case:
         """Fewest bytes the op must move through memory.
 
         Forward reads input and target once; backward reads them again and writes the
-        gradient (same dtype as the input): 3*s_x + 2*s_t per element. Forward only:
-        s_x + s_t.
+        gradient (same dtype as the input): 3*s_x*numel + 2*s_t*target_numel. Forward
+        only: s_x*numel + s_t*target_numel. Binary targets have numel elements (3*s_x +
+        2*s_t per element); a multi-class class map has numel / C.
         """
         if self.mode == FWD_BWD:
-            per_element = 3 * self.input_itemsize + 2 * self.target_itemsize
-        else:
-            per_element = self.input_itemsize + self.target_itemsize
-        return self.numel * per_element
+            return 3 * self.input_itemsize * self.numel + 2 * self.target_itemsize * self.target_numel
+        return self.input_itemsize * self.numel + self.target_itemsize * self.target_numel
 
     @property
     def label(self) -> str:
@@ -78,19 +149,26 @@ class Case:
         """Generous estimate of the memory one run needs (inputs, gradient, eager temporaries).
 
         Used only to skip cases that cannot fit; eager reference temporaries are counted as
-        a handful of fp32 full-size tensors.
+        a handful of fp32 full-size tensors (multi-class: plus the int64 one-hot target and
+        an int64 copy of the class map).
         """
-        per_element = 2 * self.input_itemsize + self.target_itemsize + 12 * 4
-        return self.numel * per_element
+        per_element = 2 * self.input_itemsize + 12 * 4
+        if self.multiclass:
+            return self.numel * (per_element + 8) + self.target_numel * (self.target_itemsize + 2 * 8)
+        return self.numel * (per_element + self.target_itemsize)
 
 
 @dataclass(frozen=True)
 class CaseGroup:
-    """A block of a preset: every shape x every (dtype, target dtype) x every mode."""
+    """A block of a preset: every shape x every (dtype, target dtype) x every mode, for
+    the losses of one family. `losses` is the group's default (None: every loss of the
+    family); losses asked for by name replace it (those of the family)."""
 
     shapes: tuple[str, ...]
     dtype_pairs: tuple[tuple[str, str], ...]
     modes: tuple[str, ...]
+    family: str = BINARY
+    losses: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -106,30 +184,38 @@ class Preset:
     name: str
     groups: tuple[CaseGroup, ...]
     timing: Timing
-    losses: tuple[str, ...] | None = None  # None: every built-in loss
     providers: tuple[str, ...] | None = None  # None: every provider that can run
 
 
 _ALL_PAIRS = tuple((d, t) for d in ("float32", "bfloat16", "float16") for t in ("float32", "uint8"))
+# Class maps: uint8 (C <= 255, the compact one) and int64 (what most data pipelines give).
+_ALL_MULTICLASS_PAIRS = tuple((d, t) for d in ("float32", "bfloat16", "float16") for t in ("uint8", "int64"))
+# Quick runs these three multi-class losses; mc_iou, mc_tversky and mc_focal_tversky run
+# the same fused pass as mc_dice with other coefficients (full runs them all).
+_QUICK_MULTICLASS = ("mc_dice", "mc_focal", "dice_ce")
 
 # Presets per device type. "quick" is what `make bench` runs. Its groups run in order of
-# interest, so a run cut short by a time budget keeps the most useful rows: the two
-# realistic shapes, then the dtype matrix at the 2-D shape (20, 14 and 8 floor bytes per
-# element), then the rest of the size sweep, then forward only. Kept small because every
-# new (loss, dtype, rank, target dtype, mode) costs the compile provider a recompile.
+# interest, so a run cut short by a time budget keeps the most useful rows: the realistic
+# binary shapes, the realistic multi-class shapes, then the dtype matrices, the rest of
+# the size sweep, then forward only. Kept small because every new (loss, dtype, rank,
+# target dtype, mode) costs the compile provider a recompile.
 _PRESETS = {
     ("smoke", "cpu"): Preset(
         name="smoke",
-        groups=(CaseGroup(("64K",), (("float32", "float32"),), (FWD_BWD,)),),
+        groups=(
+            CaseGroup(("64K",), (("float32", "float32"),), (FWD_BWD,), losses=("dice", "focal")),
+            CaseGroup(("mc8_64K",), (("float32", "uint8"),), (FWD_BWD,), MULTICLASS, ("mc_dice", "mc_focal")),
+        ),
         timing=Timing(warmup=1, repeats=3, min_repeats=2, max_seconds=1.0),
-        losses=("dice", "focal"),
         providers=("eager", "fused"),
     ),
     ("quick", "cpu"): Preset(
         name="quick",
         groups=(
             CaseGroup(("seg2d", "seg3d"), (("float32", "float32"),), (FWD_BWD,)),
+            CaseGroup(("mc19", "mc150"), (("float32", "uint8"),), (FWD_BWD,), MULTICLASS, _QUICK_MULTICLASS),
             CaseGroup(("seg2d",), (("bfloat16", "uint8"),), (FWD_BWD,)),
+            CaseGroup(("mc14_3d",), (("float32", "uint8"),), (FWD_BWD,), MULTICLASS, _QUICK_MULTICLASS),
             CaseGroup(("64K",), (("float32", "float32"),), (FWD_BWD,)),
             CaseGroup(("seg2d",), (("float32", "float32"),), (FWD,)),
         ),
@@ -139,20 +225,29 @@ _PRESETS = {
         name="quick",
         groups=(
             CaseGroup(("seg2d", "seg3d"), (("float32", "float32"),), (FWD_BWD,)),
+            CaseGroup(("mc19", "mc150", "mc14_3d"), (("float32", "uint8"),), (FWD_BWD,), MULTICLASS, _QUICK_MULTICLASS),
             CaseGroup(("seg2d",), (("bfloat16", "uint8"), ("float16", "uint8"), ("float32", "uint8")), (FWD_BWD,)),
+            CaseGroup(("mc19", "mc150"), (("bfloat16", "uint8"), ("float32", "int64")), (FWD_BWD,), MULTICLASS, _QUICK_MULTICLASS),
             CaseGroup(("64K", "67M"), (("float32", "float32"),), (FWD_BWD,)),
             CaseGroup(("seg2d",), (("float32", "float32"),), (FWD,)),
+            CaseGroup(("mc19",), (("float32", "uint8"),), (FWD,), MULTICLASS, _QUICK_MULTICLASS),
         ),
         timing=Timing(warmup=5, repeats=50, min_repeats=10, max_seconds=0.25),
     ),
     ("full", "cpu"): Preset(
         name="full",
-        groups=(CaseGroup(tuple(SHAPES), _ALL_PAIRS, (FWD_BWD, FWD)),),
+        groups=(
+            CaseGroup(_BINARY_SHAPES, _ALL_PAIRS, (FWD_BWD, FWD)),
+            CaseGroup(_MULTICLASS_SHAPES, _ALL_MULTICLASS_PAIRS, (FWD_BWD, FWD), MULTICLASS),
+        ),
         timing=Timing(warmup=2, repeats=15, min_repeats=3, max_seconds=3.0),
     ),
     ("full", "cuda"): Preset(
         name="full",
-        groups=(CaseGroup(tuple(SHAPES), _ALL_PAIRS, (FWD_BWD, FWD)),),
+        groups=(
+            CaseGroup(_BINARY_SHAPES, _ALL_PAIRS, (FWD_BWD, FWD)),
+            CaseGroup(_MULTICLASS_SHAPES, _ALL_MULTICLASS_PAIRS, (FWD_BWD, FWD), MULTICLASS),
+        ),
         timing=Timing(warmup=10, repeats=200, min_repeats=20, max_seconds=1.0),
     ),
 }
@@ -167,14 +262,27 @@ def get_preset(name: str, device: torch.device) -> Preset:
     return _PRESETS[(name, kind)]
 
 
-def build_cases(preset: Preset, losses: list[str]) -> list[Case]:
+def group_losses(group: CaseGroup, requested: list[str] | None, known: list[str]) -> list[str]:
+    """The losses a group runs: those asked for that belong to its family, or (nothing
+    asked for) its default, every known loss of its family when it has none."""
+    if requested is not None:
+        return [loss for loss in requested if loss_family(loss) == group.family]
+    if group.losses is not None:
+        return list(group.losses)
+    return [loss for loss in known if loss_family(loss) == group.family]
+
+
+def build_cases(preset: Preset, requested: list[str] | None, known: list[str]) -> list[Case]:
     """Cases in run order: group by group, shape by shape, loss by loss.
 
-    Every provider runs one case before the next starts, so a run cut short by a time
-    budget still has complete comparisons for what it did measure.
+    `requested`: loss names asked for (None: each group's default); `known`: every loss
+    name this fusedloss has, in table order. Every provider runs one case before the next
+    starts, so a run cut short by a time budget still has complete comparisons for what it
+    did measure.
     """
     cases = []
     for group in preset.groups:
+        losses = group_losses(group, requested, known)
         for shape_name in group.shapes:
             for dtype, target_dtype in group.dtype_pairs:
                 for mode in group.modes:
@@ -186,13 +294,18 @@ def build_cases(preset: Preset, losses: list[str]) -> list[Case]:
 
 
 def make_inputs(case: Case, device: torch.device, seed: int = 0):
-    """Random logits (never zeros: they can run faster than real data) and a binary mask."""
+    """Random logits (never zeros: they can run faster than real data) and a target:
+    a binary mask (about 30% ones), or for a multi-class case a class map with every class
+    equally likely."""
     generator = torch.Generator(device=device).manual_seed(seed)
     logits = torch.randn(case.shape, generator=generator, device=device, dtype=torch.float32)
     logits = (2.0 * logits).to(DTYPES[case.dtype])
-    mask = torch.rand(case.shape, generator=generator, device=device) < 0.3
-    target = mask.to(DTYPES[case.target_dtype])
-    del mask
+    if case.multiclass:
+        target = torch.randint(0, case.classes, case.target_shape, generator=generator, device=device, dtype=DTYPES[case.target_dtype])
+    else:
+        mask = torch.rand(case.shape, generator=generator, device=device) < 0.3
+        target = mask.to(DTYPES[case.target_dtype])
+        del mask
     if case.mode == FWD_BWD:
         logits.requires_grad_(True)
     return logits, target

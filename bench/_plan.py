@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 import torch
 
 from _cases import Case, Preset, build_cases, get_preset
-from _providers import Provider, import_fusedloss, resolve_providers
+from _providers import Provider, import_fusedloss, known_losses, resolve_providers
 
 
 class PlanError(ValueError):
@@ -66,13 +66,17 @@ def make_plan(
         notes.append("fusedloss was imported before TRITON_INTERPRET=1 was set: no triton on CPU")
 
     preset = get_preset(preset_name, device)
-    loss_names = split_list(losses) or list(preset.losses or fusedloss.LOSSES)
-    unknown = [name for name in loss_names if name not in fusedloss.LOSSES]
+    known = known_losses(fusedloss)
+    requested_losses = split_list(losses)
+    unknown = [name for name in requested_losses or () if name not in known]
     if unknown:
-        raise PlanError(f"unknown loss(es) {unknown}; known: {list(fusedloss.LOSSES)}")
+        raise PlanError(f"unknown loss(es) {unknown}; known: {known}")
+    cases = build_cases(preset, requested_losses, known)
+    if not cases:
+        raise PlanError(f"the {preset.name} preset has no case for loss(es) {requested_losses}")
     requested = split_list(providers) or (list(preset.providers) if preset.providers else None)
     provider_list, provider_notes = resolve_providers(fusedloss, device, requested, use_interpreter=interpreter)
     notes += provider_notes
     if os.environ.get("TRITON_INTERPRET") == "1" and device.type == "cuda":
         notes.append("TRITON_INTERPRET=1 is set: CUDA timings of Triton code are meaningless")
-    return Plan(device, preset, build_cases(preset, loss_names), provider_list, fusedloss, notes)
+    return Plan(device, preset, cases, provider_list, fusedloss, notes)

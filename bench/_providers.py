@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from _cases import Case
+from _cases import BINARY, MULTICLASS, MULTICLASS_LOSSES, Case
 
 EAGER = "eager"
 COMPILE = "compile"
@@ -20,8 +20,47 @@ FUSED = "fused"  # in a --providers list: every fusedloss backend that can run
 INTERPRETER_MAX_NUMEL = 1 << 20
 
 
+# The family argument of fusedloss.available_backends for each loss family.
+BACKEND_FAMILY = {BINARY: "sigmoid", MULTICLASS: "softmax"}
+# Multi-class only: takes no mode= and its reference has no multiclass_ prefix.
+_MULTICLASS_ONLY = ("dice_ce",)
+
+
 class Unavailable(Exception):
     """This provider cannot run this case here; the case is left out with this note."""
+
+
+def known_losses(fusedloss) -> list[str]:
+    """Every loss name a run can ask for, in table order: the binary losses (keys of
+    fusedloss.LOSSES), then the multi-class ones this fusedloss has."""
+    multiclass = getattr(fusedloss, "MULTICLASS_LOSSES", {})
+    return list(fusedloss.LOSSES) + [name for name, key in MULTICLASS_LOSSES.items() if key in multiclass]
+
+
+def loss_functions(fusedloss, loss: str):
+    """(fused function, its extra keyword arguments, eager reference) of a loss name.
+
+    Binary: fusedloss.LOSSES[loss] and reference.<its name>. Multi-class:
+    fusedloss.MULTICLASS_LOSSES[key] with mode='multiclass' and
+    reference.multiclass_<its name> (softmax + one-hot); dice_ce: reference.dice_ce_loss.
+    """
+    if loss not in MULTICLASS_LOSSES:
+        functional = fusedloss.LOSSES[loss]
+        return functional, {}, getattr(fusedloss.reference, functional.__name__)
+    key = MULTICLASS_LOSSES[loss]
+    functional = fusedloss.MULTICLASS_LOSSES[key]
+    if key in _MULTICLASS_ONLY:
+        return functional, {}, getattr(fusedloss.reference, functional.__name__)
+    return functional, {"mode": "multiclass"}, getattr(fusedloss.reference, f"multiclass_{functional.__name__}")
+
+
+def _why_not(fusedloss, backend: str, device: torch.device, case: Case) -> str:
+    """fusedloss's own reason, where it gives one."""
+    try:
+        reason = fusedloss.ops.selection.unavailable_reason(backend, device, BACKEND_FAMILY[case.family], case.classes or 0)
+    except Exception:  # an internal helper: only for the wording of the note
+        reason = None
+    return f": {reason}" if reason else ""
 
 
 def import_fusedloss(with_triton_interpreter: bool = False):
@@ -54,21 +93,24 @@ class Provider:
     kind: str  # EAGER, COMPILE or FUSED
     fusedloss: object = field(repr=False)
     device: torch.device = field(repr=False)
+    families: frozenset = frozenset((BINARY, MULTICLASS))  # loss families a backend can run here
     _compiled: dict = field(default_factory=dict, repr=False)
     _compile_errors: dict = field(default_factory=dict, repr=False)
 
     def loss_fn(self, case: Case):
         """A callable (logits, target) -> loss for this case, or raise Unavailable."""
-        functional = self.fusedloss.LOSSES[case.loss]
-        reference = getattr(self.fusedloss.reference, functional.__name__)
+        functional, options, reference = loss_functions(self.fusedloss, case.loss)
         if self.kind == EAGER:
             return reference
         if self.kind == COMPILE:
             return self._compiled_fn(case, reference)
+        if case.family not in self.families:
+            why = _why_not(self.fusedloss, self.name, self.device, case)
+            raise Unavailable(f"not a {BACKEND_FAMILY[case.family]} backend on {self.device.type} here{why}")
         if self.device.type == "cpu" and self.name == "triton" and case.numel > INTERPRETER_MAX_NUMEL:
             raise Unavailable(f"Triton interpreter: over {INTERPRETER_MAX_NUMEL} elements")
         backend = self.name
-        return lambda logits, target: functional(logits, target, backend=backend)
+        return lambda logits, target: functional(logits, target, backend=backend, **options)
 
     def _compiled_fn(self, case: Case, reference):
         # Compiled once per (loss, dtype) with dynamic shapes; the first call of each case
@@ -96,19 +138,26 @@ class Provider:
 def resolve_providers(fusedloss, device: torch.device, requested: list[str] | None, use_interpreter: bool = False):
     """Providers to run on this device, in table order, and notes on those left out.
 
-    On CPU the Triton backend runs in the interpreter; it is used only when asked for,
-    even where TRITON_INTERPRET=1 makes fusedloss list it.
+    A fused backend is a provider if fusedloss.available_backends lists it for either
+    family ('sigmoid': binary losses, 'softmax': multi-class); it runs only the cases of
+    the families it is listed for. On CPU the Triton backend runs in the interpreter; it
+    is used only when asked for, even where TRITON_INTERPRET=1 makes fusedloss list it.
     """
-    backends = list(fusedloss.available_backends(device))
+    families = {}  # backend -> the loss families it can run, in fusedloss's order
+    for family, backend_family in BACKEND_FAMILY.items():
+        for name in fusedloss.available_backends(device, backend_family):
+            families.setdefault(name, set()).add(family)
+    families.pop("reference", None)  # the same code as the eager provider
     notes = []
-    if "reference" in backends:
-        backends.remove("reference")  # the same code as the eager provider
     if device.type == "cpu" and not use_interpreter:
-        if "triton" in backends:
-            backends.remove("triton")
+        families.pop("triton", None)
         notes.append("triton on CPU runs only with --with-triton-interpreter (slow); not run")
+    backends = list(families)
     if not backends:
         notes.append(f"no fused backend can run on {device} here")
+    for family, backend_family in BACKEND_FAMILY.items():
+        if backends and not any(family in can_run for can_run in families.values()):
+            notes.append(f"no fused backend can run the {family} losses on {device} here")
 
     known = [EAGER, COMPILE] + backends
     if requested is None:
@@ -124,7 +173,9 @@ def resolve_providers(fusedloss, device: torch.device, requested: list[str] | No
                     names.append(one)
     providers = []
     for name in names:
-        kind = name if name in (EAGER, COMPILE) else FUSED
-        providers.append(Provider(name, kind, fusedloss, device))
+        if name in (EAGER, COMPILE):
+            providers.append(Provider(name, name, fusedloss, device))
+        else:
+            providers.append(Provider(name, FUSED, fusedloss, device, frozenset(families[name])))
     return providers, notes
 

@@ -123,8 +123,9 @@ def write_markdown(path: Path, meta: dict, rows: list[dict], notes: list[str]):
 
 def write_plot(path: Path, meta: dict, rows: list[dict]) -> str | None:
     """Throughput against size, one panel per loss: a colour per provider, a marker per
-    (dtype, target dtype), solid for forward+backward and dashed for forward only.
-    Returns why no plot was written, or None."""
+    (dtype, target dtype), solid for forward+backward and dashed for forward only; a
+    multi-class series per class count (its label says C). Returns why no plot was
+    written, or None."""
     try:
         import matplotlib
 
@@ -148,9 +149,9 @@ def write_plot(path: Path, meta: dict, rows: list[dict]) -> str | None:
         series = {}
         for row in timed:
             if row["loss"] == loss:
-                key = (row["provider"], row["dtype"], row["target_dtype"], row["mode"])
+                key = (row["provider"], row["dtype"], row["target_dtype"], row["mode"], row.get("classes"))
                 series.setdefault(key, []).append((row["numel"], row["gbps"]))
-        for (provider, dtype, target_dtype, mode), points in series.items():
+        for (provider, dtype, target_dtype, mode, classes), points in series.items():
             points.sort()
             axis.plot(
                 [numel for numel, _ in points],
@@ -159,7 +160,7 @@ def write_plot(path: Path, meta: dict, rows: list[dict]) -> str | None:
                 marker=markers[(dtype, target_dtype)],
                 linestyle="-" if mode == "fwd+bwd" else "--",
                 markersize=4,
-                label=f"{provider} {dtype}/{target_dtype} {mode}",
+                label=f"{provider} {dtype}/{target_dtype} {mode}" + ("" if classes is None else f" C={classes}"),
             )
         if meta.get("copy_gbps"):
             axis.axhline(meta["copy_gbps"], color="grey", linestyle=":", linewidth=1, label="measured copy bandwidth")

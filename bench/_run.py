@@ -15,8 +15,11 @@ from _timing import median, sample_seconds, synchronize
 def base_row(case: Case, provider: Provider) -> dict:
     return {
         "loss": case.loss,
+        "family": case.family,
         "shape": case.shape_str,
         "numel": case.numel,
+        "classes": case.classes,
+        "target_shape": case.target_shape_str,
         "dtype": case.dtype,
         "target_dtype": case.target_dtype,
         "mode": case.mode,

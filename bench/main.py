@@ -44,7 +44,7 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", choices=_cases.PRESET_NAMES, default="quick", help="case list (default: quick)")
     parser.add_argument("--device", default=None, help="cuda, cuda:1 or cpu (default: cuda if present)")
-    parser.add_argument("--losses", default=None, help="comma-separated short names, e.g. dice,focal (default: the preset's, or all)")
+    parser.add_argument("--losses", default=None, help="comma-separated short names, e.g. dice,focal,mc_dice,dice_ce (default: the preset's)")
     parser.add_argument(
         "--providers",
         default=None,

@@ -20,7 +20,7 @@ import _run
 import _timing
 
 PLAN_KEY = pytest.StashKey()
-EXTRA_INFO_KEYS = ("numel", "floor_bytes", "gbps", "roofline", "extra_mem_bytes", "first_call_s", "loss_value")
+EXTRA_INFO_KEYS = ("numel", "classes", "floor_bytes", "gbps", "roofline", "extra_mem_bytes", "first_call_s", "loss_value")
 
 
 def _plan_for(config) -> _plan.Plan:
