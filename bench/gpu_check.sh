@@ -5,9 +5,9 @@
 #
 #   bash bench/gpu_check.sh OUTDIR
 #
-# Writes 7 files into OUTDIR, no subfolders: env.txt (date, commit, nvidia-smi, versions,
-# install log), tests.log, bench.log, results.json, results.md, throughput.png (if
-# matplotlib is there) and steps.txt (each step's exit status and time).
+# Writes 8 files into OUTDIR, no subfolders: env.txt (date, commit, nvidia-smi, versions,
+# install log), tests.log, sanitizer.log, bench.log, results.json, results.md,
+# throughput.png (if matplotlib is there) and steps.txt (each step's exit status and time).
 # Every command runs under `timeout`; the limits below add up to at most 475 s. A failing
 # step does not stop the later ones; the exit status is 1 if any step failed.
 # PYTHON (default python3) picks the interpreter that has torch.
@@ -24,17 +24,18 @@ PYTHON=${PYTHON:-$(command -v python3 || command -v python)}
 cd "$REPO" || exit 2
 
 # Limits in seconds; each `timeout -k 5` may add 5 s of grace:
-#   environment 10 + 15, install 120 + 20 (it compiles the CUDA extension), tests 170,
-#   benchmark 110  (+ 6 x 5 grace = 475 s).
+#   environment 10 + 15, install 100 + 20 (it compiles the CUDA extension), tests 150,
+#   compute-sanitizer 30 + 30, benchmark 80  (+ 8 x 5 grace = 475 s).
 # The benchmark starts no new case after BENCH_BUDGET s, so it writes its reports well
 # before its own limit (and on SIGTERM it still writes what it has).
 NVIDIA_SMI_LIMIT=10
 INFO_LIMIT=15
-INSTALL_LIMIT=120
+INSTALL_LIMIT=100
 IMPORT_LIMIT=20
-TESTS_LIMIT=${TESTS_LIMIT:-170}
-BENCH_LIMIT=${BENCH_LIMIT:-110}
-BENCH_BUDGET=${BENCH_BUDGET:-90}
+TESTS_LIMIT=${TESTS_LIMIT:-150}
+SANITIZER_LIMIT=${SANITIZER_LIMIT:-30}
+BENCH_LIMIT=${BENCH_LIMIT:-80}
+BENCH_BUDGET=${BENCH_BUDGET:-60}
 export MAX_JOBS=${MAX_JOBS:-$(nproc)}  # parallel nvcc for the extension build
 
 unset TRITON_INTERPRET FUSEDLOSS_BACKEND  # real kernels on the GPU, backends chosen by the code
@@ -123,7 +124,23 @@ tests_status=$?
 tail -n 15 "$OUT/tests.log"
 record "tests" "$tests_status" "$start"
 
-# --- 4. the quick benchmark ---------------------------------------------------------------
+# --- 4. compute-sanitizer over every fused CUDA kernel ----------------------------------
+start=$(date +%s)
+SANITIZER=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
+: >"$OUT/sanitizer.log"
+sanitizer_status=0
+for tool in memcheck racecheck; do
+    echo "--- compute-sanitizer --tool $tool" >>"$OUT/sanitizer.log"
+    timeout -k 5 "$SANITIZER_LIMIT" "$SANITIZER" --tool "$tool" --error-exitcode 3 \
+        "$PYTHON" bench/sanitize_check.py >>"$OUT/sanitizer.log" 2>&1
+    status=$?
+    echo "--- $tool exit $status" >>"$OUT/sanitizer.log"
+    [ "$status" -ne 0 ] && sanitizer_status=$status
+done
+grep -E "^(--- |=+ ERROR SUMMARY)" "$OUT/sanitizer.log"
+record "compute-sanitizer" "$sanitizer_status" "$start"
+
+# --- 5. the quick benchmark ---------------------------------------------------------------
 start=$(date +%s)
 timeout -k 5 "$BENCH_LIMIT" "$PYTHON" bench/main.py --preset quick --out "$OUT" --time-budget "$BENCH_BUDGET" >"$OUT/bench.log" 2>&1
 bench_status=$?
