@@ -21,6 +21,8 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+import torch
+
 
 class SigmoidLossSpec(NamedTuple):
     region: bool = False
@@ -93,3 +95,37 @@ def group_layout(shape, per_sample: bool, per_channel: bool) -> GroupLayout:
         batch = shape[0]
         return GroupLayout(batch, numel // batch, batch, 1, (batch,))
     return GroupLayout(1, numel, 1, 1, ())
+
+
+def _dense(tensor) -> bool:
+    """Non-overlapping and dense: a permutation of a contiguous layout."""
+    expected = 1
+    for dim in sorted(range(tensor.dim()), key=tensor.stride):
+        if tensor.shape[dim] == 1:
+            continue
+        if tensor.stride(dim) != expected:
+            return False
+        expected *= tensor.shape[dim]
+    return True
+
+
+def reads_in_place(input, target, per_sample: bool, per_channel: bool) -> bool:
+    """Whether the sigmoid kernels can read input and target as they lie in memory
+    (a channels_last or permuted dense layout) instead of a contiguous copy: both
+    dense with the same strides, and the groups still contiguous blocks of memory
+    (the whole tensor; per_sample: dim 0 outermost; per_channel: the plain layout)."""
+    if input.stride() != target.stride() or not _dense(input):
+        return False
+    if per_channel:
+        return input.is_contiguous()
+    if per_sample and input.dim() > 0 and input.shape[0] > 1:
+        return input.stride(0) * input.shape[0] == input.numel()
+    return True
+
+
+def sigmoid_operands(input, target, per_sample: bool, per_channel: bool):
+    """Input and target as the kernels read them (in memory order), and the
+    memory format their outputs take (the input's when read in place)."""
+    if reads_in_place(input, target, per_sample, per_channel):
+        return input, target, torch.preserve_format
+    return input.contiguous(), target.contiguous(), torch.contiguous_format

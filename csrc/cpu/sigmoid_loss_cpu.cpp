@@ -17,6 +17,7 @@
 #include <array>
 #include <type_traits>
 
+#include "../layout.h"
 #include "../sigmoid_math.h"
 #include "vector_math.h"
 
@@ -258,7 +259,8 @@ std::tuple<Tensor, Tensor> sigmoid_loss_cpu(const Tensor& input_, const Tensor& 
                                             double region_gamma, double region_weight, bool elem, double focal_alpha,
                                             double focal_gamma, double elem_weight, bool elem_mean,
                                             c10::string_view reduction_name) {
-  const Tensor input = input_.contiguous(), target = target_.contiguous();
+  const SigmoidOperands operands = sigmoid_operands(input_, target_, per_sample, per_channel);
+  const Tensor &input = operands.input, &target = operands.target;
   const GroupLayout layout = group_layout(input.sizes(), per_sample, per_channel);
   const SigmoidLossParams lp{region, tv_alpha, tv_beta, smooth, region_gamma, region_weight,
                              elem, focal_alpha, focal_gamma, elem_weight, elem_mean};
@@ -321,10 +323,11 @@ std::tuple<Tensor, Tensor> sigmoid_loss_cpu(const Tensor& input_, const Tensor& 
 Tensor sigmoid_loss_backward_cpu(const Tensor& grad_loss, const Tensor& input_, const Tensor& target_,
                                  const Tensor& coef, bool per_sample, bool per_channel, bool region, bool elem,
                                  double focal_alpha, double focal_gamma) {
-  const Tensor input = input_.contiguous(), target = target_.contiguous();
+  const SigmoidOperands operands = sigmoid_operands(input_, target_, per_sample, per_channel);
+  const Tensor &input = operands.input, &target = operands.target;
   const GroupLayout layout = group_layout(input.sizes(), per_sample, per_channel);
   const int64_t chunks_per_row = (layout.row_len + kChunk - 1) / kChunk;
-  Tensor grad = at::empty_like(input, at::MemoryFormat::Contiguous);
+  Tensor grad = at::empty_like(input, operands.format);
   // Per-group coefficients times the upstream gradient (a scalar or one per group).
   const Tensor scaled = coef.to(at::kDouble).mul(grad_loss.to(at::kDouble).reshape({-1, 1})).contiguous();
   const double* c = scaled.const_data_ptr<double>();
@@ -353,9 +356,11 @@ Tensor sigmoid_loss_backward_cpu(const Tensor& grad_loss, const Tensor& input_, 
 // The per-element focal loss (reduction='none'), and its backward.
 Tensor focal_map_cpu(const Tensor* grad_map_, const Tensor& input_, const Tensor& target_, double focal_alpha,
                      double focal_gamma) {
-  const Tensor input = input_.contiguous(), target = target_.contiguous();
-  const Tensor grad_map = grad_map_ != nullptr ? grad_map_->to(input.scalar_type()).contiguous() : Tensor();
-  Tensor out = at::empty_like(input, at::MemoryFormat::Contiguous);
+  const SigmoidOperands operands = sigmoid_operands(input_, target_, false, false);
+  const Tensor &input = operands.input, &target = operands.target;
+  Tensor out = at::empty_like(input, operands.format);
+  // The upstream map is read in the input's memory order.
+  const Tensor grad_map = grad_map_ != nullptr ? at::empty_like(out).copy_(*grad_map_) : Tensor();
   const GroupLayout layout = group_layout({input.numel()}, false, false);
   const int64_t chunks = (layout.row_len + kChunk - 1) / kChunk;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "sigmoid_focal_map_cpu", [&] {

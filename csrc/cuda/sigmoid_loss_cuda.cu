@@ -19,6 +19,7 @@
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
 
+#include "../layout.h"
 #include "../sigmoid_math.h"
 
 namespace fusedloss {
@@ -215,7 +216,8 @@ std::tuple<Tensor, Tensor> sigmoid_loss_cuda(const Tensor& input_, const Tensor&
                                              double focal_alpha, double focal_gamma, double elem_weight,
                                              bool elem_mean, c10::string_view reduction_name) {
   const c10::cuda::CUDAGuard device_guard(input_.device());
-  const Tensor input = input_.contiguous(), target = target_.contiguous();
+  const SigmoidOperands operands = sigmoid_operands(input_, target_, per_sample, per_channel);
+  const Tensor &input = operands.input, &target = operands.target;
   const GroupLayout layout = group_layout(input.sizes(), per_sample, per_channel);
   const SigmoidLossParams lp{region, tv_alpha, tv_beta, smooth, region_gamma, region_weight,
                              elem, focal_alpha, focal_gamma, elem_weight, elem_mean};
@@ -253,12 +255,13 @@ Tensor sigmoid_loss_backward_cuda(const Tensor& grad_loss_, const Tensor& input_
                                   const Tensor& coef, bool per_sample, bool per_channel, bool region, bool elem,
                                   double focal_alpha, double focal_gamma) {
   const c10::cuda::CUDAGuard device_guard(input_.device());
-  const Tensor input = input_.contiguous(), target = target_.contiguous();
+  const SigmoidOperands operands = sigmoid_operands(input_, target_, per_sample, per_channel);
+  const Tensor &input = operands.input, &target = operands.target;
   const Tensor grad_loss = grad_loss_.to(coef.scalar_type()).contiguous();
   const GroupLayout layout = group_layout(input.sizes(), per_sample, per_channel);
   const Plan plan(layout, input);
   const SigmoidLossParams lp{region, 0, 0, 0, 1, 1, elem, focal_alpha, focal_gamma, 1, false};
-  Tensor grad = at::empty_like(input, at::MemoryFormat::Contiguous);
+  Tensor grad = at::empty_like(input, operands.format);
   const auto stream = at::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "sigmoid_loss_backward_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
@@ -275,9 +278,11 @@ template <bool BACKWARD>
 Tensor focal_map_cuda(const Tensor* grad_map_, const Tensor& input_, const Tensor& target_, double alpha,
                       double gamma) {
   const c10::cuda::CUDAGuard device_guard(input_.device());
-  const Tensor input = input_.contiguous(), target = target_.contiguous();
-  const Tensor upstream = BACKWARD ? grad_map_->to(input.scalar_type()).contiguous() : Tensor();
-  Tensor out = at::empty_like(input, at::MemoryFormat::Contiguous);
+  const SigmoidOperands operands = sigmoid_operands(input_, target_, false, false);
+  const Tensor &input = operands.input, &target = operands.target;
+  Tensor out = at::empty_like(input, operands.format);
+  // The upstream map is read in the input's memory order.
+  const Tensor upstream = BACKWARD ? at::empty_like(out).copy_(*grad_map_) : Tensor();
   const int64_t numel = input.numel();
   const int sms = at::cuda::getDeviceProperties(input.device().index())->multiProcessorCount;
   const int64_t blocks = std::max<int64_t>(1, std::min<int64_t>((numel + kThreads - 1) / kThreads, int64_t(sms) * 16));

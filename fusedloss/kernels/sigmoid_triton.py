@@ -23,7 +23,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .._spec import GroupLayout, group_layout
+from .._spec import GroupLayout, group_layout, sigmoid_operands
 from .triton_common import (acc_dtypes, on_input_device, param, region_terms, sm_count, split, store_as,
                             writable)
 
@@ -292,8 +292,8 @@ def sigmoid_loss(input, target, weight, per_sample, per_channel, region, tv_alph
                          elem_mean, reduction):
     layout = group_layout(input.shape, per_sample, per_channel)
     acc, ACC = acc_dtypes(input)
-    x = input.contiguous()
-    target = _as_loadable(target.contiguous())
+    x, target, _ = sigmoid_operands(input, target, per_sample, per_channel)
+    target = _as_loadable(target)
     plan = _Plan(layout, x.device)
     members = layout.rows // layout.num_groups
     partials = torch.empty((plan.programs, 4), dtype=acc, device=x.device)
@@ -326,9 +326,9 @@ def sigmoid_loss_backward(grad_loss, input, target, coef, per_sample, per_channe
                           focal_alpha, focal_gamma):
     layout = group_layout(input.shape, per_sample, per_channel)
     _, ACC = acc_dtypes(input)
-    x = input.contiguous()
-    target = _as_loadable(target.contiguous())
-    grad = torch.empty_like(x, memory_format=torch.contiguous_format)
+    x, target, memory_format = sigmoid_operands(input, target, per_sample, per_channel)
+    target = _as_loadable(target)
+    grad = torch.empty_like(x, memory_format=memory_format)
     plan = _Plan(layout, x.device)
     _backward_kernel[(plan.programs,)](
         x, target, coef, grad_loss.contiguous(), writable(grad),
@@ -348,9 +348,9 @@ def _map_plan(x):
 @on_input_device
 def sigmoid_focal_map(input, target, alpha, gamma):
     _, ACC = acc_dtypes(input)
-    x = input.contiguous()
-    target = _as_loadable(target.contiguous())
-    out = torch.empty_like(x, memory_format=torch.contiguous_format)
+    x, target, memory_format = sigmoid_operands(input, target, False, False)
+    target = _as_loadable(target)
+    out = torch.empty_like(x, memory_format=memory_format)
     block = _map_plan(x).block
     _focal_map_kernel[(triton.cdiv(x.numel(), block),)](
         x, target, writable(out), x.numel(), *split(alpha), *split(gamma),
@@ -362,12 +362,14 @@ def sigmoid_focal_map(input, target, alpha, gamma):
 @on_input_device
 def sigmoid_focal_map_backward(grad_map, input, target, alpha, gamma):
     _, ACC = acc_dtypes(input)
-    x = input.contiguous()
-    target = _as_loadable(target.contiguous())
-    grad = torch.empty_like(x, memory_format=torch.contiguous_format)
+    x, target, memory_format = sigmoid_operands(input, target, False, False)
+    target = _as_loadable(target)
+    grad = torch.empty_like(x, memory_format=memory_format)
+    if grad_map.stride() != x.stride():  # the upstream map is read in x's memory order
+        grad_map = torch.empty_like(x, memory_format=memory_format).copy_(grad_map)
     plan = _map_plan(x)
     _backward_kernel[(plan.programs,)](
-        x, target, x, grad_map.contiguous(), writable(grad),
+        x, target, x, grad_map, writable(grad),
         x.numel(), plan.chunks_per_row, 1, plan.iters, 0,
         *split(alpha), *split(gamma),
         REGION=False, ELEM=True, GRAD_OUT_PER_ELEMENT=True,

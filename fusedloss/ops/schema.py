@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import torch
 
-from .._spec import group_layout
+from .._spec import group_layout, sigmoid_operands
 
 SIGMOID_SCHEMAS = {
     "sigmoid_loss": (
@@ -72,11 +72,15 @@ def _fake_sigmoid_loss(input, target, weight, per_sample, per_channel, region, t
     return loss, input.new_empty((layout.num_groups, 3), dtype=dtype)
 
 
+def _fake_sigmoid_gradient(grad, input, target, coef, per_sample, per_channel, *args):
+    return torch.empty_like(input, memory_format=sigmoid_operands(input, target, per_sample, per_channel)[2])
+
+
+def _fake_focal_map(input, target, *args):
+    return torch.empty_like(input, memory_format=sigmoid_operands(input, target, False, False)[2])
+
+
 def _fake_gradient(grad, input, *args):
-    return torch.empty_like(input, memory_format=torch.contiguous_format)
-
-
-def _fake_focal_map(input, target, alpha, gamma):
     return torch.empty_like(input, memory_format=torch.contiguous_format)
 
 
@@ -140,9 +144,10 @@ def _register_sigmoid(namespace: str) -> None:
     ops = getattr(torch.ops, namespace)
 
     torch.library.register_fake(f"{namespace}::sigmoid_loss", _fake_sigmoid_loss)
-    torch.library.register_fake(f"{namespace}::sigmoid_loss_backward", _fake_gradient)
+    torch.library.register_fake(f"{namespace}::sigmoid_loss_backward", _fake_sigmoid_gradient)
     torch.library.register_fake(f"{namespace}::sigmoid_focal_map", _fake_focal_map)
-    torch.library.register_fake(f"{namespace}::sigmoid_focal_map_backward", _fake_gradient)
+    torch.library.register_fake(f"{namespace}::sigmoid_focal_map_backward",
+                                lambda grad_map, input, target, *args: _fake_focal_map(input, target))
 
     def setup_loss(ctx, inputs, output):
         (input, target, _weight, per_sample, per_channel, region, _tv_alpha, _tv_beta, _smooth,
