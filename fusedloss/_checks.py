@@ -155,3 +155,17 @@ def class_weight(input: torch.Tensor, weight) -> None:
                          f"got {tuple(weight.shape)}")
     if weight.device != input.device:
         raise ValueError(f"weight is on {weight.device} but input is on {input.device}")
+
+
+def sync_group(sync: bool, process_group, per_sample: bool = False):
+    """The process group whose statistics are summed (sync=True), or None."""
+    if not sync:
+        if process_group is not None:
+            raise ValueError("process_group is used with sync=True only")
+        return None
+    if per_sample:
+        raise ValueError("sync=True sums each group's statistics over the ranks; per_sample groups are whole on "
+                         "their own rank already: use per_sample=False, or sync=False")
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        raise ValueError("sync=True needs torch.distributed initialised (torch.distributed.init_process_group)")
+    return process_group if process_group is not None else torch.distributed.group.WORLD

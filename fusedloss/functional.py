@@ -17,6 +17,14 @@ fused backends.
 
 ``reduction`` reduces over the groups ('mean' divides by the number of groups
 that count).
+
+``sync=True`` (region losses, and the region term of Dice+BCE / Dice+CE) sums
+the statistics over the processes of ``process_group`` (default: the whole
+torch.distributed world) before the formula: each rank's loss is the loss of
+the whole distributed batch, and its gradient that loss's gradient w.r.t. the
+rank's own input (DDP then averages the parameter gradients over ranks, so
+multiply the loss by the world size for the single-process gradient scale).
+Element terms (BCE, CE) stay per rank. Backends: 'triton' and 'reference'.
 """
 
 from __future__ import annotations
@@ -25,74 +33,86 @@ import torch
 
 from . import _checks, _spec, reference
 from .ops import fused_ops, resolve
+from .ops.synced import SyncedSigmoidLoss, SyncedSoftmaxLoss
 
 
 def _run_sigmoid(reference_loss, options: dict, spec: _spec.SigmoidLossSpec, input, target, *, per_sample,
-                 per_channel, weight, reduction, backend):
+                 per_channel, weight, reduction, backend, sync=False, process_group=None):
     target = _checks.input_and_target(input, target)
     _checks.groups(input, per_sample, per_channel, weight)
     _checks.reduction(reduction)
+    group = _checks.sync_group(sync, process_group, per_sample)
     differentiable = target.requires_grad or (weight is not None and weight.requires_grad)
-    chosen = resolve(backend, input.device, differentiable_target=differentiable)
+    chosen = resolve(backend, input.device, differentiable_target=differentiable, sync=group is not None)
     if chosen == "reference":
         return reference_loss(input, target, per_sample=per_sample, per_channel=per_channel, weight=weight,
-                              reduction=reduction, **options)
+                              reduction=reduction, process_group=group, **options)
+    if group is not None:
+        return SyncedSigmoidLoss.apply(input, target, weight, fused_ops(chosen), group, per_sample, per_channel, spec,
+                                       reduction)
     loss, _coef = fused_ops(chosen).sigmoid_loss(input, target, weight, per_sample, per_channel, *spec, reduction)
     return loss
 
 
 def _run_softmax(reference_loss, options: dict, spec: _spec.SigmoidLossSpec, input, target, *, per_sample,
-                 per_channel, weight, reduction, include_background, ignore_index, exclude_empty, backend):
+                 per_channel, weight, reduction, include_background, ignore_index, exclude_empty, backend, sync=False,
+                 process_group=None):
     if per_channel:
         raise ValueError("per_channel does not apply to mode='multiclass': its statistics are always per class")
     target = _checks.input_and_class_map(input, target, ignore_index)
     _checks.class_weight(input, weight)
     _checks.reduction(reduction)
+    group = _checks.sync_group(sync, process_group, per_sample)
     chosen = resolve(backend, input.device, differentiable_target=weight is not None and weight.requires_grad,
-                     family="softmax", classes=input.shape[1])
+                     family="softmax", classes=input.shape[1], sync=group is not None)
     if chosen == "reference":
         return reference_loss(input, target, per_sample=per_sample, weight=weight, reduction=reduction,
                               include_background=include_background, ignore_index=ignore_index,
-                              exclude_empty=exclude_empty, **options)
-    loss, _coef = fused_ops(chosen).softmax_loss(input, target, weight, per_sample, *spec, ignore_index,
-                                                 include_background, exclude_empty, reduction)
+                              exclude_empty=exclude_empty, process_group=group, **options)
+    if group is not None:
+        loss = SyncedSoftmaxLoss.apply(input, target, weight, fused_ops(chosen), group, per_sample, spec, ignore_index,
+                                       include_background, exclude_empty, reduction)
+    else:
+        loss, _coef = fused_ops(chosen).softmax_loss(input, target, weight, per_sample, *spec, ignore_index,
+                                                     include_background, exclude_empty, reduction)
     if reduction == "none" and not include_background:
         loss = loss[..., 1:]
     return loss
 
 
 def _run_region(name: str, options: dict, spec, input, target, *, mode, per_sample, per_channel, weight, reduction,
-                include_background, ignore_index, exclude_empty, backend):
+                include_background, ignore_index, exclude_empty, backend, sync, process_group):
     if _checks.mode(mode):
         return _run_softmax(getattr(reference, f"multiclass_{name}"), options, spec, input, target,
                             per_sample=per_sample, per_channel=per_channel, weight=weight, reduction=reduction,
                             include_background=include_background, ignore_index=ignore_index,
-                            exclude_empty=exclude_empty, backend=backend)
+                            exclude_empty=exclude_empty, backend=backend, sync=sync, process_group=process_group)
     _checks.binary_only_defaults(include_background, ignore_index, exclude_empty)
     return _run_sigmoid(getattr(reference, name), options, spec, input, target, per_sample=per_sample,
-                        per_channel=per_channel, weight=weight, reduction=reduction, backend=backend)
+                        per_channel=per_channel, weight=weight, reduction=reduction, backend=backend, sync=sync,
+                        process_group=process_group)
 
 
 def dice_loss(input, target, smooth=1.0, *, mode="binary", per_sample=False, per_channel=False, weight=None,
               reduction="mean", include_background=True, ignore_index=None, exclude_empty=False,
-              backend="auto") -> torch.Tensor:
+              sync=False, process_group=None, backend="auto") -> torch.Tensor:
     """Dice loss 1 - (2*I + smooth) / (P + T + smooth) per group."""
     _checks.non_negative(smooth=smooth)
     return _run_region("dice_loss", dict(smooth=smooth), _spec.dice_spec(smooth), input, target, mode=mode,
                        per_sample=per_sample, per_channel=per_channel, weight=weight, reduction=reduction,
                        include_background=include_background, ignore_index=ignore_index,
-                       exclude_empty=exclude_empty, backend=backend)
+                       exclude_empty=exclude_empty, sync=sync, process_group=process_group, backend=backend)
 
 
 def iou_loss(input, target, smooth=1.0, *, mode="binary", per_sample=False, per_channel=False, weight=None,
              reduction="mean", include_background=True, ignore_index=None, exclude_empty=False,
-             backend="auto") -> torch.Tensor:
+             sync=False, process_group=None, backend="auto") -> torch.Tensor:
     """IoU (Jaccard) loss 1 - (I + smooth) / (P + T - I + smooth) per group."""
     _checks.non_negative(smooth=smooth)
     return _run_region("iou_loss", dict(smooth=smooth), _spec.iou_spec(smooth), input, target, mode=mode,
                        per_sample=per_sample, per_channel=per_channel, weight=weight, reduction=reduction,
                        include_background=include_background, ignore_index=ignore_index,
-                       exclude_empty=exclude_empty, backend=backend)
+                       exclude_empty=exclude_empty, sync=sync, process_group=process_group, backend=backend)
 
 
 jaccard_loss = iou_loss
@@ -100,41 +120,44 @@ jaccard_loss = iou_loss
 
 def tversky_loss(input, target, alpha=0.5, beta=0.5, smooth=1.0, *, mode="binary", per_sample=False,
                  per_channel=False, weight=None, reduction="mean", include_background=True, ignore_index=None,
-                 exclude_empty=False, backend="auto") -> torch.Tensor:
+                 exclude_empty=False, sync=False, process_group=None, backend="auto") -> torch.Tensor:
     """Tversky loss 1 - (I + smooth) / (I + alpha*FP + beta*FN + smooth), FP = P - I, FN = T - I."""
     _checks.non_negative(alpha=alpha, beta=beta, smooth=smooth)
     return _run_region("tversky_loss", dict(alpha=alpha, beta=beta, smooth=smooth),
                        _spec.tversky_spec(alpha, beta, smooth), input, target, mode=mode, per_sample=per_sample,
                        per_channel=per_channel, weight=weight, reduction=reduction,
                        include_background=include_background, ignore_index=ignore_index,
-                       exclude_empty=exclude_empty, backend=backend)
+                       exclude_empty=exclude_empty, sync=sync, process_group=process_group, backend=backend)
 
 
 def focal_tversky_loss(input, target, alpha=0.5, beta=0.5, gamma=1.0, smooth=1.0, *, mode="binary",
                        per_sample=False, per_channel=False, weight=None, reduction="mean", include_background=True,
-                       ignore_index=None, exclude_empty=False, backend="auto") -> torch.Tensor:
+                       ignore_index=None, exclude_empty=False, sync=False, process_group=None,
+                       backend="auto") -> torch.Tensor:
     """Focal Tversky loss (Tversky loss) ** gamma."""
     _checks.non_negative(alpha=alpha, beta=beta, gamma=gamma, smooth=smooth)
     return _run_region("focal_tversky_loss", dict(alpha=alpha, beta=beta, gamma=gamma, smooth=smooth),
                        _spec.tversky_spec(alpha, beta, smooth, gamma), input, target, mode=mode,
                        per_sample=per_sample, per_channel=per_channel, weight=weight, reduction=reduction,
                        include_background=include_background, ignore_index=ignore_index,
-                       exclude_empty=exclude_empty, backend=backend)
+                       exclude_empty=exclude_empty, sync=sync, process_group=process_group, backend=backend)
 
 
 def dice_bce_loss(input, target, smooth=1.0, *, per_sample=False, per_channel=False, weight=None,
-                  reduction="mean", dice_weight=1.0, bce_weight=1.0, backend="auto") -> torch.Tensor:
+                  reduction="mean", dice_weight=1.0, bce_weight=1.0, sync=False, process_group=None,
+                  backend="auto") -> torch.Tensor:
     """bce_weight * BCE-with-logits (mean over the group) + dice_weight * Dice loss, per group.
     With the defaults: mean BCE over the tensor + Dice loss of the tensor."""
     _checks.non_negative(smooth=smooth, dice_weight=dice_weight, bce_weight=bce_weight)
     return _run_sigmoid(reference.dice_bce_loss, dict(smooth=smooth, dice_weight=dice_weight, bce_weight=bce_weight),
                         _spec.dice_bce_spec(smooth, dice_weight, bce_weight), input, target, per_sample=per_sample,
-                        per_channel=per_channel, weight=weight, reduction=reduction, backend=backend)
+                        per_channel=per_channel, weight=weight, reduction=reduction, backend=backend, sync=sync,
+                        process_group=process_group)
 
 
 def dice_ce_loss(input, target, smooth=1.0, *, per_sample=False, weight=None, reduction="mean",
                  include_background=True, ignore_index=None, exclude_empty=False, dice_weight=1.0, ce_weight=1.0,
-                 backend="auto") -> torch.Tensor:
+                 sync=False, process_group=None, backend="auto") -> torch.Tensor:
     """Multi-class: ce_weight * cross-entropy (as F.cross_entropy, 'mean' over the
     pixels not ignored) + dice_weight * multi-class Dice loss, in one pass.
     reduction 'mean' or 'sum' (both terms)."""
@@ -146,7 +169,7 @@ def dice_ce_loss(input, target, smooth=1.0, *, per_sample=False, weight=None, re
     return _run_softmax(reference.dice_ce_loss, dict(smooth=smooth, dice_weight=dice_weight, ce_weight=ce_weight),
                         spec, input, target, per_sample=per_sample, per_channel=False, weight=weight,
                         reduction=reduction, include_background=include_background, ignore_index=ignore_index,
-                        exclude_empty=exclude_empty, backend=backend)
+                        exclude_empty=exclude_empty, sync=sync, process_group=process_group, backend=backend)
 
 
 def focal_loss(input, target, alpha=0.25, gamma=2.0, *, mode="binary", reduction="mean", ignore_index=None,

@@ -21,7 +21,9 @@ class _FunctionalLoss(nn.Module):
     def __init__(self, weight=None, **options):
         super().__init__()
         self.options = options
-        self.register_buffer("weight", None if weight is None else torch.as_tensor(weight), persistent=False)
+        if weight is not None and not isinstance(weight, torch.Tensor):
+            weight = torch.as_tensor(weight, dtype=torch.get_default_dtype())  # [1, 2] means weights, not ints
+        self.register_buffer("weight", weight, persistent=False)
 
     def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         if self.weight is not None:
@@ -36,30 +38,32 @@ class _RegionLoss(_FunctionalLoss):
     """The options every region loss shares, in both modes."""
 
     def __init__(self, *, mode, per_sample, per_channel, weight, reduction, include_background, ignore_index,
-                 exclude_empty, backend, **params):
+                 exclude_empty, sync, process_group, backend, **params):
         super().__init__(weight, **params, mode=mode, per_sample=per_sample, per_channel=per_channel,
                          reduction=reduction, include_background=include_background, ignore_index=ignore_index,
-                         exclude_empty=exclude_empty, backend=backend)
+                         exclude_empty=exclude_empty, sync=sync, process_group=process_group, backend=backend)
 
 
 class DiceLoss(_RegionLoss):
     loss_fn = F.dice_loss
 
     def __init__(self, smooth=1.0, *, mode="binary", per_sample=False, per_channel=False, weight=None,
-                 reduction="mean", include_background=True, ignore_index=None, exclude_empty=False, backend="auto"):
+                 reduction="mean", include_background=True, ignore_index=None, exclude_empty=False, sync=False,
+                 process_group=None, backend="auto"):
         super().__init__(smooth=smooth, mode=mode, per_sample=per_sample, per_channel=per_channel, weight=weight,
                          reduction=reduction, include_background=include_background, ignore_index=ignore_index,
-                         exclude_empty=exclude_empty, backend=backend)
+                         exclude_empty=exclude_empty, sync=sync, process_group=process_group, backend=backend)
 
 
 class IoULoss(_RegionLoss):
     loss_fn = F.iou_loss
 
     def __init__(self, smooth=1.0, *, mode="binary", per_sample=False, per_channel=False, weight=None,
-                 reduction="mean", include_background=True, ignore_index=None, exclude_empty=False, backend="auto"):
+                 reduction="mean", include_background=True, ignore_index=None, exclude_empty=False, sync=False,
+                 process_group=None, backend="auto"):
         super().__init__(smooth=smooth, mode=mode, per_sample=per_sample, per_channel=per_channel, weight=weight,
                          reduction=reduction, include_background=include_background, ignore_index=ignore_index,
-                         exclude_empty=exclude_empty, backend=backend)
+                         exclude_empty=exclude_empty, sync=sync, process_group=process_group, backend=backend)
 
 
 JaccardLoss = IoULoss
@@ -70,11 +74,11 @@ class TverskyLoss(_RegionLoss):
 
     def __init__(self, alpha=0.5, beta=0.5, smooth=1.0, *, mode="binary", per_sample=False, per_channel=False,
                  weight=None, reduction="mean", include_background=True, ignore_index=None, exclude_empty=False,
-                 backend="auto"):
+                 sync=False, process_group=None, backend="auto"):
         super().__init__(alpha=alpha, beta=beta, smooth=smooth, mode=mode, per_sample=per_sample,
                          per_channel=per_channel, weight=weight, reduction=reduction,
                          include_background=include_background, ignore_index=ignore_index,
-                         exclude_empty=exclude_empty, backend=backend)
+                         exclude_empty=exclude_empty, sync=sync, process_group=process_group, backend=backend)
 
 
 class FocalTverskyLoss(_RegionLoss):
@@ -82,11 +86,11 @@ class FocalTverskyLoss(_RegionLoss):
 
     def __init__(self, alpha=0.5, beta=0.5, gamma=1.0, smooth=1.0, *, mode="binary", per_sample=False,
                  per_channel=False, weight=None, reduction="mean", include_background=True, ignore_index=None,
-                 exclude_empty=False, backend="auto"):
+                 exclude_empty=False, sync=False, process_group=None, backend="auto"):
         super().__init__(alpha=alpha, beta=beta, gamma=gamma, smooth=smooth, mode=mode, per_sample=per_sample,
                          per_channel=per_channel, weight=weight, reduction=reduction,
                          include_background=include_background, ignore_index=ignore_index,
-                         exclude_empty=exclude_empty, backend=backend)
+                         exclude_empty=exclude_empty, sync=sync, process_group=process_group, backend=backend)
 
 
 class FocalLoss(_FunctionalLoss):
@@ -102,16 +106,19 @@ class DiceBCELoss(_FunctionalLoss):
     loss_fn = F.dice_bce_loss
 
     def __init__(self, smooth=1.0, *, per_sample=False, per_channel=False, weight=None, reduction="mean",
-                 dice_weight=1.0, bce_weight=1.0, backend="auto"):
+                 dice_weight=1.0, bce_weight=1.0, sync=False, process_group=None, backend="auto"):
         super().__init__(weight, smooth=smooth, per_sample=per_sample, per_channel=per_channel,
-                         reduction=reduction, dice_weight=dice_weight, bce_weight=bce_weight, backend=backend)
+                         reduction=reduction, dice_weight=dice_weight, bce_weight=bce_weight, sync=sync,
+                         process_group=process_group, backend=backend)
 
 
 class DiceCELoss(_FunctionalLoss):
     loss_fn = F.dice_ce_loss
 
     def __init__(self, smooth=1.0, *, per_sample=False, weight=None, reduction="mean", include_background=True,
-                 ignore_index=None, exclude_empty=False, dice_weight=1.0, ce_weight=1.0, backend="auto"):
+                 ignore_index=None, exclude_empty=False, dice_weight=1.0, ce_weight=1.0, sync=False,
+                 process_group=None, backend="auto"):
         super().__init__(weight, smooth=smooth, per_sample=per_sample, reduction=reduction,
                          include_background=include_background, ignore_index=ignore_index,
-                         exclude_empty=exclude_empty, dice_weight=dice_weight, ce_weight=ce_weight, backend=backend)
+                         exclude_empty=exclude_empty, dice_weight=dice_weight, ce_weight=ce_weight, sync=sync,
+                         process_group=process_group, backend=backend)

@@ -41,10 +41,21 @@ def _mean(values, dims):
     return values.mean(dims) if dims else values
 
 
-def _region_sums(input, target, per_sample, per_channel):
+def _global(sums, process_group):
+    """Sums over every process of ``process_group`` (None: this process only). The
+    gradient flows to this process's own terms: d(global loss)/d(local input)."""
+    if process_group is None:
+        return sums
+    total = sums.detach().clone()
+    torch.distributed.all_reduce(total, group=process_group)
+    return sums + (total - sums.detach())
+
+
+def _region_sums(input, target, per_sample, per_channel, process_group=None):
     p, t = _probabilities_and_target(input, target)
     dims = _group_dims(input, per_sample, per_channel)
-    return _sum(p * t, dims), _sum(p, dims), _sum(t, dims)
+    sums = torch.stack([_sum(p * t, dims), _sum(p, dims), _sum(t, dims)])
+    return tuple(_global(sums, process_group))
 
 
 def _reduce_groups(losses, weight, reduction):
@@ -58,16 +69,18 @@ def _reduce_groups(losses, weight, reduction):
     return losses
 
 
-def dice_loss(input, target, smooth=1.0, per_sample=False, per_channel=False, weight=None, reduction="mean"):
+def dice_loss(input, target, smooth=1.0, per_sample=False, per_channel=False, weight=None, reduction="mean",
+              process_group=None):
     """1 - (2*I + smooth) / (P + T + smooth)."""
-    intersection, predicted, actual = _region_sums(input, target, per_sample, per_channel)
+    intersection, predicted, actual = _region_sums(input, target, per_sample, per_channel, process_group)
     losses = 1 - (2 * intersection + smooth) / (predicted + actual + smooth)
     return _reduce_groups(losses, weight, reduction)
 
 
-def iou_loss(input, target, smooth=1.0, per_sample=False, per_channel=False, weight=None, reduction="mean"):
+def iou_loss(input, target, smooth=1.0, per_sample=False, per_channel=False, weight=None, reduction="mean",
+             process_group=None):
     """1 - (I + smooth) / (P + T - I + smooth)."""
-    intersection, predicted, actual = _region_sums(input, target, per_sample, per_channel)
+    intersection, predicted, actual = _region_sums(input, target, per_sample, per_channel, process_group)
     losses = 1 - (intersection + smooth) / (predicted + actual - intersection + smooth)
     return _reduce_groups(losses, weight, reduction)
 
@@ -75,24 +88,24 @@ def iou_loss(input, target, smooth=1.0, per_sample=False, per_channel=False, wei
 jaccard_loss = iou_loss
 
 
-def _tversky(input, target, alpha, beta, smooth, per_sample, per_channel):
-    intersection, predicted, actual = _region_sums(input, target, per_sample, per_channel)
+def _tversky(input, target, alpha, beta, smooth, per_sample, per_channel, process_group):
+    intersection, predicted, actual = _region_sums(input, target, per_sample, per_channel, process_group)
     false_pos = predicted - intersection
     false_neg = actual - intersection
     return 1 - (intersection + smooth) / (intersection + alpha * false_pos + beta * false_neg + smooth)
 
 
 def tversky_loss(input, target, alpha=0.5, beta=0.5, smooth=1.0, per_sample=False, per_channel=False,
-                 weight=None, reduction="mean"):
+                 weight=None, reduction="mean", process_group=None):
     """1 - (I + smooth) / (I + alpha*FP + beta*FN + smooth), FP = P - I, FN = T - I."""
-    losses = _tversky(input, target, alpha, beta, smooth, per_sample, per_channel)
+    losses = _tversky(input, target, alpha, beta, smooth, per_sample, per_channel, process_group)
     return _reduce_groups(losses, weight, reduction)
 
 
 def focal_tversky_loss(input, target, alpha=0.5, beta=0.5, gamma=1.0, smooth=1.0, per_sample=False,
-                       per_channel=False, weight=None, reduction="mean"):
+                       per_channel=False, weight=None, reduction="mean", process_group=None):
     """(Tversky loss) ** gamma."""
-    losses = _tversky(input, target, alpha, beta, smooth, per_sample, per_channel) ** gamma
+    losses = _tversky(input, target, alpha, beta, smooth, per_sample, per_channel, process_group) ** gamma
     return _reduce_groups(losses, weight, reduction)
 
 
@@ -119,13 +132,13 @@ def focal_loss(input, target, alpha=0.25, gamma=2.0, reduction="mean"):
 
 
 def dice_bce_loss(input, target, smooth=1.0, per_sample=False, per_channel=False, weight=None,
-                  reduction="mean", dice_weight=1.0, bce_weight=1.0):
+                  reduction="mean", dice_weight=1.0, bce_weight=1.0, process_group=None):
     """bce_weight * mean BCE-with-logits + dice_weight * Dice loss, per group."""
     _, t = _probabilities_and_target(input, target)
     dims = _group_dims(input, per_sample, per_channel)
     x = input.to(t.dtype)
     bce = _mean(F.binary_cross_entropy_with_logits(x, t, reduction="none"), dims)
-    intersection, predicted, actual = _region_sums(input, target, per_sample, per_channel)
+    intersection, predicted, actual = _region_sums(input, target, per_sample, per_channel, process_group)
     dice = 1 - (2 * intersection + smooth) / (predicted + actual + smooth)
     return _reduce_groups(bce_weight * bce + dice_weight * dice, weight, reduction)
 
@@ -149,11 +162,11 @@ def _softmax_and_one_hot(input, target, ignore_index):
     return p, one_hot, valid
 
 
-def _class_sums(input, target, per_sample, ignore_index):
+def _class_sums(input, target, per_sample, ignore_index, process_group=None):
     p, one_hot, _ = _softmax_and_one_hot(input, target, ignore_index)
     dims = (2,) if per_sample else (0, 2)
     p, one_hot = p.reshape(p.shape[0], p.shape[1], -1), one_hot.reshape(p.shape[0], p.shape[1], -1)
-    return (p * one_hot).sum(dims), p.sum(dims), one_hot.sum(dims)
+    return tuple(_global(torch.stack([(p * one_hot).sum(dims), p.sum(dims), one_hot.sum(dims)]), process_group))
 
 
 def _reduce_classes(losses, actual, weight, include_background, exclude_empty, reduction):
@@ -176,8 +189,8 @@ def _reduce_classes(losses, actual, weight, include_background, exclude_empty, r
     return losses
 
 
-def _multiclass_tversky(input, target, alpha, beta, smooth, per_sample, ignore_index):
-    intersection, predicted, actual = _class_sums(input, target, per_sample, ignore_index)
+def _multiclass_tversky(input, target, alpha, beta, smooth, per_sample, ignore_index, process_group):
+    intersection, predicted, actual = _class_sums(input, target, per_sample, ignore_index, process_group)
     false_pos = predicted - intersection
     false_neg = actual - intersection
     tversky = 1 - (intersection + smooth) / (intersection + alpha * false_pos + beta * false_neg + smooth)
@@ -185,33 +198,34 @@ def _multiclass_tversky(input, target, alpha, beta, smooth, per_sample, ignore_i
 
 
 def multiclass_dice_loss(input, target, smooth=1.0, per_sample=False, weight=None, reduction="mean",
-                         include_background=True, ignore_index=None, exclude_empty=False):
+                         include_background=True, ignore_index=None, exclude_empty=False, process_group=None):
     """Per class: 1 - (2*I_c + smooth) / (P_c + T_c + smooth)."""
-    intersection, predicted, actual = _class_sums(input, target, per_sample, ignore_index)
+    intersection, predicted, actual = _class_sums(input, target, per_sample, ignore_index, process_group)
     losses = 1 - (2 * intersection + smooth) / (predicted + actual + smooth)
     return _reduce_classes(losses, actual, weight, include_background, exclude_empty, reduction)
 
 
 def multiclass_iou_loss(input, target, smooth=1.0, per_sample=False, weight=None, reduction="mean",
-                        include_background=True, ignore_index=None, exclude_empty=False):
+                        include_background=True, ignore_index=None, exclude_empty=False, process_group=None):
     """Per class: 1 - (I_c + smooth) / (P_c + T_c - I_c + smooth)."""
-    intersection, predicted, actual = _class_sums(input, target, per_sample, ignore_index)
+    intersection, predicted, actual = _class_sums(input, target, per_sample, ignore_index, process_group)
     losses = 1 - (intersection + smooth) / (predicted + actual - intersection + smooth)
     return _reduce_classes(losses, actual, weight, include_background, exclude_empty, reduction)
 
 
 def multiclass_tversky_loss(input, target, alpha=0.5, beta=0.5, smooth=1.0, per_sample=False, weight=None,
-                            reduction="mean", include_background=True, ignore_index=None, exclude_empty=False):
+                            reduction="mean", include_background=True, ignore_index=None, exclude_empty=False,
+                            process_group=None):
     """Per class: 1 - (I + smooth) / (I + alpha*FP + beta*FN + smooth)."""
-    losses, actual = _multiclass_tversky(input, target, alpha, beta, smooth, per_sample, ignore_index)
+    losses, actual = _multiclass_tversky(input, target, alpha, beta, smooth, per_sample, ignore_index, process_group)
     return _reduce_classes(losses, actual, weight, include_background, exclude_empty, reduction)
 
 
 def multiclass_focal_tversky_loss(input, target, alpha=0.5, beta=0.5, gamma=1.0, smooth=1.0, per_sample=False,
                                   weight=None, reduction="mean", include_background=True, ignore_index=None,
-                                  exclude_empty=False):
+                                  exclude_empty=False, process_group=None):
     """Per class: (Tversky loss) ** gamma."""
-    losses, actual = _multiclass_tversky(input, target, alpha, beta, smooth, per_sample, ignore_index)
+    losses, actual = _multiclass_tversky(input, target, alpha, beta, smooth, per_sample, ignore_index, process_group)
     return _reduce_classes(losses ** gamma, actual, weight, include_background, exclude_empty, reduction)
 
 
@@ -234,7 +248,8 @@ def multiclass_focal_loss(input, target, alpha=0.25, gamma=2.0, reduction="mean"
 
 
 def dice_ce_loss(input, target, smooth=1.0, per_sample=False, weight=None, reduction="mean",
-                 include_background=True, ignore_index=None, exclude_empty=False, dice_weight=1.0, ce_weight=1.0):
+                 include_background=True, ignore_index=None, exclude_empty=False, dice_weight=1.0, ce_weight=1.0,
+                 process_group=None):
     """ce_weight * cross-entropy (F.cross_entropy, ignore_index honoured; 'mean' over
     the pixels not ignored) + dice_weight * multi-class Dice loss."""
     valid = torch.ones_like(target, dtype=torch.bool) if ignore_index is None else target != ignore_index
@@ -244,5 +259,5 @@ def dice_ce_loss(input, target, smooth=1.0, per_sample=False, weight=None, reduc
     if reduction == "mean":
         ce = ce / valid.sum().clamp(min=1)
     dice = multiclass_dice_loss(input, target, smooth, per_sample, weight, reduction, include_background,
-                                ignore_index, exclude_empty)
+                                ignore_index, exclude_empty, process_group)
     return ce_weight * ce + dice_weight * dice

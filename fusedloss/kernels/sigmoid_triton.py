@@ -286,10 +286,8 @@ def _as_loadable(target: torch.Tensor) -> torch.Tensor:
     return target.view(torch.uint8) if target.dtype == torch.bool else target
 
 
-@on_input_device
-def sigmoid_loss(input, target, weight, per_sample, per_channel, region, tv_alpha, tv_beta, smooth,
-                         region_gamma, region_weight, elem, focal_alpha, focal_gamma, elem_weight,
-                         elem_mean, reduction):
+def _stats(input, target, per_sample, per_channel, region, elem, focal_alpha, focal_gamma):
+    """Launch the statistics kernel: partial sums (groups * parts_per_group, 4) and parts_per_group."""
     layout = group_layout(input.shape, per_sample, per_channel)
     acc, ACC = acc_dtypes(input)
     x, target, _ = sigmoid_operands(input, target, per_sample, per_channel)
@@ -303,22 +301,54 @@ def sigmoid_loss(input, target, weight, per_sample, per_channel, region, tv_alph
         *split(focal_alpha), *split(focal_gamma),
         REGION=region, ELEM=elem, BLOCK=plan.block, ACC=ACC, num_warps=plan.num_warps,
     )
+    return partials, members * plan.chunks_per_row
+
+
+def _finalize(partials, parts_per_group, weight, num_channels, group_size, region, tv_alpha, tv_beta, smooth,
+              region_gamma, region_weight, elem, elem_weight, elem_mean, reduction, loss_shape):
+    """Launch the finalize kernel over partials laid out (groups, parts_per_group, 4)."""
+    num_groups = partials.shape[0] // parts_per_group
+    ACC = tl.float64 if partials.dtype == torch.float64 else tl.float32
     code = _REDUCTION_CODE[reduction]
-    loss = torch.empty(layout.shape if code == 0 else (), dtype=acc, device=x.device)
-    coef = torch.empty((layout.num_groups, 3), dtype=acc, device=x.device)
-    parts_per_group = members * plan.chunks_per_row
+    loss = partials.new_empty(tuple(loss_shape) if code == 0 else ())
+    coef = partials.new_empty((num_groups, 3))
     part_block = min(1024, triton.next_power_of_2(parts_per_group))
-    group_block = min(triton.next_power_of_2(layout.num_groups), max(1, 4096 // part_block))
+    group_block = min(triton.next_power_of_2(num_groups), max(1, 4096 // part_block))
     has_weight = weight is not None
     _finalize_kernel[(1,)](
         partials, weight.contiguous() if has_weight else partials, loss, coef,
-        layout.num_groups, parts_per_group, layout.num_channels, layout.rows // layout.num_groups * layout.row_len,
+        num_groups, parts_per_group, num_channels, group_size,
         *split(tv_alpha), *split(tv_beta), *split(smooth),
         *split(region_gamma), *split(region_weight), *split(elem_weight),
         REGION=region, ELEM=elem, HAS_WEIGHT=has_weight, ELEM_MEAN=elem_mean, REDUCTION=code,
         GROUP_BLOCK=group_block, PART_BLOCK=part_block, ACC=ACC, num_warps=4,
     )
     return loss, coef
+
+
+@on_input_device
+def sigmoid_loss(input, target, weight, per_sample, per_channel, region, tv_alpha, tv_beta, smooth,
+                 region_gamma, region_weight, elem, focal_alpha, focal_gamma, elem_weight, elem_mean, reduction):
+    layout = group_layout(input.shape, per_sample, per_channel)
+    partials, parts_per_group = _stats(input, target, per_sample, per_channel, region, elem, focal_alpha,
+                                       focal_gamma)
+    return _finalize(partials, parts_per_group, weight, layout.num_channels, layout.rows // layout.num_groups *
+                     layout.row_len, region, tv_alpha, tv_beta, smooth, region_gamma, region_weight, elem,
+                     elem_weight, elem_mean, reduction, layout.shape)
+
+
+@on_input_device
+def sigmoid_stats(input, target, per_sample, per_channel, region, elem, focal_alpha, focal_gamma):
+    partials, parts_per_group = _stats(input, target, per_sample, per_channel, region, elem, focal_alpha,
+                                       focal_gamma)
+    return partials.view(-1, parts_per_group, 4).sum(1)  # fixed order: deterministic
+
+
+@on_input_device
+def sigmoid_finalize(sums, weight, num_channels, group_size, region, tv_alpha, tv_beta, smooth, region_gamma,
+                     region_weight, elem, elem_weight, elem_mean, reduction, loss_shape):
+    return _finalize(sums.contiguous(), 1, weight, num_channels, group_size, region, tv_alpha, tv_beta, smooth,
+                     region_gamma, region_weight, elem, elem_weight, elem_mean, reduction, loss_shape)
 
 
 @on_input_device

@@ -320,35 +320,41 @@ def _ignore(ignore_index):
     return (ignore_index, True) if ignore_index is not None else (0, False)
 
 
-@on_input_device
-def softmax_loss(input, target, weight, per_sample, region, tv_alpha, tv_beta, smooth, region_gamma, region_weight,
-                 elem, focal_alpha, focal_gamma, elem_weight, elem_mean, ignore_index, include_background,
-                 exclude_empty, reduction):
+def _stats(input, target, region, elem, focal_alpha, focal_gamma, ignore_index):
+    """Launch the statistics kernel: class partials (programs, C, 3), element partials
+    (programs, 2) and the plan."""
     acc, ACC = acc_dtypes(input)
     x, y = input.contiguous(), target.contiguous()
-    batch, classes = x.shape[0], x.shape[1]
     plan = _Plan(x)
     ignore_value, has_ignore = _ignore(ignore_index)
-    class_partials = torch.empty((plan.programs, classes, 3), dtype=acc, device=x.device)
+    class_partials = torch.empty((plan.programs, x.shape[1], 3), dtype=acc, device=x.device)
     elem_partials = torch.empty((plan.programs, 2), dtype=acc, device=x.device)
     _stats_kernel[(plan.programs,)](
         x, y, class_partials, elem_partials,
-        classes, plan.spatial, plan.chunks_per_sample, plan.iters, ignore_value,
+        x.shape[1], plan.spatial, plan.chunks_per_sample, plan.iters, ignore_value,
         *split(focal_alpha), *split(focal_gamma),
         REGION=region, ELEM=elem, HAS_IGNORE=has_ignore, BLOCK_C=plan.block_c, BLOCK_S=plan.block_s, ACC=ACC,
         num_warps=plan.num_warps,
     )
-    groups = batch * classes if per_sample else classes
+    return class_partials, elem_partials, plan
+
+
+def _finalize(class_partials, elem_partials, chunks_per_sample, weight, num_classes, per_sample, region, tv_alpha,
+              tv_beta, smooth, region_gamma, region_weight, elem, elem_weight, elem_mean, include_background,
+              exclude_empty, reduction, loss_shape):
+    """Launch the finalize kernel over class partials (samples * chunks_per_sample, C, 3)."""
+    parts = class_partials.shape[0]
+    groups = parts // chunks_per_sample * num_classes if per_sample else num_classes
+    ACC = tl.float64 if class_partials.dtype == torch.float64 else tl.float32
     code = _REDUCTION_CODE[reduction]
-    loss = torch.empty(((batch, classes) if per_sample else (classes,)) if code == 0 else (), dtype=acc,
-                       device=x.device)
-    coef = torch.empty((groups, 3), dtype=acc, device=x.device)
-    parts_per_group = plan.chunks_per_sample if per_sample else plan.programs
-    part_block = min(1024, triton.next_power_of_2(max(parts_per_group, plan.programs if elem else 1)))
+    loss = class_partials.new_empty(tuple(loss_shape) if code == 0 else ())
+    coef = class_partials.new_empty((groups, 3))
+    parts_per_group = chunks_per_sample if per_sample else parts
+    part_block = min(1024, triton.next_power_of_2(max(parts_per_group, elem_partials.shape[0] if elem else 1)))
     group_block = min(triton.next_power_of_2(groups), max(1, 4096 // part_block))
     _finalize_kernel[(1,)](
         class_partials, elem_partials, weight.contiguous() if weight is not None else elem_partials, loss, coef,
-        groups, classes, plan.chunks_per_sample, parts_per_group, plan.programs,
+        groups, num_classes, chunks_per_sample, parts_per_group, elem_partials.shape[0],
         *split(tv_alpha), *split(tv_beta), *split(smooth), *split(region_gamma), *split(region_weight),
         *split(elem_weight),
         REGION=region, ELEM=elem, HAS_WEIGHT=weight is not None, ELEM_MEAN=elem_mean, PER_SAMPLE=per_sample,
@@ -356,6 +362,43 @@ def softmax_loss(input, target, weight, per_sample, region, tv_alpha, tv_beta, s
         GROUP_BLOCK=group_block, PART_BLOCK=part_block, ACC=ACC, num_warps=4,
     )
     return loss, coef
+
+
+def _loss_shape(input, per_sample):
+    return (input.shape[0], input.shape[1]) if per_sample else (input.shape[1],)
+
+
+@on_input_device
+def softmax_loss(input, target, weight, per_sample, region, tv_alpha, tv_beta, smooth, region_gamma, region_weight,
+                 elem, focal_alpha, focal_gamma, elem_weight, elem_mean, ignore_index, include_background,
+                 exclude_empty, reduction):
+    class_partials, elem_partials, plan = _stats(input, target, region, elem, focal_alpha, focal_gamma,
+                                                 ignore_index)
+    return _finalize(class_partials, elem_partials, plan.chunks_per_sample, weight, input.shape[1], per_sample,
+                     region, tv_alpha, tv_beta, smooth, region_gamma, region_weight, elem, elem_weight, elem_mean,
+                     include_background, exclude_empty, reduction, _loss_shape(input, per_sample))
+
+
+@on_input_device
+def softmax_stats(input, target, per_sample, region, elem, focal_alpha, focal_gamma, ignore_index):
+    class_partials, elem_partials, plan = _stats(input, target, region, elem, focal_alpha, focal_gamma,
+                                                 ignore_index)
+    classes = input.shape[1]
+    if per_sample:  # one row per (sample, class)
+        class_sums = class_partials.view(input.shape[0], plan.chunks_per_sample, classes, 3).sum(1)
+    else:
+        class_sums = class_partials.sum(0, keepdim=True)
+    return class_sums.reshape(-1, 3), elem_partials.sum(0)
+
+
+@on_input_device
+def softmax_finalize(class_sums, elem_sums, weight, num_classes, per_sample, region, tv_alpha, tv_beta, smooth,
+                     region_gamma, region_weight, elem, elem_weight, elem_mean, include_background, exclude_empty,
+                     reduction, loss_shape):
+    # Sums laid out as partials of one chunk per sample (or one for all).
+    return _finalize(class_sums.contiguous().view(-1, num_classes, 3), elem_sums.contiguous().view(1, 2), 1, weight,
+                     num_classes, per_sample, region, tv_alpha, tv_beta, smooth, region_gamma, region_weight, elem,
+                     elem_weight, elem_mean, include_background, exclude_empty, reduction, loss_shape)
 
 
 @on_input_device

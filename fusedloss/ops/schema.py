@@ -56,6 +56,30 @@ SOFTMAX_SCHEMAS = {
 }
 
 FAMILIES = {"sigmoid": SIGMOID_SCHEMAS, "softmax": SOFTMAX_SCHEMAS}
+
+# The forward in two halves, for statistics synchronised across processes
+# (ops/synced.py): per-group sums, then the formula from (all-reduced) sums.
+SYNC_SCHEMAS = {
+    "sigmoid_stats": (
+        "(Tensor input, Tensor target, bool per_sample, bool per_channel, bool region, bool elem, "
+        "float focal_alpha, float focal_gamma) -> Tensor"
+    ),
+    "sigmoid_finalize": (
+        "(Tensor sums, Tensor? weight, int num_channels, int group_size, bool region, float tv_alpha, "
+        "float tv_beta, float smooth, float region_gamma, float region_weight, bool elem, float elem_weight, "
+        "bool elem_mean, str reduction, int[] loss_shape) -> (Tensor, Tensor)"
+    ),
+    "softmax_stats": (
+        "(Tensor input, Tensor target, bool per_sample, bool region, bool elem, float focal_alpha, "
+        "float focal_gamma, int? ignore_index) -> (Tensor, Tensor)"
+    ),
+    "softmax_finalize": (
+        "(Tensor class_sums, Tensor elem_sums, Tensor? weight, int num_classes, bool per_sample, bool region, "
+        "float tv_alpha, float tv_beta, float smooth, float region_gamma, float region_weight, bool elem, "
+        "float elem_weight, bool elem_mean, bool include_background, bool exclude_empty, str reduction, "
+        "int[] loss_shape) -> (Tensor, Tensor)"
+    ),
+}
 SCHEMAS = {**SIGMOID_SCHEMAS, **SOFTMAX_SCHEMAS}
 
 

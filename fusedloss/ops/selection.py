@@ -47,10 +47,16 @@ _TRITON_ERROR = _triton_import_error()
 TRITON_MAX_CLASSES = 4096  # kernels/softmax_triton.py keeps a pixel's logits in registers
 
 
-def unavailable_reason(backend: str, device: torch.device, family: str = "sigmoid",
-                       classes: int = 0) -> str | None:
+SYNC_BACKENDS = ("triton", "reference")  # with sync=True (ops/synced.py)
+
+
+def unavailable_reason(backend: str, device: torch.device, family: str = "sigmoid", classes: int = 0,
+                       sync: bool = False) -> str | None:
     """None if ``backend`` can run the ``family``'s ops ('sigmoid' or 'softmax',
-    with ``classes`` classes) on ``device``, else why not."""
+    with ``classes`` classes) on ``device`` (with statistics synchronised across
+    processes if ``sync``), else why not."""
+    if sync and backend not in SYNC_BACKENDS and backend in BACKENDS:
+        return f"the {backend!r} backend does not synchronise statistics across processes (sync=True) yet"
     if backend == "reference":
         return None
     if backend in CPP_BACKEND_DEVICE:
@@ -98,7 +104,7 @@ def backends() -> dict[str, str]:
 
 
 def resolve(backend: str, device: torch.device, *, differentiable_target: bool = False, family: str = "sigmoid",
-            classes: int = 0) -> str:
+            classes: int = 0, sync: bool = False) -> str:
     """The backend a call with tensors on ``device`` runs on. ``differentiable_target``:
     the target or weight requires grad, which only the reference differentiates."""
     source = "backend"
@@ -112,10 +118,10 @@ def resolve(backend: str, device: torch.device, *, differentiable_target: bool =
         if differentiable_target:
             return "reference"  # the fused ops do not differentiate w.r.t. the target
         order = AUTO_ORDER.get(device.type, DEFAULT_AUTO_ORDER)
-        return next(name for name in order if unavailable_reason(name, device, family, classes) is None)
-    if backend in CPP_BACKEND_DEVICE:
+        return next(name for name in order if unavailable_reason(name, device, family, classes, sync) is None)
+    if backend in CPP_BACKEND_DEVICE and not sync:
         cpp_ops.ensure_built()  # named explicitly: worth compiling csrc/ once
-    reason = unavailable_reason(backend, device, family, classes)
+    reason = unavailable_reason(backend, device, family, classes, sync)
     if reason is not None:
         raise ValueError(f"{source}={backend!r} cannot run this call: {reason}")
     if differentiable_target and backend != "reference":

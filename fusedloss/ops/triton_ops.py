@@ -6,14 +6,16 @@ from __future__ import annotations
 
 import torch
 
-from .schema import FAMILIES, register_fake_and_autograd
+from .schema import FAMILIES, SYNC_SCHEMAS, register_fake_and_autograd
 
 NAMESPACE = "fusedloss_triton"
 
 
 def _define(launchers_by_family) -> None:
     for family, launchers in launchers_by_family.items():
-        for name, schema in FAMILIES[family].items():
+        schemas = {**FAMILIES[family], **{name: schema for name, schema in SYNC_SCHEMAS.items()
+                                          if name.startswith(family)}}
+        for name, schema in schemas.items():
             torch.library.custom_op(f"{NAMESPACE}::{name}", getattr(launchers, name), mutates_args=(), schema=schema)
     register_fake_and_autograd(NAMESPACE, tuple(launchers_by_family))
 
