@@ -13,7 +13,7 @@ PY := $(VENV)/bin/python
 setup: $(VENV)/.installed
 
 # The C++ extension is built by the editable install: rebuild when csrc/ changes.
-$(VENV)/.installed: setup.py requirements-dev.txt $(wildcard csrc/*.h csrc/*.cpp csrc/*/*.cpp csrc/*/*.cu)
+$(VENV)/.installed: setup.py requirements-dev.txt $(wildcard csrc/*.h csrc/*.cpp csrc/*/*.h csrc/*/*.cpp csrc/*/*.cu)
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "$(TORCH_SPEC)" -r requirements-dev.txt

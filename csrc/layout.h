@@ -27,7 +27,10 @@ inline bool dense(const at::Tensor& t) {
 }
 
 inline bool reads_in_place(const at::Tensor& input, const at::Tensor& target, bool per_sample, bool per_channel) {
-  if (input.strides() != target.strides() || !dense(input)) return false;
+  for (int64_t d = 0; d < input.dim(); ++d) {  // size-1 dims: any stride (an unsqueezed (N, H, W) target)
+    if (input.size(d) > 1 && input.stride(d) != target.stride(d)) return false;
+  }
+  if (!dense(input)) return false;
   if (per_channel) return input.is_contiguous();
   if (per_sample && input.dim() > 0 && input.size(0) > 1) return input.stride(0) * input.size(0) == input.numel();
   return true;

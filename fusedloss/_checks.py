@@ -73,12 +73,6 @@ def non_negative(**values) -> None:
             raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
 
 
-def positive(**values) -> None:
-    non_negative(**values)
-    for name, value in values.items():
-        if value == 0:
-            raise ValueError(f"{name} must be > 0, got {value!r}")
-
 
 MODES = ("binary", "multilabel", "multiclass")
 CLASS_MAP_DTYPES = (torch.uint8, torch.int16, torch.int32, torch.int64)

@@ -114,7 +114,8 @@ def reads_in_place(input, target, per_sample: bool, per_channel: bool) -> bool:
     (a channels_last or permuted dense layout) instead of a contiguous copy: both
     dense with the same strides, and the groups still contiguous blocks of memory
     (the whole tensor; per_sample: dim 0 outermost; per_channel: the plain layout)."""
-    if input.stride() != target.stride() or not _dense(input):
+    same_strides = all(input.stride(d) == target.stride(d) for d in range(input.dim()) if input.shape[d] > 1)
+    if not same_strides or not _dense(input):  # size-1 dims: any stride (an unsqueezed (N, H, W) target)
         return False
     if per_channel:
         return input.is_contiguous()

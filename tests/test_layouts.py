@@ -97,3 +97,13 @@ def test_opcheck_output_layouts(backend, per_sample, per_channel):
     torch.library.opcheck(ops.sigmoid_focal_map, (x.requires_grad_(True), t, 0.25, 2.0))
     torch.library.opcheck(ops.sigmoid_focal_map_backward, (torch.ones(x.shape, device=DEVICE), x.detach(), t,
                                                            0.25, 2.0))
+
+
+@pytest.mark.parametrize("backend", FUSED_BACKENDS)
+def test_single_channel_channels_last_with_squeezed_target(backend):
+    """(N, 1, H, W) channels_last logits and an (N, H, W) mask: the common binary
+    case is read in place too (strides of size-1 dims do not matter)."""
+    x, t = make_pair((3, 1, 8, 9), torch.float32, torch.uint8)
+    x = x.to(memory_format=torch.channels_last)
+    grad = check(fusedloss.dice_loss, x, t[:, 0], backend)
+    assert grad.stride() == x.stride()

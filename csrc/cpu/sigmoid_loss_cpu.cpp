@@ -360,7 +360,11 @@ Tensor focal_map_cpu(const Tensor* grad_map_, const Tensor& input_, const Tensor
   const Tensor &input = operands.input, &target = operands.target;
   Tensor out = at::empty_like(input, operands.format);
   // The upstream map is read in the input's memory order.
-  const Tensor grad_map = grad_map_ != nullptr ? at::empty_like(out).copy_(*grad_map_) : Tensor();
+  Tensor grad_map;
+  if (grad_map_ != nullptr) {
+    const bool as_is = grad_map_->strides() == out.strides() && grad_map_->scalar_type() == out.scalar_type();
+    grad_map = as_is ? *grad_map_ : at::empty_like(out).copy_(*grad_map_);
+  }
   const GroupLayout layout = group_layout({input.numel()}, false, false);
   const int64_t chunks = (layout.row_len + kChunk - 1) / kChunk;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "sigmoid_focal_map_cpu", [&] {

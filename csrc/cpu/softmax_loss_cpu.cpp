@@ -220,13 +220,14 @@ Tensor softmax_backward_cpu(const Tensor& upstream_, const Tensor& input_, const
   const SoftmaxShape shape(input);
   const int64_t C = shape.classes;
   Tensor grad = at::empty_like(input, at::MemoryFormat::Contiguous);
-  const Tensor upstream = upstream_.to(at::kDouble).contiguous();
+  // The focal map's upstream stays in the input's dtype (a full-size map); the per-group one is tiny.
+  const Tensor upstream = upstream_.to(MAP ? input.scalar_type() : at::kDouble).contiguous();
   Tensor scaled;  // per-group (c_I, c_P) times the upstream gradient
   double elem_coef = 0;  // c_E: the element term scales the scalar output only
   if (!MAP) {
     const Tensor coef = coef_->to(at::kDouble).contiguous();
     scaled = coef.mul(upstream.reshape({-1, 1})).contiguous();
-    elem_coef = coef.const_data_ptr<double>()[2] * upstream.const_data_ptr<double>()[0];
+    elem_coef = coef.const_data_ptr<double>()[2] * upstream.const_data_ptr<double>()[0];  // CPU tensors: no sync
   }
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "softmax_backward_cpu", [&] {
     using input_t = scalar_t;
@@ -237,21 +238,24 @@ Tensor softmax_backward_cpu(const Tensor& upstream_, const Tensor& input_, const
       const target_t* y = target.const_data_ptr<target_t>();
       input_t* out = grad.mutable_data_ptr<input_t>();
       const double* c = MAP ? nullptr : scaled.const_data_ptr<double>();
-      const double* up = upstream.const_data_ptr<double>();
+      const input_t* up = MAP ? upstream.const_data_ptr<input_t>() : nullptr;
       for_each_chunk(shape, [&](int64_t sample, int64_t, int64_t first, int64_t n) {
         const int64_t base = sample * C * shape.spatial + first;
         ChunkSoftmax<acc_t> sm(C);
         sm.compute(x + base, y + sample * shape.spatial + first, C, shape.spatial, n, ignore_index);
         const double* gc = MAP ? nullptr : c + (per_sample ? sample * C : 0) * 3;
         acc_t dot[kPixels] = {}, factor[kPixels] = {};
-        for (int64_t i = 0; i < n; ++i) {
-          if (!sm.valid[i]) continue;
-          if (region && !MAP) {
-            for (int64_t k = 0; k < C; ++k) {
+        if (region && !MAP) {  // dot_i = sum_k p_k g_k, class-major over contiguous pixels
+          for (int64_t k = 0; k < C; ++k) {
+            const acc_t* row = sm.e.data() + k * kPixels;
+            for (int64_t i = 0; i < n; ++i) {
               const acc_t g = (sm.label[i] == k ? acc_t(gc[3 * k]) : acc_t(0)) + acc_t(gc[3 * k + 1]);
-              dot[i] += sm.e[k * kPixels + i] / sm.total[i] * g;
+              dot[i] += sm.valid[i] ? row[i] / sm.total[i] * g : acc_t(0);
             }
           }
+        }
+        for (int64_t i = 0; i < n; ++i) {
+          if (!sm.valid[i]) continue;
           if (elem || MAP) {
             const auto [log_p_y, rest] = sm.target_terms(x + base, shape.spatial, i);
             const acc_t a = softmax_focal_terms<StdMath>(log_p_y, rest, acc_t(focal_alpha), acc_t(focal_gamma)).dloss;

@@ -282,7 +282,11 @@ Tensor focal_map_cuda(const Tensor* grad_map_, const Tensor& input_, const Tenso
   const Tensor &input = operands.input, &target = operands.target;
   Tensor out = at::empty_like(input, operands.format);
   // The upstream map is read in the input's memory order.
-  const Tensor upstream = BACKWARD ? at::empty_like(out).copy_(*grad_map_) : Tensor();
+  Tensor upstream;
+  if (BACKWARD) {
+    const bool as_is = grad_map_->strides() == out.strides() && grad_map_->scalar_type() == out.scalar_type();
+    upstream = as_is ? *grad_map_ : at::empty_like(out).copy_(*grad_map_);
+  }
   const int64_t numel = input.numel();
   const int sms = at::cuda::getDeviceProperties(input.device().index())->multiProcessorCount;
   const int64_t blocks = std::max<int64_t>(1, std::min<int64_t>((numel + kThreads - 1) / kThreads, int64_t(sms) * 16));

@@ -14,8 +14,9 @@ ignore_index, or any index outside [0, C)) count nowhere.
                     background / empty-class exclusion, the reduction, and the
                     backward coefficients
   _backward_kernel  recomputes the softmax; dL/dx_c = p_c (g_c - sum_k p_k g_k)
-                    + c_E * A * (p_c - [c = y]), g_c = c_I[y = c] + c_P
-  _focal_map_kernel the per-pixel element loss (reduction='none') and its backward
+                    + c_E * A * (p_c - [c = y]), g_c = c_I[y = c] + c_P; also the
+                    focal map's backward (a per-pixel upstream gradient)
+  _focal_map_kernel the per-pixel element loss (reduction='none')
 """
 
 import torch
@@ -24,9 +25,6 @@ import triton.language as tl
 
 from .triton_common import acc_dtypes, on_input_device, param, pow_or_zero, region_terms, sm_count, split, store_as, \
     writable
-
-MAX_CLASSES = 4096  # all of a pixel's logits live in registers
-
 
 @triton.jit
 def _pixel_softmax(x_ptr, y_ptr, sample, pixels, num_classes, spatial, ignore_index,
@@ -187,8 +185,14 @@ def _finalize_kernel(
     for group_start in range(0, num_groups, GROUP_BLOCK):
         groups = group_start + tl.arange(0, GROUP_BLOCK)
         group_mask = groups < num_groups
-        sum_i, sum_p, sum_t = _group_sums(class_partial_ptr, groups, group_mask, num_classes, chunks_per_sample,
-                                          parts_per_group, PER_SAMPLE, GROUP_BLOCK, PART_BLOCK, ACC)
+        if REGION or EXCLUDE_EMPTY:
+            sum_i, sum_p, sum_t = _group_sums(class_partial_ptr, groups, group_mask, num_classes,
+                                              chunks_per_sample, parts_per_group, PER_SAMPLE, GROUP_BLOCK,
+                                              PART_BLOCK, ACC)
+        else:  # focal / CE alone: no class statistics were gathered
+            sum_i = tl.zeros([GROUP_BLOCK], ACC)
+            sum_p = tl.zeros([GROUP_BLOCK], ACC)
+            sum_t = tl.zeros([GROUP_BLOCK], ACC)
         keep = group_mask
         if not INCLUDE_BACKGROUND:
             keep = keep & (groups % num_classes != 0)

@@ -5,7 +5,7 @@ from .selection import BACKENDS, available_backends, backends, resolve
 
 
 def fused_ops(backend: str):
-    """The torch.ops namespace holding ``backend``'s sigmoid-family ops."""
+    """The torch.ops namespace holding ``backend``'s ops (both loss families)."""
     if backend == "triton":
         from . import triton_ops
 
