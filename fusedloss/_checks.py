@@ -19,18 +19,7 @@ def _names(dtypes) -> str:
 def input_and_target(input, target) -> torch.Tensor:
     """Check the pair; return the target viewed with input's shape (an (N, *S)
     target of an (N, 1, *S) input gains its channel dim, without a copy)."""
-    if not isinstance(input, torch.Tensor):
-        raise TypeError(f"input must be a torch.Tensor of logits, got {type(input).__name__}")
-    if not isinstance(target, torch.Tensor):
-        raise TypeError(f"target must be a torch.Tensor, got {type(target).__name__}")
-    if input.dtype not in INPUT_DTYPES:
-        raise TypeError(f"input must be a floating tensor of logits ({_names(INPUT_DTYPES)}), got {input.dtype}")
-    if target.dtype not in TARGET_DTYPES:
-        raise TypeError(f"target must have dtype {_names(TARGET_DTYPES)}, got {target.dtype}")
-    if target.device != input.device:
-        raise ValueError(f"target is on {target.device} but input is on {input.device}; they must share a device")
-    if input.numel() == 0:
-        raise ValueError(f"input must not be empty, got shape {tuple(input.shape)}")
+    _pair(input, target, TARGET_DTYPES, f"target must have dtype {_names(TARGET_DTYPES)}")
     if target.shape != input.shape:
         squeezed_channel = input.dim() >= 2 and input.shape[1] == 1
         if squeezed_channel and target.shape == input.shape[:1] + input.shape[2:]:
@@ -39,6 +28,22 @@ def input_and_target(input, target) -> torch.Tensor:
                          + (f" or {tuple(input.shape[:1] + input.shape[2:])}" if squeezed_channel else "")
                          + f", got {tuple(target.shape)}")
     return target
+
+
+def _pair(input, target, target_dtypes, target_dtype_message: str) -> None:
+    """What every loss asks of its logits and target, whatever the mode."""
+    if not isinstance(input, torch.Tensor):
+        raise TypeError(f"input must be a torch.Tensor of logits, got {type(input).__name__}")
+    if not isinstance(target, torch.Tensor):
+        raise TypeError(f"target must be a torch.Tensor, got {type(target).__name__}")
+    if input.dtype not in INPUT_DTYPES:
+        raise TypeError(f"input must be a floating tensor of logits ({_names(INPUT_DTYPES)}), got {input.dtype}")
+    if target.dtype not in target_dtypes:
+        raise TypeError(f"{target_dtype_message}, got {target.dtype}")
+    if target.device != input.device:
+        raise ValueError(f"target is on {target.device} but input is on {input.device}; they must share a device")
+    if input.numel() == 0:
+        raise ValueError(f"input must not be empty, got shape {tuple(input.shape)}")
 
 
 def groups(input: torch.Tensor, per_sample: bool, per_channel: bool, weight) -> None:
@@ -93,22 +98,11 @@ def binary_only_defaults(include_background, ignore_index, exclude_empty) -> Non
 def input_and_class_map(input, target, ignore_index) -> torch.Tensor:
     """Check a multi-class pair: logits (N, C, *spatial), target class indices
     (N, *spatial) or (N, 1, *spatial) (returned as (N, *spatial), a view)."""
-    if not isinstance(input, torch.Tensor):
-        raise TypeError(f"input must be a torch.Tensor of logits, got {type(input).__name__}")
-    if not isinstance(target, torch.Tensor):
-        raise TypeError(f"target must be a torch.Tensor of class indices, got {type(target).__name__}")
-    if input.dtype not in INPUT_DTYPES:
-        raise TypeError(f"input must be a floating tensor of logits ({_names(INPUT_DTYPES)}), got {input.dtype}")
-    if target.dtype not in CLASS_MAP_DTYPES:
-        raise TypeError(f"target must hold class indices as {_names(CLASS_MAP_DTYPES)} in mode='multiclass', "
-                        f"got {target.dtype}")
+    _pair(input, target, CLASS_MAP_DTYPES,
+          f"target must hold class indices as {_names(CLASS_MAP_DTYPES)} in mode='multiclass'")
     if input.dim() < 2 or input.shape[1] < 2:
         raise ValueError(f"input must have shape (N, C, ...) with C >= 2 classes in mode='multiclass', "
                          f"got {tuple(input.shape)}")
-    if target.device != input.device:
-        raise ValueError(f"target is on {target.device} but input is on {input.device}; they must share a device")
-    if input.numel() == 0:
-        raise ValueError(f"input must not be empty, got shape {tuple(input.shape)}")
     expected = input.shape[:1] + input.shape[2:]
     if target.shape != expected:
         if target.shape == input.shape[:1] + (1,) + input.shape[2:]:

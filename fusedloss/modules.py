@@ -44,26 +44,23 @@ class _RegionLoss(_FunctionalLoss):
                          exclude_empty=exclude_empty, sync=sync, process_group=process_group, backend=backend)
 
 
-class DiceLoss(_RegionLoss):
+class _SmoothRegionLoss(_RegionLoss):
+    """A region loss whose only parameter is ``smooth`` (Dice, IoU)."""
+
+    def __init__(self, smooth=1.0, *, mode="binary", per_sample=False, per_channel=False, weight=None,
+                 reduction="mean", include_background=True, ignore_index=None, exclude_empty=False, sync=False,
+                 process_group=None, backend="auto"):
+        super().__init__(smooth=smooth, mode=mode, per_sample=per_sample, per_channel=per_channel, weight=weight,
+                         reduction=reduction, include_background=include_background, ignore_index=ignore_index,
+                         exclude_empty=exclude_empty, sync=sync, process_group=process_group, backend=backend)
+
+
+class DiceLoss(_SmoothRegionLoss):
     loss_fn = F.dice_loss
 
-    def __init__(self, smooth=1.0, *, mode="binary", per_sample=False, per_channel=False, weight=None,
-                 reduction="mean", include_background=True, ignore_index=None, exclude_empty=False, sync=False,
-                 process_group=None, backend="auto"):
-        super().__init__(smooth=smooth, mode=mode, per_sample=per_sample, per_channel=per_channel, weight=weight,
-                         reduction=reduction, include_background=include_background, ignore_index=ignore_index,
-                         exclude_empty=exclude_empty, sync=sync, process_group=process_group, backend=backend)
 
-
-class IoULoss(_RegionLoss):
+class IoULoss(_SmoothRegionLoss):
     loss_fn = F.iou_loss
-
-    def __init__(self, smooth=1.0, *, mode="binary", per_sample=False, per_channel=False, weight=None,
-                 reduction="mean", include_background=True, ignore_index=None, exclude_empty=False, sync=False,
-                 process_group=None, backend="auto"):
-        super().__init__(smooth=smooth, mode=mode, per_sample=per_sample, per_channel=per_channel, weight=weight,
-                         reduction=reduction, include_background=include_background, ignore_index=ignore_index,
-                         exclude_empty=exclude_empty, sync=sync, process_group=process_group, backend=backend)
 
 
 JaccardLoss = IoULoss
