@@ -61,13 +61,45 @@ def extension_and_cmdclass():
     forced = _switch("FUSEDLOSS_BUILD_CPU") == "1" or cuda == "1"
 
     class OptionalBuildExtension(BuildExtension):
+        """Builds the extension; a failure that was not forced leaves it out (with a
+        warning) instead of failing the install."""
+
+        failed = set()
+
+        def build_extensions(self):
+            try:
+                super().build_extensions()
+            except Exception as error:  # noqa: BLE001 - e.g. no usable compiler at all
+                if forced:
+                    raise
+                self.failed.update(ext.name for ext in self.extensions)
+                print(f"fusedloss: building the C++ extension failed ({error}); installing without it",
+                      file=sys.stderr)
+
         def build_extension(self, ext):
             try:
                 super().build_extension(ext)
             except Exception as error:  # noqa: BLE001 - any compiler/toolkit failure
                 if forced:
                     raise
+                self.failed.add(ext.name)
                 print(f"fusedloss: building {ext.name} failed ({error}); installing without it", file=sys.stderr)
+
+        def _built(self):
+            return [ext for ext in self.extensions if ext.name not in self.failed]
+
+        def copy_extensions_to_source(self):
+            extensions, self.extensions = self.extensions, self._built()
+            try:
+                super().copy_extensions_to_source()
+            finally:
+                self.extensions = extensions
+
+        def get_outputs(self):
+            return [path for path in super().get_outputs() if os.path.exists(path)]
+
+        def get_output_mapping(self):
+            return {dest: src for dest, src in super().get_output_mapping().items() if os.path.exists(src)}
 
     return [extension], {"build_ext": OptionalBuildExtension}
 

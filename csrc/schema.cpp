@@ -28,6 +28,23 @@ TORCH_LIBRARY(fusedloss_C, m) {
   m.def(
       "softmax_focal_map_backward(Tensor grad_map, Tensor input, Tensor target, float alpha, float gamma, "
       "int? ignore_index) -> Tensor");
+
+  // The forward in two halves, for statistics summed across processes (fusedloss/ops/synced.py).
+  m.def(
+      "sigmoid_stats(Tensor input, Tensor target, bool per_sample, bool per_channel, bool region, bool elem, "
+      "float focal_alpha, float focal_gamma) -> Tensor");
+  m.def(
+      "sigmoid_finalize(Tensor sums, Tensor? weight, int num_channels, int group_size, bool region, float tv_alpha, "
+      "float tv_beta, float smooth, float region_gamma, float region_weight, bool elem, float elem_weight, "
+      "bool elem_mean, str reduction, int[] loss_shape) -> (Tensor, Tensor)");
+  m.def(
+      "softmax_stats(Tensor input, Tensor target, bool per_sample, bool region, bool elem, float focal_alpha, "
+      "float focal_gamma, int? ignore_index) -> (Tensor, Tensor)");
+  m.def(
+      "softmax_finalize(Tensor class_sums, Tensor elem_sums, Tensor? weight, int num_classes, bool per_sample, "
+      "bool region, float tv_alpha, float tv_beta, float smooth, float region_gamma, float region_weight, bool elem, "
+      "float elem_weight, bool elem_mean, bool include_background, bool exclude_empty, str reduction, "
+      "int[] loss_shape) -> (Tensor, Tensor)");
 }
 
 // `import fusedloss._C` loads this library, which registers the ops above.

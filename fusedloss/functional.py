@@ -24,7 +24,7 @@ torch.distributed world) before the formula: each rank's loss is the loss of
 the whole distributed batch, and its gradient that loss's gradient w.r.t. the
 rank's own input (DDP then averages the parameter gradients over ranks, so
 multiply the loss by the world size for the single-process gradient scale).
-Element terms (BCE, CE) stay per rank. Backends: 'triton' and 'reference'.
+Element terms (BCE, CE) stay per rank. Backends: 'triton', 'cpu' and 'reference'.
 """
 
 from __future__ import annotations

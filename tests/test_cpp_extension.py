@@ -9,13 +9,13 @@ import torch
 
 import fusedloss
 from fusedloss.ops import cpp_ops
-from fusedloss.ops.schema import SCHEMAS
+from fusedloss.ops.schema import SCHEMAS, SYNC_SCHEMAS
 
 pytestmark = pytest.mark.skipif(cpp_ops.unavailable_reason("cpu") is not None,
                                 reason=f"C++ extension not available: {cpp_ops.unavailable_reason('cpu')}")
 
 
-@pytest.mark.parametrize("name", sorted(SCHEMAS))
+@pytest.mark.parametrize("name", sorted({**SCHEMAS, **SYNC_SCHEMAS}))
 def test_schema_matches_triton_ops(name):
     cpp_schema = getattr(torch.ops.fusedloss_C, name).default._schema
     triton_schema = getattr(fusedloss.ops.fused_ops("triton"), name).default._schema

@@ -12,6 +12,7 @@
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/empty_like.h>
+#include <ATen/ops/from_blob.h>
 #include <torch/library.h>
 
 #include <array>
@@ -253,28 +254,17 @@ int terms_of(bool region, bool elem, double focal_gamma) {
 
 // ---- the ops ----
 
-std::tuple<Tensor, Tensor> sigmoid_loss_cpu(const Tensor& input_, const Tensor& target_,
-                                            const std::optional<Tensor>& weight, bool per_sample, bool per_channel,
-                                            bool region, double tv_alpha, double tv_beta, double smooth,
-                                            double region_gamma, double region_weight, bool elem, double focal_alpha,
-                                            double focal_gamma, double elem_weight, bool elem_mean,
-                                            c10::string_view reduction_name) {
+// Per-group sums [I, P, T, E] (groups x 4, in double), each group's chunk partials
+// combined in a fixed order.
+std::vector<double> group_sums(const Tensor& input_, const Tensor& target_, bool per_sample, bool per_channel,
+                               bool region, bool elem, double focal_alpha, double focal_gamma) {
   const SigmoidOperands operands = sigmoid_operands(input_, target_, per_sample, per_channel);
   const Tensor &input = operands.input, &target = operands.target;
   const GroupLayout layout = group_layout(input.sizes(), per_sample, per_channel);
-  const SigmoidLossParams lp{region, tv_alpha, tv_beta, smooth, region_gamma, region_weight,
-                             elem, focal_alpha, focal_gamma, elem_weight, elem_mean};
-  const Reduction reduction = parse_reduction(reduction_name);
   const int64_t chunks_per_row = (layout.row_len + kChunk - 1) / kChunk;
   const int64_t members = layout.rows / layout.num_groups;
   std::vector<Stats> partials(layout.rows * chunks_per_row);
-
-  const auto acc_dtype = input.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
-  Tensor loss = at::empty(reduction == Reduction::None ? c10::IntArrayRef(layout.shape) : c10::IntArrayRef{},
-                          input.options().dtype(acc_dtype));
-  Tensor coef = at::empty({layout.num_groups, 3}, input.options().dtype(acc_dtype));
-
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "sigmoid_loss_cpu", [&] {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "sigmoid_stats_cpu", [&] {
     using input_t = scalar_t;
     using acc_t = at::opmath_type<input_t>;
     dispatch_target(target, [&](auto target_tag) {
@@ -290,25 +280,34 @@ std::tuple<Tensor, Tensor> sigmoid_loss_cpu(const Tensor& input_, const Tensor& 
       });
     });
   });
+  const int64_t parts_per_group = members * chunks_per_row;
+  std::vector<double> sums(layout.num_groups * 4, 0.0);
+  for (int64_t g = 0; g < layout.num_groups; ++g) {
+    for (int64_t q = 0; q < parts_per_group; ++q) {
+      for (int k = 0; k < 4; ++k) sums[4 * g + k] += partials[g * parts_per_group + q][k];
+    }
+  }
+  return sums;
+}
 
-  // Combine each group's partials in a fixed order, then the formula, in double.
-  const double out_scale = reduction == Reduction::Mean ? 1.0 / layout.num_groups : 1.0;
-  const double elem_scale = elem_mean ? elem_weight / double(members * layout.row_len) : elem_weight;
+// The formula from per-group sums (groups x 4), in double.
+std::tuple<Tensor, Tensor> finalize(const double* sums, int64_t num_groups, const std::optional<Tensor>& weight,
+                                    int64_t num_channels, int64_t group_size, const SigmoidLossParams& lp,
+                                    Reduction reduction, c10::IntArrayRef loss_shape, const at::TensorOptions& options) {
+  Tensor loss = at::empty(reduction == Reduction::None ? loss_shape : c10::IntArrayRef{}, options);
+  Tensor coef = at::empty({num_groups, 3}, options);
+  const double out_scale = reduction == Reduction::Mean ? 1.0 / num_groups : 1.0;
+  const double elem_scale = lp.elem_mean ? lp.elem_weight / double(group_size) : lp.elem_weight;
   Tensor weight_d;
   if (weight.has_value()) weight_d = weight->to(at::kDouble).contiguous();
-  const int64_t parts_per_group = members * chunks_per_row;
   double total = 0;
-  AT_DISPATCH_FLOATING_TYPES(acc_dtype, "sigmoid_loss_cpu_finalize", [&] {
+  AT_DISPATCH_FLOATING_TYPES(options.dtype().toScalarType(), "sigmoid_finalize_cpu", [&] {
     scalar_t* loss_out = loss.mutable_data_ptr<scalar_t>();
     scalar_t* coef_out = coef.mutable_data_ptr<scalar_t>();
-    for (int64_t g = 0; g < layout.num_groups; ++g) {
-      Stats sums{};
-      for (int64_t q = 0; q < parts_per_group; ++q) {
-        for (int k = 0; k < 4; ++k) sums[k] += partials[g * parts_per_group + q][k];
-      }
-      const double group_weight = weight_d.defined() ? weight_d.const_data_ptr<double>()[g % layout.num_channels] : 1.0;
-      const auto result = finalize_group<double>(sums[0], sums[1], sums[2], sums[3], group_weight, out_scale,
-                                                 elem_scale, lp);
+    for (int64_t g = 0; g < num_groups; ++g) {
+      const double* s = sums + 4 * g;
+      const double group_weight = weight_d.defined() ? weight_d.const_data_ptr<double>()[g % num_channels] : 1.0;
+      const auto result = finalize_group<double>(s[0], s[1], s[2], s[3], group_weight, out_scale, elem_scale, lp);
       if (reduction == Reduction::None) loss_out[g] = static_cast<scalar_t>(result.loss);
       total += result.loss;
       coef_out[3 * g + 0] = static_cast<scalar_t>(result.coef_i);
@@ -318,6 +317,48 @@ std::tuple<Tensor, Tensor> sigmoid_loss_cpu(const Tensor& input_, const Tensor& 
     if (reduction != Reduction::None) loss_out[0] = static_cast<scalar_t>(total * out_scale);
   });
   return {loss, coef};
+}
+
+at::TensorOptions acc_options(const Tensor& input) {
+  return input.options().dtype(input.scalar_type() == at::kDouble ? at::kDouble : at::kFloat);
+}
+
+std::tuple<Tensor, Tensor> sigmoid_loss_cpu(const Tensor& input, const Tensor& target,
+                                            const std::optional<Tensor>& weight, bool per_sample, bool per_channel,
+                                            bool region, double tv_alpha, double tv_beta, double smooth,
+                                            double region_gamma, double region_weight, bool elem, double focal_alpha,
+                                            double focal_gamma, double elem_weight, bool elem_mean,
+                                            c10::string_view reduction) {
+  const GroupLayout layout = group_layout(input.sizes(), per_sample, per_channel);
+  const std::vector<double> sums =
+      group_sums(input, target, per_sample, per_channel, region, elem, focal_alpha, focal_gamma);
+  const SigmoidLossParams lp{region, tv_alpha, tv_beta, smooth, region_gamma, region_weight,
+                             elem, focal_alpha, focal_gamma, elem_weight, elem_mean};
+  return finalize(sums.data(), layout.num_groups, weight, layout.num_channels,
+                  layout.rows / layout.num_groups * layout.row_len, lp, parse_reduction(reduction), layout.shape,
+                  acc_options(input));
+}
+
+// The two halves on their own, for statistics summed across processes (ops/synced.py).
+Tensor sigmoid_stats_cpu(const Tensor& input, const Tensor& target, bool per_sample, bool per_channel, bool region,
+                         bool elem, double focal_alpha, double focal_gamma) {
+  const std::vector<double> sums =
+      group_sums(input, target, per_sample, per_channel, region, elem, focal_alpha, focal_gamma);
+  const int64_t groups = static_cast<int64_t>(sums.size() / 4);
+  return at::from_blob(const_cast<double*>(sums.data()), {groups, 4}, at::TensorOptions().dtype(at::kDouble))
+      .to(acc_options(input), /*non_blocking=*/false, /*copy=*/true);  // own the memory
+}
+
+std::tuple<Tensor, Tensor> sigmoid_finalize_cpu(const Tensor& sums, const std::optional<Tensor>& weight,
+                                                int64_t num_channels, int64_t group_size, bool region, double tv_alpha,
+                                                double tv_beta, double smooth, double region_gamma,
+                                                double region_weight, bool elem, double elem_weight, bool elem_mean,
+                                                c10::string_view reduction, c10::IntArrayRef loss_shape) {
+  const Tensor sums_d = sums.to(at::kDouble).contiguous();
+  const SigmoidLossParams lp{region, tv_alpha, tv_beta, smooth, region_gamma, region_weight,
+                             elem, 0.0, 0.0, elem_weight, elem_mean};
+  return finalize(sums_d.const_data_ptr<double>(), sums.size(0), weight, num_channels, group_size, lp,
+                  parse_reduction(reduction), loss_shape, sums.options());
 }
 
 Tensor sigmoid_loss_backward_cpu(const Tensor& grad_loss, const Tensor& input_, const Tensor& target_,
@@ -405,6 +446,8 @@ TORCH_LIBRARY_IMPL(fusedloss_C, CPU, m) {
   m.impl("sigmoid_loss_backward", &sigmoid_loss_backward_cpu);
   m.impl("sigmoid_focal_map", &sigmoid_focal_map_cpu);
   m.impl("sigmoid_focal_map_backward", &sigmoid_focal_map_backward_cpu);
+  m.impl("sigmoid_stats", &sigmoid_stats_cpu);
+  m.impl("sigmoid_finalize", &sigmoid_finalize_cpu);
 }
 
 }  // namespace fusedloss

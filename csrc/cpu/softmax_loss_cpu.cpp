@@ -10,6 +10,7 @@
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/empty_like.h>
+#include <ATen/ops/from_blob.h>
 #include <torch/library.h>
 
 #include <limits>
@@ -97,21 +98,22 @@ void for_each_chunk(const SoftmaxShape& shape, Fn&& fn) {
   });
 }
 
-std::tuple<Tensor, Tensor> softmax_loss_cpu(const Tensor& input_, const Tensor& target_,
-                                            const std::optional<Tensor>& weight, bool per_sample, bool region,
-                                            double tv_alpha, double tv_beta, double smooth, double region_gamma,
-                                            double region_weight, bool elem, double focal_alpha, double focal_gamma,
-                                            double elem_weight, bool elem_mean, std::optional<int64_t> ignore_index,
-                                            bool include_background, bool exclude_empty,
-                                            c10::string_view reduction_name) {
+// Per-group class sums (groups x [I, P, T], groups = C, or N*C with per_sample)
+// and the element term's [E, valid pixels], each combined in a fixed order, in double.
+struct SoftmaxSums {
+  std::vector<double> classes;
+  double elem_sum = 0, valid_pixels = 0;
+};
+
+SoftmaxSums softmax_group_sums(const Tensor& input_, const Tensor& target_, bool per_sample, bool region, bool elem,
+                               double focal_alpha, double focal_gamma, std::optional<int64_t> ignore_index) {
   const Tensor input = input_.contiguous(), target = target_.contiguous();
   const SoftmaxShape shape(input);
   const int64_t C = shape.classes, jobs = shape.batch * shape.chunks_per_sample;
-  const Reduction reduction = parse_reduction(reduction_name);
   // Per job: C x (I, P, T), then (E, valid pixels).
-  std::vector<double> class_partials(jobs * C * 3), elem_partials(jobs * 2);
+  std::vector<double> class_partials(region ? jobs * C * 3 : 0), elem_partials(jobs * 2);
 
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "softmax_loss_cpu", [&] {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "softmax_stats_cpu", [&] {
     using input_t = scalar_t;
     using acc_t = at::opmath_type<input_t>;
     dispatch_class_map(target, [&](auto target_tag) {
@@ -155,51 +157,55 @@ std::tuple<Tensor, Tensor> softmax_loss_cpu(const Tensor& input_, const Tensor& 
     });
   });
 
-  // Fixed-order combine and the formula, in double.
+  SoftmaxSums sums;
   const int64_t groups = per_sample ? shape.batch * C : C;
   const int64_t parts_per_group = per_sample ? shape.chunks_per_sample : jobs;
-  auto group_sums = [&](int64_t g) {
-    const int64_t c = g % C, first_job = per_sample ? (g / C) * shape.chunks_per_sample : 0;
-    std::array<double, 3> sums{};
-    for (int64_t q = 0; q < parts_per_group; ++q) {
-      for (int k = 0; k < 3; ++k) sums[k] += class_partials[((first_job + q) * C + c) * 3 + k];
+  sums.classes.assign(groups * 3, 0.0);
+  if (region) {
+    for (int64_t g = 0; g < groups; ++g) {
+      const int64_t c = g % C, first_job = per_sample ? (g / C) * shape.chunks_per_sample : 0;
+      for (int64_t q = 0; q < parts_per_group; ++q) {
+        for (int k = 0; k < 3; ++k) sums.classes[3 * g + k] += class_partials[((first_job + q) * C + c) * 3 + k];
+      }
     }
-    return sums;
-  };
-  double elem_sum = 0, valid_pixels = 0;
-  for (int64_t job = 0; job < jobs; ++job) {
-    elem_sum += elem_partials[job * 2];
-    valid_pixels += elem_partials[job * 2 + 1];
   }
-  const double elem_scale = elem_mean ? elem_weight / std::max(valid_pixels, 1.0) : elem_weight;
-  std::vector<std::array<double, 3>> sums(groups);
+  for (int64_t job = 0; job < jobs; ++job) {
+    sums.elem_sum += elem_partials[job * 2];
+    sums.valid_pixels += elem_partials[job * 2 + 1];
+  }
+  return sums;
+}
+
+// The formula from the sums, in double: weights, background / empty-class exclusion,
+// reduction, and the backward coefficients.
+std::tuple<Tensor, Tensor> softmax_finalize(const double* class_sums, int64_t groups, int64_t C, double elem_sum,
+                                            double valid_pixels, const std::optional<Tensor>& weight,
+                                            const SigmoidLossParams& lp, bool include_background,
+                                            bool exclude_empty, Reduction reduction, c10::IntArrayRef loss_shape,
+                                            const at::TensorOptions& options) {
+  const double elem_scale = lp.elem_mean ? lp.elem_weight / std::max(valid_pixels, 1.0) : lp.elem_weight;
   std::vector<char> keep(groups);
   int64_t counted = 0;
   for (int64_t g = 0; g < groups; ++g) {
-    sums[g] = group_sums(g);
-    keep[g] = (include_background || g % C != 0) && (!exclude_empty || sums[g][2] > 0);
+    keep[g] = (include_background || g % C != 0) && (!exclude_empty || class_sums[3 * g + 2] > 0);
     counted += keep[g];
   }
   const double out_scale = reduction == Reduction::Mean ? 1.0 / std::max<int64_t>(counted, 1) : 1.0;
   Tensor weight_d;
   if (weight.has_value()) weight_d = weight->to(at::kDouble).contiguous();
-  const SigmoidLossParams lp{region, tv_alpha, tv_beta, smooth, region_gamma, region_weight,
-                             false, focal_alpha, focal_gamma, 0.0, false};
-
-  const auto acc_dtype = input.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
-  const auto options = input.options().dtype(acc_dtype);
-  Tensor loss = reduction == Reduction::None
-                    ? at::empty(per_sample ? c10::IntArrayRef{shape.batch, C} : c10::IntArrayRef{C}, options)
-                    : at::empty({}, options);
+  SigmoidLossParams region_only = lp;
+  region_only.elem = false;
+  Tensor loss = at::empty(reduction == Reduction::None ? loss_shape : c10::IntArrayRef{}, options);
   Tensor coef = at::empty({groups, 3}, options);
-  AT_DISPATCH_FLOATING_TYPES(acc_dtype, "softmax_loss_cpu_finalize", [&] {
+  AT_DISPATCH_FLOATING_TYPES(options.dtype().toScalarType(), "softmax_finalize_cpu", [&] {
     scalar_t* loss_out = loss.mutable_data_ptr<scalar_t>();
     scalar_t* coef_out = coef.mutable_data_ptr<scalar_t>();
     double total = 0;
     for (int64_t g = 0; g < groups; ++g) {
-      const double w = !keep[g] ? 0.0 : weight_d.defined() ? weight_d.const_data_ptr<double>()[g % C] : 1.0;
+      const double* s = class_sums + 3 * g;
+      const double w = weight_d.defined() ? weight_d.const_data_ptr<double>()[g % C] : 1.0;
       GroupResult<double> r{0, 0, 0, 0};
-      if (region && keep[g]) r = finalize_group<double>(sums[g][0], sums[g][1], sums[g][2], 0.0, w, out_scale, 0.0, lp);
+      if (lp.region && keep[g]) r = finalize_group<double>(s[0], s[1], s[2], 0.0, w, out_scale, 0.0, region_only);
       if (reduction == Reduction::None) loss_out[g] = static_cast<scalar_t>(r.loss);
       total += r.loss;
       coef_out[3 * g + 0] = static_cast<scalar_t>(r.coef_i);
@@ -209,6 +215,61 @@ std::tuple<Tensor, Tensor> softmax_loss_cpu(const Tensor& input_, const Tensor& 
     if (reduction != Reduction::None) loss_out[0] = static_cast<scalar_t>(total * out_scale + elem_scale * elem_sum);
   });
   return {loss, coef};
+}
+
+std::vector<int64_t> loss_shape_of(const Tensor& input, bool per_sample) {
+  if (per_sample) return {input.size(0), input.size(1)};
+  return {input.size(1)};
+}
+
+std::tuple<Tensor, Tensor> softmax_loss_cpu(const Tensor& input, const Tensor& target,
+                                            const std::optional<Tensor>& weight, bool per_sample, bool region,
+                                            double tv_alpha, double tv_beta, double smooth, double region_gamma,
+                                            double region_weight, bool elem, double focal_alpha, double focal_gamma,
+                                            double elem_weight, bool elem_mean, std::optional<int64_t> ignore_index,
+                                            bool include_background, bool exclude_empty,
+                                            c10::string_view reduction) {
+  const SoftmaxSums sums =
+      softmax_group_sums(input, target, per_sample, region, elem, focal_alpha, focal_gamma, ignore_index);
+  const SigmoidLossParams lp{region, tv_alpha, tv_beta, smooth, region_gamma, region_weight,
+                             elem, focal_alpha, focal_gamma, elem_weight, elem_mean};
+  const auto acc = input.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+  return softmax_finalize(sums.classes.data(), static_cast<int64_t>(sums.classes.size() / 3), input.size(1),
+                          sums.elem_sum, sums.valid_pixels, weight, lp, include_background, exclude_empty,
+                          parse_reduction(reduction), loss_shape_of(input, per_sample), input.options().dtype(acc));
+}
+
+// The two halves on their own, for statistics summed across processes (ops/synced.py).
+std::tuple<Tensor, Tensor> softmax_stats_cpu(const Tensor& input, const Tensor& target, bool per_sample, bool region,
+                                             bool elem, double focal_alpha, double focal_gamma,
+                                             std::optional<int64_t> ignore_index) {
+  SoftmaxSums sums = softmax_group_sums(input, target, per_sample, region, elem, focal_alpha, focal_gamma,
+                                        ignore_index);
+  const auto options = input.options().dtype(input.scalar_type() == at::kDouble ? at::kDouble : at::kFloat);
+  const int64_t groups = static_cast<int64_t>(sums.classes.size() / 3);
+  Tensor class_sums = at::from_blob(sums.classes.data(), {groups, 3}, at::TensorOptions().dtype(at::kDouble))
+                          .to(options, /*non_blocking=*/false, /*copy=*/true);
+  double elem_values[2] = {sums.elem_sum, sums.valid_pixels};
+  Tensor elem_sums = at::from_blob(elem_values, {2}, at::TensorOptions().dtype(at::kDouble))
+                         .to(options, /*non_blocking=*/false, /*copy=*/true);
+  return {class_sums, elem_sums};
+}
+
+std::tuple<Tensor, Tensor> softmax_finalize_cpu(const Tensor& class_sums, const Tensor& elem_sums,
+                                                const std::optional<Tensor>& weight, int64_t num_classes,
+                                                bool per_sample, bool region, double tv_alpha, double tv_beta,
+                                                double smooth, double region_gamma, double region_weight, bool elem,
+                                                double elem_weight, bool elem_mean, bool include_background,
+                                                bool exclude_empty, c10::string_view reduction,
+                                                c10::IntArrayRef loss_shape) {
+  const Tensor classes_d = class_sums.to(at::kDouble).contiguous();
+  const Tensor elem_d = elem_sums.to(at::kDouble).contiguous();
+  const SigmoidLossParams lp{region, tv_alpha, tv_beta, smooth, region_gamma, region_weight,
+                             elem, 0.0, 0.0, elem_weight, elem_mean};
+  return softmax_finalize(classes_d.const_data_ptr<double>(), class_sums.size(0), num_classes,
+                          elem_d.const_data_ptr<double>()[0], elem_d.const_data_ptr<double>()[1], weight, lp,
+                          include_background, exclude_empty, parse_reduction(reduction), loss_shape,
+                          class_sums.options());
 }
 
 // grad_loss per group ('none'), or a scalar; grad_map: the focal map's upstream (N, S).
@@ -332,6 +393,8 @@ TORCH_LIBRARY_IMPL(fusedloss_C, CPU, m) {
   m.impl("softmax_loss_backward", &softmax_loss_backward_cpu);
   m.impl("softmax_focal_map", &softmax_focal_map_cpu);
   m.impl("softmax_focal_map_backward", &softmax_focal_map_backward_cpu);
+  m.impl("softmax_stats", &softmax_stats_cpu);
+  m.impl("softmax_finalize", &softmax_finalize_cpu);
 }
 
 }  // namespace fusedloss

@@ -81,6 +81,13 @@ def ensure_built() -> str | None:
     return None if _state["loaded"] else _state["error"]
 
 
+def has_kernel(op_name: str, device_type: str) -> bool:
+    """Whether the loaded library implements ``op_name`` for the device type."""
+    ops = getattr(torch.ops, NAMESPACE)
+    return hasattr(ops, op_name) and torch._C._dispatch_has_kernel_for_dispatch_key(
+        f"{NAMESPACE}::{op_name}", device_type.upper())
+
+
 def unavailable_reason(device_type: str, family: str = "sigmoid") -> str | None:
     if not _state["loaded"]:
         return _state["error"]

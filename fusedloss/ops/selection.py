@@ -47,22 +47,20 @@ _TRITON_ERROR = _triton_import_error()
 TRITON_MAX_CLASSES = 4096  # kernels/softmax_triton.py keeps a pixel's logits in registers
 
 
-SYNC_BACKENDS = ("triton", "reference")  # with sync=True (ops/synced.py)
-
-
 def unavailable_reason(backend: str, device: torch.device, family: str = "sigmoid", classes: int = 0,
                        sync: bool = False) -> str | None:
     """None if ``backend`` can run the ``family``'s ops ('sigmoid' or 'softmax',
     with ``classes`` classes) on ``device`` (with statistics synchronised across
     processes if ``sync``), else why not."""
-    if sync and backend not in SYNC_BACKENDS and backend in BACKENDS:
-        return f"the {backend!r} backend does not synchronise statistics across processes (sync=True) yet"
     if backend == "reference":
         return None
     if backend in CPP_BACKEND_DEVICE:
         if device.type != CPP_BACKEND_DEVICE[backend]:
             return f"the {backend!r} backend runs on {CPP_BACKEND_DEVICE[backend]} tensors (got {device.type})"
-        return cpp_ops.unavailable_reason(device.type, family)
+        reason = cpp_ops.unavailable_reason(device.type, family)
+        if reason is None and sync and not cpp_ops.has_kernel(f"{family}_stats", device.type):
+            return f"the {backend!r} backend does not synchronise statistics across processes (sync=True) yet"
+        return reason
     if backend == "triton":
         if _TRITON_ERROR is not None:
             return _TRITON_ERROR
