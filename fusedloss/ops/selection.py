@@ -21,9 +21,18 @@ import torch
 from . import cpp_ops
 
 BACKENDS = ("triton", "cuda", "cpu", "reference")
-# Triton before CUDA C++ until a GPU benchmark says otherwise (bench/results/).
-# The interpreter is for testing: 'auto' never picks Triton on the CPU.
-AUTO_ORDER = {"cuda": ("triton", "cuda", "reference"), "cpu": ("cpu", "reference")}
+# By device type and loss family. Triton before CUDA C++ until a GPU benchmark says
+# otherwise. On the CPU (bench/results/cpu-quick-*.md) the C++ kernels beat the eager
+# reference for the sigmoid family; for the softmax family they do not yet (equal for
+# Dice / Dice+CE, slower for focal), so there the reference comes first and
+# backend='cpu' trades that speed for memory. The interpreter is for testing: 'auto'
+# never picks Triton on the CPU.
+AUTO_ORDER = {
+    ("cuda", "sigmoid"): ("triton", "cuda", "reference"),
+    ("cuda", "softmax"): ("triton", "cuda", "reference"),
+    ("cpu", "sigmoid"): ("cpu", "reference"),
+    ("cpu", "softmax"): ("reference", "cpu"),
+}
 DEFAULT_AUTO_ORDER = ("reference",)
 CPP_BACKEND_DEVICE = {"cuda": "cuda", "cpu": "cpu"}
 ENV_VAR = "FUSEDLOSS_BACKEND"
@@ -115,7 +124,7 @@ def resolve(backend: str, device: torch.device, *, differentiable_target: bool =
     if backend == "auto":
         if differentiable_target:
             return "reference"  # the fused ops do not differentiate w.r.t. the target
-        order = AUTO_ORDER.get(device.type, DEFAULT_AUTO_ORDER)
+        order = AUTO_ORDER.get((device.type, family), DEFAULT_AUTO_ORDER)
         return next(name for name in order if unavailable_reason(name, device, family, classes, sync) is None)
     if backend in CPP_BACKEND_DEVICE and not sync:
         cpp_ops.ensure_built()  # named explicitly: worth compiling csrc/ once
