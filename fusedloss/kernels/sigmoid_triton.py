@@ -24,8 +24,8 @@ import triton
 import triton.language as tl
 
 from .._spec import GroupLayout, group_layout, sigmoid_operands
-from .triton_common import (acc_dtypes, on_input_device, param, region_terms, sm_count, split, store_as,
-                            writable)
+from .triton_common import (REDUCTION_CODE, acc_dtypes, on_input_device, param, region_terms, sm_count, split,
+                            store_as, writable)
 
 
 
@@ -257,9 +257,6 @@ def _focal_map_kernel(
 # Launchers: plain functions over torch tensors, called by the op layer.
 # ----------------------------------------------------------------------------
 
-_REDUCTION_CODE = {"none": 0, "mean": 1, "sum": 2}
-
-
 class _Plan:
     """How rows are cut into chunks of ``iters`` blocks of ``block`` elements.
 
@@ -269,7 +266,7 @@ class _Plan:
     def __init__(self, layout: GroupLayout, device: torch.device):
         if device.type == "cuda":
             max_block, self.num_warps = 2048, 8
-            target_programs = 8 * sm_count(device.index if device.index is not None else torch.cuda.current_device())
+            target_programs = 8 * sm_count(device)
         else:  # Triton interpreter: large blocks, few programs
             max_block, self.num_warps = 8192, 4
             target_programs = 4
@@ -309,7 +306,7 @@ def _finalize(partials, parts_per_group, weight, num_channels, group_size, regio
     """Launch the finalize kernel over partials laid out (groups, parts_per_group, 4)."""
     num_groups = partials.shape[0] // parts_per_group
     ACC = tl.float64 if partials.dtype == torch.float64 else tl.float32
-    code = _REDUCTION_CODE[reduction]
+    code = REDUCTION_CODE[reduction]
     loss = partials.new_empty(tuple(loss_shape) if code == 0 else ())
     coef = partials.new_empty((num_groups, 3))
     part_block = min(1024, triton.next_power_of_2(parts_per_group))

@@ -23,8 +23,8 @@ import torch
 import triton
 import triton.language as tl
 
-from .triton_common import acc_dtypes, on_input_device, param, pow_or_zero, region_terms, sm_count, split, store_as, \
-    writable
+from .triton_common import (REDUCTION_CODE, acc_dtypes, on_input_device, param, pow_or_zero, region_terms,
+                            sm_count, split, store_as, writable)
 
 @triton.jit
 def _pixel_softmax(x_ptr, y_ptr, sample, pixels, num_classes, spatial, ignore_index,
@@ -295,9 +295,6 @@ def _focal_map_kernel(
 # Launchers
 # ----------------------------------------------------------------------------
 
-_REDUCTION_CODE = {"none": 0, "mean": 1, "sum": 2}
-
-
 class _Plan:
     """Tiles of [all classes, block_s pixels]; each program takes `iters`
     consecutive tiles of one sample. Depends only on shape and device."""
@@ -308,8 +305,7 @@ class _Plan:
         self.block_c = triton.next_power_of_2(classes)
         if input.device.type == "cuda":
             tile, self.num_warps = 4096, 8
-            target_programs = 8 * sm_count(input.device.index if input.device.index is not None
-                                            else torch.cuda.current_device())
+            target_programs = 8 * sm_count(input.device)
         else:  # Triton interpreter: large tiles, few programs
             tile, self.num_warps = 16384, 4
             target_programs = 4
@@ -350,7 +346,7 @@ def _finalize(class_partials, elem_partials, chunks_per_sample, weight, num_clas
     parts = class_partials.shape[0]
     groups = parts // chunks_per_sample * num_classes if per_sample else num_classes
     ACC = tl.float64 if class_partials.dtype == torch.float64 else tl.float32
-    code = _REDUCTION_CODE[reduction]
+    code = REDUCTION_CODE[reduction]
     loss = class_partials.new_empty(tuple(loss_shape) if code == 0 else ())
     coef = class_partials.new_empty((groups, 3))
     parts_per_group = chunks_per_sample if per_sample else parts

@@ -77,9 +77,16 @@ def acc_dtypes(x: torch.Tensor):
     return torch.float32, tl.float32
 
 
+REDUCTION_CODE = {"none": 0, "mean": 1, "sum": 2}  # the finalize kernels' REDUCTION
+
+
 @functools.lru_cache(maxsize=None)
-def sm_count(device_index: int) -> int:
+def _sm_count(device_index: int) -> int:
     return torch.cuda.get_device_properties(device_index).multi_processor_count
+
+
+def sm_count(device: torch.device) -> int:
+    return _sm_count(device.index if device.index is not None else torch.cuda.current_device())
 
 
 def writable(out: torch.Tensor) -> torch.Tensor:

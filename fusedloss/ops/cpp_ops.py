@@ -28,8 +28,12 @@ def _families() -> tuple:
 
 
 def _registered() -> None:
-    register_fake_and_autograd(NAMESPACE, _families())
-    _state.update(loaded=True, error=None)
+    families = _families()
+    register_fake_and_autograd(NAMESPACE, families)
+    # What unavailable_reason asks on every loss call, looked up once.
+    _state.update(loaded=True, error=None, families=families, kernels={
+        (op, device): has_kernel(op, device) for family in families for device in ("cpu", "cuda")
+        for op in (f"{family}_loss", f"{family}_stats")})
 
 
 def load_prebuilt() -> None:
@@ -88,13 +92,17 @@ def has_kernel(op_name: str, device_type: str) -> bool:
         f"{NAMESPACE}::{op_name}", device_type.upper())
 
 
+def has_built(op_name: str, device_type: str) -> bool:
+    """has_kernel, as found when the library was loaded."""
+    return _state.get("kernels", {}).get((op_name, device_type), False)
+
+
 def unavailable_reason(device_type: str, family: str = "sigmoid") -> str | None:
     if not _state["loaded"]:
         return _state["error"]
-    if family not in _families():
+    if family not in _state["families"]:
         return f"fusedloss._C has no {family} kernels"
-    if device_type == "cuda" and not torch._C._dispatch_has_kernel_for_dispatch_key(
-            f"{NAMESPACE}::{family}_loss", "CUDA"):
+    if device_type == "cuda" and not has_built(f"{family}_loss", "cuda"):
         return f"fusedloss._C was built without CUDA kernels for the {family} family"
     return None
 

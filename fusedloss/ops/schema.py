@@ -121,82 +121,47 @@ def _fake_softmax_focal_map(input, target, alpha, gamma, ignore_index):
     return input.new_empty(target.shape)
 
 
-def register_fake_and_autograd(namespace: str, families=("sigmoid",)) -> None:
-    if "sigmoid" in families:
-        _register_sigmoid(namespace)
-    if "softmax" in families:
-        _register_softmax(namespace)
+FAKES = {
+    "sigmoid_loss": _fake_sigmoid_loss,
+    "sigmoid_loss_backward": _fake_sigmoid_gradient,
+    "sigmoid_focal_map": _fake_focal_map,
+    "sigmoid_focal_map_backward": lambda grad_map, input, target, *args: _fake_focal_map(input, target),
+    "softmax_loss": _fake_softmax_loss,
+    "softmax_loss_backward": _fake_gradient,
+    "softmax_focal_map": _fake_softmax_focal_map,
+    "softmax_focal_map_backward": _fake_gradient,
+}
 
 
-def _register_softmax(namespace: str) -> None:
+def register_fake_and_autograd(namespace: str, families) -> None:
+    """Fake kernels and autograd for the ``families`` ops of ``namespace``."""
+    for family in families:
+        for name in FAMILIES[family]:
+            torch.library.register_fake(f"{namespace}::{name}", FAKES[name])
+        _register_autograd(namespace, f"{family}_loss", saves_output=True)
+        _register_autograd(namespace, f"{family}_focal_map", saves_output=False)
+
+
+def _register_autograd(namespace: str, forward: str, saves_output: bool) -> None:
+    """Autograd of ``forward`` through its ``<forward>_backward`` op, which takes the
+    upstream gradient, input, target, (the forward's coefficients output,) then
+    forward arguments by name: nothing full-size is saved beyond input and target."""
     ops = getattr(torch.ops, namespace)
-    torch.library.register_fake(f"{namespace}::softmax_loss", _fake_softmax_loss)
-    torch.library.register_fake(f"{namespace}::softmax_loss_backward", _fake_gradient)
-    torch.library.register_fake(f"{namespace}::softmax_focal_map", _fake_softmax_focal_map)
-    torch.library.register_fake(f"{namespace}::softmax_focal_map_backward", _fake_gradient)
+    backward_op = getattr(ops, f"{forward}_backward")
+    forward_names = [arg.name for arg in getattr(ops, forward).default._schema.arguments]
+    backward_names = [arg.name for arg in backward_op.default._schema.arguments]
+    passed = backward_names[4 if saves_output else 3:]  # after upstream, input, target (, coef)
 
-    def setup_loss(ctx, inputs, output):
-        (input, target, _weight, per_sample, region, _tv_alpha, _tv_beta, _smooth, _region_gamma, _region_weight,
-         elem, focal_alpha, focal_gamma, _elem_weight, _elem_mean, ignore_index, *_) = inputs
-        ctx.save_for_backward(input, target, output[1])  # the inputs themselves and a (groups, 3) tensor
-        ctx.backward_args = (per_sample, region, elem, focal_alpha, focal_gamma, ignore_index)
+    def setup_context(ctx, inputs, output):
+        args = dict(zip(forward_names, inputs))
+        saved = (args["input"], args["target"]) + ((output[1],) if saves_output else ())
+        ctx.save_for_backward(*saved)  # the caller's own tensors and a (groups, 3) tensor
+        ctx.passed = [args[name] for name in passed]
 
-    def backward_loss(ctx, grad_loss, _grad_coef):
-        input, target, coef = ctx.saved_tensors
+    def backward(ctx, upstream, *_unused_output_grads):
         grad = None
         if ctx.needs_input_grad[0]:
-            grad = ops.softmax_loss_backward(grad_loss, input, target, coef, *ctx.backward_args)
-        return (grad,) + (None,) * 18
+            grad = backward_op(upstream, *ctx.saved_tensors, *ctx.passed)
+        return (grad,) + (None,) * (len(forward_names) - 1)
 
-    def setup_map(ctx, inputs, output):
-        input, target, alpha, gamma, ignore_index = inputs
-        ctx.save_for_backward(input, target)
-        ctx.focal = (alpha, gamma, ignore_index)
-
-    def backward_map(ctx, grad_map):
-        input, target = ctx.saved_tensors
-        grad = None
-        if ctx.needs_input_grad[0]:
-            grad = ops.softmax_focal_map_backward(grad_map, input, target, *ctx.focal)
-        return grad, None, None, None, None
-
-    torch.library.register_autograd(f"{namespace}::softmax_loss", backward_loss, setup_context=setup_loss)
-    torch.library.register_autograd(f"{namespace}::softmax_focal_map", backward_map, setup_context=setup_map)
-
-
-def _register_sigmoid(namespace: str) -> None:
-    ops = getattr(torch.ops, namespace)
-
-    torch.library.register_fake(f"{namespace}::sigmoid_loss", _fake_sigmoid_loss)
-    torch.library.register_fake(f"{namespace}::sigmoid_loss_backward", _fake_sigmoid_gradient)
-    torch.library.register_fake(f"{namespace}::sigmoid_focal_map", _fake_focal_map)
-    torch.library.register_fake(f"{namespace}::sigmoid_focal_map_backward",
-                                lambda grad_map, input, target, *args: _fake_focal_map(input, target))
-
-    def setup_loss(ctx, inputs, output):
-        (input, target, _weight, per_sample, per_channel, region, _tv_alpha, _tv_beta, _smooth,
-         _region_gamma, _region_weight, elem, focal_alpha, focal_gamma, *_) = inputs
-        ctx.save_for_backward(input, target, output[1])  # the inputs themselves and a (groups, 3) tensor
-        ctx.backward_args = (per_sample, per_channel, region, elem, focal_alpha, focal_gamma)
-
-    def backward_loss(ctx, grad_loss, _grad_coef):
-        input, target, coef = ctx.saved_tensors
-        grad = None
-        if ctx.needs_input_grad[0]:
-            grad = ops.sigmoid_loss_backward(grad_loss, input, target, coef, *ctx.backward_args)
-        return (grad,) + (None,) * 16
-
-    def setup_map(ctx, inputs, output):
-        input, target, alpha, gamma = inputs
-        ctx.save_for_backward(input, target)
-        ctx.focal = (alpha, gamma)
-
-    def backward_map(ctx, grad_map):
-        input, target = ctx.saved_tensors
-        grad = None
-        if ctx.needs_input_grad[0]:
-            grad = ops.sigmoid_focal_map_backward(grad_map, input, target, *ctx.focal)
-        return grad, None, None, None
-
-    torch.library.register_autograd(f"{namespace}::sigmoid_loss", backward_loss, setup_context=setup_loss)
-    torch.library.register_autograd(f"{namespace}::sigmoid_focal_map", backward_map, setup_context=setup_map)
+    torch.library.register_autograd(f"{namespace}::{forward}", backward, setup_context=setup_context)

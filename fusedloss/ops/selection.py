@@ -67,7 +67,7 @@ def unavailable_reason(backend: str, device: torch.device, family: str = "sigmoi
         if device.type != CPP_BACKEND_DEVICE[backend]:
             return f"the {backend!r} backend runs on {CPP_BACKEND_DEVICE[backend]} tensors (got {device.type})"
         reason = cpp_ops.unavailable_reason(device.type, family)
-        if reason is None and sync and not cpp_ops.has_kernel(f"{family}_stats", device.type):
+        if reason is None and sync and not cpp_ops.has_built(f"{family}_stats", device.type):
             return f"the {backend!r} backend does not synchronise statistics across processes (sync=True) yet"
         return reason
     if backend == "triton":
