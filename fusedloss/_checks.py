@@ -52,16 +52,21 @@ def groups(input: torch.Tensor, per_sample: bool, per_channel: bool, weight) -> 
                          f"got a {input.dim()}-D input")
     if per_sample and input.dim() < 1:
         raise ValueError("per_sample=True needs input with a batch dim 0, got a 0-D input")
+    if isinstance(weight, torch.Tensor) and not per_channel:
+        raise ValueError("weight is per channel: it needs per_channel=True")
+    _dim1_weight(input, weight, "channel")
+
+
+def _dim1_weight(input: torch.Tensor, weight, unit: str) -> None:
+    """A weight per entry of input's dim 1 (per channel, or per class)."""
     if weight is None:
         return
     if not isinstance(weight, torch.Tensor):
-        raise TypeError(f"weight must be a 1-D torch.Tensor of per-channel weights or None, got {type(weight).__name__}")
-    if not per_channel:
-        raise ValueError("weight is per channel: it needs per_channel=True")
+        raise TypeError(f"weight must be a 1-D torch.Tensor of per-{unit} weights or None, got {type(weight).__name__}")
     if not weight.is_floating_point():
         raise TypeError(f"weight must be a floating tensor, got {weight.dtype}")
     if weight.shape != (input.shape[1],):
-        raise ValueError(f"weight must have shape ({input.shape[1]},), one per channel of input, "
+        raise ValueError(f"weight must have shape ({input.shape[1]},), one per {unit} of input, "
                          f"got {tuple(weight.shape)}")
     if weight.device != input.device:
         raise ValueError(f"weight is on {weight.device} but input is on {input.device}")
@@ -132,17 +137,7 @@ def _class_range(classes: int, target: torch.Tensor, ignore_index) -> None:
 
 
 def class_weight(input: torch.Tensor, weight) -> None:
-    if weight is None:
-        return
-    if not isinstance(weight, torch.Tensor):
-        raise TypeError(f"weight must be a 1-D torch.Tensor of per-class weights or None, got {type(weight).__name__}")
-    if not weight.is_floating_point():
-        raise TypeError(f"weight must be a floating tensor, got {weight.dtype}")
-    if weight.shape != (input.shape[1],):
-        raise ValueError(f"weight must have shape ({input.shape[1]},), one per class of input, "
-                         f"got {tuple(weight.shape)}")
-    if weight.device != input.device:
-        raise ValueError(f"weight is on {weight.device} but input is on {input.device}")
+    _dim1_weight(input, weight, "class")
 
 
 def sync_group(sync: bool, process_group, per_sample: bool = False):
