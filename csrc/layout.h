@@ -1,7 +1,12 @@
-// How the sigmoid kernels read input and target: in memory order when both are
-// dense with the same strides and the groups stay contiguous blocks (so a
-// channels_last tensor needs no copy), else as contiguous copies. The rule is
-// fusedloss/_spec.py's reads_in_place, which the ops' fake kernels follow too.
+// How the kernels read input and target, so that channels_last tensors need no
+// copy. The rules are fusedloss/_spec.py's (reads_in_place, class_strides),
+// which the ops' fake kernels follow too.
+//   sigmoid: in memory order when both are dense with the same strides and the
+//            groups stay contiguous blocks, else as contiguous copies;
+//   softmax: logit (n, c, pixel p) at n * sample + c * cls + p * pixel when the
+//            input is dense and its spatial dims one run of equal steps
+//            (contiguous, channels_last, channels_last_3d), else a contiguous
+//            copy; the target contiguous.
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -45,6 +50,37 @@ inline SigmoidOperands sigmoid_operands(const at::Tensor& input, const at::Tenso
                                         bool per_channel) {
   if (reads_in_place(input, target, per_sample, per_channel)) return {input, target, at::MemoryFormat::Preserve};
   return {input.contiguous(), target.contiguous(), at::MemoryFormat::Contiguous};
+}
+
+struct SoftmaxOperands {
+  at::Tensor input, target;
+  int64_t sample, cls, pixel;  // strides
+  at::MemoryFormat format;     // of the gradient: the input's own when read in place
+};
+
+inline bool class_strides(const at::Tensor& input, int64_t* pixel_stride) {
+  if (!dense(input)) return false;
+  int64_t pixel = 0, expected = 0;
+  for (int64_t d = input.dim() - 1; d >= 2; --d) {
+    if (input.size(d) == 1) continue;
+    if (pixel == 0) {
+      pixel = input.stride(d);
+    } else if (input.stride(d) != expected) {
+      return false;
+    }
+    expected = input.stride(d) * input.size(d);
+  }
+  *pixel_stride = pixel == 0 ? 1 : pixel;
+  return true;
+}
+
+inline SoftmaxOperands softmax_operands(const at::Tensor& input_, const at::Tensor& target) {
+  int64_t pixel = 1;
+  const bool in_place = class_strides(input_, &pixel);
+  const at::Tensor input = in_place ? input_ : input_.contiguous();
+  if (!in_place) class_strides(input, &pixel);
+  return {input, target.contiguous(), input.stride(0), input.stride(1), pixel,
+          in_place ? at::MemoryFormat::Preserve : at::MemoryFormat::Contiguous};
 }
 
 }  // namespace fusedloss

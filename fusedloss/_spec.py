@@ -130,3 +130,39 @@ def sigmoid_operands(input, target, per_sample: bool, per_channel: bool):
     if reads_in_place(input, target, per_sample, per_channel):
         return input, target, torch.preserve_format
     return input.contiguous(), target.contiguous(), torch.contiguous_format
+
+
+class SoftmaxOperands(NamedTuple):
+    """An (N, C, *spatial) input and (N, *spatial) target as the multi-class kernels
+    read them: logit (n, c, p) at ``n * strides[0] + c * strides[1] + p * strides[2]``,
+    p the flattened spatial index; the target contiguous; ``format``: the gradient's."""
+    input: torch.Tensor
+    target: torch.Tensor
+    strides: tuple
+    format: torch.memory_format
+
+
+def class_strides(input) -> tuple | None:
+    """(sample, class, pixel) strides when the multi-class kernels can read ``input``
+    where it lies: dense, with its spatial dims one run of equal steps (contiguous,
+    channels_last and channels_last_3d, where the classes are innermost); else None."""
+    if not _dense(input):
+        return None
+    pixel, expected = None, None
+    for dim in reversed(range(2, input.dim())):
+        if input.shape[dim] == 1:
+            continue
+        if pixel is None:
+            pixel = input.stride(dim)
+        elif input.stride(dim) != expected:
+            return None
+        expected = input.stride(dim) * input.shape[dim]
+    return input.stride(0), input.stride(1), 1 if pixel is None else pixel
+
+
+def softmax_operands(input, target) -> SoftmaxOperands:
+    strides = class_strides(input)
+    if strides is not None:
+        return SoftmaxOperands(input, target.contiguous(), strides, torch.preserve_format)
+    input = input.contiguous()
+    return SoftmaxOperands(input, target.contiguous(), class_strides(input), torch.contiguous_format)

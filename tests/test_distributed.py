@@ -1,6 +1,6 @@
-"""sync=True: statistics summed over ranks with torch.distributed (gloo, CPU
-processes) give every rank the loss of the whole batch, and each rank the
-whole-batch gradient of its own shard."""
+"""sync=True: statistics summed over ranks with torch.distributed (gloo,
+processes on the test device) give every rank the loss of the whole batch, and
+each rank the whole-batch gradient of its own shard."""
 
 import os
 
@@ -10,9 +10,10 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 import fusedloss
+import fusedloss.ops.synced
 from helpers import FUSED_BACKENDS, IGNORE, assert_close, make_class_pair, make_pair
 
-SYNC_BACKENDS = [b for b in FUSED_BACKENDS if b in ("triton", "cpu")] + ["reference"]
+SYNC_BACKENDS = FUSED_BACKENDS + ["reference"]
 
 CASES = {
     "dice_per_channel": ("sigmoid", lambda b: fusedloss.DiceLoss(per_channel=True, weight=[0.5, 2.0, 1.0],
@@ -61,6 +62,28 @@ def _worker(rank, world_size, init_file, case, backend):
 @pytest.mark.parametrize("case, world_size", [(case, 2) for case in sorted(CASES)] + [("dice_per_channel", 3)])
 def test_synced_statistics_equal_the_whole_batch(tmp_path, case, backend, world_size):
     mp.spawn(_worker, args=(world_size, str(tmp_path / "init"), case, backend), nprocs=world_size, join=True)
+
+
+@pytest.mark.parametrize("backend", FUSED_BACKENDS)
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_the_forward_in_two_halves_equals_the_fused_forward(monkeypatch, case, backend):
+    """The *_stats and *_finalize ops on their own (a world of one: the all-reduce
+    leaves the sums as they are) give the fused op's loss and gradient."""
+    monkeypatch.setattr(fusedloss.ops.synced, "_all_reduce", lambda tensor, group: tensor)
+    monkeypatch.setattr(dist, "is_initialized", lambda: True)
+    family, make = CASES[case]
+    criterion = make(backend)
+    x, t = _batch(family)
+    loss_fn = type(criterion).loss_fn
+    weight = {} if criterion.weight is None else {"weight": criterion.weight}
+    expected_x = x.clone().requires_grad_(True)
+    expected = loss_fn(expected_x, t, **{**criterion.options, "sync": False}, **weight)
+    (expected_grad,) = torch.autograd.grad(expected, expected_x)
+    halves_x = x.clone().requires_grad_(True)
+    halves = loss_fn(halves_x, t, **{**criterion.options, "process_group": "a world of one"}, **weight)
+    (halves_grad,) = torch.autograd.grad(halves, halves_x)
+    assert_close(halves.detach(), expected.detach(), torch.float64)
+    assert_close(halves_grad, expected_grad, torch.float64)
 
 
 def test_sync_needs_an_initialised_process_group_and_no_per_sample():

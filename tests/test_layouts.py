@@ -1,14 +1,15 @@
 """Any memory layout: channels_last (4-D and 5-D), permuted, sliced and
 expanded tensors give the reference's results. Where the layout lets them
-(dense, input and target with the same strides, groups still blocks of
-memory) the sigmoid kernels read the tensors in place: the gradient then comes
-back in the input's own layout, which shows no copy was made."""
+(sigmoid: dense, input and target with the same strides, groups still blocks
+of memory; softmax: a dense input whose spatial dims are one run of equal
+steps) the kernels read the tensors in place: the gradient then comes back in
+the input's own layout, which shows no copy was made."""
 
 import pytest
 import torch
 
 import fusedloss
-from helpers import (ALL_LOSSES, DEVICE, FUSED_BACKENDS, FUSED_SOFTMAX_BACKENDS, LOSS_PARAMS, assert_close,
+from helpers import (ALL_LOSSES, DEVICE, FUSED_BACKENDS, FUSED_SOFTMAX_BACKENDS, IGNORE, LOSS_PARAMS, assert_close,
                      make_class_pair, make_pair, multiclass_options)
 
 
@@ -73,14 +74,49 @@ def test_views_and_broadcast_targets(backend, name):
           **LOSS_PARAMS[name])
 
 
+MULTICLASS_LAYOUTS = {
+    "contiguous": lambda x, y: (x, y),
+    "channels_last": lambda x, y: (x.to(memory_format=torch.channels_last), y),
+    "channels_last_3d": lambda x, y: (x.unsqueeze(2).expand(-1, -1, 3, -1, -1).contiguous().to(
+        memory_format=torch.channels_last_3d), y.unsqueeze(1).expand(-1, 3, -1, -1)),
+    "classes_outermost": lambda x, y: (x.transpose(0, 1).contiguous().transpose(0, 1), y),
+}
+
+
+@pytest.mark.parametrize("backend", FUSED_SOFTMAX_BACKENDS)
+@pytest.mark.parametrize("layout", sorted(MULTICLASS_LAYOUTS))
+@pytest.mark.parametrize("name", ["dice", "focal", "dice_ce"])
+def test_multiclass_dense_layouts_read_in_place(backend, name, layout):
+    """Dense layouts whose spatial dims are one run of equal steps (contiguous,
+    channels_last, channels_last_3d, classes outermost) are read where they lie:
+    the gradient comes back with the input's strides. The target (an expanded
+    view in the 3-D case) is copied: it is C times smaller."""
+    x, y = MULTICLASS_LAYOUTS[layout](*make_class_pair((2, 5, 6, 7), torch.float32, torch.int64,
+                                                       ignore_fraction=0.1))
+    grad = check(fusedloss.MULTICLASS_LOSSES[name], x, y, backend, **multiclass_options(name, ignore_index=IGNORE))
+    assert grad.stride() == x.stride()
+
+
 @pytest.mark.parametrize("backend", FUSED_SOFTMAX_BACKENDS)
 @pytest.mark.parametrize("name", ["dice", "focal", "dice_ce"])
-def test_multiclass_layouts(backend, name):
+def test_multiclass_views_are_copied(backend, name):
     x, y = make_class_pair((2, 5, 6, 7), torch.float32, torch.int64)
-    fn = fusedloss.MULTICLASS_LOSSES[name]
-    options = multiclass_options(name)
-    check(fn, x.to(memory_format=torch.channels_last), y, backend, **options)
-    check(fn, x[:, :, ::2], y[:, ::2], backend, **options)
+    grad = check(fusedloss.MULTICLASS_LOSSES[name], x[:, :, ::2], y[:, ::2], backend, **multiclass_options(name))
+    assert grad.is_contiguous()
+
+
+@pytest.mark.parametrize("backend", FUSED_SOFTMAX_BACKENDS)
+@pytest.mark.parametrize("layout", ["channels_last", "channels_last_3d"])
+def test_multiclass_opcheck_output_layouts(backend, layout):
+    """The softmax ops' fake kernels promise the layouts the real kernels return."""
+    ops = fusedloss.ops.fused_ops(backend)
+    x, y = MULTICLASS_LAYOUTS[layout](*make_class_pair((2, 4, 5, 6), torch.float32, torch.int64))
+    spec = (True, 0.5, 0.5, 0.5, 1.0, 1.0, True, 0.25, 2.0, 1.0, True)
+    loss, coef = ops.softmax_loss(x, y, None, False, *spec, None, True, False, "mean")
+    torch.library.opcheck(ops.softmax_loss_backward, (torch.ones_like(loss), x, y, coef, False, True, True, 0.25,
+                                                      2.0, None))
+    torch.library.opcheck(ops.softmax_focal_map_backward, (torch.ones(y.shape, device=DEVICE), x, y, 0.25, 2.0,
+                                                           None))
 
 
 @pytest.mark.parametrize("backend", FUSED_BACKENDS)

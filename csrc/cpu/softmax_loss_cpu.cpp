@@ -1,5 +1,6 @@
-// CPU kernels of the softmax (multi-class) ops. Input (N, C, S) logits,
-// target (N, S) class indices. Work is cut into fixed chunks of kPixels
+// CPU kernels of the softmax (multi-class) ops. Input (N, C, S) logits, read
+// through (sample, class, pixel) strides (../layout.h: contiguous and
+// channels_last in place), target (N, S) class indices. Work is cut into fixed chunks of kPixels
 // pixels of one sample (the result does not depend on the thread count); a
 // chunk's softmax lives in a [C, kPixels] buffer, so no one-hot target and no
 // full softmax tensor exist. Loops run class-major over contiguous pixels.
@@ -16,6 +17,7 @@
 #include <limits>
 #include <vector>
 
+#include "../layout.h"
 #include "../sigmoid_math.h"
 
 namespace fusedloss {
@@ -44,7 +46,7 @@ struct ChunkSoftmax {
   explicit ChunkSoftmax(int64_t classes) : e(classes * kPixels) {}
 
   template <typename input_t, typename target_t>
-  void compute(const input_t* x, const target_t* y, int64_t classes, int64_t spatial, int64_t n,
+  void compute(const input_t* x, const target_t* y, int64_t classes, int64_t cls, int64_t pix, int64_t n,
                std::optional<int64_t> ignore_index) {
     for (int64_t i = 0; i < n; ++i) {
       label[i] = static_cast<int64_t>(y[i]);
@@ -53,12 +55,12 @@ struct ChunkSoftmax {
       total[i] = 0;
     }
     for (int64_t c = 0; c < classes; ++c) {
-      for (int64_t i = 0; i < n; ++i) top[i] = std::max(top[i], static_cast<acc_t>(x[c * spatial + i]));
+      for (int64_t i = 0; i < n; ++i) top[i] = std::max(top[i], static_cast<acc_t>(x[c * cls + i * pix]));
     }
     for (int64_t c = 0; c < classes; ++c) {
       acc_t* row = e.data() + c * kPixels;
       for (int64_t i = 0; i < n; ++i) {
-        row[i] = std::exp(static_cast<acc_t>(x[c * spatial + i]) - top[i]);
+        row[i] = std::exp(static_cast<acc_t>(x[c * cls + i * pix]) - top[i]);
         total[i] += row[i];
       }
     }
@@ -66,8 +68,8 @@ struct ChunkSoftmax {
 
   // log p_y and 1 - p_y (the other classes' share) of a valid pixel.
   template <typename input_t>
-  std::pair<acc_t, acc_t> target_terms(const input_t* x, int64_t spatial, int64_t i) const {
-    const acc_t x_y = static_cast<acc_t>(x[label[i] * spatial + i]);
+  std::pair<acc_t, acc_t> target_terms(const input_t* x, int64_t cls, int64_t pix, int64_t i) const {
+    const acc_t x_y = static_cast<acc_t>(x[label[i] * cls + i * pix]);
     const acc_t log_p_y = (x_y - top[i]) - std::log(total[i]);
     const acc_t rest = (total[i] - e[label[i] * kPixels + i]) / total[i];
     return {log_p_y, rest};
@@ -107,7 +109,8 @@ struct SoftmaxSums {
 
 SoftmaxSums softmax_group_sums(const Tensor& input_, const Tensor& target_, bool per_sample, bool region, bool elem,
                                double focal_alpha, double focal_gamma, std::optional<int64_t> ignore_index) {
-  const Tensor input = input_.contiguous(), target = target_.contiguous();
+  const SoftmaxOperands ops = softmax_operands(input_, target_);
+  const Tensor &input = ops.input, &target = ops.target;
   const SoftmaxShape shape(input);
   const int64_t C = shape.classes, jobs = shape.batch * shape.chunks_per_sample;
   // Per job: C x (I, P, T), then (E, valid pixels).
@@ -121,9 +124,9 @@ SoftmaxSums softmax_group_sums(const Tensor& input_, const Tensor& target_, bool
       const input_t* x = input.const_data_ptr<input_t>();
       const target_t* y = target.const_data_ptr<target_t>();
       for_each_chunk(shape, [&](int64_t sample, int64_t chunk, int64_t first, int64_t n) {
-        const input_t* xs = x + sample * C * shape.spatial + first;
+        const input_t* xs = x + sample * ops.sample + first * ops.pixel;
         ChunkSoftmax<acc_t> sm(C);
-        sm.compute(xs, y + sample * shape.spatial + first, C, shape.spatial, n, ignore_index);
+        sm.compute(xs, y + sample * shape.spatial + first, C, ops.cls, ops.pixel, n, ignore_index);
         const int64_t job = sample * shape.chunks_per_sample + chunk;
         if (region) {
           for (int64_t c = 0; c < C; ++c) {
@@ -146,7 +149,7 @@ SoftmaxSums softmax_group_sums(const Tensor& input_, const Tensor& target_, bool
         if (elem) {
           for (int64_t i = 0; i < n; ++i) {
             if (!sm.valid[i]) continue;
-            const auto [log_p_y, rest] = sm.target_terms(xs, shape.spatial, i);
+            const auto [log_p_y, rest] = sm.target_terms(xs, ops.cls, ops.pixel, i);
             sum_e += softmax_focal_terms<StdMath>(log_p_y, rest, acc_t(focal_alpha), acc_t(focal_gamma)).loss;
             count += 1;
           }
@@ -277,10 +280,11 @@ template <bool MAP>
 Tensor softmax_backward_cpu(const Tensor& upstream_, const Tensor& input_, const Tensor& target_, const Tensor* coef_,
                             bool per_sample, bool region, bool elem, double focal_alpha, double focal_gamma,
                             std::optional<int64_t> ignore_index) {
-  const Tensor input = input_.contiguous(), target = target_.contiguous();
+  const SoftmaxOperands ops = softmax_operands(input_, target_);
+  const Tensor &input = ops.input, &target = ops.target;
   const SoftmaxShape shape(input);
   const int64_t C = shape.classes;
-  Tensor grad = at::empty_like(input, at::MemoryFormat::Contiguous);
+  Tensor grad = at::empty_like(input, ops.format);  // the input's strides: written at the offsets read
   // The focal map's upstream stays in the input's dtype (a full-size map); the per-group one is tiny.
   const Tensor upstream = upstream_.to(MAP ? input.scalar_type() : at::kDouble).contiguous();
   Tensor scaled;  // per-group (c_I, c_P) times the upstream gradient
@@ -301,9 +305,9 @@ Tensor softmax_backward_cpu(const Tensor& upstream_, const Tensor& input_, const
       const double* c = MAP ? nullptr : scaled.const_data_ptr<double>();
       const input_t* up = MAP ? upstream.const_data_ptr<input_t>() : nullptr;
       for_each_chunk(shape, [&](int64_t sample, int64_t, int64_t first, int64_t n) {
-        const int64_t base = sample * C * shape.spatial + first;
+        const int64_t base = sample * ops.sample + first * ops.pixel;
         ChunkSoftmax<acc_t> sm(C);
-        sm.compute(x + base, y + sample * shape.spatial + first, C, shape.spatial, n, ignore_index);
+        sm.compute(x + base, y + sample * shape.spatial + first, C, ops.cls, ops.pixel, n, ignore_index);
         const double* gc = MAP ? nullptr : c + (per_sample ? sample * C : 0) * 3;
         acc_t dot[kPixels] = {}, factor[kPixels] = {};
         if (region && !MAP) {  // dot_i = sum_k p_k g_k, class-major over contiguous pixels
@@ -318,7 +322,7 @@ Tensor softmax_backward_cpu(const Tensor& upstream_, const Tensor& input_, const
         for (int64_t i = 0; i < n; ++i) {
           if (!sm.valid[i]) continue;
           if (elem || MAP) {
-            const auto [log_p_y, rest] = sm.target_terms(x + base, shape.spatial, i);
+            const auto [log_p_y, rest] = sm.target_terms(x + base, ops.cls, ops.pixel, i);
             const acc_t a = softmax_focal_terms<StdMath>(log_p_y, rest, acc_t(focal_alpha), acc_t(focal_gamma)).dloss;
             factor[i] = a * (MAP ? acc_t(up[sample * shape.spatial + first + i]) : acc_t(elem_coef));
           }
@@ -332,7 +336,7 @@ Tensor softmax_backward_cpu(const Tensor& upstream_, const Tensor& input_, const
               if (region && !MAP) g += p * ((hit ? acc_t(gc[3 * k]) : acc_t(0)) + acc_t(gc[3 * k + 1]) - dot[i]);
               if (elem || MAP) g += factor[i] * (p - (hit ? acc_t(1) : acc_t(0)));
             }
-            out[base + k * shape.spatial + i] = static_cast<input_t>(g);
+            out[base + k * ops.cls + i * ops.pixel] = static_cast<input_t>(g);
           }
         }
       });
@@ -356,7 +360,8 @@ Tensor softmax_focal_map_backward_cpu(const Tensor& grad_map, const Tensor& inpu
 
 Tensor softmax_focal_map_cpu(const Tensor& input_, const Tensor& target_, double alpha, double gamma,
                              std::optional<int64_t> ignore_index) {
-  const Tensor input = input_.contiguous(), target = target_.contiguous();
+  const SoftmaxOperands ops = softmax_operands(input_, target_);
+  const Tensor &input = ops.input, &target = ops.target;
   const SoftmaxShape shape(input);
   const int64_t C = shape.classes;
   Tensor out = at::empty(target.sizes(), input.options());
@@ -369,13 +374,13 @@ Tensor softmax_focal_map_cpu(const Tensor& input_, const Tensor& target_, double
       const target_t* y = target.const_data_ptr<target_t>();
       input_t* o = out.mutable_data_ptr<input_t>();
       for_each_chunk(shape, [&](int64_t sample, int64_t, int64_t first, int64_t n) {
-        const int64_t base = sample * C * shape.spatial + first;
+        const int64_t base = sample * ops.sample + first * ops.pixel;
         ChunkSoftmax<acc_t> sm(C);
-        sm.compute(x + base, y + sample * shape.spatial + first, C, shape.spatial, n, ignore_index);
+        sm.compute(x + base, y + sample * shape.spatial + first, C, ops.cls, ops.pixel, n, ignore_index);
         for (int64_t i = 0; i < n; ++i) {
           acc_t loss = 0;
           if (sm.valid[i]) {
-            const auto [log_p_y, rest] = sm.target_terms(x + base, shape.spatial, i);
+            const auto [log_p_y, rest] = sm.target_terms(x + base, ops.cls, ops.pixel, i);
             loss = softmax_focal_terms<StdMath>(log_p_y, rest, acc_t(alpha), acc_t(gamma)).loss;
           }
           o[sample * shape.spatial + first + i] = static_cast<input_t>(loss);

@@ -251,6 +251,59 @@ std::tuple<Tensor, Tensor> sigmoid_loss_cuda(const Tensor& input_, const Tensor&
   return {loss, coef};
 }
 
+// The two halves on their own, for statistics summed across processes (ops/synced.py):
+// the stats kernel, then each group's partials summed by torch (a fixed-order
+// reduction, no atomics); the finalize kernel on those sums, one part per group.
+Tensor sigmoid_stats_cuda(const Tensor& input_, const Tensor& target_, bool per_sample, bool per_channel,
+                          bool region, bool elem, double focal_alpha, double focal_gamma) {
+  const c10::cuda::CUDAGuard device_guard(input_.device());
+  const SigmoidOperands operands = sigmoid_operands(input_, target_, per_sample, per_channel);
+  const Tensor &input = operands.input, &target = operands.target;
+  const GroupLayout layout = group_layout(input.sizes(), per_sample, per_channel);
+  const SigmoidLossParams lp{region, 0, 0, 0, 1, 1, elem, focal_alpha, focal_gamma, 1, false};
+  const Plan plan(layout, input);
+  const int64_t members = layout.rows / layout.num_groups;
+  const auto acc_dtype = input.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+  Tensor partials = at::empty({plan.blocks, 4}, input.options().dtype(acc_dtype));
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "sigmoid_stats_cuda", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    stats_kernel<scalar_t, acc_t><<<plan.blocks, kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
+        input.const_data_ptr<scalar_t>(), target_reader(target), partials.mutable_data_ptr<acc_t>(), layout.row_len,
+        plan.chunks_per_row, layout.num_groups, members, plan.steps, lp);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  });
+  return partials.view({layout.num_groups, members * plan.chunks_per_row, 4}).sum(1);
+}
+
+std::tuple<Tensor, Tensor> sigmoid_finalize_cuda(const Tensor& sums_, const std::optional<Tensor>& weight,
+                                                 int64_t num_channels, int64_t group_size, bool region,
+                                                 double tv_alpha, double tv_beta, double smooth, double region_gamma,
+                                                 double region_weight, bool elem, double elem_weight, bool elem_mean,
+                                                 c10::string_view reduction_name, c10::IntArrayRef loss_shape) {
+  const c10::cuda::CUDAGuard device_guard(sums_.device());
+  TORCH_CHECK(sums_.dim() == 2 && sums_.size(1) == 4, "fusedloss: sums must be (groups, 4), got ", sums_.sizes());
+  const auto acc_dtype = sums_.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+  const Tensor sums = sums_.to(acc_dtype).contiguous();
+  const int64_t num_groups = sums.size(0);
+  const SigmoidLossParams lp{region, tv_alpha, tv_beta, smooth, region_gamma, region_weight,
+                             elem, 0, 0, elem_weight, elem_mean};
+  const Reduction reduction = parse_reduction(reduction_name);
+  Tensor group_losses = at::empty({num_groups}, sums.options());
+  Tensor loss = reduction == Reduction::None ? group_losses.view(loss_shape) : at::empty({}, sums.options());
+  Tensor coef = at::empty({num_groups, 3}, sums.options());
+  Tensor weight_acc;
+  if (weight.has_value()) weight_acc = weight->to(sums.options()).contiguous();
+  AT_DISPATCH_FLOATING_TYPES(acc_dtype, "sigmoid_finalize_cuda", [&] {
+    finalize_kernel<scalar_t><<<1, kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
+        sums.const_data_ptr<scalar_t>(), weight_acc.defined() ? weight_acc.const_data_ptr<scalar_t>() : nullptr,
+        group_losses.mutable_data_ptr<scalar_t>(), loss.mutable_data_ptr<scalar_t>(),
+        coef.mutable_data_ptr<scalar_t>(), num_groups, /*parts_per_group=*/1, num_channels, group_size, lp,
+        reduction);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  });
+  return {loss, coef};
+}
+
 Tensor sigmoid_loss_backward_cuda(const Tensor& grad_loss_, const Tensor& input_, const Tensor& target_,
                                   const Tensor& coef, bool per_sample, bool per_channel, bool region, bool elem,
                                   double focal_alpha, double focal_gamma) {
@@ -318,6 +371,8 @@ TORCH_LIBRARY_IMPL(fusedloss_C, CUDA, m) {
   m.impl("sigmoid_loss_backward", &sigmoid_loss_backward_cuda);
   m.impl("sigmoid_focal_map", &sigmoid_focal_map_cuda);
   m.impl("sigmoid_focal_map_backward", &sigmoid_focal_map_backward_cuda);
+  m.impl("sigmoid_stats", &sigmoid_stats_cuda);
+  m.impl("sigmoid_finalize", &sigmoid_finalize_cuda);
 }
 
 }  // namespace fusedloss

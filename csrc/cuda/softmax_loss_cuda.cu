@@ -1,5 +1,6 @@
-// CUDA kernels of the softmax (multi-class) ops. Input (N, C, S) logits,
-// target (N, S) class indices; one thread per pixel, looping over the classes
+// CUDA kernels of the softmax (multi-class) ops. Input (N, C, S) logits, read
+// through (sample, class, pixel) strides (../layout.h: contiguous and
+// channels_last in place), target (N, S) class indices; one thread per pixel, looping over the classes
 // (reads of x[c * S + pixel] are coalesced across the warp). The softmax lives
 // in registers: no one-hot target, no softmax tensor.
 //   stats_kernel     per (block, warp) partial class sums [C][I, P, T] (warp
@@ -16,9 +17,11 @@
 #include <ATen/cuda/CUDAContext.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/empty_like.h>
+#include <ATen/ops/zeros.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
 
+#include "../layout.h"
 #include "../sigmoid_math.h"
 
 namespace fusedloss {
@@ -49,6 +52,10 @@ ClassMapReader class_map_reader(const Tensor& target) {
   return {target.const_data_ptr(), static_cast<int>(target.element_size())};
 }
 
+struct Strides {
+  int64_t sample, cls, pixel;
+};
+
 struct Shape {
   int64_t batch, classes, spatial, steps, chunks_per_sample, blocks;
   Shape(const Tensor& input) {
@@ -67,29 +74,29 @@ struct Shape {
 // One pixel's softmax pieces: max logit and sum of exp(x - max), and its label.
 template <typename input_t, typename acc_t>
 struct Pixel {
-  const input_t* x;  // this pixel's logit of class 0; class c at x[c * spatial]
+  const input_t* x;  // this pixel's logit of class 0; class c at x[c * cls]
   int64_t label;
   bool valid;
   acc_t top, total;
 
-  __device__ Pixel(const input_t* x_, int64_t label_, bool inside, int64_t classes, int64_t spatial,
+  __device__ Pixel(const input_t* x_, int64_t label_, bool inside, int64_t classes, int64_t cls,
                    bool has_ignore, int64_t ignore_index)
       : x(x_), label(label_) {
     valid = inside && label >= 0 && label < classes && !(has_ignore && label == ignore_index);
     top = -INFINITY;
     total = 0;
     if (!inside) return;
-    for (int64_t c = 0; c < classes; ++c) top = max(top, static_cast<acc_t>(x[c * spatial]));
-    for (int64_t c = 0; c < classes; ++c) total += std::exp(static_cast<acc_t>(x[c * spatial]) - top);
+    for (int64_t c = 0; c < classes; ++c) top = max(top, static_cast<acc_t>(x[c * cls]));
+    for (int64_t c = 0; c < classes; ++c) total += std::exp(static_cast<acc_t>(x[c * cls]) - top);
   }
 
-  __device__ acc_t p(int64_t c, int64_t spatial) const {
-    return std::exp(static_cast<acc_t>(x[c * spatial]) - top) / total;
+  __device__ acc_t p(int64_t c, int64_t cls) const {
+    return std::exp(static_cast<acc_t>(x[c * cls]) - top) / total;
   }
 
   // The focal loss and its gradient factor A (sigmoid_math.h), valid pixels only.
-  __device__ FocalTerms<acc_t> focal(int64_t spatial, acc_t alpha, acc_t gamma) const {
-    const acc_t shifted = static_cast<acc_t>(x[label * spatial]) - top;
+  __device__ FocalTerms<acc_t> focal(int64_t cls, acc_t alpha, acc_t gamma) const {
+    const acc_t shifted = static_cast<acc_t>(x[label * cls]) - top;
     const acc_t log_p_y = shifted - std::log(total);
     const acc_t rest = (total - std::exp(shifted)) / total;
     return softmax_focal_terms<StdMath>(log_p_y, rest, alpha, gamma);
@@ -106,8 +113,8 @@ template <typename input_t, typename acc_t>
 __global__ void __launch_bounds__(kThreads) stats_kernel(const input_t* __restrict__ x, ClassMapReader y,
                                                          acc_t* __restrict__ class_partials,
                                                          acc_t* __restrict__ elem_partials, int64_t classes,
-                                                         int64_t spatial, int64_t chunks_per_sample, int64_t steps,
-                                                         bool has_ignore, int64_t ignore_index, bool region,
+                                                         int64_t spatial, Strides s, int64_t chunks_per_sample,
+                                                         int64_t steps, bool has_ignore, int64_t ignore_index, bool region,
                                                          bool elem, acc_t alpha, acc_t gamma) {
   const int64_t sample = blockIdx.x / chunks_per_sample, chunk = blockIdx.x % chunks_per_sample;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
@@ -120,12 +127,12 @@ __global__ void __launch_bounds__(kThreads) stats_kernel(const input_t* __restri
   for (int64_t step = 0; step < steps; ++step) {
     const int64_t pixel = (chunk * steps + step) * kThreads + threadIdx.x;
     const bool inside = pixel < spatial;
-    const Pixel<input_t, acc_t> px(x + sample * classes * spatial + (inside ? pixel : 0),
-                                   inside ? y(sample * spatial + pixel) : -1, inside, classes, spatial, has_ignore,
+    const Pixel<input_t, acc_t> px(x + sample * s.sample + (inside ? pixel : 0) * s.pixel,
+                                   inside ? y(sample * spatial + pixel) : -1, inside, classes, s.cls, has_ignore,
                                    ignore_index);
     if (region) {
       for (int64_t c = 0; c < classes; ++c) {
-        const acc_t p = px.valid ? px.p(c, spatial) : acc_t(0);
+        const acc_t p = px.valid ? px.p(c, s.cls) : acc_t(0);
         const bool hit = px.valid && px.label == c;
         const acc_t sum_i = warp_sum(hit ? p : acc_t(0));
         const acc_t sum_p = warp_sum(p);
@@ -138,7 +145,7 @@ __global__ void __launch_bounds__(kThreads) stats_kernel(const input_t* __restri
       }
     }
     if (elem && px.valid) {
-      sum_e += px.focal(spatial, alpha, gamma).loss;
+      sum_e += px.focal(s.cls, alpha, gamma).loss;
       count += 1;
     }
   }
@@ -217,7 +224,7 @@ template <typename input_t, typename acc_t, bool MAP>
 __global__ void __launch_bounds__(kThreads) backward_kernel(
     const input_t* __restrict__ x, ClassMapReader y, const acc_t* __restrict__ coef,
     const acc_t* __restrict__ grad_loss, int64_t grad_loss_group_stride, const input_t* __restrict__ grad_map,
-    input_t* __restrict__ grad, int64_t classes, int64_t spatial, int64_t chunks_per_sample, int64_t steps,
+    input_t* __restrict__ grad, int64_t classes, int64_t spatial, Strides s, int64_t chunks_per_sample, int64_t steps,
     bool has_ignore, int64_t ignore_index, bool per_sample, bool region, bool elem, acc_t alpha, acc_t gamma) {
   const int64_t sample = blockIdx.x / chunks_per_sample, chunk = blockIdx.x % chunks_per_sample;
   const int64_t group_base = per_sample ? sample * classes : 0;
@@ -225,8 +232,8 @@ __global__ void __launch_bounds__(kThreads) backward_kernel(
   for (int64_t step = 0; step < steps; ++step) {
     const int64_t pixel = (chunk * steps + step) * kThreads + threadIdx.x;
     if (pixel >= spatial) continue;  // no warp-wide operations below
-    const int64_t base = sample * classes * spatial + pixel;
-    const Pixel<input_t, acc_t> px(x + base, y(sample * spatial + pixel), true, classes, spatial, has_ignore,
+    const int64_t base = sample * s.sample + pixel * s.pixel;  // the gradient has the input's strides
+    const Pixel<input_t, acc_t> px(x + base, y(sample * spatial + pixel), true, classes, s.cls, has_ignore,
                                    ignore_index);
     // g_c = c_I[c = y] + c_P, times the upstream gradient of the group.
     auto g = [&](int64_t c) {
@@ -237,21 +244,21 @@ __global__ void __launch_bounds__(kThreads) backward_kernel(
     acc_t dot = 0, factor = 0;
     if (px.valid) {
       if (!MAP && region) {
-        for (int64_t c = 0; c < classes; ++c) dot += px.p(c, spatial) * g(c);
+        for (int64_t c = 0; c < classes; ++c) dot += px.p(c, s.cls) * g(c);
       }
       if (MAP || elem) {
-        factor = px.focal(spatial, alpha, gamma).dloss * (MAP ? static_cast<acc_t>(grad_map[sample * spatial + pixel])
+        factor = px.focal(s.cls, alpha, gamma).dloss * (MAP ? static_cast<acc_t>(grad_map[sample * spatial + pixel])
                                                               : elem_coef);
       }
     }
     for (int64_t c = 0; c < classes; ++c) {
       acc_t value = 0;
       if (px.valid) {
-        const acc_t p = px.p(c, spatial);
+        const acc_t p = px.p(c, s.cls);
         if (!MAP && region) value += p * (g(c) - dot);
         if (MAP || elem) value += factor * (p - (px.label == c ? acc_t(1) : acc_t(0)));
       }
-      grad[base + c * spatial] = static_cast<input_t>(value);
+      grad[base + c * s.cls] = static_cast<input_t>(value);
     }
   }
 }
@@ -259,17 +266,73 @@ __global__ void __launch_bounds__(kThreads) backward_kernel(
 template <typename input_t, typename acc_t>
 __global__ void __launch_bounds__(kThreads) focal_map_kernel(const input_t* __restrict__ x, ClassMapReader y,
                                                              input_t* __restrict__ out, int64_t classes,
-                                                             int64_t spatial, int64_t chunks_per_sample,
+                                                             int64_t spatial, Strides s, int64_t chunks_per_sample,
                                                              int64_t steps, bool has_ignore, int64_t ignore_index,
                                                              acc_t alpha, acc_t gamma) {
   const int64_t sample = blockIdx.x / chunks_per_sample, chunk = blockIdx.x % chunks_per_sample;
   for (int64_t step = 0; step < steps; ++step) {
     const int64_t pixel = (chunk * steps + step) * kThreads + threadIdx.x;
     if (pixel >= spatial) continue;
-    const Pixel<input_t, acc_t> px(x + sample * classes * spatial + pixel, y(sample * spatial + pixel), true,
-                                   classes, spatial, has_ignore, ignore_index);
-    out[sample * spatial + pixel] = static_cast<input_t>(px.valid ? px.focal(spatial, alpha, gamma).loss : acc_t(0));
+    const Pixel<input_t, acc_t> px(x + sample * s.sample + pixel * s.pixel, y(sample * spatial + pixel), true,
+                                   classes, s.cls, has_ignore, ignore_index);
+    out[sample * spatial + pixel] = static_cast<input_t>(px.valid ? px.focal(s.cls, alpha, gamma).loss : acc_t(0));
   }
+}
+
+// The stats kernel's per-warp partials: class sums (parts, C, 3) (a dummy when
+// there is no region term) and element sums (parts, 2).
+struct Partials {
+  Tensor classes, elems;
+};
+
+Strides strides_of(const SoftmaxOperands& ops) { return {ops.sample, ops.cls, ops.pixel}; }
+
+Partials launch_stats(const SoftmaxOperands& ops, const Shape& shape, bool region, bool elem,
+                      double focal_alpha, double focal_gamma, std::optional<int64_t> ignore_index) {
+  const Tensor &input = ops.input, &target = ops.target;
+  const int64_t C = shape.classes, parts = shape.blocks * kWarps;
+  const auto options = input.options().dtype(input.scalar_type() == at::kDouble ? at::kDouble : at::kFloat);
+  Partials partials{at::empty({region ? parts : 1, C, 3}, options), at::empty({parts, 2}, options)};
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "softmax_stats_cuda", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    stats_kernel<scalar_t, acc_t><<<shape.blocks, kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
+        input.const_data_ptr<scalar_t>(), class_map_reader(target), partials.classes.mutable_data_ptr<acc_t>(),
+        partials.elems.mutable_data_ptr<acc_t>(), C, shape.spatial, strides_of(ops), shape.chunks_per_sample, shape.steps,
+        ignore_index.has_value(), ignore_index.value_or(0), region, elem, static_cast<acc_t>(focal_alpha),
+        static_cast<acc_t>(focal_gamma));
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  });
+  return partials;
+}
+
+// The formula over `parts` element partials and, per group, `parts_per_sample`
+// class partials of each sample (all `parts` of them without per_sample).
+std::tuple<Tensor, Tensor> launch_finalize(const Partials& partials, const std::optional<Tensor>& weight,
+                                           int64_t classes, int64_t groups, int64_t parts_per_sample, int64_t parts,
+                                           bool per_sample, const SigmoidLossParams& lp, bool include_background,
+                                           bool exclude_empty, Reduction reduction, c10::IntArrayRef loss_shape) {
+  const auto options = partials.elems.options();
+  Tensor scratch = at::empty({groups, 4}, options);
+  Tensor group_losses = at::empty({groups}, options);
+  Tensor loss = reduction == Reduction::None ? group_losses.view(loss_shape) : at::empty({}, options);
+  Tensor coef = at::empty({groups, 3}, options);
+  Tensor weight_acc;
+  if (weight.has_value()) weight_acc = weight->to(options).contiguous();
+  AT_DISPATCH_FLOATING_TYPES(options.dtype().toScalarType(), "softmax_finalize_cuda", [&] {
+    finalize_kernel<scalar_t><<<1, kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
+        partials.classes.const_data_ptr<scalar_t>(), partials.elems.const_data_ptr<scalar_t>(),
+        weight_acc.defined() ? weight_acc.const_data_ptr<scalar_t>() : nullptr,
+        scratch.mutable_data_ptr<scalar_t>(), group_losses.mutable_data_ptr<scalar_t>(),
+        loss.mutable_data_ptr<scalar_t>(), coef.mutable_data_ptr<scalar_t>(), groups, classes, parts_per_sample,
+        parts, per_sample, include_background, exclude_empty, lp, reduction);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  });
+  return {loss, coef};
+}
+
+std::vector<int64_t> loss_shape_of(const Tensor& input, bool per_sample) {
+  if (per_sample) return {input.size(0), input.size(1)};
+  return {input.size(1)};
 }
 
 std::tuple<Tensor, Tensor> softmax_loss_cuda(const Tensor& input_, const Tensor& target_,
@@ -280,43 +343,58 @@ std::tuple<Tensor, Tensor> softmax_loss_cuda(const Tensor& input_, const Tensor&
                                              std::optional<int64_t> ignore_index, bool include_background,
                                              bool exclude_empty, c10::string_view reduction_name) {
   const c10::cuda::CUDAGuard device_guard(input_.device());
-  const Tensor input = input_.contiguous(), target = target_.contiguous();
+  const SoftmaxOperands ops = softmax_operands(input_, target_);
+  const Tensor &input = ops.input, &target = ops.target;
   const Shape shape(input);
-  const int64_t C = shape.classes, parts = shape.blocks * kWarps;
-  const int64_t groups = per_sample ? shape.batch * C : C;
   const SigmoidLossParams lp{region, tv_alpha, tv_beta, smooth, region_gamma, region_weight,
                              elem, focal_alpha, focal_gamma, elem_weight, elem_mean};
-  const Reduction reduction = parse_reduction(reduction_name);
-  const auto acc_dtype = input.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
-  const auto options = input.options().dtype(acc_dtype);
-  Tensor class_partials = at::empty({region ? parts * C * 3 : 1}, options);
-  Tensor elem_partials = at::empty({parts, 2}, options);
-  Tensor scratch = at::empty({groups, 4}, options);
-  Tensor group_losses = at::empty({groups}, options);
-  Tensor loss = reduction == Reduction::None
-                    ? group_losses.view(per_sample ? c10::IntArrayRef{shape.batch, C} : c10::IntArrayRef{C})
-                    : at::empty({}, options);
-  Tensor coef = at::empty({groups, 3}, options);
-  Tensor weight_acc;
-  if (weight.has_value()) weight_acc = weight->to(acc_dtype).contiguous();
-  const auto stream = at::cuda::getCurrentCUDAStream();
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "softmax_loss_cuda", [&] {
-    using acc_t = at::opmath_type<scalar_t>;
-    stats_kernel<scalar_t, acc_t><<<shape.blocks, kThreads, 0, stream>>>(
-        input.const_data_ptr<scalar_t>(), class_map_reader(target), class_partials.mutable_data_ptr<acc_t>(),
-        elem_partials.mutable_data_ptr<acc_t>(), C, shape.spatial, shape.chunks_per_sample, shape.steps,
-        ignore_index.has_value(), ignore_index.value_or(0), region, elem, static_cast<acc_t>(focal_alpha),
-        static_cast<acc_t>(focal_gamma));
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
-    finalize_kernel<acc_t><<<1, kThreads, 0, stream>>>(
-        class_partials.const_data_ptr<acc_t>(), elem_partials.const_data_ptr<acc_t>(),
-        weight_acc.defined() ? weight_acc.const_data_ptr<acc_t>() : nullptr, scratch.mutable_data_ptr<acc_t>(),
-        group_losses.mutable_data_ptr<acc_t>(), loss.mutable_data_ptr<acc_t>(), coef.mutable_data_ptr<acc_t>(),
-        groups, C, shape.chunks_per_sample * kWarps, parts, per_sample, include_background, exclude_empty, lp,
-        reduction);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
-  });
-  return {loss, coef};
+  const Partials partials =
+      launch_stats(ops, shape, region, elem, focal_alpha, focal_gamma, ignore_index);
+  return launch_finalize(partials, weight, shape.classes, per_sample ? shape.batch * shape.classes : shape.classes,
+                         shape.chunks_per_sample * kWarps, shape.blocks * kWarps, per_sample, lp,
+                         include_background, exclude_empty, parse_reduction(reduction_name),
+                         loss_shape_of(input, per_sample));
+}
+
+// The two halves on their own, for statistics summed across processes (ops/synced.py):
+// the partials summed by torch (fixed-order reductions, no atomics) into the
+// per-group class sums (groups, 3) and the element sums [E, valid pixels].
+std::tuple<Tensor, Tensor> softmax_stats_cuda(const Tensor& input_, const Tensor& target_, bool per_sample,
+                                              bool region, bool elem, double focal_alpha, double focal_gamma,
+                                              std::optional<int64_t> ignore_index) {
+  const c10::cuda::CUDAGuard device_guard(input_.device());
+  const SoftmaxOperands ops = softmax_operands(input_, target_);
+  const Tensor &input = ops.input, &target = ops.target;
+  const Shape shape(input);
+  const int64_t C = shape.classes, groups = per_sample ? shape.batch * C : C;
+  const Partials partials =
+      launch_stats(ops, shape, region, elem, focal_alpha, focal_gamma, ignore_index);
+  Tensor class_sums = !region ? at::zeros({groups, 3}, partials.elems.options())
+                      : per_sample ? partials.classes.view({shape.batch, -1, C, 3}).sum(1).view({groups, 3})
+                                   : partials.classes.sum(0);
+  return {class_sums, partials.elems.sum(0)};
+}
+
+std::tuple<Tensor, Tensor> softmax_finalize_cuda(const Tensor& class_sums, const Tensor& elem_sums,
+                                                 const std::optional<Tensor>& weight, int64_t num_classes,
+                                                 bool per_sample, bool region, double tv_alpha, double tv_beta,
+                                                 double smooth, double region_gamma, double region_weight, bool elem,
+                                                 double elem_weight, bool elem_mean, bool include_background,
+                                                 bool exclude_empty, c10::string_view reduction_name,
+                                                 c10::IntArrayRef loss_shape) {
+  const c10::cuda::CUDAGuard device_guard(class_sums.device());
+  TORCH_CHECK(class_sums.dim() == 2 && class_sums.size(1) == 3 && class_sums.size(0) % num_classes == 0,
+              "fusedloss: class_sums must be (groups, 3) with groups a multiple of ", num_classes, ", got ",
+              class_sums.sizes());
+  TORCH_CHECK(elem_sums.numel() == 2, "fusedloss: elem_sums must hold 2 values, got ", elem_sums.sizes());
+  const auto acc_dtype = class_sums.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+  const SigmoidLossParams lp{region, tv_alpha, tv_beta, smooth, region_gamma, region_weight,
+                             elem, 0, 0, elem_weight, elem_mean};
+  // Already one part per group (and one element part).
+  const Partials sums{class_sums.to(acc_dtype).contiguous(), elem_sums.to(acc_dtype).contiguous().view({1, 2})};
+  return launch_finalize(sums, weight, num_classes, class_sums.size(0), /*parts_per_sample=*/1, /*parts=*/1,
+                         per_sample, lp, include_background, exclude_empty, parse_reduction(reduction_name),
+                         loss_shape);
 }
 
 template <bool MAP>
@@ -324,9 +402,10 @@ Tensor softmax_backward_cuda(const Tensor& upstream_, const Tensor& input_, cons
                              const Tensor* coef, bool per_sample, bool region, bool elem, double focal_alpha,
                              double focal_gamma, std::optional<int64_t> ignore_index) {
   const c10::cuda::CUDAGuard device_guard(input_.device());
-  const Tensor input = input_.contiguous(), target = target_.contiguous();
+  const SoftmaxOperands ops = softmax_operands(input_, target_);
+  const Tensor &input = ops.input, &target = ops.target;
   const Shape shape(input);
-  Tensor grad = at::empty_like(input, at::MemoryFormat::Contiguous);
+  Tensor grad = at::empty_like(input, ops.format);  // the input's strides: written at the offsets read
   const auto acc_dtype = input.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
   const Tensor upstream = upstream_.to(MAP ? input.scalar_type() : acc_dtype).contiguous();
   const auto stream = at::cuda::getCurrentCUDAStream();
@@ -336,7 +415,8 @@ Tensor softmax_backward_cuda(const Tensor& upstream_, const Tensor& input_, cons
         input.const_data_ptr<scalar_t>(), class_map_reader(target),
         MAP ? nullptr : coef->const_data_ptr<acc_t>(), MAP ? nullptr : upstream.const_data_ptr<acc_t>(),
         upstream.dim() > 0 ? 1 : 0, MAP ? upstream.const_data_ptr<scalar_t>() : nullptr,
-        grad.mutable_data_ptr<scalar_t>(), shape.classes, shape.spatial, shape.chunks_per_sample, shape.steps,
+        grad.mutable_data_ptr<scalar_t>(), shape.classes, shape.spatial, strides_of(ops), shape.chunks_per_sample,
+        shape.steps,
         ignore_index.has_value(), ignore_index.value_or(0), per_sample, region, elem,
         static_cast<acc_t>(focal_alpha), static_cast<acc_t>(focal_gamma));
     C10_CUDA_KERNEL_LAUNCH_CHECK();
@@ -360,7 +440,8 @@ Tensor softmax_focal_map_backward_cuda(const Tensor& grad_map, const Tensor& inp
 Tensor softmax_focal_map_cuda(const Tensor& input_, const Tensor& target_, double alpha, double gamma,
                               std::optional<int64_t> ignore_index) {
   const c10::cuda::CUDAGuard device_guard(input_.device());
-  const Tensor input = input_.contiguous(), target = target_.contiguous();
+  const SoftmaxOperands ops = softmax_operands(input_, target_);
+  const Tensor &input = ops.input, &target = ops.target;
   const Shape shape(input);
   Tensor out = at::empty(target.sizes(), input.options());
   const auto stream = at::cuda::getCurrentCUDAStream();
@@ -368,7 +449,7 @@ Tensor softmax_focal_map_cuda(const Tensor& input_, const Tensor& target_, doubl
     using acc_t = at::opmath_type<scalar_t>;
     focal_map_kernel<scalar_t, acc_t><<<shape.blocks, kThreads, 0, stream>>>(
         input.const_data_ptr<scalar_t>(), class_map_reader(target), out.mutable_data_ptr<scalar_t>(),
-        shape.classes, shape.spatial, shape.chunks_per_sample, shape.steps, ignore_index.has_value(),
+        shape.classes, shape.spatial, strides_of(ops), shape.chunks_per_sample, shape.steps, ignore_index.has_value(),
         ignore_index.value_or(0), static_cast<acc_t>(alpha), static_cast<acc_t>(gamma));
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
@@ -382,6 +463,8 @@ TORCH_LIBRARY_IMPL(fusedloss_C, CUDA, m) {
   m.impl("softmax_loss_backward", &softmax_loss_backward_cuda);
   m.impl("softmax_focal_map", &softmax_focal_map_cuda);
   m.impl("softmax_focal_map_backward", &softmax_focal_map_backward_cuda);
+  m.impl("softmax_stats", &softmax_stats_cuda);
+  m.impl("softmax_finalize", &softmax_finalize_cuda);
 }
 
 }  // namespace fusedloss

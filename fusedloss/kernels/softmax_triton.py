@@ -1,7 +1,8 @@
 """Triton kernels for the softmax (multi-class) loss family.
 
-Input (N, C, *spatial) logits, contiguous, seen as (N, C, S); target (N, S)
-integer class indices. A program takes one sample and tiles of pixels, loads
+Input (N, C, *spatial) logits seen as (N, C, S) through (sample, class, pixel)
+strides, so contiguous and channels_last (classes innermost) layouts are read
+where they lie (_spec.softmax_operands); target (N, S) integer class indices. A program takes one sample and tiles of pixels, loads
 all C logits of each pixel at once ([C, pixels] in registers), computes the
 softmax there, and accumulates every class's I, P, T and the element loss
 (-alpha (1 - p_y)**gamma log p_y; CE is gamma = 0) of its pixels: no one-hot
@@ -23,12 +24,13 @@ import torch
 import triton
 import triton.language as tl
 
+from .._spec import softmax_operands
 from .triton_common import (REDUCTION_CODE, acc_dtypes, on_input_device, param, pow_or_zero, region_terms,
                             sm_count, split, store_as, writable)
 
 @triton.jit
-def _pixel_softmax(x_ptr, y_ptr, sample, pixels, num_classes, spatial, ignore_index,
-                   HAS_IGNORE: tl.constexpr, BLOCK_C: tl.constexpr, ACC: tl.constexpr):
+def _pixel_softmax(x_ptr, y_ptr, sample, pixels, num_classes, spatial, sample_stride, class_stride, pixel_stride,
+                   ignore_index, HAS_IGNORE: tl.constexpr, BLOCK_C: tl.constexpr, ACC: tl.constexpr):
     """Softmax of a [classes, pixels] tile. Returns x, p, e (unnormalised exp),
     the log-sum-exp pieces (max, total), the target's one-hot tile `hit`, the
     valid-pixel mask and the tile offsets."""
@@ -39,7 +41,8 @@ def _pixel_softmax(x_ptr, y_ptr, sample, pixels, num_classes, spatial, ignore_in
     valid = pixel_mask & (y >= 0) & (y < num_classes)
     if HAS_IGNORE:
         valid = valid & (y != ignore_index)
-    offsets = sample * num_classes * spatial + classes.to(tl.int64)[:, None] * spatial + pixels[None, :]
+    offsets = (sample * sample_stride + classes.to(tl.int64)[:, None] * class_stride
+               + pixels.to(tl.int64)[None, :] * pixel_stride)
     tile_mask = class_mask[:, None] & pixel_mask[None, :]
     x = tl.load(x_ptr + offsets, mask=tile_mask, other=float("-inf")).to(ACC)
     top = tl.max(x, axis=0)
@@ -70,7 +73,7 @@ def _focal_terms(x, e, top, total, hit, alpha, gamma):
 @triton.jit
 def _stats_kernel(
     x_ptr, y_ptr, class_partial_ptr, elem_partial_ptr,
-    num_classes, spatial, chunks_per_sample, iters, ignore_index,
+    num_classes, spatial, sample_stride, class_stride, pixel_stride, chunks_per_sample, iters, ignore_index,
     focal_alpha_hi, focal_alpha_lo, focal_gamma_hi, focal_gamma_lo,
     REGION: tl.constexpr, ELEM: tl.constexpr, HAS_IGNORE: tl.constexpr,
     BLOCK_C: tl.constexpr, BLOCK_S: tl.constexpr, ACC: tl.constexpr,
@@ -88,7 +91,8 @@ def _stats_kernel(
     for step in range(0, iters):
         pixels = (chunk * iters + step) * BLOCK_S + tl.arange(0, BLOCK_S)
         x, p, e, top, total, hit, valid, _, _ = _pixel_softmax(
-            x_ptr, y_ptr, sample, pixels, num_classes, spatial, ignore_index, HAS_IGNORE, BLOCK_C, ACC)
+            x_ptr, y_ptr, sample, pixels, num_classes, spatial, sample_stride, class_stride, pixel_stride,
+            ignore_index, HAS_IGNORE, BLOCK_C, ACC)
         if REGION:
             sum_i += tl.where(hit, p, 0.0)
             sum_p += tl.where(valid[None, :], p, 0.0)
@@ -228,7 +232,8 @@ def _finalize_kernel(
 @triton.jit
 def _backward_kernel(
     x_ptr, y_ptr, coef_ptr, grad_out_ptr, grad_ptr,
-    num_classes, spatial, chunks_per_sample, iters, ignore_index, grad_out_group_stride,
+    num_classes, spatial, sample_stride, class_stride, pixel_stride, chunks_per_sample, iters, ignore_index,
+    grad_out_group_stride,
     focal_alpha_hi, focal_alpha_lo, focal_gamma_hi, focal_gamma_lo,
     REGION: tl.constexpr, ELEM: tl.constexpr, HAS_IGNORE: tl.constexpr, PER_SAMPLE: tl.constexpr,
     GRAD_OUT_PER_PIXEL: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_S: tl.constexpr, ACC: tl.constexpr,
@@ -257,7 +262,8 @@ def _backward_kernel(
     for step in range(0, iters):
         pixels = (chunk * iters + step) * BLOCK_S + tl.arange(0, BLOCK_S)
         x, p, e, top, total, hit, valid, offsets, tile_mask = _pixel_softmax(
-            x_ptr, y_ptr, sample, pixels, num_classes, spatial, ignore_index, HAS_IGNORE, BLOCK_C, ACC)
+            x_ptr, y_ptr, sample, pixels, num_classes, spatial, sample_stride, class_stride, pixel_stride,
+            ignore_index, HAS_IGNORE, BLOCK_C, ACC)
         grad = tl.zeros([BLOCK_C, BLOCK_S], ACC)
         if REGION:
             g = tl.where(hit, coef_i[:, None], 0.0) + coef_p[:, None]
@@ -275,7 +281,8 @@ def _backward_kernel(
 
 @triton.jit
 def _focal_map_kernel(
-    x_ptr, y_ptr, out_ptr, num_classes, spatial, chunks_per_sample, ignore_index,
+    x_ptr, y_ptr, out_ptr, num_classes, spatial, sample_stride, class_stride, pixel_stride, chunks_per_sample,
+    ignore_index,
     focal_alpha_hi, focal_alpha_lo, focal_gamma_hi, focal_gamma_lo,
     HAS_IGNORE: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_S: tl.constexpr, ACC: tl.constexpr,
     OUT_BF16: tl.constexpr,
@@ -286,7 +293,8 @@ def _focal_map_kernel(
     sample = pid // chunks_per_sample
     pixels = (pid % chunks_per_sample) * BLOCK_S + tl.arange(0, BLOCK_S)
     x, p, e, top, total, hit, valid, _, _ = _pixel_softmax(
-        x_ptr, y_ptr, sample, pixels, num_classes, spatial, ignore_index, HAS_IGNORE, BLOCK_C, ACC)
+        x_ptr, y_ptr, sample, pixels, num_classes, spatial, sample_stride, class_stride, pixel_stride,
+        ignore_index, HAS_IGNORE, BLOCK_C, ACC)
     loss, _ = _focal_terms(x, e, top, total, hit, focal_alpha, focal_gamma)
     store_as(out_ptr + sample * spatial + pixels, tl.where(valid, loss, 0.0), pixels < spatial, OUT_BF16)
 
@@ -324,14 +332,14 @@ def _stats(input, target, region, elem, focal_alpha, focal_gamma, ignore_index):
     """Launch the statistics kernel: class partials (programs, C, 3), element partials
     (programs, 2) and the plan."""
     acc, ACC = acc_dtypes(input)
-    x, y = input.contiguous(), target.contiguous()
+    x, y, strides, _ = softmax_operands(input, target)
     plan = _Plan(x)
     ignore_value, has_ignore = _ignore(ignore_index)
     class_partials = torch.empty((plan.programs, x.shape[1], 3), dtype=acc, device=x.device)
     elem_partials = torch.empty((plan.programs, 2), dtype=acc, device=x.device)
     _stats_kernel[(plan.programs,)](
         x, y, class_partials, elem_partials,
-        x.shape[1], plan.spatial, plan.chunks_per_sample, plan.iters, ignore_value,
+        x.shape[1], plan.spatial, *strides, plan.chunks_per_sample, plan.iters, ignore_value,
         *split(focal_alpha), *split(focal_gamma),
         REGION=region, ELEM=elem, HAS_IGNORE=has_ignore, BLOCK_C=plan.block_c, BLOCK_S=plan.block_s, ACC=ACC,
         num_warps=plan.num_warps,
@@ -405,13 +413,14 @@ def softmax_finalize(class_sums, elem_sums, weight, num_classes, per_sample, reg
 def softmax_loss_backward(grad_loss, input, target, coef, per_sample, region, elem, focal_alpha, focal_gamma,
                           ignore_index):
     _, ACC = acc_dtypes(input)
-    x, y = input.contiguous(), target.contiguous()
+    x, y, strides, _ = softmax_operands(input, target)
     plan = _Plan(x)
     ignore_value, has_ignore = _ignore(ignore_index)
-    grad = torch.empty_like(x, memory_format=torch.contiguous_format)
+    grad = torch.empty_like(x)  # x's strides: written at the offsets read
     _backward_kernel[(plan.programs,)](
         x, y, coef, grad_loss.contiguous(), writable(grad),
-        x.shape[1], plan.spatial, plan.chunks_per_sample, plan.iters, ignore_value, 1 if grad_loss.dim() > 0 else 0,
+        x.shape[1], plan.spatial, *strides, plan.chunks_per_sample, plan.iters, ignore_value,
+        1 if grad_loss.dim() > 0 else 0,
         *split(focal_alpha), *split(focal_gamma),
         REGION=region, ELEM=elem, HAS_IGNORE=has_ignore, PER_SAMPLE=per_sample, GRAD_OUT_PER_PIXEL=False,
         BLOCK_C=plan.block_c, BLOCK_S=plan.block_s, ACC=ACC, GRAD_BF16=x.dtype == torch.bfloat16,
@@ -428,13 +437,13 @@ def _map_grid(plan, batch):
 @on_input_device
 def softmax_focal_map(input, target, alpha, gamma, ignore_index):
     _, ACC = acc_dtypes(input)
-    x, y = input.contiguous(), target.contiguous()
+    x, y, strides, _ = softmax_operands(input, target)
     plan = _Plan(x)
     ignore_value, has_ignore = _ignore(ignore_index)
     out = torch.empty(y.shape, dtype=x.dtype, device=x.device)
     tiles, grid = _map_grid(plan, x.shape[0])
     _focal_map_kernel[grid](
-        x, y, writable(out), x.shape[1], plan.spatial, tiles, ignore_value, *split(alpha), *split(gamma),
+        x, y, writable(out), x.shape[1], plan.spatial, *strides, tiles, ignore_value, *split(alpha), *split(gamma),
         HAS_IGNORE=has_ignore, BLOCK_C=plan.block_c, BLOCK_S=plan.block_s, ACC=ACC,
         OUT_BF16=x.dtype == torch.bfloat16, num_warps=plan.num_warps,
     )
@@ -444,14 +453,14 @@ def softmax_focal_map(input, target, alpha, gamma, ignore_index):
 @on_input_device
 def softmax_focal_map_backward(grad_map, input, target, alpha, gamma, ignore_index):
     _, ACC = acc_dtypes(input)
-    x, y = input.contiguous(), target.contiguous()
+    x, y, strides, _ = softmax_operands(input, target)
     plan = _Plan(x)
     ignore_value, has_ignore = _ignore(ignore_index)
-    grad = torch.empty_like(x, memory_format=torch.contiguous_format)
+    grad = torch.empty_like(x)  # x's strides: written at the offsets read
     tiles, grid = _map_grid(plan, x.shape[0])
     _backward_kernel[grid](
         x, y, x, grad_map.contiguous(), writable(grad),
-        x.shape[1], plan.spatial, tiles, 1, ignore_value, 0,
+        x.shape[1], plan.spatial, *strides, tiles, 1, ignore_value, 0,
         *split(alpha), *split(gamma),
         REGION=False, ELEM=True, HAS_IGNORE=has_ignore, PER_SAMPLE=False, GRAD_OUT_PER_PIXEL=True,
         BLOCK_C=plan.block_c, BLOCK_S=plan.block_s, ACC=ACC, GRAD_BF16=x.dtype == torch.bfloat16,

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import torch
 
-from .._spec import group_layout, sigmoid_operands
+from .._spec import group_layout, sigmoid_operands, softmax_operands
 
 SIGMOID_SCHEMAS = {
     "sigmoid_loss": (
@@ -104,8 +104,8 @@ def _fake_focal_map(input, target, *args):
     return torch.empty_like(input, memory_format=sigmoid_operands(input, target, False, False)[2])
 
 
-def _fake_gradient(grad, input, *args):
-    return torch.empty_like(input, memory_format=torch.contiguous_format)
+def _fake_softmax_gradient(grad, input, target, *args):
+    return torch.empty_like(input, memory_format=softmax_operands(input, target).format)
 
 
 def _fake_softmax_loss(input, target, weight, per_sample, *args):
@@ -127,9 +127,9 @@ FAKES = {
     "sigmoid_focal_map": _fake_focal_map,
     "sigmoid_focal_map_backward": lambda grad_map, input, target, *args: _fake_focal_map(input, target),
     "softmax_loss": _fake_softmax_loss,
-    "softmax_loss_backward": _fake_gradient,
+    "softmax_loss_backward": _fake_softmax_gradient,
     "softmax_focal_map": _fake_softmax_focal_map,
-    "softmax_focal_map_backward": _fake_gradient,
+    "softmax_focal_map_backward": _fake_softmax_gradient,
 }
 
 
