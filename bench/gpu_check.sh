@@ -6,9 +6,10 @@
 #   bash bench/gpu_check.sh OUTDIR
 #
 # Writes 8 files into OUTDIR, no subfolders: env.txt (date, commit, nvidia-smi, versions,
-# install log), tests.log, sanitizer.log, bench.log, results.json, results.md,
+# install log), tests.log, sanitizer.log, bench.log (the kernel profile, then the
+# benchmark's log), results.json, results.md,
 # throughput.png (if matplotlib is there) and steps.txt (each step's exit status and time).
-# Every command runs under `timeout`; the limits below add up to at most 475 s. A failing
+# Every command runs under `timeout`; the limits below add up to at most 555 s. A failing
 # step does not stop the later ones; the exit status is 1 if any step failed.
 # PYTHON (default python3) picks the interpreter that has torch.
 set -u
@@ -24,21 +25,25 @@ PYTHON=${PYTHON:-$(command -v python3 || command -v python)}
 cd "$REPO" || exit 2
 
 # Limits in seconds; each `timeout -k 5` may add 5 s of grace:
-#   environment 10 + 15, install 100 + 20 (it compiles the CUDA extension), tests 150,
-#   compute-sanitizer 30 + 30, benchmark 80  (+ 8 x 5 grace = 475 s).
+#   environment 10 + 15, install 100 + 20 (it compiles the CUDA extension), tests 180
+#   (in parallel with pytest-xdist where it is installed), compute-sanitizer 35 + 35,
+#   kernel profile 30, benchmark 85  (+ 9 x 5 grace = 555 s).
 # The benchmark starts no new case after BENCH_BUDGET s, so it writes its reports well
 # before its own limit (and on SIGTERM it still writes what it has).
 NVIDIA_SMI_LIMIT=10
 INFO_LIMIT=15
 INSTALL_LIMIT=100
 IMPORT_LIMIT=20
-TESTS_LIMIT=${TESTS_LIMIT:-150}
-SANITIZER_LIMIT=${SANITIZER_LIMIT:-30}
-BENCH_LIMIT=${BENCH_LIMIT:-80}
-BENCH_BUDGET=${BENCH_BUDGET:-60}
+TESTS_LIMIT=${TESTS_LIMIT:-180}
+SANITIZER_LIMIT=${SANITIZER_LIMIT:-35}
+BENCH_LIMIT=${BENCH_LIMIT:-85}
+BENCH_BUDGET=${BENCH_BUDGET:-65}
+PROFILE_LIMIT=${PROFILE_LIMIT:-30}
+TEST_WORKERS=${TEST_WORKERS:-12}
 export MAX_JOBS=${MAX_JOBS:-$(nproc)}  # parallel nvcc for the extension build
 
 unset TRITON_INTERPRET FUSEDLOSS_BACKEND  # real kernels on the GPU, backends chosen by the code
+export PYTHONUNBUFFERED=1
 ENV_TXT="$OUT/env.txt"
 STEPS="$OUT/steps.txt"
 : >"$ENV_TXT"
@@ -119,9 +124,17 @@ record "install" "$((install_status || import_status))" "$start" "$detail"
 
 # --- 3. the test suite, on the GPU ------------------------------------------------------
 start=$(date +%s)
-timeout -k 5 "$TESTS_LIMIT" "$PYTHON" -m pytest tests --maxfail=20 -q -W ignore::DeprecationWarning >"$OUT/tests.log" 2>&1
+# Triton and inductor compile on the CPU: spread the tests over processes (one GPU
+# serves them all), each compiling on one thread.
+parallel=()
+if "$PYTHON" -c "import xdist" 2>/dev/null; then
+    parallel=(-n "$TEST_WORKERS")
+fi
+TORCHINDUCTOR_COMPILE_THREADS=1 timeout -k 5 "$TESTS_LIMIT" "$PYTHON" -m pytest tests "${parallel[@]}" --maxfail=50 \
+    -q -rfEs --durations=15 -W ignore::DeprecationWarning -p no:cacheprovider >"$OUT/tests.log" 2>&1
 tests_status=$?
-tail -n 15 "$OUT/tests.log"
+grep -E "^(FAILED|ERROR)" "$OUT/tests.log" | head -n 40
+tail -n 3 "$OUT/tests.log"
 record "tests" "$tests_status" "$start"
 
 # --- 4. compute-sanitizer over every fused CUDA kernel ----------------------------------
@@ -140,9 +153,15 @@ done
 grep -E "^(--- |=+ ERROR SUMMARY)" "$OUT/sanitizer.log"
 record "compute-sanitizer" "$sanitizer_status" "$start"
 
-# --- 5. the quick benchmark ---------------------------------------------------------------
+# --- 5. kernel by kernel: where a call's time goes ----------------------------------------
 start=$(date +%s)
-timeout -k 5 "$BENCH_LIMIT" "$PYTHON" bench/main.py --preset quick --out "$OUT" --time-budget "$BENCH_BUDGET" >"$OUT/bench.log" 2>&1
+timeout -k 5 "$PROFILE_LIMIT" "$PYTHON" bench/kernel_profile.py >"$OUT/bench.log" 2>&1
+record "kernel profile" "$?" "$start"
+
+# --- 6. the quick benchmark ---------------------------------------------------------------
+start=$(date +%s)
+echo "--- bench/main.py --preset quick" >>"$OUT/bench.log"
+timeout -k 5 "$BENCH_LIMIT" "$PYTHON" bench/main.py --preset quick --out "$OUT" --time-budget "$BENCH_BUDGET" >>"$OUT/bench.log" 2>&1
 bench_status=$?
 grep -E "^(note|wrote|[0-9]+ measurement)" "$OUT/bench.log" | tail -n 25
 record "benchmark" "$bench_status" "$start"

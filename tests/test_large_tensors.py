@@ -1,6 +1,7 @@
 """More than 2**31 elements: 64-bit offsets in every kernel. On a GPU the fused
-CUDA backends run it; on the CPU the C++ backend, when the machine has the
-memory (~13 GiB: bf16 logits, bool target, bf16 gradient). The Triton
+CUDA backends run the binary and the multi-class Dice; on the CPU the C++
+backend runs the binary one, when the machine has the memory (~13 GiB: bf16
+logits, bool target, bf16 gradient). The Triton
 interpreter would take tens of minutes over 2**31 elements: not run on CPU."""
 
 import pytest
@@ -27,9 +28,9 @@ def _backends():
     return [b for b in FUSED_BACKENDS if b != "triton"]
 
 
-def _chunks():
-    for start in range(0, NUMEL, CHUNK):
-        yield start, min(NUMEL, start + CHUNK)
+def _chunks_of(numel):
+    for start in range(0, numel, CHUNK):
+        yield start, min(numel, start + CHUNK)
 
 
 def _pattern(start, stop):
@@ -45,7 +46,7 @@ def test_dice_over_int32_range(backend):
     x = torch.empty(NUMEL, dtype=torch.bfloat16, device=DEVICE)
     t = torch.empty(NUMEL, dtype=torch.bool, device=DEVICE)
     sums = torch.zeros(3, dtype=torch.float64, device=DEVICE)
-    for start, stop in _chunks():
+    for start, stop in _chunks_of(NUMEL):
         logits, mask = _pattern(start, stop)
         x[start:stop] = logits
         t[start:stop] = mask
@@ -65,3 +66,42 @@ def test_dice_over_int32_range(backend):
         p = torch.sigmoid(x.detach()[part].double())
         want = (d_inter * t[part].double() + d_pred) * p * (1 - p)
         torch.testing.assert_close(grad[part].double(), want, rtol=1e-2, atol=1e-12)
+
+
+MULTICLASS_PIXELS = 2**30 + 4099  # x (1, 2, pixels): past the int32 range in elements
+
+
+@pytest.mark.skipif(DEVICE.type != "cuda", reason="GPU only: the CPU C++ multi-class kernels would take minutes "
+                    "over 2**31 elements (the CPU's 64-bit offsets are covered by the binary test)")
+@pytest.mark.skipif(DEVICE.type == "cuda" and _available_bytes() < 24 * 2**30,
+                    reason="needs ~12 GiB of free GPU memory for 2**31 elements")
+@pytest.mark.parametrize("backend", FUSED_BACKENDS)
+def test_multiclass_dice_over_int32_range(backend):
+    classes, smooth = 2, 1.0
+    x = torch.empty((1, classes, MULTICLASS_PIXELS), dtype=torch.bfloat16, device=DEVICE)
+    y = torch.empty((1, MULTICLASS_PIXELS), dtype=torch.uint8, device=DEVICE)
+    sums = torch.zeros(3, classes, dtype=torch.float64, device=DEVICE)  # I, P, T per class
+    for start, stop in _chunks_of(MULTICLASS_PIXELS):
+        logits, mask = _pattern(start, stop)
+        x[0, 0, start:stop] = logits
+        x[0, 1, start:stop] = -logits * 0.5
+        y[0, start:stop] = mask.to(torch.uint8)
+        p = torch.softmax(x[0, :, start:stop].double(), dim=0)
+        hit = torch.nn.functional.one_hot(y[0, start:stop].long(), classes).T.double()
+        sums += torch.stack([(p * hit).sum(1), p.sum(1), hit.sum(1)])
+    inter, pred, true = sums
+    denom = pred + true + smooth
+    expected = (1 - (2 * inter + smooth) / denom).mean()
+
+    x.requires_grad_(True)
+    loss = fusedloss.dice_loss(x, y, mode="multiclass", smooth=smooth, backend=backend)
+    torch.testing.assert_close(loss.double(), expected, rtol=1e-4, atol=0)
+    (grad,) = torch.autograd.grad(loss, x)
+    # dL/dx_c = p_c (g_c - sum_k p_k g_k), g_k = dL/dI_k [y = k] + dL/dP_k; both ends of the tensor.
+    d_inter, d_pred = -2 / (classes * denom), (2 * inter + smooth) / (classes * denom**2)
+    for part in (slice(0, 4096), slice(MULTICLASS_PIXELS - 4096, MULTICLASS_PIXELS)):
+        p = torch.softmax(x.detach()[0, :, part].double(), dim=0)
+        hit = torch.nn.functional.one_hot(y[0, part].long(), classes).T.double()
+        g = d_inter[:, None] * hit + d_pred[:, None]
+        want = p * (g - (p * g).sum(0, keepdim=True))
+        torch.testing.assert_close(grad[0, :, part].double(), want, rtol=1e-2, atol=1e-12)

@@ -3,9 +3,9 @@
 //   stats_kernel     one block per (row, chunk): one read of input and target,
 //                    block-reduced partial sums [I, P, T, E] (warp shuffles,
 //                    then shared memory: a fixed tree, no atomics);
-//   finalize_kernel  one block: each thread combines its groups' partials in a
-//                    fixed order and applies the formula; thread 0 reduces the
-//                    groups in order;
+//   (torch sums each group's block partials: a parallel fixed-order reduction)
+//   finalize_kernel  one block: the formula per group (a thread each), then
+//                    thread 0 reduces the groups in order;
 //   backward_kernel  one block per (row, chunk): re-reads, recomputes sigmoid,
 //                    writes dL/dx;
 //   focal_map_kernel the per-element focal loss (reduction='none') and its backward.
@@ -71,7 +71,8 @@ struct Plan {
     const int sms = at::cuda::getDeviceProperties(input.device().index())->multiProcessorCount;
     const int64_t steps_per_row = (layout.row_len + kStep - 1) / kStep;
     const int64_t target_blocks = int64_t(sms) * 8;
-    steps = std::max<int64_t>(1, std::min(steps_per_row, (layout.rows * steps_per_row + target_blocks - 1) / target_blocks));
+    const int64_t even_share = (layout.rows * steps_per_row + target_blocks - 1) / target_blocks;
+    steps = std::max<int64_t>(1, std::min(steps_per_row, even_share));
     chunks_per_row = (steps_per_row + steps - 1) / steps;
     blocks = layout.rows * chunks_per_row;
   }
@@ -130,22 +131,19 @@ __global__ void __launch_bounds__(kThreads) stats_kernel(const input_t* __restri
 }
 
 template <typename acc_t>
-__global__ void __launch_bounds__(kThreads) finalize_kernel(const acc_t* __restrict__ partials,
+__global__ void __launch_bounds__(kThreads) finalize_kernel(const acc_t* __restrict__ sums,
                                                             const acc_t* __restrict__ weight,
                                                             acc_t* __restrict__ group_losses,
                                                             acc_t* __restrict__ loss, acc_t* __restrict__ coef,
-                                                            int64_t num_groups, int64_t parts_per_group,
-                                                            int64_t num_channels, int64_t group_size,
-                                                            SigmoidLossParams lp, Reduction reduction) {
+                                                            int64_t num_groups, int64_t num_channels,
+                                                            int64_t group_size, SigmoidLossParams lp,
+                                                            Reduction reduction) {
   const acc_t out_scale = reduction == Reduction::Mean ? acc_t(1) / acc_t(num_groups) : acc_t(1);
   const acc_t elem_scale = lp.elem_mean ? acc_t(lp.elem_weight) / acc_t(group_size) : acc_t(lp.elem_weight);
   for (int64_t g = threadIdx.x; g < num_groups; g += kThreads) {
-    acc_t sums[4] = {0, 0, 0, 0};
-    for (int64_t q = 0; q < parts_per_group; ++q) {
-      for (int k = 0; k < 4; ++k) sums[k] += partials[(g * parts_per_group + q) * 4 + k];
-    }
+    const acc_t* s = sums + 4 * g;  // I, P, T, E
     const acc_t group_weight = weight != nullptr ? weight[g % num_channels] : acc_t(1);
-    const auto r = finalize_group<acc_t>(sums[0], sums[1], sums[2], sums[3], group_weight, out_scale, elem_scale, lp);
+    const auto r = finalize_group<acc_t>(s[0], s[1], s[2], s[3], group_weight, out_scale, elem_scale, lp);
     group_losses[g] = r.loss;
     coef[3 * g + 0] = r.coef_i;
     coef[3 * g + 1] = r.coef_p;
@@ -209,51 +207,10 @@ __global__ void __launch_bounds__(kThreads) focal_map_kernel(const input_t* __re
   }
 }
 
-std::tuple<Tensor, Tensor> sigmoid_loss_cuda(const Tensor& input_, const Tensor& target_,
-                                             const std::optional<Tensor>& weight, bool per_sample, bool per_channel,
-                                             bool region, double tv_alpha, double tv_beta, double smooth,
-                                             double region_gamma, double region_weight, bool elem,
-                                             double focal_alpha, double focal_gamma, double elem_weight,
-                                             bool elem_mean, c10::string_view reduction_name) {
-  const c10::cuda::CUDAGuard device_guard(input_.device());
-  const SigmoidOperands operands = sigmoid_operands(input_, target_, per_sample, per_channel);
-  const Tensor &input = operands.input, &target = operands.target;
-  const GroupLayout layout = group_layout(input.sizes(), per_sample, per_channel);
-  const SigmoidLossParams lp{region, tv_alpha, tv_beta, smooth, region_gamma, region_weight,
-                             elem, focal_alpha, focal_gamma, elem_weight, elem_mean};
-  const Reduction reduction = parse_reduction(reduction_name);
-  const Plan plan(layout, input);
-  const int64_t members = layout.rows / layout.num_groups;
-  const auto acc_dtype = input.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
-  const auto acc_options = input.options().dtype(acc_dtype);
-  Tensor partials = at::empty({plan.blocks, 4}, acc_options);
-  Tensor group_losses = at::empty({layout.num_groups}, acc_options);
-  Tensor loss = reduction == Reduction::None ? group_losses.view(layout.shape) : at::empty({}, acc_options);
-  Tensor coef = at::empty({layout.num_groups, 3}, acc_options);
-  Tensor weight_acc;
-  if (weight.has_value()) weight_acc = weight->to(acc_dtype).contiguous();
-  const auto stream = at::cuda::getCurrentCUDAStream();
-  const TargetReader t = target_reader(target);
-
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "sigmoid_loss_cuda", [&] {
-    using acc_t = at::opmath_type<scalar_t>;
-    stats_kernel<scalar_t, acc_t><<<plan.blocks, kThreads, 0, stream>>>(
-        input.const_data_ptr<scalar_t>(), t, partials.mutable_data_ptr<acc_t>(), layout.row_len,
-        plan.chunks_per_row, layout.num_groups, members, plan.steps, lp);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
-    finalize_kernel<acc_t><<<1, kThreads, 0, stream>>>(
-        partials.const_data_ptr<acc_t>(), weight_acc.defined() ? weight_acc.const_data_ptr<acc_t>() : nullptr,
-        group_losses.mutable_data_ptr<acc_t>(), loss.mutable_data_ptr<acc_t>(), coef.mutable_data_ptr<acc_t>(),
-        layout.num_groups, members * plan.chunks_per_row, layout.num_channels, members * layout.row_len, lp,
-        reduction);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
-  });
-  return {loss, coef};
-}
-
-// The two halves on their own, for statistics summed across processes (ops/synced.py):
-// the stats kernel, then each group's partials summed by torch (a fixed-order
-// reduction, no atomics); the finalize kernel on those sums, one part per group.
+// The forward in two halves, also used on their own for statistics summed across
+// processes (ops/synced.py): the stats kernel, then each group's block partials
+// summed by torch (a fixed-order, parallel reduction: no atomics, and no single
+// thread walking a thousand partials); then the finalize kernel on those sums.
 Tensor sigmoid_stats_cuda(const Tensor& input_, const Tensor& target_, bool per_sample, bool per_channel,
                           bool region, bool elem, double focal_alpha, double focal_gamma) {
   const c10::cuda::CUDAGuard device_guard(input_.device());
@@ -297,11 +254,24 @@ std::tuple<Tensor, Tensor> sigmoid_finalize_cuda(const Tensor& sums_, const std:
     finalize_kernel<scalar_t><<<1, kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
         sums.const_data_ptr<scalar_t>(), weight_acc.defined() ? weight_acc.const_data_ptr<scalar_t>() : nullptr,
         group_losses.mutable_data_ptr<scalar_t>(), loss.mutable_data_ptr<scalar_t>(),
-        coef.mutable_data_ptr<scalar_t>(), num_groups, /*parts_per_group=*/1, num_channels, group_size, lp,
-        reduction);
+        coef.mutable_data_ptr<scalar_t>(), num_groups, num_channels, group_size, lp, reduction);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
   return {loss, coef};
+}
+
+std::tuple<Tensor, Tensor> sigmoid_loss_cuda(const Tensor& input, const Tensor& target,
+                                             const std::optional<Tensor>& weight, bool per_sample, bool per_channel,
+                                             bool region, double tv_alpha, double tv_beta, double smooth,
+                                             double region_gamma, double region_weight, bool elem,
+                                             double focal_alpha, double focal_gamma, double elem_weight,
+                                             bool elem_mean, c10::string_view reduction) {
+  const GroupLayout layout = group_layout(input.sizes(), per_sample, per_channel);
+  const Tensor sums = sigmoid_stats_cuda(input, target, per_sample, per_channel, region, elem, focal_alpha,
+                                         focal_gamma);
+  return sigmoid_finalize_cuda(sums, weight, layout.num_channels, layout.rows / layout.num_groups * layout.row_len,
+                               region, tv_alpha, tv_beta, smooth, region_gamma, region_weight, elem, elem_weight,
+                               elem_mean, reduction, layout.shape);
 }
 
 Tensor sigmoid_loss_backward_cuda(const Tensor& grad_loss_, const Tensor& input_, const Tensor& target_,

@@ -1,12 +1,15 @@
 // CUDA kernels of the softmax (multi-class) ops. Input (N, C, S) logits, read
 // through (sample, class, pixel) strides (../layout.h: contiguous and
-// channels_last in place), target (N, S) class indices; one thread per pixel, looping over the classes
-// (reads of x[c * S + pixel] are coalesced across the warp). The softmax lives
-// in registers: no one-hot target, no softmax tensor.
+// channels_last in place), target (N, S) class indices; one thread per pixel,
+// looping over the classes (contiguous: reads of x[c * S + pixel] coalesced
+// across the warp; channels_last: a warp's C * 32 logits are one span that the
+// class loop reads through L1). The softmax lives in registers: no one-hot
+// target, no softmax tensor.
 //   stats_kernel     per (block, warp) partial class sums [C][I, P, T] (warp
 //                    shuffles; each slot has one writer, no atomics) and [E, valid pixels]
-//   finalize_kernel  one block: fixed-order combine per group, weights,
-//                    background / empty-class exclusion, reduction, coefficients
+//   (torch sums the partials per group: parallel fixed-order reductions)
+//   finalize_kernel  one block: the formula per group, weights, background /
+//                    empty-class exclusion, reduction, coefficients
 //   backward_kernel  dL/dx_c = p_c (g_c - sum_k p_k g_k) + A (p_c - [c = y])
 //   focal_map_kernel per-pixel focal loss (reduction='none')
 // Class indices outside [0, C) are treated as ignored (checking would need a
@@ -114,8 +117,8 @@ __global__ void __launch_bounds__(kThreads) stats_kernel(const input_t* __restri
                                                          acc_t* __restrict__ class_partials,
                                                          acc_t* __restrict__ elem_partials, int64_t classes,
                                                          int64_t spatial, Strides s, int64_t chunks_per_sample,
-                                                         int64_t steps, bool has_ignore, int64_t ignore_index, bool region,
-                                                         bool elem, acc_t alpha, acc_t gamma) {
+                                                         int64_t steps, bool has_ignore, int64_t ignore_index,
+                                                         bool region, bool elem, acc_t alpha, acc_t gamma) {
   const int64_t sample = blockIdx.x / chunks_per_sample, chunk = blockIdx.x % chunks_per_sample;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int64_t part = int64_t(blockIdx.x) * kWarps + warp;  // this warp's slots: one writer each
@@ -157,52 +160,31 @@ __global__ void __launch_bounds__(kThreads) stats_kernel(const input_t* __restri
   }
 }
 
+// Per-group sums in: class_sums (groups, 3) = I, P, T; elem_sums = [E, valid pixels].
 template <typename acc_t>
 __global__ void __launch_bounds__(kThreads) finalize_kernel(
-    const acc_t* __restrict__ class_partials, const acc_t* __restrict__ elem_partials,
-    const acc_t* __restrict__ weight, acc_t* __restrict__ scratch /* groups x (I, P, T, keep) */,
+    const acc_t* __restrict__ class_sums, const acc_t* __restrict__ elem_sums, const acc_t* __restrict__ weight,
     acc_t* __restrict__ group_losses, acc_t* __restrict__ loss, acc_t* __restrict__ coef, int64_t groups,
-    int64_t classes, int64_t parts_per_sample, int64_t parts, bool per_sample, bool include_background,
-    bool exclude_empty, SigmoidLossParams lp, Reduction reduction) {
-  __shared__ acc_t shared[3];  // elem sum, valid pixels, groups counted
+    int64_t classes, bool include_background, bool exclude_empty, SigmoidLossParams lp, Reduction reduction) {
+  __shared__ acc_t counted;  // groups that count, for the mean
+  auto keep = [&](int64_t g) {
+    return (include_background || g % classes != 0) && (!exclude_empty || class_sums[3 * g + 2] > acc_t(0));
+  };
   if (threadIdx.x == 0) {
-    acc_t elem_sum = 0, valid_pixels = 0;
-    for (int64_t q = 0; q < parts; ++q) {
-      elem_sum += elem_partials[2 * q];
-      valid_pixels += elem_partials[2 * q + 1];
-    }
-    shared[0] = elem_sum;
-    shared[1] = valid_pixels;
-  }
-  const int64_t parts_per_group = per_sample ? parts_per_sample : parts;
-  for (int64_t g = threadIdx.x; g < groups; g += kThreads) {
-    const int64_t c = g % classes, first = per_sample ? (g / classes) * parts_per_sample : 0;
-    acc_t sums[3] = {0, 0, 0};
-    if (lp.region) {
-      for (int64_t q = 0; q < parts_per_group; ++q) {
-        for (int k = 0; k < 3; ++k) sums[k] += class_partials[((first + q) * classes + c) * 3 + k];
-      }
-    }
-    const bool keep = (include_background || c != 0) && (!exclude_empty || sums[2] > acc_t(0));
-    for (int k = 0; k < 3; ++k) scratch[4 * g + k] = sums[k];
-    scratch[4 * g + 3] = keep ? acc_t(1) : acc_t(0);
+    acc_t n = 0;
+    for (int64_t g = 0; g < groups; ++g) n += keep(g) ? acc_t(1) : acc_t(0);
+    counted = n;
   }
   __syncthreads();
-  if (threadIdx.x == 0) {
-    acc_t counted = 0;
-    for (int64_t g = 0; g < groups; ++g) counted += scratch[4 * g + 3];
-    shared[2] = counted;
-  }
-  __syncthreads();
-  const acc_t out_scale = reduction == Reduction::Mean ? acc_t(1) / max(shared[2], acc_t(1)) : acc_t(1);
-  const acc_t elem_scale = lp.elem_mean ? acc_t(lp.elem_weight) / max(shared[1], acc_t(1)) : acc_t(lp.elem_weight);
+  const acc_t out_scale = reduction == Reduction::Mean ? acc_t(1) / max(counted, acc_t(1)) : acc_t(1);
+  const acc_t elem_scale = lp.elem_mean ? acc_t(lp.elem_weight) / max(elem_sums[1], acc_t(1)) : acc_t(lp.elem_weight);
   SigmoidLossParams region_only = lp;
   region_only.elem = false;
   for (int64_t g = threadIdx.x; g < groups; g += kThreads) {
-    const acc_t* s = scratch + 4 * g;
-    const acc_t w = s[3] == acc_t(0) ? acc_t(0) : weight != nullptr ? weight[g % classes] : acc_t(1);
+    const acc_t* s = class_sums + 3 * g;
     GroupResult<acc_t> r{0, 0, 0, 0};
-    if (lp.region && s[3] != acc_t(0)) {
+    if (lp.region && keep(g)) {
+      const acc_t w = weight != nullptr ? weight[g % classes] : acc_t(1);
       r = finalize_group<acc_t>(s[0], s[1], s[2], acc_t(0), w, out_scale, acc_t(0), region_only);
     }
     group_losses[g] = r.loss;
@@ -215,7 +197,7 @@ __global__ void __launch_bounds__(kThreads) finalize_kernel(
   if (threadIdx.x == 0) {
     acc_t total = 0;
     for (int64_t g = 0; g < groups; ++g) total += group_losses[g];
-    loss[0] = total * out_scale + elem_scale * shared[0];
+    loss[0] = total * out_scale + elem_scale * elem_sums[0];
   }
 }
 
@@ -297,37 +279,12 @@ Partials launch_stats(const SoftmaxOperands& ops, const Shape& shape, bool regio
     using acc_t = at::opmath_type<scalar_t>;
     stats_kernel<scalar_t, acc_t><<<shape.blocks, kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
         input.const_data_ptr<scalar_t>(), class_map_reader(target), partials.classes.mutable_data_ptr<acc_t>(),
-        partials.elems.mutable_data_ptr<acc_t>(), C, shape.spatial, strides_of(ops), shape.chunks_per_sample, shape.steps,
-        ignore_index.has_value(), ignore_index.value_or(0), region, elem, static_cast<acc_t>(focal_alpha),
+        partials.elems.mutable_data_ptr<acc_t>(), C, shape.spatial, strides_of(ops), shape.chunks_per_sample,
+        shape.steps, ignore_index.has_value(), ignore_index.value_or(0), region, elem, static_cast<acc_t>(focal_alpha),
         static_cast<acc_t>(focal_gamma));
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
   return partials;
-}
-
-// The formula over `parts` element partials and, per group, `parts_per_sample`
-// class partials of each sample (all `parts` of them without per_sample).
-std::tuple<Tensor, Tensor> launch_finalize(const Partials& partials, const std::optional<Tensor>& weight,
-                                           int64_t classes, int64_t groups, int64_t parts_per_sample, int64_t parts,
-                                           bool per_sample, const SigmoidLossParams& lp, bool include_background,
-                                           bool exclude_empty, Reduction reduction, c10::IntArrayRef loss_shape) {
-  const auto options = partials.elems.options();
-  Tensor scratch = at::empty({groups, 4}, options);
-  Tensor group_losses = at::empty({groups}, options);
-  Tensor loss = reduction == Reduction::None ? group_losses.view(loss_shape) : at::empty({}, options);
-  Tensor coef = at::empty({groups, 3}, options);
-  Tensor weight_acc;
-  if (weight.has_value()) weight_acc = weight->to(options).contiguous();
-  AT_DISPATCH_FLOATING_TYPES(options.dtype().toScalarType(), "softmax_finalize_cuda", [&] {
-    finalize_kernel<scalar_t><<<1, kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
-        partials.classes.const_data_ptr<scalar_t>(), partials.elems.const_data_ptr<scalar_t>(),
-        weight_acc.defined() ? weight_acc.const_data_ptr<scalar_t>() : nullptr,
-        scratch.mutable_data_ptr<scalar_t>(), group_losses.mutable_data_ptr<scalar_t>(),
-        loss.mutable_data_ptr<scalar_t>(), coef.mutable_data_ptr<scalar_t>(), groups, classes, parts_per_sample,
-        parts, per_sample, include_background, exclude_empty, lp, reduction);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
-  });
-  return {loss, coef};
 }
 
 std::vector<int64_t> loss_shape_of(const Tensor& input, bool per_sample) {
@@ -335,66 +292,72 @@ std::vector<int64_t> loss_shape_of(const Tensor& input, bool per_sample) {
   return {input.size(1)};
 }
 
-std::tuple<Tensor, Tensor> softmax_loss_cuda(const Tensor& input_, const Tensor& target_,
-                                             const std::optional<Tensor>& weight, bool per_sample, bool region,
-                                             double tv_alpha, double tv_beta, double smooth, double region_gamma,
-                                             double region_weight, bool elem, double focal_alpha,
-                                             double focal_gamma, double elem_weight, bool elem_mean,
-                                             std::optional<int64_t> ignore_index, bool include_background,
-                                             bool exclude_empty, c10::string_view reduction_name) {
-  const c10::cuda::CUDAGuard device_guard(input_.device());
-  const SoftmaxOperands ops = softmax_operands(input_, target_);
-  const Tensor &input = ops.input, &target = ops.target;
-  const Shape shape(input);
-  const SigmoidLossParams lp{region, tv_alpha, tv_beta, smooth, region_gamma, region_weight,
-                             elem, focal_alpha, focal_gamma, elem_weight, elem_mean};
-  const Partials partials =
-      launch_stats(ops, shape, region, elem, focal_alpha, focal_gamma, ignore_index);
-  return launch_finalize(partials, weight, shape.classes, per_sample ? shape.batch * shape.classes : shape.classes,
-                         shape.chunks_per_sample * kWarps, shape.blocks * kWarps, per_sample, lp,
-                         include_background, exclude_empty, parse_reduction(reduction_name),
-                         loss_shape_of(input, per_sample));
-}
-
-// The two halves on their own, for statistics summed across processes (ops/synced.py):
-// the partials summed by torch (fixed-order reductions, no atomics) into the
-// per-group class sums (groups, 3) and the element sums [E, valid pixels].
+// The forward in two halves, also used on their own for statistics summed across
+// processes (ops/synced.py): the stats kernel, then the per-warp partials summed
+// by torch (fixed-order, parallel reductions: no atomics, and no single thread
+// walking thousands of partials) into the per-group class sums (groups, 3) and
+// the element sums [E, valid pixels]; then the finalize kernel on those sums.
 std::tuple<Tensor, Tensor> softmax_stats_cuda(const Tensor& input_, const Tensor& target_, bool per_sample,
                                               bool region, bool elem, double focal_alpha, double focal_gamma,
                                               std::optional<int64_t> ignore_index) {
   const c10::cuda::CUDAGuard device_guard(input_.device());
   const SoftmaxOperands ops = softmax_operands(input_, target_);
-  const Tensor &input = ops.input, &target = ops.target;
-  const Shape shape(input);
+  const Shape shape(ops.input);
   const int64_t C = shape.classes, groups = per_sample ? shape.batch * C : C;
-  const Partials partials =
-      launch_stats(ops, shape, region, elem, focal_alpha, focal_gamma, ignore_index);
+  const Partials partials = launch_stats(ops, shape, region, elem, focal_alpha, focal_gamma, ignore_index);
   Tensor class_sums = !region ? at::zeros({groups, 3}, partials.elems.options())
                       : per_sample ? partials.classes.view({shape.batch, -1, C, 3}).sum(1).view({groups, 3})
                                    : partials.classes.sum(0);
   return {class_sums, partials.elems.sum(0)};
 }
 
-std::tuple<Tensor, Tensor> softmax_finalize_cuda(const Tensor& class_sums, const Tensor& elem_sums,
+std::tuple<Tensor, Tensor> softmax_finalize_cuda(const Tensor& class_sums_, const Tensor& elem_sums_,
                                                  const std::optional<Tensor>& weight, int64_t num_classes,
                                                  bool per_sample, bool region, double tv_alpha, double tv_beta,
                                                  double smooth, double region_gamma, double region_weight, bool elem,
                                                  double elem_weight, bool elem_mean, bool include_background,
                                                  bool exclude_empty, c10::string_view reduction_name,
                                                  c10::IntArrayRef loss_shape) {
-  const c10::cuda::CUDAGuard device_guard(class_sums.device());
-  TORCH_CHECK(class_sums.dim() == 2 && class_sums.size(1) == 3 && class_sums.size(0) % num_classes == 0,
+  const c10::cuda::CUDAGuard device_guard(class_sums_.device());
+  TORCH_CHECK(class_sums_.dim() == 2 && class_sums_.size(1) == 3 && class_sums_.size(0) % num_classes == 0,
               "fusedloss: class_sums must be (groups, 3) with groups a multiple of ", num_classes, ", got ",
-              class_sums.sizes());
-  TORCH_CHECK(elem_sums.numel() == 2, "fusedloss: elem_sums must hold 2 values, got ", elem_sums.sizes());
-  const auto acc_dtype = class_sums.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+              class_sums_.sizes());
+  TORCH_CHECK(elem_sums_.numel() == 2, "fusedloss: elem_sums must hold 2 values, got ", elem_sums_.sizes());
+  const auto acc_dtype = class_sums_.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+  const Tensor class_sums = class_sums_.to(acc_dtype).contiguous(), elem_sums = elem_sums_.to(acc_dtype).contiguous();
+  const int64_t groups = class_sums.size(0);
   const SigmoidLossParams lp{region, tv_alpha, tv_beta, smooth, region_gamma, region_weight,
                              elem, 0, 0, elem_weight, elem_mean};
-  // Already one part per group (and one element part).
-  const Partials sums{class_sums.to(acc_dtype).contiguous(), elem_sums.to(acc_dtype).contiguous().view({1, 2})};
-  return launch_finalize(sums, weight, num_classes, class_sums.size(0), /*parts_per_sample=*/1, /*parts=*/1,
-                         per_sample, lp, include_background, exclude_empty, parse_reduction(reduction_name),
-                         loss_shape);
+  const Reduction reduction = parse_reduction(reduction_name);
+  const auto options = class_sums.options();
+  Tensor group_losses = at::empty({groups}, options);
+  Tensor loss = reduction == Reduction::None ? group_losses.view(loss_shape) : at::empty({}, options);
+  Tensor coef = at::empty({groups, 3}, options);
+  Tensor weight_acc;
+  if (weight.has_value()) weight_acc = weight->to(options).contiguous();
+  AT_DISPATCH_FLOATING_TYPES(acc_dtype, "softmax_finalize_cuda", [&] {
+    finalize_kernel<scalar_t><<<1, kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
+        class_sums.const_data_ptr<scalar_t>(), elem_sums.const_data_ptr<scalar_t>(),
+        weight_acc.defined() ? weight_acc.const_data_ptr<scalar_t>() : nullptr,
+        group_losses.mutable_data_ptr<scalar_t>(), loss.mutable_data_ptr<scalar_t>(),
+        coef.mutable_data_ptr<scalar_t>(), groups, num_classes, include_background, exclude_empty, lp, reduction);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  });
+  return {loss, coef};
+}
+
+std::tuple<Tensor, Tensor> softmax_loss_cuda(const Tensor& input, const Tensor& target,
+                                             const std::optional<Tensor>& weight, bool per_sample, bool region,
+                                             double tv_alpha, double tv_beta, double smooth, double region_gamma,
+                                             double region_weight, bool elem, double focal_alpha,
+                                             double focal_gamma, double elem_weight, bool elem_mean,
+                                             std::optional<int64_t> ignore_index, bool include_background,
+                                             bool exclude_empty, c10::string_view reduction) {
+  const auto [class_sums, elem_sums] =
+      softmax_stats_cuda(input, target, per_sample, region, elem, focal_alpha, focal_gamma, ignore_index);
+  return softmax_finalize_cuda(class_sums, elem_sums, weight, input.size(1), per_sample, region, tv_alpha, tv_beta,
+                               smooth, region_gamma, region_weight, elem, elem_weight, elem_mean, include_background,
+                               exclude_empty, reduction, loss_shape_of(input, per_sample));
 }
 
 template <bool MAP>

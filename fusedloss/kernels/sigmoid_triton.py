@@ -378,10 +378,10 @@ def sigmoid_focal_map(input, target, alpha, gamma):
     x, target, memory_format = sigmoid_operands(input, target, False, False)
     target = _as_loadable(target)
     out = torch.empty_like(x, memory_format=memory_format)
-    block = _map_plan(x).block
-    _focal_map_kernel[(triton.cdiv(x.numel(), block),)](
+    plan = _map_plan(x)
+    _focal_map_kernel[(triton.cdiv(x.numel(), plan.block),)](
         x, target, writable(out), x.numel(), *split(alpha), *split(gamma),
-        BLOCK=block, ACC=ACC, OUT_BF16=x.dtype == torch.bfloat16,
+        BLOCK=plan.block, ACC=ACC, OUT_BF16=x.dtype == torch.bfloat16, num_warps=plan.num_warps,
     )
     return out
 

@@ -2,11 +2,12 @@
 
 Input (N, C, *spatial) logits seen as (N, C, S) through (sample, class, pixel)
 strides, so contiguous and channels_last (classes innermost) layouts are read
-where they lie (_spec.softmax_operands); target (N, S) integer class indices. A program takes one sample and tiles of pixels, loads
-all C logits of each pixel at once ([C, pixels] in registers), computes the
-softmax there, and accumulates every class's I, P, T and the element loss
-(-alpha (1 - p_y)**gamma log p_y; CE is gamma = 0) of its pixels: no one-hot
-target and no softmax tensor ever exists in memory. Ignored pixels (target ==
+where they lie (_spec.softmax_operands); target (N, S) integer class indices.
+A program takes one sample and tiles of pixels, loads all C logits of each
+pixel at once ([C, pixels] in registers), computes the softmax there, and
+accumulates every class's I, P, T and the element loss (-alpha (1 - p_y)**gamma
+log p_y; CE is gamma = 0) of its pixels: no one-hot target and no softmax
+tensor ever exists in memory. Ignored pixels (target ==
 ignore_index, or any index outside [0, C)) count nowhere.
 
   _stats_kernel     partials per program: [C, 3] class sums and [2] = (E, valid pixels)

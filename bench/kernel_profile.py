@@ -1,0 +1,72 @@
+"""Where the time of one fused loss call goes, kernel by kernel (torch.profiler),
+for a few realistic cases on every fused CUDA backend; run by bench/gpu_check.sh:
+
+    python bench/kernel_profile.py
+
+Prints, per (case, backend), each kernel's mean device time over the profiled
+fwd+bwd steps: the benchmark's totals say how fast, this says which launch
+(statistics, finalize, backward) to work on.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import torch
+from torch.profiler import ProfilerActivity, profile
+
+import fusedloss
+
+STEPS = 10
+CASES = (  # (loss, mode, logits shape, target: None = same shape (binary), else class map)
+    ("dice", "binary", (16, 1, 512, 512)),
+    ("dice", "multiclass", (4, 19, 256, 256)),
+    ("dice_ce", "multiclass", (2, 150, 128, 128)),
+)
+
+
+def _inputs(mode, shape, device):
+    x = torch.randn(shape, device=device)
+    if mode == "binary":
+        return x, torch.rand(shape, device=device) < 0.4
+    return x, torch.randint(0, shape[1], (shape[0], *shape[2:]), device=device, dtype=torch.uint8)
+
+
+def _step(name, mode, x, t, backend):
+    options = {"mode": mode} if name != "dice_ce" else {}
+    fn = fusedloss.DiceCELoss if name == "dice_ce" else fusedloss.DiceLoss
+    loss = fn(backend=backend, **options)(x, t)
+    loss.backward()
+
+
+def main() -> int:
+    if not torch.cuda.is_available():
+        print("no CUDA device")
+        return 2
+    device = torch.device("cuda")
+    for name, mode, shape in CASES:
+        family = "sigmoid" if mode == "binary" else "softmax"
+        for backend in [b for b in fusedloss.available_backends(device, family) if b != "reference"]:
+            x, t = _inputs(mode, shape, device)
+            x.requires_grad_(True)
+            for _ in range(3):  # compile and warm up outside the profile
+                _step(name, mode, x, t, backend)
+            torch.cuda.synchronize()
+            with profile(activities=[ProfilerActivity.CUDA]) as prof:
+                for _ in range(STEPS):
+                    _step(name, mode, x, t, backend)
+                torch.cuda.synchronize()
+            kernels = {}
+            for event in prof.events():
+                if event.device_type == torch.autograd.DeviceType.CUDA:
+                    kernels.setdefault(event.name, []).append(event.device_time)
+            total = sum(sum(times) for times in kernels.values()) / STEPS
+            print(f"\n{name} {mode} {'x'.join(map(str, shape))} fp32 fwd+bwd, backend {backend}: "
+                  f"{total:.1f} us of kernels per step")
+            for kernel, times in sorted(kernels.items(), key=lambda item: -sum(item[1])):
+                print(f"  {sum(times) / STEPS:9.1f} us  x{len(times) / STEPS:g}  {kernel[:100]}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
