@@ -32,6 +32,13 @@ def loss_family(loss: str) -> str:
     return MULTICLASS if loss in MULTICLASS_LOSSES else BINARY
 
 
+# Memory layouts of the logits: every fused kernel reads contiguous and channels_last
+# (2-D and 3-D) tensors in place; other layouts are copied, which the CUDA memory figure
+# (the allocator's peak during the call) then counts.
+CONTIGUOUS = "contiguous"
+CHANNELS_LAST = "channels_last"  # channels_last_3d for 5-D logits
+LAYOUTS = (CONTIGUOUS, CHANNELS_LAST)
+
 # Shapes by a short name, (N, C, *spatial); numel of the logits in the comment. The binary
 # cases' realistic shapes are a 2-D batch (16x1x512x512) and a 3-D volume of 4 independent
 # masks (2x4x128x128x128). Multi-class shapes (C = dim 1, the class count; the target is
@@ -75,8 +82,11 @@ class Case:
     dtype: str  # logits dtype, a key of DTYPES
     target_dtype: str
     mode: str  # FWD_BWD or FWD
+    layout: str = CONTIGUOUS  # of the logits (and of a binary target): a key of LAYOUTS
 
     def __post_init__(self):
+        if self.layout not in LAYOUTS:
+            raise ValueError(f"unknown layout {self.layout!r}; expected one of {sorted(LAYOUTS)}")
         if self.multiclass:
             target_dtype = DTYPES[self.target_dtype]
             if target_dtype.is_floating_point or target_dtype == torch.bool:
@@ -143,7 +153,8 @@ class Case:
 
     @property
     def label(self) -> str:
-        return f"{self.loss} {self.shape_str} {self.dtype}/{self.target_dtype} {self.mode}"
+        layout = "" if self.layout == CONTIGUOUS else f" {self.layout}"
+        return f"{self.loss} {self.shape_str}{layout} {self.dtype}/{self.target_dtype} {self.mode}"
 
     def rough_peak_bytes(self) -> int:
         """Generous estimate of the memory one run needs (inputs, gradient, eager temporaries).
@@ -169,6 +180,7 @@ class CaseGroup:
     modes: tuple[str, ...]
     family: str = BINARY
     losses: tuple[str, ...] | None = None
+    layout: str = CONTIGUOUS
 
 
 @dataclass(frozen=True)
@@ -200,9 +212,15 @@ _QUICK_MULTICLASS = ("mc_dice", "mc_focal", "dice_ce")
 # the size sweep, then forward only. Kept small because every new (loss, dtype, rank,
 # target dtype, mode) costs the compile provider a recompile.
 # Every shape x dtype pair x mode, the same on every device (cases that do not fit are left out).
+# channels_last logits, read in place by every fused backend (quick and full run them).
+_LAYOUT_GROUPS = (
+    CaseGroup(("seg3d",), (("float32", "uint8"),), (FWD_BWD,), losses=("dice",), layout=CHANNELS_LAST),
+    CaseGroup(("mc19",), (("float32", "uint8"),), (FWD_BWD,), MULTICLASS, ("mc_dice",), CHANNELS_LAST),
+)
 _FULL_GROUPS = (
     CaseGroup(_BINARY_SHAPES, _ALL_PAIRS, (FWD_BWD, FWD)),
     CaseGroup(_MULTICLASS_SHAPES, _ALL_MULTICLASS_PAIRS, (FWD_BWD, FWD), MULTICLASS),
+    *_LAYOUT_GROUPS,
 )
 
 _PRESETS = {
@@ -211,6 +229,7 @@ _PRESETS = {
         groups=(
             CaseGroup(("64K",), (("float32", "float32"),), (FWD_BWD,), losses=("dice", "focal")),
             CaseGroup(("mc8_64K",), (("float32", "uint8"),), (FWD_BWD,), MULTICLASS, ("mc_dice", "mc_focal")),
+            CaseGroup(("mc8_64K",), (("float32", "uint8"),), (FWD_BWD,), MULTICLASS, ("mc_dice",), CHANNELS_LAST),
         ),
         timing=Timing(warmup=1, repeats=3, min_repeats=2, max_seconds=1.0),
         providers=("eager", "fused"),
@@ -222,6 +241,7 @@ _PRESETS = {
             CaseGroup(("mc19", "mc150"), (("float32", "uint8"),), (FWD_BWD,), MULTICLASS, _QUICK_MULTICLASS),
             CaseGroup(("seg2d",), (("bfloat16", "uint8"),), (FWD_BWD,)),
             CaseGroup(("mc14_3d",), (("float32", "uint8"),), (FWD_BWD,), MULTICLASS, _QUICK_MULTICLASS),
+            *_LAYOUT_GROUPS,
             CaseGroup(("64K",), (("float32", "float32"),), (FWD_BWD,)),
             CaseGroup(("seg2d",), (("float32", "float32"),), (FWD,)),
         ),
@@ -234,6 +254,7 @@ _PRESETS = {
             CaseGroup(("mc19", "mc150", "mc14_3d"), (("float32", "uint8"),), (FWD_BWD,), MULTICLASS, _QUICK_MULTICLASS),
             CaseGroup(("seg2d",), (("bfloat16", "uint8"), ("float16", "uint8"), ("float32", "uint8")), (FWD_BWD,)),
             CaseGroup(("mc19", "mc150"), (("bfloat16", "uint8"), ("float32", "int64")), (FWD_BWD,), MULTICLASS, _QUICK_MULTICLASS),
+            *_LAYOUT_GROUPS,
             CaseGroup(("64K", "67M"), (("float32", "float32"),), (FWD_BWD,)),
             CaseGroup(("seg2d",), (("float32", "float32"),), (FWD,)),
             CaseGroup(("mc19",), (("float32", "uint8"),), (FWD,), MULTICLASS, _QUICK_MULTICLASS),
@@ -287,7 +308,7 @@ def build_cases(preset: Preset, requested: list[str] | None, known: list[str]) -
             for dtype, target_dtype in group.dtype_pairs:
                 for mode in group.modes:
                     for loss in losses:
-                        case = Case(loss, SHAPES[shape_name], dtype, target_dtype, mode)
+                        case = Case(loss, SHAPES[shape_name], dtype, target_dtype, mode, group.layout)
                         if case not in cases:
                             cases.append(case)
     return cases
@@ -306,6 +327,11 @@ def make_inputs(case: Case, device: torch.device, seed: int = 0):
         mask = torch.rand(case.shape, generator=generator, device=device) < 0.3
         target = mask.to(DTYPES[case.target_dtype])
         del mask
+    if case.layout == CHANNELS_LAST:
+        memory_format = torch.channels_last if logits.dim() == 4 else torch.channels_last_3d
+        logits = logits.to(memory_format=memory_format)
+        if not case.multiclass:  # a class map has no channel dim: it stays as it is
+            target = target.to(memory_format=memory_format)
     if case.mode == FWD_BWD:
         logits.requires_grad_(True)
     return logits, target

@@ -32,6 +32,7 @@ def _fmt(spec, suffix=""):
 COLUMNS = (
     ("loss", "loss", str),
     ("shape", "shape", str),
+    ("layout", "layout", str),
     ("dtype", "dtype", str),
     ("target_dtype", "target", str),
     ("mode", "mode", str),
@@ -47,7 +48,7 @@ COLUMNS = (
 
 
 def _case_key(row):
-    return (row["loss"], row["shape"], row["dtype"], row["target_dtype"], row["mode"])
+    return (row["loss"], row["shape"], row.get("layout"), row["dtype"], row["target_dtype"], row["mode"])
 
 
 def add_comparisons(rows: list[dict]):
@@ -149,9 +150,10 @@ def write_plot(path: Path, meta: dict, rows: list[dict]) -> str | None:
         series = {}
         for row in timed:
             if row["loss"] == loss:
-                key = (row["provider"], row["dtype"], row["target_dtype"], row["mode"], row.get("classes"))
+                key = (row["provider"], row["dtype"], row["target_dtype"], row["mode"], row.get("classes"),
+                       row.get("layout"))
                 series.setdefault(key, []).append((row["numel"], row["gbps"]))
-        for (provider, dtype, target_dtype, mode, classes), points in series.items():
+        for (provider, dtype, target_dtype, mode, classes, layout), points in series.items():
             points.sort()
             axis.plot(
                 [numel for numel, _ in points],
@@ -160,7 +162,8 @@ def write_plot(path: Path, meta: dict, rows: list[dict]) -> str | None:
                 marker=markers[(dtype, target_dtype)],
                 linestyle="-" if mode == "fwd+bwd" else "--",
                 markersize=4,
-                label=f"{provider} {dtype}/{target_dtype} {mode}" + ("" if classes is None else f" C={classes}"),
+                label=f"{provider} {dtype}/{target_dtype} {mode}" + ("" if classes is None else f" C={classes}")
+                + ("" if layout in (None, "contiguous") else f" {layout}"),
             )
         if meta.get("copy_gbps"):
             axis.axhline(meta["copy_gbps"], color="grey", linestyle=":", linewidth=1, label="measured copy bandwidth")

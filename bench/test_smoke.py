@@ -54,17 +54,19 @@ def test_smoke_preset_writes_reports_and_fused_saves_less(tmp_path):
             assert row["floor_bytes"] == row["numel"] * 20  # fp32 logits + fp32 target, fwd+bwd
         assert row["time_ms"] > 0 and row["gbps"] > 0 and 0 < row["roofline"]
     assert {row["loss"] for row in rows if row["provider"] == "eager"} == {"dice", "focal", "mc_dice", "mc_focal"}
+    assert {(row["loss"], row["layout"]) for row in rows if row["layout"] != "contiguous"} == {
+        ("mc_dice", "channels_last")}
 
     markdown = (tmp_path / _report.MARKDOWN_NAME).read_text()
     header_line = next(line for line in markdown.splitlines() if line.startswith("| loss"))
     assert [cell.strip() for cell in header_line.strip("|").split("|")] == [header for _, header, _ in _report.COLUMNS]
 
-    eager = {row["loss"]: row for row in rows if row["provider"] == "eager"}
+    eager = {(row["loss"], row["layout"]): row for row in rows if row["provider"] == "eager"}
     fused = [row for row in rows if row["provider"] not in ("eager", "compile")]
     if not fused:
         pytest.skip(f"no fused backend ran here: {document['notes']}")
     for row in fused:
-        assert row["extra_mem_bytes"] < eager[row["loss"]]["extra_mem_bytes"], row
+        assert row["extra_mem_bytes"] < eager[(row["loss"], row["layout"])]["extra_mem_bytes"], row
     if document["meta"]["device"] == "cpu" and "cpu" in _fusedloss().available_backends("cpu", "softmax"):
         # the C++ CPU kernels ran the multi-class cases too (compared with eager just above)
         assert {row["loss"] for row in fused if row["provider"] == "cpu"} >= {"mc_dice", "mc_focal"}, rows
@@ -96,7 +98,8 @@ def test_loss_names_select_cases_of_their_family():
         _plan.make_plan("smoke", "cpu", "no_such_loss")
     # a name asked for replaces the group's default losses (smoke's multi-class group has no dice_ce)
     smoke = _plan.make_plan("smoke", "cpu", "dice_ce")
-    assert [(case.loss, case.shape) for case in smoke.cases] == [("dice_ce", (2, 8, 64, 64))]
+    assert [(case.loss, case.shape, case.layout) for case in smoke.cases] == [
+        ("dice_ce", (2, 8, 64, 64), "contiguous"), ("dice_ce", (2, 8, 64, 64), "channels_last")]
 
 
 def test_backend_without_softmax_is_left_out_of_multiclass_cases():

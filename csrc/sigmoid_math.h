@@ -108,8 +108,11 @@ FUSEDLOSS_INLINE FocalTerms<acc_t> focal_terms(acc_t x, acc_t t, const SigmoidPa
   const bool positive = q_t > acc_t(0);
   const acc_t powered = Math::pow(positive ? q_t : one, gamma);
   const acc_t modulator = positive ? powered : (gamma == acc_t(0) ? one : acc_t(0));
-  // q_t^(gamma-1) = modulator / q_t; the limit at q_t = 0 is 0 (p*q vanishes faster).
-  const acc_t slope = gamma * (modulator / (positive ? q_t : one)) * (s.p * s.q) * (one - acc_t(2) * t) * bce;
+  // q_t^(gamma-1) * p*q = modulator * (p*q / q_t): q_t lies between p and q, so the ratio
+  // is at most max(p, q) <= 1 (1 / q_t alone overflows for a subnormal q_t, |x| ~ 89..104
+  // in fp32); the limit at q_t = 0 is 0.
+  const acc_t pq_over_q_t = positive ? (s.p * s.q) / q_t : acc_t(0);
+  const acc_t slope = gamma * modulator * pq_over_q_t * (one - acc_t(2) * t) * bce;
   return {alpha_t * modulator * bce, alpha_t * (modulator * (s.p - t) + slope)};
 }
 

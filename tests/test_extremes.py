@@ -47,3 +47,25 @@ def test_fp16_dice_where_plain_fp16_overflows(backend):
     fused_loss, fused_grad = loss_and_grad("dice", x, t, backend)
     assert torch.isfinite(fused_loss) and torch.isfinite(fused_grad).all()
     assert 0.0 <= fused_loss.item() <= 1.0
+
+
+# |x| where 1 - p_t = exp(-|x|) is subnormal in the accumulation dtype (fp32 for the
+# half types): the focal slope's q_t^(gamma - 1) = q_t^gamma / q_t would overflow there.
+SUBNORMAL_TAIL = {torch.float64: (710.0, 725.0, 744.0), torch.float32: (89.0, 95.0, 103.0)}
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16, torch.float64])
+@pytest.mark.parametrize("name, options", [
+    ("focal", dict(gamma=0.0)), ("focal", dict(gamma=0.05)), ("focal", dict(gamma=2.0, alpha=0.25)),
+    ("focal", dict(gamma=0.05, reduction="none")), ("dice_bce", {})])
+def test_logits_whose_complement_is_subnormal(backend, name, options, dtype):
+    magnitudes = torch.tensor(SUBNORMAL_TAIL.get(dtype, SUBNORMAL_TAIL[torch.float32]), dtype=torch.float64)
+    x = torch.cat([magnitudes, -magnitudes]).repeat(4).reshape(2, 1, 3, 4).to(dtype).to(DEVICE)
+    t = (x > 0).float()  # confident and right: the loss and its gradient are ~0
+    t[0] = 1 - t[0]  # and confident and wrong: gradient ~ +-1
+    fused_loss, fused_grad = loss_and_grad(name, x, t, backend, **options)
+    assert torch.isfinite(fused_loss).all() and torch.isfinite(fused_grad).all(), fused_grad
+    ref_loss, ref_grad = loss_and_grad(name, x, t, "reference", **options)
+    assert_close(fused_loss, ref_loss, torch.float64 if dtype == torch.float64 else torch.float32)
+    if torch.isfinite(ref_grad).all():
+        assert_close(fused_grad, ref_grad, dtype)

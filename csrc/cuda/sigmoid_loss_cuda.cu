@@ -275,13 +275,16 @@ std::tuple<Tensor, Tensor> sigmoid_loss_cuda(const Tensor& input, const Tensor& 
 }
 
 Tensor sigmoid_loss_backward_cuda(const Tensor& grad_loss_, const Tensor& input_, const Tensor& target_,
-                                  const Tensor& coef, bool per_sample, bool per_channel, bool region, bool elem,
+                                  const Tensor& coef_, bool per_sample, bool per_channel, bool region, bool elem,
                                   double focal_alpha, double focal_gamma) {
   const c10::cuda::CUDAGuard device_guard(input_.device());
   const SigmoidOperands operands = sigmoid_operands(input_, target_, per_sample, per_channel);
   const Tensor &input = operands.input, &target = operands.target;
-  const Tensor grad_loss = grad_loss_.to(coef.scalar_type()).contiguous();
   const GroupLayout layout = group_layout(input.sizes(), per_sample, per_channel);
+  const auto acc_dtype = input.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+  const Tensor coef = coef_.to(acc_dtype).contiguous();  // (groups, 3), read by index
+  TORCH_CHECK(coef.numel() == layout.num_groups * 3, "fusedloss: coef must be (groups, 3), got ", coef_.sizes());
+  const Tensor grad_loss = grad_loss_.to(acc_dtype).contiguous();
   const Plan plan(layout, input);
   const SigmoidLossParams lp{region, 0, 0, 0, 1, 1, elem, focal_alpha, focal_gamma, 1, false};
   Tensor grad = at::empty_like(input, operands.format);

@@ -122,7 +122,7 @@ __global__ void __launch_bounds__(kThreads) stats_kernel(const input_t* __restri
   const int64_t sample = blockIdx.x / chunks_per_sample, chunk = blockIdx.x % chunks_per_sample;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int64_t part = int64_t(blockIdx.x) * kWarps + warp;  // this warp's slots: one writer each
-  acc_t* slots = class_partials + part * classes * 3;
+  acc_t* slots = region ? class_partials + part * classes * 3 : nullptr;  // a dummy buffer without region
   if (region && lane == 0) {
     for (int64_t c = 0; c < classes * 3; ++c) slots[c] = 0;
   }
@@ -362,7 +362,7 @@ std::tuple<Tensor, Tensor> softmax_loss_cuda(const Tensor& input, const Tensor& 
 
 template <bool MAP>
 Tensor softmax_backward_cuda(const Tensor& upstream_, const Tensor& input_, const Tensor& target_,
-                             const Tensor* coef, bool per_sample, bool region, bool elem, double focal_alpha,
+                             const Tensor* coef_, bool per_sample, bool region, bool elem, double focal_alpha,
                              double focal_gamma, std::optional<int64_t> ignore_index) {
   const c10::cuda::CUDAGuard device_guard(input_.device());
   const SoftmaxOperands ops = softmax_operands(input_, target_);
@@ -371,12 +371,18 @@ Tensor softmax_backward_cuda(const Tensor& upstream_, const Tensor& input_, cons
   Tensor grad = at::empty_like(input, ops.format);  // the input's strides: written at the offsets read
   const auto acc_dtype = input.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
   const Tensor upstream = upstream_.to(MAP ? input.scalar_type() : acc_dtype).contiguous();
+  Tensor coef;  // (groups, 3) in the accumulation dtype, read by index
+  if (!MAP) {
+    coef = coef_->to(acc_dtype).contiguous();
+    TORCH_CHECK(coef.numel() == (per_sample ? shape.batch : 1) * shape.classes * 3,
+                "fusedloss: coef must be (groups, 3), got ", coef_->sizes());
+  }
   const auto stream = at::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "softmax_backward_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     backward_kernel<scalar_t, acc_t, MAP><<<shape.blocks, kThreads, 0, stream>>>(
         input.const_data_ptr<scalar_t>(), class_map_reader(target),
-        MAP ? nullptr : coef->const_data_ptr<acc_t>(), MAP ? nullptr : upstream.const_data_ptr<acc_t>(),
+        MAP ? nullptr : coef.const_data_ptr<acc_t>(), MAP ? nullptr : upstream.const_data_ptr<acc_t>(),
         upstream.dim() > 0 ? 1 : 0, MAP ? upstream.const_data_ptr<scalar_t>() : nullptr,
         grad.mutable_data_ptr<scalar_t>(), shape.classes, shape.spatial, strides_of(ops), shape.chunks_per_sample,
         shape.steps,

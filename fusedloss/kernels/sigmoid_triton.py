@@ -66,8 +66,9 @@ def _focal_terms(x, t, p, q, softplus_neg_abs, alpha, gamma):
     safe_q_t = tl.where(positive, q_t, 1.0)
     modulator = tl.where(positive, tl.exp2(gamma * tl.log2(safe_q_t)), tl.where(gamma == 0.0, 1.0, 0.0))
     alpha_t = tl.where(alpha >= 0.0, alpha * t + (1.0 - alpha) * (1.0 - t), 1.0)
-    # q_t**(gamma-1) = modulator / q_t; the limit at q_t = 0 is 0 (p*q vanishes faster).
-    slope = tl.where(positive, gamma * (modulator / safe_q_t) * (p * q) * (1.0 - 2.0 * t) * bce, 0.0)
+    # q_t**(gamma-1) * p*q = modulator * (p*q / q_t): q_t lies between p and q, so the ratio
+    # is at most 1 (1 / q_t alone overflows for a subnormal q_t); the limit at q_t = 0 is 0.
+    slope = tl.where(positive, gamma * modulator * ((p * q) / safe_q_t) * (1.0 - 2.0 * t) * bce, 0.0)
     loss = alpha_t * modulator * bce
     dloss = alpha_t * (modulator * (p - t) + slope)
     return loss, dloss
