@@ -1,10 +1,15 @@
 // CPU kernels of the softmax (multi-class) ops. Input (N, C, S) logits, read
 // through (sample, class, pixel) strides (../layout.h: contiguous and
-// channels_last in place), target (N, S) class indices. Work is cut into fixed chunks of kPixels
-// pixels of one sample (the result does not depend on the thread count); a
-// chunk's softmax lives in a [C, kPixels] buffer, so no one-hot target and no
-// full softmax tensor exist. Loops run class-major over contiguous pixels.
-// Partials are combined in a fixed order in double.
+// channels_last in place), target (N, S) class indices. Work is cut into fixed
+// chunks of kPixels pixels of one sample, so the result does not depend on the
+// thread count. A chunk's logits are staged as a [C][kPixels] block in the
+// accumulation type, so every class loop runs over contiguous pixels whatever
+// the layout; the chunk's softmax lives in a second such block: no one-hot
+// target and no full softmax tensor exist. The float loops are compiled for
+// AVX-512, AVX2 and the baseline and picked at load time (target_clones), with
+// vector_math.h's exp / log / pow; their sums use kLanes independent
+// accumulators (a fixed order: no reassociation needed to vectorise). Chunk
+// partials are combined in a fixed order in double.
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
@@ -15,10 +20,18 @@
 #include <torch/library.h>
 
 #include <limits>
+#include <type_traits>
 #include <vector>
 
 #include "../layout.h"
 #include "../sigmoid_math.h"
+#include "vector_math.h"
+
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+#define FUSEDLOSS_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define FUSEDLOSS_CLONES
+#endif
 
 namespace fusedloss {
 namespace {
@@ -26,6 +39,7 @@ namespace {
 using at::Tensor;
 
 constexpr int64_t kPixels = 256;  // pixels per chunk
+constexpr int64_t kLanes = 16;    // independent accumulators; loops run over whole multiples of it
 constexpr int64_t kChunksPerTask = 8;
 
 struct SoftmaxShape {
@@ -35,46 +49,226 @@ struct SoftmaxShape {
         chunks_per_sample((spatial + kPixels - 1) / kPixels) {}
 };
 
-// One chunk's softmax: e[c * kPixels + i] = exp(x_c - max), total[i] = sum_c e, labels and validity.
+// One chunk's working set, allocated once per task. Pixels past the chunk's end
+// (up to a multiple of kLanes) are padding: logits 0, label -1, never counted.
 template <typename acc_t>
-struct ChunkSoftmax {
-  std::vector<acc_t> e;
-  acc_t top[kPixels], total[kPixels];
-  int64_t label[kPixels];
-  bool valid[kPixels];
+struct Chunk {
+  std::vector<acc_t> x, e;  // [C][kPixels]: staged logits (later the gradient), exp(x - max)
+  alignas(64) acc_t top[kPixels], total[kPixels];
+  alignas(64) acc_t weight[kPixels];  // 1 / total for counted pixels, else 0: p = e * weight
+  alignas(64) acc_t loss[kPixels], factor[kPixels];  // the focal loss and its gradient factor A
+  alignas(64) int32_t label[kPixels];  // -1: ignored, out of [0, C), or padding
+  int64_t classes = 0, n = 0, m = 0;   // m: n rounded up to kLanes
 
-  explicit ChunkSoftmax(int64_t classes) : e(classes * kPixels) {}
+  explicit Chunk(int64_t classes_) : x(classes_ * kPixels), e(classes_ * kPixels), classes(classes_) {}
 
   template <typename input_t, typename target_t>
-  void compute(const input_t* x, const target_t* y, int64_t classes, int64_t cls, int64_t pix, int64_t n,
-               std::optional<int64_t> ignore_index) {
+  void stage(const input_t* logits, const target_t* labels, int64_t class_stride, int64_t pixel_stride,
+             int64_t pixels, std::optional<int64_t> ignore_index) {
+    n = pixels;
+    m = (n + kLanes - 1) / kLanes * kLanes;
     for (int64_t i = 0; i < n; ++i) {
-      label[i] = static_cast<int64_t>(y[i]);
-      valid[i] = label[i] >= 0 && label[i] < classes && !(ignore_index.has_value() && label[i] == *ignore_index);
-      top[i] = -std::numeric_limits<acc_t>::infinity();
-      total[i] = 0;
+      const int64_t y = static_cast<int64_t>(labels[i]);
+      const bool valid = y >= 0 && y < classes && !(ignore_index.has_value() && y == *ignore_index);
+      label[i] = valid ? static_cast<int32_t>(y) : -1;
     }
+    for (int64_t i = n; i < m; ++i) label[i] = -1;
     for (int64_t c = 0; c < classes; ++c) {
-      for (int64_t i = 0; i < n; ++i) top[i] = std::max(top[i], static_cast<acc_t>(x[c * cls + i * pix]));
+      acc_t* row = x.data() + c * kPixels;
+      const input_t* source = logits + c * class_stride;
+      if (pixel_stride == 1) {
+        for (int64_t i = 0; i < n; ++i) row[i] = static_cast<acc_t>(source[i]);
+      } else {
+        for (int64_t i = 0; i < n; ++i) row[i] = static_cast<acc_t>(source[i * pixel_stride]);
+      }
+      for (int64_t i = n; i < m; ++i) row[i] = acc_t(0);
     }
+  }
+
+  // The staged x (the gradient by then) back to the output, at the offsets read.
+  template <typename input_t>
+  void unstage(input_t* out, int64_t class_stride, int64_t pixel_stride) const {
     for (int64_t c = 0; c < classes; ++c) {
-      acc_t* row = e.data() + c * kPixels;
-      for (int64_t i = 0; i < n; ++i) {
-        row[i] = std::exp(static_cast<acc_t>(x[c * cls + i * pix]) - top[i]);
-        total[i] += row[i];
+      const acc_t* row = x.data() + c * kPixels;
+      input_t* destination = out + c * class_stride;
+      if (pixel_stride == 1) {
+        for (int64_t i = 0; i < n; ++i) destination[i] = static_cast<input_t>(row[i]);
+      } else {
+        for (int64_t i = 0; i < n; ++i) destination[i * pixel_stride] = static_cast<input_t>(row[i]);
       }
     }
   }
-
-  // log p_y and 1 - p_y (the other classes' share) of a valid pixel.
-  template <typename input_t>
-  std::pair<acc_t, acc_t> target_terms(const input_t* x, int64_t cls, int64_t pix, int64_t i) const {
-    const acc_t x_y = static_cast<acc_t>(x[label[i] * cls + i * pix]);
-    const acc_t log_p_y = (x_y - top[i]) - std::log(total[i]);
-    const acc_t rest = (total[i] - e[label[i] * kPixels + i]) / total[i];
-    return {log_p_y, rest};
-  }
 };
+
+// ---- the chunk math, written once for float (VectorMath) and double (StdMath) ----
+
+// e = exp(x - max) per class, total = sum_c e, weight = 1 / total where counted.
+// (Local __restrict__ pointers: the buffers never overlap, which lets the loops vectorise.)
+template <typename Math, typename acc_t>
+C10_ALWAYS_INLINE void softmax_block(Chunk<acc_t>& k) {
+  const int64_t C = k.classes, m = k.m;
+  acc_t* __restrict__ top = k.top;
+  acc_t* __restrict__ total = k.total;
+  acc_t* __restrict__ weight = k.weight;
+  const int32_t* __restrict__ label = k.label;
+  for (int64_t i = 0; i < m; ++i) top[i] = -std::numeric_limits<acc_t>::infinity();
+  for (int64_t c = 0; c < C; ++c) {
+    const acc_t* __restrict__ row = k.x.data() + c * kPixels;
+    for (int64_t i = 0; i < m; ++i) top[i] = row[i] > top[i] ? row[i] : top[i];
+  }
+  for (int64_t i = 0; i < m; ++i) total[i] = 0;
+  for (int64_t c = 0; c < C; ++c) {
+    const acc_t* __restrict__ row = k.x.data() + c * kPixels;
+    acc_t* __restrict__ e = k.e.data() + c * kPixels;
+    for (int64_t i = 0; i < m; ++i) {
+      e[i] = Math::exp(row[i] - top[i]);
+      total[i] += e[i];
+    }
+  }
+  for (int64_t i = 0; i < m; ++i) weight[i] = label[i] >= 0 ? acc_t(1) / total[i] : acc_t(0);
+}
+
+// Per counted pixel: the focal loss -alpha (1 - p_y)^gamma log p_y and its gradient
+// factor A (0 elsewhere). The target class's logit and exp are gathered first, so
+// the arithmetic loop has no indirect access.
+template <typename Math, typename acc_t>
+C10_ALWAYS_INLINE void focal_block(Chunk<acc_t>& k, acc_t alpha, acc_t gamma) {
+  alignas(64) acc_t x_y[kPixels], e_y[kPixels];
+  for (int64_t i = 0; i < k.m; ++i) {
+    const int64_t at = (k.label[i] >= 0 ? k.label[i] : 0) * kPixels + i;
+    x_y[i] = k.x[at];
+    e_y[i] = k.e[at];
+  }
+  const acc_t* __restrict__ top = k.top;
+  const acc_t* __restrict__ total = k.total;
+  const int32_t* __restrict__ label = k.label;
+  acc_t* __restrict__ loss = k.loss;
+  acc_t* __restrict__ factor = k.factor;
+  for (int64_t i = 0; i < k.m; ++i) {
+    const acc_t log_p_y = (x_y[i] - top[i]) - Math::log(total[i]);
+    const acc_t rest = (total[i] - e_y[i]) / total[i];  // 1 - p_y without cancellation
+    const auto terms = softmax_focal_terms<Math>(log_p_y, rest, alpha, gamma);
+    loss[i] = label[i] >= 0 ? terms.loss : acc_t(0);
+    factor[i] = label[i] >= 0 ? terms.dloss : acc_t(0);
+  }
+}
+
+// The chunk's I, P, T per class (class_sums[3c..3c+2]) and [E, counted pixels].
+template <typename Math, typename acc_t>
+C10_ALWAYS_INLINE void stats_block(Chunk<acc_t>& k, bool region, bool elem, acc_t alpha, acc_t gamma,
+                                   double* class_sums, double* elem_sums) {
+  softmax_block<Math>(k);
+  if (region) {
+    for (int64_t c = 0; c < k.classes; ++c) {
+      const acc_t* e = k.e.data() + c * kPixels;
+      const int32_t cls = static_cast<int32_t>(c);
+      acc_t sum_i[kLanes] = {}, sum_p[kLanes] = {}, sum_t[kLanes] = {};
+      for (int64_t start = 0; start < k.m; start += kLanes) {
+        for (int64_t j = 0; j < kLanes; ++j) {
+          const int64_t i = start + j;
+          const acc_t p = e[i] * k.weight[i];
+          const acc_t hit = k.label[i] == cls ? acc_t(1) : acc_t(0);
+          sum_i[j] += p * hit;
+          sum_p[j] += p;
+          sum_t[j] += hit;
+        }
+      }
+      double total_i = 0, total_p = 0, total_t = 0;
+      for (int64_t j = 0; j < kLanes; ++j) {
+        total_i += sum_i[j];
+        total_p += sum_p[j];
+        total_t += sum_t[j];
+      }
+      class_sums[3 * c] = total_i;
+      class_sums[3 * c + 1] = total_p;
+      class_sums[3 * c + 2] = total_t;
+    }
+  }
+  double total_e = 0, counted = 0;
+  if (elem) {
+    focal_block<Math>(k, alpha, gamma);
+    acc_t sum_e[kLanes] = {}, count[kLanes] = {};
+    for (int64_t start = 0; start < k.m; start += kLanes) {
+      for (int64_t j = 0; j < kLanes; ++j) {
+        sum_e[j] += k.loss[start + j];
+        count[j] += k.label[start + j] >= 0 ? acc_t(1) : acc_t(0);
+      }
+    }
+    for (int64_t j = 0; j < kLanes; ++j) {
+      total_e += sum_e[j];
+      counted += count[j];
+    }
+  }
+  elem_sums[0] = total_e;
+  elem_sums[1] = counted;
+}
+
+// The gradient into k.x: dL/dx_c = p_c (g_c - sum_k p_k g_k) + A' (p_c - [c = y]),
+// g_c = ci[c] [c = y] + cp[c] (the region term), A' = A * elem_scale (the element
+// term), A' = A * upstream[i] for the focal map (upstream non-null).
+template <typename Math, typename acc_t>
+C10_ALWAYS_INLINE void backward_block(Chunk<acc_t>& k, const acc_t* ci, const acc_t* cp, bool elem, acc_t alpha,
+                                      acc_t gamma, acc_t elem_scale, const acc_t* upstream) {
+  softmax_block<Math>(k);
+  if (elem) {
+    focal_block<Math>(k, alpha, gamma);
+    for (int64_t i = 0; i < k.m; ++i) k.factor[i] *= upstream != nullptr ? upstream[i] : elem_scale;
+  } else {
+    for (int64_t i = 0; i < k.m; ++i) k.factor[i] = 0;  // so the gradient loop needs no branch
+  }
+  alignas(64) acc_t dot[kPixels];  // sum_k p_k g_k
+  const acc_t* __restrict__ weight = k.weight;
+  const acc_t* __restrict__ factor = k.factor;
+  const int32_t* __restrict__ label = k.label;
+  for (int64_t i = 0; i < k.m; ++i) dot[i] = 0;
+  if (ci != nullptr) {
+    for (int64_t c = 0; c < k.classes; ++c) {
+      const acc_t* __restrict__ e = k.e.data() + c * kPixels;
+      const int32_t cls = static_cast<int32_t>(c);
+      const acc_t g_hit = ci[c] + cp[c], g_miss = cp[c];
+      for (int64_t i = 0; i < k.m; ++i) dot[i] += e[i] * weight[i] * (label[i] == cls ? g_hit : g_miss);
+    }
+  }
+  for (int64_t c = 0; c < k.classes; ++c) {
+    const acc_t* __restrict__ e = k.e.data() + c * kPixels;
+    acc_t* __restrict__ grad = k.x.data() + c * kPixels;
+    const int32_t cls = static_cast<int32_t>(c);
+    const acc_t g_hit = ci != nullptr ? ci[c] + cp[c] : acc_t(0), g_miss = ci != nullptr ? cp[c] : acc_t(0);
+    for (int64_t i = 0; i < k.m; ++i) {
+      const acc_t p = e[i] * weight[i];
+      const bool hit = label[i] == cls;
+      grad[i] = p * ((hit ? g_hit : g_miss) - dot[i]) + factor[i] * (p - (hit ? acc_t(1) : acc_t(0)));
+    }
+  }
+}
+
+// Entry points per accumulation type: float through target_clones, double as is.
+FUSEDLOSS_CLONES void stats_chunk(Chunk<float>& k, bool region, bool elem, float alpha, float gamma,
+                                  double* class_sums, double* elem_sums) {
+  stats_block<VectorMath>(k, region, elem, alpha, gamma, class_sums, elem_sums);
+}
+void stats_chunk(Chunk<double>& k, bool region, bool elem, double alpha, double gamma, double* class_sums,
+                 double* elem_sums) {
+  stats_block<StdMath>(k, region, elem, alpha, gamma, class_sums, elem_sums);
+}
+
+FUSEDLOSS_CLONES void backward_chunk(Chunk<float>& k, const float* ci, const float* cp, bool elem, float alpha,
+                                     float gamma, float elem_scale, const float* upstream) {
+  backward_block<VectorMath>(k, ci, cp, elem, alpha, gamma, elem_scale, upstream);
+}
+void backward_chunk(Chunk<double>& k, const double* ci, const double* cp, bool elem, double alpha, double gamma,
+                    double elem_scale, const double* upstream) {
+  backward_block<StdMath>(k, ci, cp, elem, alpha, gamma, elem_scale, upstream);
+}
+
+FUSEDLOSS_CLONES void focal_map_chunk(Chunk<float>& k, float alpha, float gamma) {
+  softmax_block<VectorMath>(k);
+  focal_block<VectorMath>(k, alpha, gamma);
+}
+void focal_map_chunk(Chunk<double>& k, double alpha, double gamma) {
+  softmax_block<StdMath>(k);
+  focal_block<StdMath>(k, alpha, gamma);
+}
 
 template <typename Fn>
 void dispatch_class_map(const Tensor& target, Fn&& fn) {
@@ -88,14 +282,16 @@ void dispatch_class_map(const Tensor& target, Fn&& fn) {
   }
 }
 
-// Runs fn(sample, chunk, first_pixel, pixels) for every chunk, in parallel.
-template <typename Fn>
+// Runs fn(chunk buffers, sample, chunk, first_pixel, pixels) for every chunk, in
+// parallel; each task allocates its buffers once.
+template <typename acc_t, typename Fn>
 void for_each_chunk(const SoftmaxShape& shape, Fn&& fn) {
   at::parallel_for(0, shape.batch * shape.chunks_per_sample, kChunksPerTask, [&](int64_t begin, int64_t end) {
+    Chunk<acc_t> buffers(shape.classes);
     for (int64_t job = begin; job < end; ++job) {
       const int64_t sample = job / shape.chunks_per_sample, chunk = job % shape.chunks_per_sample;
       const int64_t first = chunk * kPixels;
-      fn(sample, chunk, first, std::min(kPixels, shape.spatial - first));
+      fn(buffers, sample, chunk, first, std::min(kPixels, shape.spatial - first));
     }
   });
 }
@@ -123,39 +319,12 @@ SoftmaxSums softmax_group_sums(const Tensor& input_, const Tensor& target_, bool
       using target_t = decltype(target_tag);
       const input_t* x = input.const_data_ptr<input_t>();
       const target_t* y = target.const_data_ptr<target_t>();
-      for_each_chunk(shape, [&](int64_t sample, int64_t chunk, int64_t first, int64_t n) {
-        const input_t* xs = x + sample * ops.sample + first * ops.pixel;
-        ChunkSoftmax<acc_t> sm(C);
-        sm.compute(xs, y + sample * shape.spatial + first, C, ops.cls, ops.pixel, n, ignore_index);
+      for_each_chunk<acc_t>(shape, [&](Chunk<acc_t>& k, int64_t sample, int64_t chunk, int64_t first, int64_t n) {
+        k.stage(x + sample * ops.sample + first * ops.pixel, y + sample * shape.spatial + first, ops.cls, ops.pixel,
+                n, ignore_index);
         const int64_t job = sample * shape.chunks_per_sample + chunk;
-        if (region) {
-          for (int64_t c = 0; c < C; ++c) {
-            const acc_t* row = sm.e.data() + c * kPixels;
-            acc_t sum_i = 0, sum_p = 0, sum_t = 0;
-            for (int64_t i = 0; i < n; ++i) {
-              const acc_t p = sm.valid[i] ? row[i] / sm.total[i] : acc_t(0);
-              const bool hit = sm.valid[i] && sm.label[i] == c;
-              sum_i += hit ? p : acc_t(0);
-              sum_p += p;
-              sum_t += hit ? acc_t(1) : acc_t(0);
-            }
-            double* slot = class_partials.data() + (job * C + c) * 3;
-            slot[0] = sum_i;
-            slot[1] = sum_p;
-            slot[2] = sum_t;
-          }
-        }
-        acc_t sum_e = 0, count = 0;
-        if (elem) {
-          for (int64_t i = 0; i < n; ++i) {
-            if (!sm.valid[i]) continue;
-            const auto [log_p_y, rest] = sm.target_terms(xs, ops.cls, ops.pixel, i);
-            sum_e += softmax_focal_terms<StdMath>(log_p_y, rest, acc_t(focal_alpha), acc_t(focal_gamma)).loss;
-            count += 1;
-          }
-        }
-        elem_partials[job * 2] = sum_e;
-        elem_partials[job * 2 + 1] = count;
+        stats_chunk(k, region, elem, static_cast<acc_t>(focal_alpha), static_cast<acc_t>(focal_gamma),
+                    region ? class_partials.data() + job * C * 3 : nullptr, elem_partials.data() + job * 2);
       });
     });
   });
@@ -285,14 +454,17 @@ Tensor softmax_backward_cpu(const Tensor& upstream_, const Tensor& input_, const
   const SoftmaxShape shape(input);
   const int64_t C = shape.classes;
   Tensor grad = at::empty_like(input, ops.format);  // the input's strides: written at the offsets read
+  const auto acc_dtype = input.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
   // The focal map's upstream stays in the input's dtype (a full-size map); the per-group one is tiny.
   const Tensor upstream = upstream_.to(MAP ? input.scalar_type() : at::kDouble).contiguous();
-  Tensor scaled;  // per-group (c_I, c_P) times the upstream gradient
-  double elem_coef = 0;  // c_E: the element term scales the scalar output only
+  Tensor coef_i, coef_p;  // per group, times the upstream gradient: g_c = c_I [c = y] + c_P
+  double elem_scale = 0;  // c_E: the element term scales the scalar output only
   if (!MAP) {
     const Tensor coef = coef_->to(at::kDouble).contiguous();
-    scaled = coef.mul(upstream.reshape({-1, 1})).contiguous();
-    elem_coef = coef.const_data_ptr<double>()[2] * upstream.const_data_ptr<double>()[0];  // CPU tensors: no sync
+    const Tensor scaled = coef.mul(upstream.reshape({-1, 1}));
+    coef_i = scaled.select(1, 0).to(acc_dtype).contiguous();
+    coef_p = scaled.select(1, 1).to(acc_dtype).contiguous();
+    elem_scale = coef.const_data_ptr<double>()[2] * upstream.const_data_ptr<double>()[0];  // CPU tensors: no sync
   }
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "softmax_backward_cpu", [&] {
     using input_t = scalar_t;
@@ -302,43 +474,23 @@ Tensor softmax_backward_cpu(const Tensor& upstream_, const Tensor& input_, const
       const input_t* x = input.const_data_ptr<input_t>();
       const target_t* y = target.const_data_ptr<target_t>();
       input_t* out = grad.mutable_data_ptr<input_t>();
-      const double* c = MAP ? nullptr : scaled.const_data_ptr<double>();
+      const bool with_region = region && !MAP;
       const input_t* up = MAP ? upstream.const_data_ptr<input_t>() : nullptr;
-      for_each_chunk(shape, [&](int64_t sample, int64_t, int64_t first, int64_t n) {
+      for_each_chunk<acc_t>(shape, [&](Chunk<acc_t>& k, int64_t sample, int64_t, int64_t first, int64_t n) {
         const int64_t base = sample * ops.sample + first * ops.pixel;
-        ChunkSoftmax<acc_t> sm(C);
-        sm.compute(x + base, y + sample * shape.spatial + first, C, ops.cls, ops.pixel, n, ignore_index);
-        const double* gc = MAP ? nullptr : c + (per_sample ? sample * C : 0) * 3;
-        acc_t dot[kPixels] = {}, factor[kPixels] = {};
-        if (region && !MAP) {  // dot_i = sum_k p_k g_k, class-major over contiguous pixels
-          for (int64_t k = 0; k < C; ++k) {
-            const acc_t* row = sm.e.data() + k * kPixels;
-            for (int64_t i = 0; i < n; ++i) {
-              const acc_t g = (sm.label[i] == k ? acc_t(gc[3 * k]) : acc_t(0)) + acc_t(gc[3 * k + 1]);
-              dot[i] += sm.valid[i] ? row[i] / sm.total[i] * g : acc_t(0);
-            }
+        k.stage(x + base, y + sample * shape.spatial + first, ops.cls, ops.pixel, n, ignore_index);
+        const int64_t group = per_sample ? sample * C : 0;
+        alignas(64) acc_t upstream_chunk[kPixels];  // the focal map's upstream, padding 0
+        if (MAP) {
+          for (int64_t i = 0; i < k.m; ++i) {
+            upstream_chunk[i] = i < n ? static_cast<acc_t>(up[sample * shape.spatial + first + i]) : acc_t(0);
           }
         }
-        for (int64_t i = 0; i < n; ++i) {
-          if (!sm.valid[i]) continue;
-          if (elem || MAP) {
-            const auto [log_p_y, rest] = sm.target_terms(x + base, ops.cls, ops.pixel, i);
-            const acc_t a = softmax_focal_terms<StdMath>(log_p_y, rest, acc_t(focal_alpha), acc_t(focal_gamma)).dloss;
-            factor[i] = a * (MAP ? acc_t(up[sample * shape.spatial + first + i]) : acc_t(elem_coef));
-          }
-        }
-        for (int64_t k = 0; k < C; ++k) {
-          for (int64_t i = 0; i < n; ++i) {
-            acc_t g = 0;
-            if (sm.valid[i]) {
-              const acc_t p = sm.e[k * kPixels + i] / sm.total[i];
-              const bool hit = sm.label[i] == k;
-              if (region && !MAP) g += p * ((hit ? acc_t(gc[3 * k]) : acc_t(0)) + acc_t(gc[3 * k + 1]) - dot[i]);
-              if (elem || MAP) g += factor[i] * (p - (hit ? acc_t(1) : acc_t(0)));
-            }
-            out[base + k * ops.cls + i * ops.pixel] = static_cast<input_t>(g);
-          }
-        }
+        backward_chunk(k, with_region ? coef_i.const_data_ptr<acc_t>() + group : nullptr,
+                       with_region ? coef_p.const_data_ptr<acc_t>() + group : nullptr, elem || MAP,
+                       static_cast<acc_t>(focal_alpha), static_cast<acc_t>(focal_gamma),
+                       static_cast<acc_t>(elem_scale), MAP ? upstream_chunk : nullptr);
+        k.unstage(out + base, ops.cls, ops.pixel);
       });
     });
   });
@@ -363,7 +515,6 @@ Tensor softmax_focal_map_cpu(const Tensor& input_, const Tensor& target_, double
   const SoftmaxOperands ops = softmax_operands(input_, target_);
   const Tensor &input = ops.input, &target = ops.target;
   const SoftmaxShape shape(input);
-  const int64_t C = shape.classes;
   Tensor out = at::empty(target.sizes(), input.options());
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "softmax_focal_map_cpu", [&] {
     using input_t = scalar_t;
@@ -373,18 +524,11 @@ Tensor softmax_focal_map_cpu(const Tensor& input_, const Tensor& target_, double
       const input_t* x = input.const_data_ptr<input_t>();
       const target_t* y = target.const_data_ptr<target_t>();
       input_t* o = out.mutable_data_ptr<input_t>();
-      for_each_chunk(shape, [&](int64_t sample, int64_t, int64_t first, int64_t n) {
-        const int64_t base = sample * ops.sample + first * ops.pixel;
-        ChunkSoftmax<acc_t> sm(C);
-        sm.compute(x + base, y + sample * shape.spatial + first, C, ops.cls, ops.pixel, n, ignore_index);
-        for (int64_t i = 0; i < n; ++i) {
-          acc_t loss = 0;
-          if (sm.valid[i]) {
-            const auto [log_p_y, rest] = sm.target_terms(x + base, ops.cls, ops.pixel, i);
-            loss = softmax_focal_terms<StdMath>(log_p_y, rest, acc_t(alpha), acc_t(gamma)).loss;
-          }
-          o[sample * shape.spatial + first + i] = static_cast<input_t>(loss);
-        }
+      for_each_chunk<acc_t>(shape, [&](Chunk<acc_t>& k, int64_t sample, int64_t, int64_t first, int64_t n) {
+        k.stage(x + sample * ops.sample + first * ops.pixel, y + sample * shape.spatial + first, ops.cls, ops.pixel,
+                n, ignore_index);
+        focal_map_chunk(k, static_cast<acc_t>(alpha), static_cast<acc_t>(gamma));
+        for (int64_t i = 0; i < n; ++i) o[sample * shape.spatial + first + i] = static_cast<input_t>(k.loss[i]);
       });
     });
   });
