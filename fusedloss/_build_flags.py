@@ -5,11 +5,15 @@ from __future__ import annotations
 
 import glob
 import os
+import sys
 import sysconfig
 
 # No -ffast-math: the tails rely on inf and NaN rules. These two only let the
 # compiler vectorise branches that may divide by zero, and skip errno.
-CXX = ["-O3", "-fno-trapping-math", "-fno-math-errno"]
+# -fopenmp: at::parallel_for is a header template that runs one thread unless the
+# extension itself is compiled with OpenMP. Not linked: its GOMP_* calls resolve
+# to the OpenMP runtime torch already loaded (a second runtime would fight it).
+CXX = ["-O3", "-fno-trapping-math", "-fno-math-errno"] + (["-fopenmp"] if sys.platform.startswith("linux") else [])
 # sm_80 (A100) and sm_90 (H100/H200) at least; PTX for newer chips.
 GENCODE = ["-gencode=arch=compute_80,code=sm_80", "-gencode=arch=compute_90,code=sm_90",
            "-gencode=arch=compute_90,code=compute_90"]
