@@ -23,15 +23,13 @@ from . import cpp_ops
 BACKENDS = ("triton", "cuda", "cpu", "reference")
 # By device type and loss family. Triton before CUDA C++ until a GPU benchmark says
 # otherwise. On the CPU (bench/results/cpu-quick-*.md) the C++ kernels beat the eager
-# reference for the sigmoid family; for the softmax family they do not yet (equal for
-# Dice / Dice+CE, slower for focal), so there the reference comes first and
-# backend='cpu' trades that speed for memory. The interpreter is for testing: 'auto'
-# never picks Triton on the CPU.
+# reference for both families at realistic sizes. The interpreter is for testing:
+# 'auto' never picks Triton on the CPU.
 AUTO_ORDER = {
     ("cuda", "sigmoid"): ("triton", "cuda", "reference"),
     ("cuda", "softmax"): ("triton", "cuda", "reference"),
     ("cpu", "sigmoid"): ("cpu", "reference"),
-    ("cpu", "softmax"): ("reference", "cpu"),
+    ("cpu", "softmax"): ("cpu", "reference"),
 }
 DEFAULT_AUTO_ORDER = ("reference",)
 CPP_BACKEND_DEVICE = {"cuda": "cuda", "cpu": "cpu"}
