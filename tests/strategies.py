@@ -1,5 +1,5 @@
-"""Hypothesis strategies for loss calls: random shapes, dtypes, options, modes
-and masks (degenerate ones included). A new loss gets property tests by being
+"""Hypothesis strategies for loss calls: random shapes, dtypes, options, modes,
+masks (degenerate ones included) and memory layouts. A new loss gets property tests by being
 listed in fusedloss.LOSSES / MULTICLASS_LOSSES: the strategies read those."""
 
 from __future__ import annotations
@@ -35,6 +35,28 @@ def _seeded(seed):
 
 
 @st.composite
+def _in_memory_layout(draw, *tensors):
+    """The tensors' values in one drawn memory layout: as made (contiguous), dense but
+    with the dims in another memory order (channels_last is one), or a strided view
+    (every other element of a wider tensor's last dim), which no kernel reads in place.
+    Tensors of one shape get the same strides (the binary kernels then read both in place)."""
+    layout = draw(st.sampled_from(["contiguous", "permuted", "strided"]))
+    order = draw(st.permutations(range(tensors[0].dim())))
+    inverse = sorted(range(len(order)), key=order.__getitem__)
+    laid_out = []
+    for tensor in tensors:
+        if tensor.dim() == 0 or layout == "contiguous":
+            laid_out.append(tensor)
+        elif layout == "permuted":
+            laid_out.append(tensor.permute(order).contiguous().permute(inverse))
+        else:
+            wide = torch.zeros(tensor.shape[:-1] + (2 * tensor.shape[-1],), dtype=tensor.dtype, device=tensor.device)
+            wide[..., ::2] = tensor
+            laid_out.append(wide[..., ::2])
+    return laid_out
+
+
+@st.composite
 def binary_calls(draw, losses):
     """(loss name, input, target, options) for mode='binary'."""
     name = draw(st.sampled_from(sorted(losses)))
@@ -61,7 +83,12 @@ def binary_calls(draw, losses):
         if options["per_channel"] and draw(st.booleans()):
             options["weight"] = torch.rand(shape[1], generator=gen, dtype=torch.float64).to(DEVICE)
     options["reduction"] = draw(st.sampled_from(["mean", "sum", "none"]))
-    return name, x.to(DEVICE), t.to(target_dtype).to(DEVICE), options
+    x, t = x.to(DEVICE), t.to(target_dtype).to(DEVICE)
+    if draw(st.booleans()):
+        x, t = draw(_in_memory_layout(x, t))
+    else:
+        (x,), (t,) = draw(_in_memory_layout(x)), draw(_in_memory_layout(t))
+    return name, x, t, options
 
 
 @st.composite
@@ -96,4 +123,5 @@ def multiclass_calls(draw, losses, ignore_index=255):
         options["exclude_empty"] = draw(st.booleans())
         if draw(st.booleans()):
             options["weight"] = torch.rand(classes, generator=gen, dtype=torch.float64).to(DEVICE)
-    return name, x.to(DEVICE), y.to(target_dtype).to(DEVICE), options
+    (x,), (y,) = draw(_in_memory_layout(x.to(DEVICE))), draw(_in_memory_layout(y.to(target_dtype).to(DEVICE)))
+    return name, x, y, options

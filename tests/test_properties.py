@@ -1,5 +1,5 @@
-"""Property-based tests: hypothesis draws shapes, dtypes, options, modes and
-masks (tests/strategies.py) and every fused backend must match the reference,
+"""Property-based tests: hypothesis draws shapes, dtypes, options, modes,
+masks and memory layouts (tests/strategies.py) and every fused backend must match the reference,
 forward and backward, and stay finite."""
 
 import pytest
@@ -18,7 +18,7 @@ PROPERTY_SETTINGS = settings(max_examples=40, deadline=None, derandomize=True,
 
 
 def loss_and_grad(fn, x, t, backend, options):
-    x = x.detach().clone().requires_grad_(True)
+    x = x.detach().requires_grad_(True)  # a view: the drawn memory layout stays
     loss = fn(x, t, backend=backend, **options)
     upstream = torch.linspace(0.5, 1.5, loss.numel(), dtype=loss.dtype, device=loss.device).reshape(loss.shape)
     (grad,) = torch.autograd.grad(loss, x, upstream)
