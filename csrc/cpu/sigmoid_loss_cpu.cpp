@@ -20,13 +20,8 @@
 
 #include "../layout.h"
 #include "../sigmoid_math.h"
+#include "convert.h"
 #include "vector_math.h"
-
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
-#define FUSEDLOSS_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
-#else
-#define FUSEDLOSS_CLONES
-#endif
 
 namespace fusedloss {
 namespace {
@@ -213,7 +208,7 @@ struct Staged {
     if constexpr (std::is_same_v<T, acc_t>) {
       return source;
     } else {
-      for (int64_t i = 0; i < n; ++i) values[i] = static_cast<acc_t>(source[i]);
+      convert(source, values, n);
       return values;
     }
   }
@@ -231,7 +226,7 @@ struct Staged {
   template <typename T>
   void store(T* destination, int64_t n) const {
     if constexpr (!std::is_same_v<T, acc_t>) {
-      for (int64_t i = 0; i < n; ++i) destination[i] = static_cast<T>(values[i]);
+      convert(values, destination, n);
     }
   }
 };

@@ -25,13 +25,8 @@
 
 #include "../layout.h"
 #include "../sigmoid_math.h"
+#include "convert.h"
 #include "vector_math.h"
-
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
-#define FUSEDLOSS_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
-#else
-#define FUSEDLOSS_CLONES
-#endif
 
 namespace fusedloss {
 namespace {
@@ -77,7 +72,7 @@ struct Chunk {
       acc_t* row = x.data() + c * kPixels;
       const input_t* source = logits + c * class_stride;
       if (pixel_stride == 1) {
-        for (int64_t i = 0; i < n; ++i) row[i] = static_cast<acc_t>(source[i]);
+        convert(source, row, n);
       } else {
         for (int64_t i = 0; i < n; ++i) row[i] = static_cast<acc_t>(source[i * pixel_stride]);
       }
@@ -92,7 +87,7 @@ struct Chunk {
       const acc_t* row = x.data() + c * kPixels;
       input_t* destination = out + c * class_stride;
       if (pixel_stride == 1) {
-        for (int64_t i = 0; i < n; ++i) destination[i] = static_cast<input_t>(row[i]);
+        convert(row, destination, n);
       } else {
         for (int64_t i = 0; i < n; ++i) destination[i * pixel_stride] = static_cast<input_t>(row[i]);
       }
