@@ -25,7 +25,7 @@ import triton.language as tl
 
 from .._spec import GroupLayout, group_layout, sigmoid_operands
 from .triton_common import (REDUCTION_CODE, acc_dtypes, on_input_device, param, region_terms, sm_count, split,
-                            store_as, writable)
+                            store_as, sum_rows, writable)
 
 
 
@@ -155,10 +155,10 @@ def _finalize_kernel(
             parts = part_start + tl.arange(0, PART_BLOCK)
             tile_mask = group_mask[:, None] & (parts < parts_per_group)[None, :]
             slots = partial_ptr + (groups.to(tl.int64)[:, None] * parts_per_group + parts[None, :]) * 4
-            sum_i += tl.sum(tl.load(slots + 0, mask=tile_mask, other=0.0), axis=1)
-            sum_p += tl.sum(tl.load(slots + 1, mask=tile_mask, other=0.0), axis=1)
-            sum_t += tl.sum(tl.load(slots + 2, mask=tile_mask, other=0.0), axis=1)
-            sum_e += tl.sum(tl.load(slots + 3, mask=tile_mask, other=0.0), axis=1)
+            sum_i += sum_rows(slots + 0, tile_mask)
+            sum_p += sum_rows(slots + 1, tile_mask)
+            sum_t += sum_rows(slots + 2, tile_mask)
+            sum_e += sum_rows(slots + 3, tile_mask)
 
         if HAS_WEIGHT:
             group_weight = tl.load(weight_ptr + groups % num_channels, mask=group_mask, other=0.0).to(ACC)

@@ -27,7 +27,7 @@ import triton.language as tl
 
 from .._spec import softmax_operands
 from .triton_common import (REDUCTION_CODE, acc_dtypes, on_input_device, param, pow_or_zero, region_terms,
-                            sm_count, split, store_as, writable)
+                            sm_count, split, store_as, sum_rows, writable)
 
 @triton.jit
 def _pixel_softmax(x_ptr, y_ptr, sample, pixels, num_classes, spatial, sample_stride, class_stride, pixel_stride,
@@ -129,9 +129,9 @@ def _group_sums(class_partial_ptr, groups, group_mask, num_classes, chunks_per_s
         parts = part_start + tl.arange(0, PART_BLOCK)
         tile_mask = group_mask[:, None] & (parts < parts_per_group)[None, :]
         slots = class_partial_ptr + ((first_part[:, None] + parts[None, :]) * num_classes + classes[:, None]) * 3
-        sum_i += tl.sum(tl.load(slots + 0, mask=tile_mask, other=0.0), axis=1)
-        sum_p += tl.sum(tl.load(slots + 1, mask=tile_mask, other=0.0), axis=1)
-        sum_t += tl.sum(tl.load(slots + 2, mask=tile_mask, other=0.0), axis=1)
+        sum_i += sum_rows(slots + 0, tile_mask)
+        sum_p += sum_rows(slots + 1, tile_mask)
+        sum_t += sum_rows(slots + 2, tile_mask)
     return sum_i, sum_p, sum_t
 
 

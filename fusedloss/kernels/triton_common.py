@@ -28,6 +28,14 @@ def store_as(ptr, value, mask, BF16_BITS: tl.constexpr):
 
 
 @triton.jit
+def sum_rows(ptr, mask):
+    """Row sums of a masked [rows, columns] load. The where() between load and sum
+    keeps Triton <= 3.6 compiling: a sum fed straight by a load in a loop trips an
+    assertion in its OptimizeThreadLocality pass (loopResult.hasOneUse())."""
+    return tl.sum(tl.where(mask, tl.load(ptr, mask=mask), 0.0), axis=1)
+
+
+@triton.jit
 def pow_or_zero(base, exponent):
     # base**exponent for base >= 0 with 0**e = 0 for e > 0, 1 for e == 0.
     positive = base > 0.0
