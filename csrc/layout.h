@@ -52,12 +52,21 @@ inline SigmoidOperands sigmoid_operands(const at::Tensor& input, const at::Tenso
   return {input.contiguous(), target.contiguous(), at::MemoryFormat::Contiguous};
 }
 
-struct SoftmaxOperands {
-  at::Tensor input, target;
-  int64_t sample, cls, pixel;  // strides
-  at::MemoryFormat format;     // of the gradient: the input's own when read in place
+// Where logit (n, c, pixel p) lies: n * sample + c * cls + p * pixel.
+struct ClassStrides {
+  int64_t sample, cls, pixel;
+  // Offset of class 0's logit of pixel p of sample n.
+  C10_HOST_DEVICE int64_t at(int64_t n, int64_t p) const { return n * sample + p * pixel; }
 };
 
+struct SoftmaxOperands {
+  at::Tensor input, target;
+  ClassStrides strides;
+  at::MemoryFormat format;  // of the gradient: the input's own when read in place
+};
+
+// Whether the input is dense with its spatial dims one run of equal steps; if so,
+// that step in *pixel_stride.
 inline bool class_strides(const at::Tensor& input, int64_t* pixel_stride) {
   if (!dense(input)) return false;
   int64_t pixel = 0, expected = 0;
@@ -76,11 +85,11 @@ inline bool class_strides(const at::Tensor& input, int64_t* pixel_stride) {
 
 inline SoftmaxOperands softmax_operands(const at::Tensor& input_, const at::Tensor& target) {
   int64_t pixel = 1;
-  const bool in_place = class_strides(input_, &pixel);
-  const at::Tensor input = in_place ? input_ : input_.contiguous();
-  if (!in_place) class_strides(input, &pixel);
-  return {input, target.contiguous(), input.stride(0), input.stride(1), pixel,
-          in_place ? at::MemoryFormat::Preserve : at::MemoryFormat::Contiguous};
+  if (class_strides(input_, &pixel)) {
+    return {input_, target.contiguous(), {input_.stride(0), input_.stride(1), pixel}, at::MemoryFormat::Preserve};
+  }
+  const at::Tensor input = input_.contiguous();  // (N, C, S) in order: pixel stride 1
+  return {input, target.contiguous(), {input.stride(0), input.stride(1), 1}, at::MemoryFormat::Contiguous};
 }
 
 }  // namespace fusedloss

@@ -164,5 +164,5 @@ def softmax_operands(input, target) -> SoftmaxOperands:
     strides = class_strides(input)
     if strides is not None:
         return SoftmaxOperands(input, target.contiguous(), strides, torch.preserve_format)
-    input = input.contiguous()
-    return SoftmaxOperands(input, target.contiguous(), class_strides(input), torch.contiguous_format)
+    input = input.contiguous()  # (N, C, S) in order: pixel stride 1
+    return SoftmaxOperands(input, target.contiguous(), (input.stride(0), input.stride(1), 1), torch.contiguous_format)

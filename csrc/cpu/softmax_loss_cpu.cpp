@@ -57,9 +57,11 @@ struct Chunk {
 
   explicit Chunk(int64_t classes_) : x(classes_ * kPixels), e(classes_ * kPixels), classes(classes_) {}
 
+  // logits: class 0 of the chunk's first pixel; labels: that pixel's.
   template <typename input_t, typename target_t>
-  void stage(const input_t* logits, const target_t* labels, int64_t class_stride, int64_t pixel_stride,
-             int64_t pixels, std::optional<int64_t> ignore_index) {
+  void stage(const input_t* logits, const target_t* labels, const ClassStrides& strides, int64_t pixels,
+             std::optional<int64_t> ignore_index) {
+    const int64_t class_stride = strides.cls, pixel_stride = strides.pixel;
     n = pixels;
     m = (n + kLanes - 1) / kLanes * kLanes;
     for (int64_t i = 0; i < n; ++i) {
@@ -82,7 +84,8 @@ struct Chunk {
 
   // The staged x (the gradient by then) back to the output, at the offsets read.
   template <typename input_t>
-  void unstage(input_t* out, int64_t class_stride, int64_t pixel_stride) const {
+  void unstage(input_t* out, const ClassStrides& strides) const {
+    const int64_t class_stride = strides.cls, pixel_stride = strides.pixel;
     for (int64_t c = 0; c < classes; ++c) {
       const acc_t* row = x.data() + c * kPixels;
       input_t* destination = out + c * class_stride;
@@ -315,8 +318,7 @@ SoftmaxSums softmax_group_sums(const Tensor& input_, const Tensor& target_, bool
       const input_t* x = input.const_data_ptr<input_t>();
       const target_t* y = target.const_data_ptr<target_t>();
       for_each_chunk<acc_t>(shape, [&](Chunk<acc_t>& k, int64_t sample, int64_t chunk, int64_t first, int64_t n) {
-        k.stage(x + sample * ops.sample + first * ops.pixel, y + sample * shape.spatial + first, ops.cls, ops.pixel,
-                n, ignore_index);
+        k.stage(x + ops.strides.at(sample, first), y + sample * shape.spatial + first, ops.strides, n, ignore_index);
         const int64_t job = sample * shape.chunks_per_sample + chunk;
         stats_chunk(k, region, elem, static_cast<acc_t>(focal_alpha), static_cast<acc_t>(focal_gamma),
                     region ? class_partials.data() + job * C * 3 : nullptr, elem_partials.data() + job * 2);
@@ -472,8 +474,8 @@ Tensor softmax_backward_cpu(const Tensor& upstream_, const Tensor& input_, const
       const bool with_region = region && !MAP;
       const input_t* up = MAP ? upstream.const_data_ptr<input_t>() : nullptr;
       for_each_chunk<acc_t>(shape, [&](Chunk<acc_t>& k, int64_t sample, int64_t, int64_t first, int64_t n) {
-        const int64_t base = sample * ops.sample + first * ops.pixel;
-        k.stage(x + base, y + sample * shape.spatial + first, ops.cls, ops.pixel, n, ignore_index);
+        const int64_t base = ops.strides.at(sample, first);
+        k.stage(x + base, y + sample * shape.spatial + first, ops.strides, n, ignore_index);
         const int64_t group = per_sample ? sample * C : 0;
         alignas(64) acc_t upstream_chunk[kPixels];  // the focal map's upstream, padding 0
         if (MAP) {
@@ -485,7 +487,7 @@ Tensor softmax_backward_cpu(const Tensor& upstream_, const Tensor& input_, const
                        with_region ? coef_p.const_data_ptr<acc_t>() + group : nullptr, elem || MAP,
                        static_cast<acc_t>(focal_alpha), static_cast<acc_t>(focal_gamma),
                        static_cast<acc_t>(elem_scale), MAP ? upstream_chunk : nullptr);
-        k.unstage(out + base, ops.cls, ops.pixel);
+        k.unstage(out + base, ops.strides);
       });
     });
   });
@@ -520,8 +522,7 @@ Tensor softmax_focal_map_cpu(const Tensor& input_, const Tensor& target_, double
       const target_t* y = target.const_data_ptr<target_t>();
       input_t* o = out.mutable_data_ptr<input_t>();
       for_each_chunk<acc_t>(shape, [&](Chunk<acc_t>& k, int64_t sample, int64_t, int64_t first, int64_t n) {
-        k.stage(x + sample * ops.sample + first * ops.pixel, y + sample * shape.spatial + first, ops.cls, ops.pixel,
-                n, ignore_index);
+        k.stage(x + ops.strides.at(sample, first), y + sample * shape.spatial + first, ops.strides, n, ignore_index);
         focal_map_chunk(k, static_cast<acc_t>(alpha), static_cast<acc_t>(gamma));
         for (int64_t i = 0; i < n; ++i) o[sample * shape.spatial + first + i] = static_cast<input_t>(k.loss[i]);
       });

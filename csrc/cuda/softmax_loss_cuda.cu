@@ -55,10 +55,6 @@ ClassMapReader class_map_reader(const Tensor& target) {
   return {target.const_data_ptr(), static_cast<int>(target.element_size())};
 }
 
-struct Strides {
-  int64_t sample, cls, pixel;
-};
-
 struct Shape {
   int64_t batch, classes, spatial, steps, chunks_per_sample, blocks;
   Shape(const Tensor& input) {
@@ -116,7 +112,7 @@ template <typename input_t, typename acc_t>
 __global__ void __launch_bounds__(kThreads) stats_kernel(const input_t* __restrict__ x, ClassMapReader y,
                                                          acc_t* __restrict__ class_partials,
                                                          acc_t* __restrict__ elem_partials, int64_t classes,
-                                                         int64_t spatial, Strides s, int64_t chunks_per_sample,
+                                                         int64_t spatial, ClassStrides s, int64_t chunks_per_sample,
                                                          int64_t steps, bool has_ignore, int64_t ignore_index,
                                                          bool region, bool elem, acc_t alpha, acc_t gamma) {
   const int64_t sample = blockIdx.x / chunks_per_sample, chunk = blockIdx.x % chunks_per_sample;
@@ -130,7 +126,7 @@ __global__ void __launch_bounds__(kThreads) stats_kernel(const input_t* __restri
   for (int64_t step = 0; step < steps; ++step) {
     const int64_t pixel = (chunk * steps + step) * kThreads + threadIdx.x;
     const bool inside = pixel < spatial;
-    const Pixel<input_t, acc_t> px(x + sample * s.sample + (inside ? pixel : 0) * s.pixel,
+    const Pixel<input_t, acc_t> px(x + s.at(sample, inside ? pixel : 0),
                                    inside ? y(sample * spatial + pixel) : -1, inside, classes, s.cls, has_ignore,
                                    ignore_index);
     if (region) {
@@ -206,15 +202,16 @@ template <typename input_t, typename acc_t, bool MAP>
 __global__ void __launch_bounds__(kThreads) backward_kernel(
     const input_t* __restrict__ x, ClassMapReader y, const acc_t* __restrict__ coef,
     const acc_t* __restrict__ grad_loss, int64_t grad_loss_group_stride, const input_t* __restrict__ grad_map,
-    input_t* __restrict__ grad, int64_t classes, int64_t spatial, Strides s, int64_t chunks_per_sample, int64_t steps,
-    bool has_ignore, int64_t ignore_index, bool per_sample, bool region, bool elem, acc_t alpha, acc_t gamma) {
+    input_t* __restrict__ grad, int64_t classes, int64_t spatial, ClassStrides s, int64_t chunks_per_sample,
+    int64_t steps, bool has_ignore, int64_t ignore_index, bool per_sample, bool region, bool elem, acc_t alpha,
+    acc_t gamma) {
   const int64_t sample = blockIdx.x / chunks_per_sample, chunk = blockIdx.x % chunks_per_sample;
   const int64_t group_base = per_sample ? sample * classes : 0;
   const acc_t elem_coef = MAP ? acc_t(1) : coef[2] * grad_loss[0];
   for (int64_t step = 0; step < steps; ++step) {
     const int64_t pixel = (chunk * steps + step) * kThreads + threadIdx.x;
     if (pixel >= spatial) continue;  // no warp-wide operations below
-    const int64_t base = sample * s.sample + pixel * s.pixel;  // the gradient has the input's strides
+    const int64_t base = s.at(sample, pixel);  // the gradient has the input's strides
     const Pixel<input_t, acc_t> px(x + base, y(sample * spatial + pixel), true, classes, s.cls, has_ignore,
                                    ignore_index);
     // g_c = c_I[c = y] + c_P, times the upstream gradient of the group.
@@ -248,14 +245,14 @@ __global__ void __launch_bounds__(kThreads) backward_kernel(
 template <typename input_t, typename acc_t>
 __global__ void __launch_bounds__(kThreads) focal_map_kernel(const input_t* __restrict__ x, ClassMapReader y,
                                                              input_t* __restrict__ out, int64_t classes,
-                                                             int64_t spatial, Strides s, int64_t chunks_per_sample,
+                                                             int64_t spatial, ClassStrides s, int64_t chunks_per_sample,
                                                              int64_t steps, bool has_ignore, int64_t ignore_index,
                                                              acc_t alpha, acc_t gamma) {
   const int64_t sample = blockIdx.x / chunks_per_sample, chunk = blockIdx.x % chunks_per_sample;
   for (int64_t step = 0; step < steps; ++step) {
     const int64_t pixel = (chunk * steps + step) * kThreads + threadIdx.x;
     if (pixel >= spatial) continue;
-    const Pixel<input_t, acc_t> px(x + sample * s.sample + pixel * s.pixel, y(sample * spatial + pixel), true,
+    const Pixel<input_t, acc_t> px(x + s.at(sample, pixel), y(sample * spatial + pixel), true,
                                    classes, s.cls, has_ignore, ignore_index);
     out[sample * spatial + pixel] = static_cast<input_t>(px.valid ? px.focal(s.cls, alpha, gamma).loss : acc_t(0));
   }
@@ -267,8 +264,6 @@ struct Partials {
   Tensor classes, elems;
 };
 
-Strides strides_of(const SoftmaxOperands& ops) { return {ops.sample, ops.cls, ops.pixel}; }
-
 Partials launch_stats(const SoftmaxOperands& ops, const Shape& shape, bool region, bool elem,
                       double focal_alpha, double focal_gamma, std::optional<int64_t> ignore_index) {
   const Tensor &input = ops.input, &target = ops.target;
@@ -279,7 +274,7 @@ Partials launch_stats(const SoftmaxOperands& ops, const Shape& shape, bool regio
     using acc_t = at::opmath_type<scalar_t>;
     stats_kernel<scalar_t, acc_t><<<shape.blocks, kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
         input.const_data_ptr<scalar_t>(), class_map_reader(target), partials.classes.mutable_data_ptr<acc_t>(),
-        partials.elems.mutable_data_ptr<acc_t>(), C, shape.spatial, strides_of(ops), shape.chunks_per_sample,
+        partials.elems.mutable_data_ptr<acc_t>(), C, shape.spatial, ops.strides, shape.chunks_per_sample,
         shape.steps, ignore_index.has_value(), ignore_index.value_or(0), region, elem, static_cast<acc_t>(focal_alpha),
         static_cast<acc_t>(focal_gamma));
     C10_CUDA_KERNEL_LAUNCH_CHECK();
@@ -384,9 +379,8 @@ Tensor softmax_backward_cuda(const Tensor& upstream_, const Tensor& input_, cons
         input.const_data_ptr<scalar_t>(), class_map_reader(target),
         MAP ? nullptr : coef.const_data_ptr<acc_t>(), MAP ? nullptr : upstream.const_data_ptr<acc_t>(),
         upstream.dim() > 0 ? 1 : 0, MAP ? upstream.const_data_ptr<scalar_t>() : nullptr,
-        grad.mutable_data_ptr<scalar_t>(), shape.classes, shape.spatial, strides_of(ops), shape.chunks_per_sample,
-        shape.steps,
-        ignore_index.has_value(), ignore_index.value_or(0), per_sample, region, elem,
+        grad.mutable_data_ptr<scalar_t>(), shape.classes, shape.spatial, ops.strides, shape.chunks_per_sample,
+        shape.steps, ignore_index.has_value(), ignore_index.value_or(0), per_sample, region, elem,
         static_cast<acc_t>(focal_alpha), static_cast<acc_t>(focal_gamma));
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
@@ -418,7 +412,7 @@ Tensor softmax_focal_map_cuda(const Tensor& input_, const Tensor& target_, doubl
     using acc_t = at::opmath_type<scalar_t>;
     focal_map_kernel<scalar_t, acc_t><<<shape.blocks, kThreads, 0, stream>>>(
         input.const_data_ptr<scalar_t>(), class_map_reader(target), out.mutable_data_ptr<scalar_t>(),
-        shape.classes, shape.spatial, strides_of(ops), shape.chunks_per_sample, shape.steps, ignore_index.has_value(),
+        shape.classes, shape.spatial, ops.strides, shape.chunks_per_sample, shape.steps, ignore_index.has_value(),
         ignore_index.value_or(0), static_cast<acc_t>(alpha), static_cast<acc_t>(gamma));
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
