@@ -74,7 +74,7 @@ MULTICLASS_PIXELS = 2**30 + 4099  # x (1, 2, pixels): past the int32 range in el
 @pytest.mark.skipif(DEVICE.type != "cuda", reason="GPU only: the CPU C++ multi-class kernels would take minutes "
                     "over 2**31 elements (the CPU's 64-bit offsets are covered by the binary test)")
 @pytest.mark.skipif(DEVICE.type == "cuda" and _available_bytes() < 24 * 2**30,
-                    reason="needs ~12 GiB of free GPU memory for 2**31 elements")
+                    reason="needs 24 GiB of free GPU memory (it uses ~12) for 2**31 elements")
 @pytest.mark.parametrize("backend", FUSED_BACKENDS)
 def test_multiclass_dice_over_int32_range(backend):
     classes, smooth = 2, 1.0

@@ -9,7 +9,6 @@
 #include <c10/util/Half.h>
 
 #include <cstdint>
-#include <type_traits>
 
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
 #define FUSEDLOSS_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))

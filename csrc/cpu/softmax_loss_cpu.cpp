@@ -20,7 +20,6 @@
 #include <torch/library.h>
 
 #include <limits>
-#include <type_traits>
 #include <vector>
 
 #include "../layout.h"
