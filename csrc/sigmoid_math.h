@@ -112,7 +112,8 @@ FUSEDLOSS_INLINE FocalTerms<acc_t> focal_terms(acc_t x, acc_t t, const SigmoidPa
   // is at most max(p, q) <= 1 (1 / q_t alone overflows for a subnormal q_t, |x| ~ 89..104
   // in fp32); the limit at q_t = 0 is 0.
   const acc_t pq_over_q_t = positive ? (s.p * s.q) / q_t : acc_t(0);
-  const acc_t slope = gamma * modulator * pq_over_q_t * (one - acc_t(2) * t) * bce;
+  // gamma = 0 has no slope (not 0 * bce, NaN at |x| = inf: BCE's gradient stays p - t there).
+  const acc_t slope = gamma != acc_t(0) ? gamma * modulator * pq_over_q_t * (one - acc_t(2) * t) * bce : acc_t(0);
   return {alpha_t * modulator * bce, alpha_t * (modulator * (s.p - t) + slope)};
 }
 

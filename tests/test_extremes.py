@@ -69,3 +69,17 @@ def test_logits_whose_complement_is_subnormal(backend, name, options, dtype):
     assert_close(fused_loss, ref_loss, torch.float64 if dtype == torch.float64 else torch.float32)
     if torch.isfinite(ref_grad).all():
         assert_close(fused_grad, ref_grad, dtype)
+
+
+@pytest.mark.parametrize("name, options", [("focal", dict(gamma=0.0)), ("focal", dict(gamma=0.0, alpha=0.25)),
+                                           ("dice_bce", {})])
+def test_infinite_logits_keep_the_bce_gradient(backend, name, options):
+    """The loss of an infinite logit is NaN or inf, but BCE's gradient there is
+    still p - t (what autograd gives the reference): a gamma = 0 focal term must
+    not multiply its zero slope by that infinite BCE."""
+    x = torch.tensor([float("inf"), -float("inf")] * 6, dtype=torch.float32).reshape(1, 1, 3, 4).to(DEVICE)
+    t = torch.tensor([0.0, 1.0, 1.0, 0.0] * 3).reshape(1, 1, 3, 4).to(DEVICE)  # wrong, wrong, right, right
+    _, fused_grad = loss_and_grad(name, x, t, backend, **options)
+    _, ref_grad = loss_and_grad(name, x, t, "reference", **options)
+    assert torch.isfinite(ref_grad).all()  # the premise: the reference's gradient is finite here
+    assert_close(fused_grad, ref_grad, torch.float32)

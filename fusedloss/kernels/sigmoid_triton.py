@@ -68,7 +68,9 @@ def _focal_terms(x, t, p, q, softplus_neg_abs, alpha, gamma):
     alpha_t = tl.where(alpha >= 0.0, alpha * t + (1.0 - alpha) * (1.0 - t), 1.0)
     # q_t**(gamma-1) * p*q = modulator * (p*q / q_t): q_t lies between p and q, so the ratio
     # is at most 1 (1 / q_t alone overflows for a subnormal q_t); the limit at q_t = 0 is 0.
+    # gamma = 0 has no slope (not 0 * bce, NaN at |x| = inf: BCE's gradient stays p - t there).
     slope = tl.where(positive, gamma * modulator * ((p * q) / safe_q_t) * (1.0 - 2.0 * t) * bce, 0.0)
+    slope = tl.where(gamma == 0.0, 0.0, slope)
     loss = alpha_t * modulator * bce
     dloss = alpha_t * (modulator * (p - t) + slope)
     return loss, dloss
