@@ -84,6 +84,8 @@ inline bool class_strides(const at::Tensor& input, int64_t* pixel_stride) {
 }
 
 inline SoftmaxOperands softmax_operands(const at::Tensor& input_, const at::Tensor& target) {
+  // The Python API says so first; called directly, an empty batch would divide by zero.
+  TORCH_CHECK(input_.numel() > 0, "fusedloss: input must not be empty, got sizes ", input_.sizes());
   int64_t pixel = 1;
   if (class_strides(input_, &pixel)) {
     return {input_, target.contiguous(), {input_.stride(0), input_.stride(1), pixel}, at::MemoryFormat::Preserve};

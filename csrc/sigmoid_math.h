@@ -7,6 +7,7 @@
 
 #include <c10/macros/Macros.h>
 #include <c10/util/ArrayRef.h>
+#include <c10/util/Exception.h>
 #include <c10/util/string_view.h>
 
 #include <cmath>
@@ -46,6 +47,8 @@ struct GroupLayout {
 inline GroupLayout group_layout(c10::IntArrayRef sizes, bool per_sample, bool per_channel) {
   int64_t numel = 1;
   for (auto size : sizes) numel *= size;
+  // The Python API says so first; called directly, an empty batch would divide by zero here.
+  TORCH_CHECK(numel > 0, "fusedloss: input must not be empty, got sizes ", sizes);
   if (per_channel) {
     const int64_t batch = sizes[0], channels = sizes[1], rows = batch * channels;
     if (per_sample) return {rows, numel / rows, rows, channels, {batch, channels}};

@@ -63,3 +63,37 @@ def test_builds_on_first_use_without_prebuilt(tmp_path):
                             timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "built and ran" in result.stdout
+
+
+def test_ops_reject_empty_input_without_crashing():
+    """Called directly (the Python API checks first), the C++ ops refuse an empty
+    batch with an error; before, the CPU kernels' layout arithmetic divided by
+    zero and killed the process. In a subprocess, so a crash fails only this test."""
+    import subprocess
+    import sys
+
+    devices = [d for d in ("cpu", "cuda") if cpp_ops.unavailable_reason(d) is None]
+    script = (
+        "import torch, fusedloss\n"
+        "C = fusedloss.ops.fused_ops('cpu')\n"
+        f"for device in {devices!r}:\n"
+        "    x = torch.empty(0, 3, 4, device=device)\n"
+        "    calls = {\n"
+        "        'sigmoid_loss': lambda: C.sigmoid_loss(x, x, None, True, True, True, .5, .5, 1., 1., 1., False,\n"
+        "                                               -1., 0., 1., True, 'mean'),\n"
+        "        'sigmoid_focal_map': lambda: C.sigmoid_focal_map(x, x, .25, 2.),\n"
+        "        'softmax_loss': lambda: C.softmax_loss(x, torch.empty(0, 4, dtype=torch.long, device=device), None,\n"
+        "                                               False, True, .5, .5, 1., 1., 1., False, -1., 0., 1., True,\n"
+        "                                               None, True, False, 'mean'),\n"
+        "    }\n"
+        "    for name, call in calls.items():\n"
+        "        try:\n"
+        "            call()\n"
+        "            print(device, name, 'returned')\n"
+        "        except RuntimeError as e:\n"
+        "            print(device, name, 'refused' if 'input must not be empty' in str(e) else repr(e))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = result.stdout.splitlines()
+    assert len(lines) == 3 * len(devices) and all(line.endswith(" refused") for line in lines), result.stdout

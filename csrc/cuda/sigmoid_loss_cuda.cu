@@ -133,8 +133,8 @@ __global__ void __launch_bounds__(kThreads) stats_kernel(const input_t* __restri
 template <typename acc_t>
 __global__ void __launch_bounds__(kThreads) finalize_kernel(const acc_t* __restrict__ sums,
                                                             const acc_t* __restrict__ weight,
-                                                            acc_t* __restrict__ group_losses,
-                                                            acc_t* __restrict__ loss, acc_t* __restrict__ coef,
+                                                            acc_t* group_losses,  // is `loss` for 'none'
+                                                            acc_t* loss, acc_t* __restrict__ coef,
                                                             int64_t num_groups, int64_t num_channels,
                                                             int64_t group_size, SigmoidLossParams lp,
                                                             Reduction reduction) {

@@ -160,7 +160,7 @@ __global__ void __launch_bounds__(kThreads) stats_kernel(const input_t* __restri
 template <typename acc_t>
 __global__ void __launch_bounds__(kThreads) finalize_kernel(
     const acc_t* __restrict__ class_sums, const acc_t* __restrict__ elem_sums, const acc_t* __restrict__ weight,
-    acc_t* __restrict__ group_losses, acc_t* __restrict__ loss, acc_t* __restrict__ coef, int64_t groups,
+    acc_t* group_losses, acc_t* loss, acc_t* __restrict__ coef, int64_t groups,  // group_losses is loss for 'none'
     int64_t classes, bool include_background, bool exclude_empty, SigmoidLossParams lp, Reduction reduction) {
   __shared__ acc_t counted;  // groups that count, for the mean
   auto keep = [&](int64_t g) {
