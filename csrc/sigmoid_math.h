@@ -128,7 +128,7 @@ template <typename Math = StdMath, typename acc_t>
 FUSEDLOSS_INLINE FocalTerms<acc_t> softmax_focal_terms(acc_t log_p_y, acc_t rest, acc_t alpha, acc_t gamma) {
   const acc_t one = 1;
   const acc_t p_y = Math::exp(log_p_y);
-  const bool positive = rest > acc_t(0);
+  const bool positive = !(rest <= acc_t(0));  // NaN (a NaN logit) takes the pow: stays NaN
   const acc_t powered = Math::pow(positive ? rest : one, gamma);
   const acc_t modulator = positive ? powered : (gamma == acc_t(0) ? one : acc_t(0));
   // (1 - p_y)^(gamma-1) p_y log p_y -> 0 as p_y -> 1.
@@ -152,19 +152,20 @@ FUSEDLOSS_INLINE GroupResult<acc_t> finalize_group(acc_t sum_i, acc_t sum_p, acc
   if (lp.region) {
     const acc_t a = lp.tv_alpha, b = lp.tv_beta, smooth = lp.smooth, gamma = lp.region_gamma;
     const acc_t rw = lp.region_weight;
-    const acc_t false_pos = sum_p - sum_i > acc_t(0) ? sum_p - sum_i : acc_t(0);
-    const acc_t false_neg = sum_t - sum_i > acc_t(0) ? sum_t - sum_i : acc_t(0);
+    // NaN sums (a NaN logit) give NaN: every clamp and test below lets NaN through.
+    const acc_t false_pos = sum_p - sum_i < acc_t(0) ? acc_t(0) : sum_p - sum_i;
+    const acc_t false_neg = sum_t - sum_i < acc_t(0) ? acc_t(0) : sum_t - sum_i;
     const acc_t numer = sum_i + smooth;
     // smooth = 0 with nothing predicted and nothing to find: 0/0, scored as a perfect match.
-    const bool defined = sum_i + a * false_pos + b * false_neg + smooth > acc_t(0);
+    const bool defined = !(sum_i + a * false_pos + b * false_neg + smooth <= acc_t(0));
     const acc_t denom = defined ? sum_i + a * false_pos + b * false_neg + smooth : acc_t(1);
     acc_t tversky = defined ? acc_t(1) - numer / denom : acc_t(0);
-    tversky = tversky > acc_t(0) ? tversky : acc_t(0);
+    tversky = tversky < acc_t(0) ? acc_t(0) : tversky;
     acc_t region, dregion;
     if (gamma == acc_t(1)) {
       region = tversky;
       dregion = defined ? acc_t(1) : acc_t(0);
-    } else if (tversky > acc_t(0)) {
+    } else if (!(tversky <= acc_t(0))) {
       region = std::pow(tversky, gamma);
       dregion = gamma * region / tversky;
     } else {

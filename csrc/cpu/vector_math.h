@@ -9,6 +9,7 @@
 
 #include <cstdint>
 #include <cstring>
+#include <limits>
 
 namespace fusedloss {
 
@@ -29,7 +30,10 @@ struct VectorMath {
   C10_ALWAYS_INLINE static float pow2(int32_t k) { return from_bits((k + 127) << 23); }
 
   // exp(x), x <= 88.7: 2^k * exp(r), r = x - k*ln2 (Cody-Waite), Cephes polynomial.
-  C10_ALWAYS_INLINE static float exp(float x) {
+  // NaN gives NaN (a NaN logit must show in the loss).
+  C10_ALWAYS_INLINE static float exp(float x_in) {
+    const bool nan = x_in != x_in;
+    float x = nan ? 0.0f : x_in;  // no NaN reaches the integer conversion below
     x = x < -104.0f ? -104.0f : (x > 88.7f ? 88.7f : x);
     constexpr float round_magic = 12582912.0f;  // 1.5 * 2^23: adding it rounds to an integer
     const float k = (x * 1.44269504088896341f + round_magic) - round_magic;
@@ -44,11 +48,14 @@ struct VectorMath {
     // Two factors, so 2^k below 2^-126 underflows gradually instead of wrapping.
     const int32_t ki = static_cast<int32_t>(k);
     const int32_t half = ki / 2;
-    return exp_r * pow2(half) * pow2(ki - half);
+    const float result = exp_r * pow2(half) * pow2(ki - half);
+    return nan ? x_in : result;
   }
 
-  // log(x) for finite x > 0 (subnormals included): e*ln2 + 2*atanh((m-1)/(m+1)).
+  // log(x) for x > 0 (subnormals included): e*ln2 + 2*atanh((m-1)/(m+1)); NaN and
+  // +inf are returned as they are (their bits would decode as a finite number).
   C10_ALWAYS_INLINE static float log(float x) {
+    const bool special = !(x < std::numeric_limits<float>::infinity());  // NaN or +inf
     const bool subnormal = x < 1.17549435e-38f;
     const float scaled = subnormal ? x * 8388608.0f : x;  // * 2^23
     const int32_t bits = to_bits(scaled);
@@ -65,7 +72,8 @@ struct VectorMath {
     series = series * s2 + 1.0f / 3.0f;
     const float log_m = 2.0f * s + 2.0f * s * s2 * series;
     const float e = static_cast<float>(exponent);
-    return e * 0.693359375f + (log_m + e * -2.12194440e-4f);
+    const float result = e * 0.693359375f + (log_m + e * -2.12194440e-4f);
+    return special ? x : result;
   }
 
   // log(1 + z), z >= 0, accurate for tiny z (Goldberg: log(w) * z / (w - 1)).

@@ -19,9 +19,12 @@ def param(hi, lo, ACC: tl.constexpr):
 def store_as(ptr, value, mask, BF16_BITS: tl.constexpr):
     # bf16 outputs are written as int16 bits rounded to nearest even: the
     # interpreter's bf16 store truncates, and this gives one rounding everywhere.
+    # NaN is written as a quiet NaN: rounding a GPU's NaN (0x7FFFFFFF) would carry
+    # into the sign bit and store -0.0.
     if BF16_BITS:
-        bits = value.to(tl.float32).to(tl.uint32, bitcast=True)
-        bits = (bits + (((bits >> 16) & 1) + 0x7FFF)) >> 16
+        value = value.to(tl.float32)
+        bits = value.to(tl.uint32, bitcast=True)
+        bits = tl.where(value != value, 0x7FC0, (bits + (((bits >> 16) & 1) + 0x7FFF)) >> 16)
         tl.store(ptr, bits.to(tl.int16), mask=mask)
     else:
         tl.store(ptr, value.to(ptr.dtype.element_ty), mask=mask)
@@ -37,29 +40,30 @@ def sum_rows(ptr, mask):
 
 @triton.jit
 def pow_or_zero(base, exponent):
-    # base**exponent for base >= 0 with 0**e = 0 for e > 0, 1 for e == 0.
-    positive = base > 0.0
-    powered = tl.exp2(exponent * tl.log2(tl.where(positive, base, 1.0)))
-    return tl.where(positive, powered, tl.where(exponent == 0.0, 1.0, 0.0))
+    # base**exponent for base >= 0 with 0**e = 0 for e > 0, 1 for e == 0; NaN stays NaN.
+    zero = base <= 0.0
+    powered = tl.exp2(exponent * tl.log2(tl.where(zero, 1.0, base)))
+    return tl.where(zero, tl.where(exponent == 0.0, 1.0, 0.0), powered)
 
 
 @triton.jit
 def region_terms(sum_i, sum_p, sum_t, tv_alpha, tv_beta, smooth, gamma):
     """The region loss R = (1 - TI)**gamma of the Tversky index
     TI = (I + s) / (I + a*FP + b*FN + s), FP = P - I, FN = T - I (Dice and IoU are
-    special cases), and dR/dI, dR/dP (T carries no gradient)."""
-    false_pos = tl.maximum(sum_p - sum_i, 0.0)
-    false_neg = tl.maximum(sum_t - sum_i, 0.0)
+    special cases), and dR/dI, dR/dP (T carries no gradient). NaN sums (a NaN
+    logit) give NaN: the clamps propagate it (a GPU's max() would drop it)."""
+    false_pos = tl.maximum(sum_p - sum_i, 0.0, propagate_nan=tl.PropagateNan.ALL)
+    false_neg = tl.maximum(sum_t - sum_i, 0.0, propagate_nan=tl.PropagateNan.ALL)
     numer = sum_i + smooth
     denom = sum_i + tv_alpha * false_pos + tv_beta * false_neg + smooth
     # smooth = 0 with nothing predicted and nothing to find: 0/0, scored as a perfect match.
-    defined = denom > 0.0
-    denom = tl.where(defined, denom, 1.0)
-    tversky = tl.where(defined, tl.maximum(1.0 - numer / denom, 0.0), 0.0)
+    undefined = denom <= 0.0
+    denom = tl.where(undefined, 1.0, denom)
+    tversky = tl.where(undefined, 0.0, tl.maximum(1.0 - numer / denom, 0.0, propagate_nan=tl.PropagateNan.ALL))
     region = tl.where(gamma == 1.0, tversky, pow_or_zero(tversky, gamma))
     dregion = tl.where(gamma == 1.0, 1.0,
                        tl.where(tversky > 0.0, gamma * region / tl.where(tversky > 0.0, tversky, 1.0), 0.0))
-    dregion = tl.where(defined, dregion, 0.0)
+    dregion = tl.where(undefined, 0.0, dregion)
     # d(1 - TI)/dI = -(1 - TI * (1 - a - b)) / denom, d(1 - TI)/dP = TI * a / denom:
     # written with the ratio, so a tiny denom does not overflow denom**2.
     ratio = numer / denom
