@@ -72,21 +72,42 @@ def _loss_calls():
             yield fusedloss.MULTICLASS_LOSSES[name], x, y, dict(options, ignore_index=IGNORE)
 
 
-def test_every_triton_kernel_compiles_for_sm90(monkeypatch, tmp_path):
+def _triton_trees():
+    """The installed Triton, then each folder in FUSEDLOSS_AOT_TRITON_PATHS (os.pathsep
+    separated, made by `pip install --target DIR triton==X`): the Makefile adds the
+    GPU machine's version, whose compiler differs (3.6 crashed where 3.9 did not)."""
+    return [None] + [p for p in os.environ.get("FUSEDLOSS_AOT_TRITON_PATHS", "").split(os.pathsep) if p]
+
+
+@pytest.fixture(scope="module")
+def recorded_launches(tmp_path_factory):
     pytest.importorskip("triton.backends.nvidia", reason="this Triton has no NVIDIA backend to compile with")
-    launches = _record_launches(monkeypatch)
-    for fn, x, t, options in _loss_calls():
-        x = x.detach().requires_grad_(True)
-        loss = fn(x, t, backend="triton", **options)
-        torch.autograd.grad(loss.sum(), x)
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        launches = _record_launches(monkeypatch)
+        for fn, x, t, options in _loss_calls():
+            x = x.detach().requires_grad_(True)
+            loss = fn(x, t, backend="triton", **options)
+            torch.autograd.grad(loss.sum(), x)
     kernels = {(launch["module"], launch["name"]) for launch in launches.values()}
     assert len(kernels) == 8, kernels  # stats, finalize, backward and focal map of both families
-    path = tmp_path / "launches.json"
+    path = tmp_path_factory.mktemp("aot") / "launches.json"
     path.write_text(json.dumps(list(launches.values())))
+    return path
+
+
+@pytest.mark.parametrize("tree", _triton_trees(), ids=lambda tree: "installed" if tree is None else Path(tree).name)
+def test_every_triton_kernel_compiles_for_sm90(recorded_launches, tree, tmp_path):
     env = {key: value for key, value in os.environ.items() if key != "TRITON_INTERPRET"}
     env["TRITON_CACHE_DIR"] = str(tmp_path / "triton-cache")
+    expected_version = None
+    if tree is not None:
+        (dist_info,) = Path(tree).glob("triton-*.dist-info")  # the tree must hold one Triton
+        expected_version = dist_info.name[len("triton-"):-len(".dist-info")]
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [tree, env.get("PYTHONPATH")]))
     script = Path(__file__).with_name("triton_aot.py")
-    result = subprocess.run([sys.executable, str(script), str(path)], env=env, capture_output=True, text=True,
-                            timeout=900)
+    result = subprocess.run([sys.executable, str(script), str(recorded_launches)], env=env, capture_output=True,
+                            text=True, timeout=900)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
     assert " 0 failed" in result.stdout, result.stdout
+    if expected_version is not None:
+        assert f"(triton {expected_version})" in result.stdout, result.stdout
