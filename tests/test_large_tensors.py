@@ -105,3 +105,20 @@ def test_multiclass_dice_over_int32_range(backend):
         g = d_inter[:, None] * hit + d_pred[:, None]
         want = p * (g - (p * g).sum(0, keepdim=True))
         torch.testing.assert_close(grad[0, :, part].double(), want, rtol=1e-2, atol=1e-12)
+
+
+@pytest.mark.skipif("triton" not in FUSED_BACKENDS, reason=f"no Triton backend on {DEVICE}")
+def test_triton_refuses_more_rows_than_a_grid_holds():
+    """A program per row (sample) at least: 2**31 rows of one element would need a
+    grid the driver rejects. The plans say so, naming the way out (expanded
+    tensors: the plans read only shapes, so nothing large is allocated)."""
+    from fusedloss._spec import group_layout
+    from fusedloss.kernels import sigmoid_triton, softmax_triton
+
+    rows = 2**31
+    with pytest.raises(ValueError, match=r"2147483648 rows need 2147483648 programs.*backend='reference'"):
+        sigmoid_triton._Plan(group_layout((rows, 1), True, False), DEVICE)
+    assert sigmoid_triton._Plan(group_layout((rows - 1, 1), True, False), DEVICE).programs == rows - 1
+    with pytest.raises(ValueError, match=r"2147483648 samples need 2147483648 programs"):
+        softmax_triton._Plan(torch.zeros(1, 3, device=DEVICE).expand(rows, 3))
+    assert softmax_triton._Plan(torch.zeros(1, 3, device=DEVICE).expand(rows - 1, 3)).programs == rows - 1

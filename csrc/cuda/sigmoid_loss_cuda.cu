@@ -21,6 +21,7 @@
 
 #include "../layout.h"
 #include "../sigmoid_math.h"
+#include "grid.h"
 
 namespace fusedloss {
 namespace {
@@ -75,6 +76,7 @@ struct Plan {
     steps = std::max<int64_t>(1, std::min(steps_per_row, even_share));
     chunks_per_row = (steps_per_row + steps - 1) / steps;
     blocks = layout.rows * chunks_per_row;
+    check_grid(blocks, layout.rows, "row");
   }
 };
 

@@ -26,6 +26,7 @@
 
 #include "../layout.h"
 #include "../sigmoid_math.h"
+#include "grid.h"
 
 namespace fusedloss {
 namespace {
@@ -67,6 +68,7 @@ struct Shape {
     steps = std::max<int64_t>(1, std::min(tiles, (batch * tiles + target_blocks - 1) / target_blocks));
     chunks_per_sample = (tiles + steps - 1) / steps;
     blocks = batch * chunks_per_sample;
+    check_grid(blocks, batch, "sample");
   }
 };
 

@@ -24,8 +24,8 @@ import triton
 import triton.language as tl
 
 from .._spec import GroupLayout, group_layout, sigmoid_operands
-from .triton_common import (REDUCTION_CODE, acc_dtypes, on_input_device, param, region_terms, sm_count, split,
-                            store_as, sum_rows, writable)
+from .triton_common import (REDUCTION_CODE, acc_dtypes, check_programs, on_input_device, param, region_terms,
+                            sm_count, split, store_as, sum_rows, writable)
 
 
 
@@ -279,6 +279,7 @@ class _Plan:
         self.iters = max(1, min(blocks_per_row, iters))
         self.chunks_per_row = triton.cdiv(blocks_per_row, self.iters)
         self.programs = layout.rows * self.chunks_per_row
+        check_programs(self.programs, layout.rows, "row")
 
 
 def _as_loadable(target: torch.Tensor) -> torch.Tensor:

@@ -26,8 +26,8 @@ import triton
 import triton.language as tl
 
 from .._spec import softmax_operands
-from .triton_common import (REDUCTION_CODE, acc_dtypes, on_input_device, param, pow_or_zero, region_terms,
-                            sm_count, split, store_as, sum_rows, writable)
+from .triton_common import (REDUCTION_CODE, acc_dtypes, check_programs, on_input_device, param, pow_or_zero,
+                            region_terms, sm_count, split, store_as, sum_rows, writable)
 
 @triton.jit
 def _pixel_softmax(x_ptr, y_ptr, sample, pixels, num_classes, spatial, sample_stride, class_stride, pixel_stride,
@@ -323,6 +323,7 @@ class _Plan:
         self.iters = max(1, min(tiles_per_sample, triton.cdiv(batch * tiles_per_sample, target_programs)))
         self.chunks_per_sample = triton.cdiv(tiles_per_sample, self.iters)
         self.programs = batch * self.chunks_per_sample
+        check_programs(self.programs, batch, "sample")
 
 
 def _ignore(ignore_index):

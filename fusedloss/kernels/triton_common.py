@@ -101,6 +101,18 @@ def sm_count(device: torch.device) -> int:
     return _sm_count(device.index if device.index is not None else torch.cuda.current_device())
 
 
+MAX_PROGRAMS = 2**31 - 1  # a CUDA grid's x dimension (the interpreter has no limit; checked everywhere alike)
+
+
+def check_programs(programs: int, rows: int, what: str) -> None:
+    """Every row (sample) gets a program of its own: refuse more than a grid holds
+    rather than launch a grid the driver rejects."""
+    if programs > MAX_PROGRAMS:
+        raise ValueError(f"the Triton kernels need a program per {what} at least: {rows} {what}s need "
+                         f"{programs} programs, more than a CUDA grid holds ({MAX_PROGRAMS}); "
+                         f"use backend='reference', or fewer, longer {what}s")
+
+
 def writable(out: torch.Tensor) -> torch.Tensor:
     return out.view(torch.int16) if out.dtype == torch.bfloat16 else out
 
