@@ -6,15 +6,16 @@ VENV ?= .venv
 # compiles the extension's CUDA kernels where nvcc is found (CUDA_HOME).
 TORCH_SPEC ?= torch==2.13.0
 PRESET ?= quick
-# The GPU machine's Triton, which tests/test_triton_compiles.py also compiles every
-# kernel with (its compiler differs: 3.6 crashed where later ones did not); AOT_TRITON= skips it.
+# The GPU machine's Triton, installed alone into the venv's folder for `make test`:
+# tests/test_triton_compiles.py also compiles every kernel with it (its compiler
+# differs: 3.6 crashed where later ones did not). AOT_TRITON= skips it.
 AOT_TRITON ?= 3.6.0
 AOT_TRITON_DIR := $(VENV)/aot-triton-$(AOT_TRITON)
 PY := $(VENV)/bin/python
 
 .PHONY: test bench setup clean
 
-setup: $(VENV)/.installed $(if $(AOT_TRITON),$(AOT_TRITON_DIR)/.installed)
+setup: $(VENV)/.installed
 
 # The C++ extension is built by the editable install: rebuild when csrc/ changes.
 $(VENV)/.installed: setup.py requirements-dev.txt $(wildcard csrc/*.h csrc/*.cpp csrc/*/*.h csrc/*/*.cpp csrc/*/*.cu)
@@ -24,12 +25,14 @@ $(VENV)/.installed: setup.py requirements-dev.txt $(wildcard csrc/*.h csrc/*.cpp
 	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
 	touch $@
 
-# Only Triton itself: the compile test imports it ahead of the venv's (PYTHONPATH).
+# Only Triton itself: the compile test imports it ahead of the venv's (PYTHONPATH);
+# removed first, so an interrupted install is not taken for a finished one.
 $(AOT_TRITON_DIR)/.installed: | $(VENV)/.installed
+	rm -rf $(AOT_TRITON_DIR)
 	$(PY) -m pip install -q --no-deps --target $(AOT_TRITON_DIR) "triton==$(AOT_TRITON)"
 	touch $@
 
-test: setup
+test: setup $(if $(AOT_TRITON),$(AOT_TRITON_DIR)/.installed)
 	FUSEDLOSS_AOT_TRITON_PATHS="$(if $(AOT_TRITON),$(abspath $(AOT_TRITON_DIR)))" \
 	$(PY) -m pytest tests bench/test_smoke.py -q -W ignore::DeprecationWarning
 

@@ -132,7 +132,8 @@ FUSEDLOSS_INLINE FocalTerms<acc_t> softmax_focal_terms(acc_t log_p_y, acc_t rest
   const acc_t powered = Math::pow(positive ? rest : one, gamma);
   const acc_t modulator = positive ? powered : (gamma == acc_t(0) ? one : acc_t(0));
   // (1 - p_y)^(gamma-1) p_y log p_y -> 0 as p_y -> 1.
-  const acc_t slope = positive ? gamma * (modulator / rest) * p_y * log_p_y : acc_t(0);
+  // gamma = 0 (cross-entropy) has no slope: not 0 * log p_y, NaN where p_y = 0 (a -inf logit).
+  const acc_t slope = positive && gamma != acc_t(0) ? gamma * (modulator / rest) * p_y * log_p_y : acc_t(0);
   const acc_t scale = alpha >= acc_t(0) ? alpha : one;
   return {-scale * modulator * log_p_y, scale * (modulator - slope)};
 }

@@ -146,19 +146,27 @@ def dice_bce_loss(input, target, smooth=1.0, per_sample=False, per_channel=False
 # ---- multi-class: softmax over dim 1, integer class map targets ----------------
 #
 # input (N, C, *spatial) logits, target (N, *spatial) class indices. Pixels whose
-# target is ignore_index count nowhere. Statistics per class c (per (n, c) with
-# per_sample): I_c = sum p_c*[y=c], P_c = sum p_c, T_c = sum [y=c].
+# target is ignore_index count nowhere, whatever their logits (NaN included: a
+# pixel outside the image may hold anything; its gradient is 0). Statistics per
+# class c (per (n, c) with per_sample): I_c = sum p_c*[y=c], P_c = sum p_c, T_c = sum [y=c].
+
+
+def _counted_pixels(input, target, ignore_index):
+    """The logits in the accumulation dtype with ignored pixels' set to 0 (so nothing
+    there reaches a sum or a gradient), the valid-pixel mask (N, *spatial) and the
+    labels with ignored pixels' set to class 0."""
+    valid = torch.ones_like(target, dtype=torch.bool) if ignore_index is None else target != ignore_index
+    logits = torch.where(valid.unsqueeze(1), input.to(_accumulation_dtype(input)), 0.0)
+    labels = torch.where(valid, target, torch.zeros_like(target)).long()
+    return logits, valid, labels
 
 
 def _softmax_and_one_hot(input, target, ignore_index):
     """p = softmax(input) and the one-hot target, both zeroed at ignored pixels,
     and the valid-pixel mask (N, *spatial)."""
-    dtype = _accumulation_dtype(input)
-    classes = input.shape[1]
-    valid = torch.ones_like(target, dtype=torch.bool) if ignore_index is None else target != ignore_index
-    labels = torch.where(valid, target, torch.zeros_like(target)).long()
-    one_hot = F.one_hot(labels, classes).movedim(-1, 1).to(dtype) * valid.unsqueeze(1)
-    p = torch.softmax(input.to(dtype), dim=1) * valid.unsqueeze(1)
+    logits, valid, labels = _counted_pixels(input, target, ignore_index)
+    one_hot = F.one_hot(labels, input.shape[1]).movedim(-1, 1).to(logits.dtype) * valid.unsqueeze(1)
+    p = torch.softmax(logits, dim=1) * valid.unsqueeze(1)
     return p, one_hot, valid
 
 
@@ -232,10 +240,8 @@ def multiclass_focal_tversky_loss(input, target, alpha=0.5, beta=0.5, gamma=1.0,
 def multiclass_focal_loss(input, target, alpha=0.25, gamma=2.0, reduction="mean", ignore_index=None):
     """Softmax focal loss per pixel: -alpha * (1 - p_y)**gamma * log p_y (alpha=None: 1),
     mean over the pixels that are not ignored; 'none': the (N, *spatial) map, 0 where ignored."""
-    dtype = _accumulation_dtype(input)
-    valid = torch.ones_like(target, dtype=torch.bool) if ignore_index is None else target != ignore_index
-    labels = torch.where(valid, target, torch.zeros_like(target)).long().unsqueeze(1)
-    log_p = torch.log_softmax(input.to(dtype), dim=1).gather(1, labels).squeeze(1)
+    logits, valid, labels = _counted_pixels(input, target, ignore_index)
+    log_p = torch.log_softmax(logits, dim=1).gather(1, labels.unsqueeze(1)).squeeze(1)
     loss = -(1 - log_p.exp()) ** gamma * log_p
     if alpha is not None:
         loss = alpha * loss
@@ -252,9 +258,8 @@ def dice_ce_loss(input, target, smooth=1.0, per_sample=False, weight=None, reduc
                  process_group=None):
     """ce_weight * cross-entropy (F.cross_entropy, ignore_index honoured; 'mean' over
     the pixels not ignored) + dice_weight * multi-class Dice loss."""
-    valid = torch.ones_like(target, dtype=torch.bool) if ignore_index is None else target != ignore_index
-    labels = torch.where(valid, target, torch.zeros_like(target)).long()
-    ce = F.cross_entropy(input.to(_accumulation_dtype(input)), labels, reduction="none")
+    logits, valid, labels = _counted_pixels(input, target, ignore_index)
+    ce = F.cross_entropy(logits, labels, reduction="none")
     ce = torch.where(valid, ce, torch.zeros_like(ce)).sum()
     if reduction == "mean":
         ce = ce / valid.sum().clamp(min=1)

@@ -6,13 +6,14 @@ kernel on a GPU and under the interpreter on the CPU."""
 
 import pytest
 import torch
-import triton
-import triton.language as tl
 
-from fusedloss.kernels.triton_common import store_as
 from helpers import DEVICE, FUSED_BACKENDS
 
 pytestmark = pytest.mark.skipif("triton" not in FUSED_BACKENDS, reason=f"no Triton backend on {DEVICE}")
+triton = pytest.importorskip("triton", reason="Triton is not installed")
+import triton.language as tl  # noqa: E402
+
+from fusedloss.kernels.triton_common import store_as  # noqa: E402
 
 PATTERNS = [
     0x7FFFFFFF, 0xFFFFFFFF, 0x7FC00000, 0xFFC00000, 0x7F800001, 0x7FBFFFFF,  # NaNs: GPU, x86, signalling

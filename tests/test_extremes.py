@@ -4,7 +4,8 @@ and full masks; where plain PyTorch in fp16 overflows, the fused path does not."
 import pytest
 import torch
 
-from helpers import ALL_LOSSES, DEVICE, FUSED_BACKENDS, LOSS_PARAMS, assert_close, loss_and_grad, make_pair
+from helpers import (ALL_LOSSES, DEVICE, FUSED_BACKENDS, FUSED_SOFTMAX_BACKENDS, LOSS_PARAMS, assert_close, loss_and_grad,
+                     make_class_pair, make_pair, multiclass_loss_and_grad, multiclass_options)
 
 pytestmark = pytest.mark.parametrize("backend", FUSED_BACKENDS)
 
@@ -83,4 +84,22 @@ def test_infinite_logits_keep_the_bce_gradient(backend, name, options):
     _, fused_grad = loss_and_grad(name, x, t, backend, **options)
     _, ref_grad = loss_and_grad(name, x, t, "reference", **options)
     assert torch.isfinite(ref_grad).all()  # the premise: the reference's gradient is finite here
+    assert_close(fused_grad, ref_grad, torch.float32)
+
+
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")  # the interpreter's -inf - -inf
+@pytest.mark.parametrize("name, options", [("focal", dict(gamma=0.0)), ("dice_ce", {})])
+def test_multiclass_minus_infinite_target_logit_keeps_the_ce_gradient(backend, name, options):
+    """p_y = 0 exactly (the target class's logit is -inf): cross-entropy is inf, its
+    gradient p - onehot is still finite; gamma = 0 must not multiply a zero slope by
+    log p_y = -inf."""
+    if backend not in FUSED_SOFTMAX_BACKENDS:
+        pytest.skip(f"{backend} has no multi-class kernels here")
+    x, y = make_class_pair((1, 3, 2, 4), torch.float32)
+    x[0, y[0, 0, 0], 0, 0] = -float("inf")
+    options = multiclass_options(name, **options)
+    fused_loss, fused_grad = multiclass_loss_and_grad(name, x, y, backend, **options)
+    ref_loss, ref_grad = multiclass_loss_and_grad(name, x, y, "reference", **options)
+    assert not torch.isfinite(ref_loss).all() and torch.isfinite(ref_grad).all()  # the premise
+    assert not torch.isfinite(fused_loss).all()
     assert_close(fused_grad, ref_grad, torch.float32)

@@ -77,6 +77,8 @@ struct Chunk {
       } else {
         for (int64_t i = 0; i < n; ++i) row[i] = static_cast<acc_t>(source[i * pixel_stride]);
       }
+      // Ignored pixels count nowhere, whatever their logits (NaN included): staged as padding.
+      for (int64_t i = 0; i < n; ++i) row[i] = label[i] >= 0 ? row[i] : acc_t(0);
       for (int64_t i = n; i < m; ++i) row[i] = acc_t(0);
     }
   }

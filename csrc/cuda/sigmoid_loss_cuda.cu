@@ -305,6 +305,7 @@ Tensor sigmoid_loss_backward_cuda(const Tensor& grad_loss_, const Tensor& input_
 template <bool BACKWARD>
 Tensor focal_map_cuda(const Tensor* grad_map_, const Tensor& input_, const Tensor& target_, double alpha,
                       double gamma) {
+  TORCH_CHECK(input_.numel() > 0, "fusedloss: input must not be empty, got sizes ", input_.sizes());  // as the CPU's
   const c10::cuda::CUDAGuard device_guard(input_.device());
   const SigmoidOperands operands = sigmoid_operands(input_, target_, false, false);
   const Tensor &input = operands.input, &target = operands.target;

@@ -67,6 +67,7 @@ def _focal_terms(x, e, top, total, hit, alpha, gamma):
     modulator = pow_or_zero(rest, gamma)
     # (1 - p_y)**(gamma - 1) * p_y log p_y -> 0 as p_y -> 1.
     slope = tl.where(rest > 0.0, gamma * (modulator / tl.where(rest > 0.0, rest, 1.0)) * p_y * log_p_y, 0.0)
+    slope = tl.where(gamma == 0.0, 0.0, slope)  # not 0 * log p_y, NaN where p_y = 0 (a -inf logit)
     scale = tl.where(alpha >= 0.0, alpha, 1.0)
     return -scale * modulator * log_p_y, scale * (modulator - slope)
 
@@ -277,7 +278,8 @@ def _backward_kernel(
                                           other=0.0).to(ACC)
             factor = tl.where(valid, factor * coef_e, 0.0)
             grad += factor[None, :] * (p - tl.where(hit, 1.0, 0.0))
-        store_as(grad_ptr + offsets, grad, tile_mask, GRAD_BF16)
+        # Ignored pixels count nowhere, whatever their logits (a NaN there is NaN in p).
+        store_as(grad_ptr + offsets, tl.where(valid[None, :], grad, 0.0), tile_mask, GRAD_BF16)
 
 
 @triton.jit
