@@ -4,12 +4,31 @@ and says what was expected."""
 from __future__ import annotations
 
 import math
+import os
 
 import torch
 
 INPUT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 TARGET_DTYPES = INPUT_DTYPES + (torch.bool, torch.uint8)
 REDUCTIONS = ("mean", "sum", "none")
+
+# ---- target values ----
+# A binary / multi-label target must hold probabilities in [0, 1] (a 0/255 mask read
+# as-is gives a Dice loss near -1); a class map, indices in [0, C) or ignore_index
+# (F.cross_entropy's rule). The fused kernels check this in their statistics pass
+# (a flag per program, no extra read); the reference checks here. On the CPU a
+# violation is a ValueError naming a value; on a GPU it is a device-side assert
+# (torch._assert_async, as F.cross_entropy's), so no host sync. Off with
+# FUSEDLOSS_CHECK_TARGETS=0 (read at import; ``fusedloss._checks.CHECK_TARGETS``), which
+# also skips the check of weight values (>= 0, finite).
+CHECK_TARGETS = os.environ.get("FUSEDLOSS_CHECK_TARGETS", "1") != "0"
+
+# The device-side messages, as the CUDA C++ kernels' (csrc/target_check.h).
+_SKIP = "; set FUSEDLOSS_CHECK_TARGETS=0 to skip this check"
+UNIT_INTERVAL_DEVICE_MESSAGE = ("fusedloss: target holds a value outside [0, 1] (binary and multi-label targets "
+                                "are probabilities)" + _SKIP)
+CLASS_INDEX_DEVICE_MESSAGE = ("fusedloss: target holds a class index outside [0, C) that is not ignore_index"
+                              + _SKIP)
 
 
 def _names(dtypes) -> str:
@@ -42,6 +61,9 @@ def _pair(input, target, target_dtypes, target_dtype_message: str) -> None:
         raise TypeError(f"{target_dtype_message}, got {target.dtype}")
     if target.device != input.device:
         raise ValueError(f"target is on {target.device} but input is on {input.device}; they must share a device")
+    if input.dim() == 0:
+        raise ValueError("input must have at least one dim (a batch of logits), got a 0-d tensor; "
+                         "use input.reshape(1) for a single logit")
     if input.numel() == 0:
         raise ValueError(f"input must not be empty, got shape {tuple(input.shape)}")
 
@@ -70,6 +92,14 @@ def _dim1_weight(input: torch.Tensor, weight, unit: str) -> None:
                          f"got {tuple(weight.shape)}")
     if weight.device != input.device:
         raise ValueError(f"weight is on {weight.device} but input is on {input.device}")
+    if CHECK_TARGETS:
+        _enforce((weight >= 0) & (weight < math.inf), lambda: _bad_weight_message(weight),
+                 "fusedloss: weight holds a negative, NaN or infinite value" + _SKIP)
+
+
+def _bad_weight_message(weight) -> str:
+    value = weight[~((weight >= 0) & (weight < math.inf))][0].item()
+    return f"weight must hold finite numbers >= 0, got {value}"
 
 
 def reduction(value: str) -> None:
@@ -115,25 +145,22 @@ def input_and_class_map(input, target, ignore_index) -> torch.Tensor:
         else:
             raise ValueError(f"target must have shape {tuple(expected)} (or with a channel dim of 1) for input "
                              f"{tuple(input.shape)}, got {tuple(target.shape)}")
-    if ignore_index is not None and (not isinstance(ignore_index, int) or isinstance(ignore_index, bool)):
-        raise TypeError(f"ignore_index must be an int or None, got {ignore_index!r}")
-    _class_range(input.shape[1], target, ignore_index)
+    if ignore_index is not None:
+        _ignore_index(ignore_index, input.shape[1], target.dtype)
     return target
 
 
-def _class_range(classes: int, target: torch.Tensor, ignore_index) -> None:
-    """On the CPU, a class index outside [0, C) that is not ignore_index is an
-    error. On a GPU the check would force a host sync: the kernels treat such
-    pixels as ignored instead (and never index memory with them)."""
-    if target.device.type != "cpu" or torch.compiler.is_compiling():
-        return
-    bad = (target < 0) | (target >= classes)
-    if ignore_index is not None:
-        bad &= target != ignore_index
-    if bad.any():
-        value = target[bad].flatten()[0].item()
-        raise ValueError(f"target holds class index {value}, outside [0, {classes}) and not "
-                         f"ignore_index={ignore_index!r}")
+def _ignore_index(value, classes: int, target_dtype: torch.dtype) -> None:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError(f"ignore_index must be an int or None, got {value!r}")
+    if 0 <= value < classes:
+        raise ValueError(f"ignore_index={value} is a class index (in [0, {classes})): its pixels would be "
+                         "both a class and ignored; use a value outside [0, C), e.g. -100 or 255")
+    info = torch.iinfo(target_dtype)
+    if not info.min <= value <= info.max:
+        raise ValueError(f"ignore_index={value} cannot occur in a {str(target_dtype).replace('torch.', '')} "
+                         f"target (values {info.min}..{info.max}); use one the target can hold, e.g. 255 "
+                         "for uint8")
 
 
 def class_weight(input: torch.Tensor, weight) -> None:
@@ -152,3 +179,52 @@ def sync_group(sync: bool, process_group, per_sample: bool = False):
     if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
         raise ValueError("sync=True needs torch.distributed initialised (torch.distributed.init_process_group)")
     return process_group if process_group is not None else torch.distributed.group.WORLD
+
+
+# ---- target values (see CHECK_TARGETS) ----
+
+def _bad_targets(target: torch.Tensor, classes, ignore_index) -> torch.Tensor | None:
+    """Where ``target`` holds a value its loss does not define (None: it cannot).
+    ``classes`` None: a binary / multi-label target (NaN is bad too)."""
+    if classes is None:
+        return None if target.dtype == torch.bool else ~((target >= 0) & (target <= 1))
+    bad = (target < 0) | (target >= classes)
+    if ignore_index is not None:
+        bad &= target != ignore_index
+    return bad
+
+
+def target_error(target: torch.Tensor, classes=None, ignore_index=None) -> str:
+    """The CPU error's message, naming a bad value (found on the error path only)."""
+    value = target[_bad_targets(target, classes, ignore_index)].flatten()[0].item()
+    if classes is None:
+        return (f"target holds {value}, outside [0, 1]: binary and multi-label targets are probabilities "
+                "(a 0/255 mask needs target / 255 or target > 0)")
+    return f"target holds class index {value}, outside [0, {classes}) and not ignore_index={ignore_index!r}"
+
+
+def _enforce(ok: torch.Tensor, message, device_message: str) -> None:
+    """ok: a bool / int tensor, nonzero where all is well. CPU (eager): ValueError(message());
+    on a GPU or under torch.compile: a device-side assert, no host sync."""
+    if ok.device.type == "cpu" and not torch.compiler.is_compiling():
+        if not bool(ok.all()):
+            raise ValueError(message())
+    else:
+        torch._assert_async(ok.all(), device_message)
+
+
+def target_values(target: torch.Tensor, classes=None, ignore_index=None) -> None:
+    """The reference backend's target check (the fused ones check in their kernels)."""
+    if not CHECK_TARGETS:
+        return
+    bad = _bad_targets(target, classes, ignore_index)
+    if bad is not None:
+        _enforce(~bad, lambda: target_error(target, classes, ignore_index),
+                 UNIT_INTERVAL_DEVICE_MESSAGE if classes is None else CLASS_INDEX_DEVICE_MESSAGE)
+
+
+def kernel_target_flags(ok: torch.Tensor, target: torch.Tensor, classes=None, ignore_index=None) -> None:
+    """Raise for a target a fused kernel flagged: ``ok`` holds 1 for each program whose
+    target values were all valid, 0 for one that met a bad one."""
+    _enforce(ok, lambda: target_error(target, classes, ignore_index),
+             UNIT_INTERVAL_DEVICE_MESSAGE if classes is None else CLASS_INDEX_DEVICE_MESSAGE)

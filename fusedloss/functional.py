@@ -24,7 +24,7 @@ torch.distributed world) before the formula: each rank's loss is the loss of
 the whole distributed batch, and its gradient that loss's gradient w.r.t. the
 rank's own input (DDP then averages the parameter gradients over ranks, so
 multiply the loss by the world size for the single-process gradient scale).
-Element terms (BCE, CE) stay per rank. Backends: 'triton', 'cpu' and 'reference'.
+Element terms (BCE, CE) stay per rank. Every backend synchronises.
 """
 
 from __future__ import annotations
@@ -45,12 +45,14 @@ def _run_sigmoid(reference_loss, options: dict, spec: _spec.SigmoidLossSpec, inp
     differentiable = target.requires_grad or (weight is not None and weight.requires_grad)
     chosen = resolve(backend, input.device, differentiable_target=differentiable, sync=group is not None)
     if chosen == "reference":
+        _checks.target_values(target)
         return reference_loss(input, target, per_sample=per_sample, per_channel=per_channel, weight=weight,
                               reduction=reduction, process_group=group, **options)
     if group is not None:
         return SyncedSigmoidLoss.apply(input, target, weight, fused_ops(chosen), group, per_sample, per_channel, spec,
-                                       reduction)
-    loss, _coef = fused_ops(chosen).sigmoid_loss(input, target, weight, per_sample, per_channel, *spec, reduction)
+                                       reduction, _checks.CHECK_TARGETS)
+    loss, _coef = fused_ops(chosen).sigmoid_loss(input, target, weight, per_sample, per_channel, *spec, reduction,
+                                                 _checks.CHECK_TARGETS)
     return loss
 
 
@@ -66,15 +68,17 @@ def _run_softmax(reference_loss, options: dict, spec: _spec.SigmoidLossSpec, inp
     chosen = resolve(backend, input.device, differentiable_target=weight is not None and weight.requires_grad,
                      family="softmax", classes=input.shape[1], sync=group is not None)
     if chosen == "reference":
+        _checks.target_values(target, input.shape[1], ignore_index)
         return reference_loss(input, target, per_sample=per_sample, weight=weight, reduction=reduction,
                               include_background=include_background, ignore_index=ignore_index,
                               exclude_empty=exclude_empty, process_group=group, **options)
     if group is not None:
         loss = SyncedSoftmaxLoss.apply(input, target, weight, fused_ops(chosen), group, per_sample, spec, ignore_index,
-                                       include_background, exclude_empty, reduction)
+                                       include_background, exclude_empty, reduction, _checks.CHECK_TARGETS)
     else:
         loss, _coef = fused_ops(chosen).softmax_loss(input, target, weight, per_sample, *spec, ignore_index,
-                                                     include_background, exclude_empty, reduction)
+                                                     include_background, exclude_empty, reduction,
+                                                     _checks.CHECK_TARGETS)
     if reduction == "none" and not include_background:
         loss = loss[..., 1:]
     return loss
@@ -194,22 +198,26 @@ def focal_loss(input, target, alpha=0.25, gamma=2.0, *, mode="binary", reduction
         target = _checks.input_and_class_map(input, target, ignore_index)
         chosen = resolve(backend, input.device, family="softmax", classes=input.shape[1])
         if chosen == "reference":
+            _checks.target_values(target, input.shape[1], ignore_index)
             return reference.multiclass_focal_loss(input, target, alpha=alpha, gamma=gamma, reduction=reduction,
                                                    ignore_index=ignore_index)
         ops = fused_ops(chosen)
         if reduction == "none":
-            return ops.softmax_focal_map(input, target, spec.focal_alpha, spec.focal_gamma, ignore_index)
-        loss, _coef = ops.softmax_loss(input, target, None, False, *spec, ignore_index, True, False, "sum")
+            return ops.softmax_focal_map(input, target, spec.focal_alpha, spec.focal_gamma, ignore_index,
+                                         _checks.CHECK_TARGETS)
+        loss, _coef = ops.softmax_loss(input, target, None, False, *spec, ignore_index, True, False, "sum",
+                                       _checks.CHECK_TARGETS)
         return loss
     _checks.binary_only_defaults(True, ignore_index, False)
     target = _checks.input_and_target(input, target)
     chosen = resolve(backend, input.device, differentiable_target=target.requires_grad)
     if chosen == "reference":
+        _checks.target_values(target)
         return reference.focal_loss(input, target, alpha=alpha, gamma=gamma, reduction=reduction)
     ops = fused_ops(chosen)
     if reduction == "none":
-        return ops.sigmoid_focal_map(input, target, spec.focal_alpha, spec.focal_gamma)
-    loss, _coef = ops.sigmoid_loss(input, target, None, False, False, *spec, "sum")
+        return ops.sigmoid_focal_map(input, target, spec.focal_alpha, spec.focal_gamma, _checks.CHECK_TARGETS)
+    loss, _coef = ops.sigmoid_loss(input, target, None, False, False, *spec, "sum", _checks.CHECK_TARGETS)
     return loss
 
 

@@ -14,7 +14,7 @@ pytestmark = pytest.mark.parametrize("backend", FUSED_BACKENDS)
 def sigmoid_loss_args(x, t, weight, per_sample, per_channel, reduction):
     #       region tv_a tv_b smooth r_gamma r_weight elem f_alpha f_gamma e_weight e_mean
     spec = (True, 0.3, 0.7, 1.0, 0.75, 0.8, True, 0.25, 2.0, 1.2, True)
-    return (x, t, weight, per_sample, per_channel, *spec, reduction)
+    return (x, t, weight, per_sample, per_channel, *spec, reduction, True)
 
 
 def opcheck_cases(device):
@@ -29,7 +29,7 @@ def opcheck_cases(device):
             sigmoid_loss_args(x, t, weight, True, True, "none"),
             sigmoid_loss_args(x64, t64, None, True, False, "sum"),
         ],
-        "sigmoid_focal_map": [(x, t, 0.25, 2.0), (x64, t64, -1.0, 0.5)],
+        "sigmoid_focal_map": [(x, t, 0.25, 2.0, True), (x64, t64, -1.0, 0.5, False)],
     }
 
 

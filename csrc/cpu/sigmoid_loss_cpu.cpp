@@ -5,7 +5,8 @@
 // loops the compiler vectorises: the float ones are compiled for AVX-512, AVX2
 // and the baseline and picked at load time (target_clones), with the
 // vectorisable exp/log of vector_math.h. Chunk partials are combined in a
-// fixed order in double.
+// fixed order in double. With check_target, the forward passes also scan each
+// staged target chunk for values outside [0, 1] (target_check_cpu.h).
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
@@ -21,6 +22,7 @@
 #include "../layout.h"
 #include "../sigmoid_math.h"
 #include "convert.h"
+#include "target_check_cpu.h"
 #include "vector_math.h"
 
 namespace fusedloss {
@@ -181,6 +183,12 @@ void focal_map_chunk(const float* x, const float* t, const float* upstream, int6
   focal_map_f32(x, t, upstream, n, alpha, gamma, terms, out);
 }
 
+// check_target: the first staged target outside [0, 1] in a chunk, or -1.
+FUSEDLOSS_CLONES int64_t first_bad_f32(const float* t, int64_t n) { return first_bad_probability(t, n); }
+
+int64_t first_bad_target(const double* t, int64_t n) { return first_bad_probability(t, n); }
+int64_t first_bad_target(const float* t, int64_t n) { return first_bad_f32(t, n); }
+
 // ---- staging: any input and target dtype into acc_t buffers, and back ----
 
 // Calls fn with a value of the target's C++ type.
@@ -252,7 +260,7 @@ int terms_of(bool region, bool elem, double focal_gamma) {
 // Per-group sums [I, P, T, E] (groups x 4, in double), each group's chunk partials
 // combined in a fixed order.
 std::vector<double> group_sums(const Tensor& input_, const Tensor& target_, bool per_sample, bool per_channel,
-                               bool region, bool elem, double focal_alpha, double focal_gamma) {
+                               bool region, bool elem, double focal_alpha, double focal_gamma, bool check_target) {
   const SigmoidOperands operands = sigmoid_operands(input_, target_, per_sample, per_channel);
   const Tensor &input = operands.input, &target = operands.target;
   const GroupLayout layout = group_layout(input.sizes(), per_sample, per_channel);
@@ -266,13 +274,18 @@ std::vector<double> group_sums(const Tensor& input_, const Tensor& target_, bool
       using target_t = decltype(target_tag);
       const input_t* x = input.const_data_ptr<input_t>();
       const target_t* t = target.const_data_ptr<target_t>();
+      // Chunks in memory order (row-major); a bool target cannot leave [0, 1].
+      FirstBadTargets<acc_t> bad(check_target && !std::is_same_v<target_t, bool>, layout.rows * chunks_per_row);
       for_each_chunk(layout, chunks_per_row, [&](int64_t row, int64_t chunk, int64_t start, int64_t n) {
         Staged<acc_t> xs, ts;
         const int64_t group = row % layout.num_groups, member = row / layout.num_groups;
+        const acc_t* tv = ts.load(t + start, n);
         partials[(group * members + member) * chunks_per_row + chunk] =
-            stats_chunk(xs.load(x + start, n), ts.load(t + start, n), n, static_cast<acc_t>(focal_alpha),
+            stats_chunk(xs.load(x + start, n), tv, n, static_cast<acc_t>(focal_alpha),
                         static_cast<acc_t>(focal_gamma), terms_of(region, elem, focal_gamma));
+        if (bad.checking()) bad.record(row * chunks_per_row + chunk, tv, first_bad_target(tv, n));
       });
+      check_probabilities(bad);
     });
   });
   const int64_t parts_per_group = members * chunks_per_row;
@@ -323,10 +336,10 @@ std::tuple<Tensor, Tensor> sigmoid_loss_cpu(const Tensor& input, const Tensor& t
                                             bool region, double tv_alpha, double tv_beta, double smooth,
                                             double region_gamma, double region_weight, bool elem, double focal_alpha,
                                             double focal_gamma, double elem_weight, bool elem_mean,
-                                            c10::string_view reduction) {
+                                            c10::string_view reduction, bool check_target) {
   const GroupLayout layout = group_layout(input.sizes(), per_sample, per_channel);
   const std::vector<double> sums =
-      group_sums(input, target, per_sample, per_channel, region, elem, focal_alpha, focal_gamma);
+      group_sums(input, target, per_sample, per_channel, region, elem, focal_alpha, focal_gamma, check_target);
   const SigmoidLossParams lp{region, tv_alpha, tv_beta, smooth, region_gamma, region_weight,
                              elem, focal_alpha, focal_gamma, elem_weight, elem_mean};
   return finalize(sums.data(), layout.num_groups, weight, layout.num_channels,
@@ -336,9 +349,9 @@ std::tuple<Tensor, Tensor> sigmoid_loss_cpu(const Tensor& input, const Tensor& t
 
 // The two halves on their own, for statistics summed across processes (ops/synced.py).
 Tensor sigmoid_stats_cpu(const Tensor& input, const Tensor& target, bool per_sample, bool per_channel, bool region,
-                         bool elem, double focal_alpha, double focal_gamma) {
+                         bool elem, double focal_alpha, double focal_gamma, bool check_target) {
   const std::vector<double> sums =
-      group_sums(input, target, per_sample, per_channel, region, elem, focal_alpha, focal_gamma);
+      group_sums(input, target, per_sample, per_channel, region, elem, focal_alpha, focal_gamma, check_target);
   const int64_t groups = static_cast<int64_t>(sums.size() / 4);
   return at::from_blob(const_cast<double*>(sums.data()), {groups, 4}, at::TensorOptions().dtype(at::kDouble))
       .to(acc_options(input), /*non_blocking=*/false, /*copy=*/true);  // own the memory
@@ -389,9 +402,10 @@ Tensor sigmoid_loss_backward_cpu(const Tensor& grad_loss, const Tensor& input_, 
   return grad;
 }
 
-// The per-element focal loss (reduction='none'), and its backward.
+// The per-element focal loss (reduction='none'), and its backward (which does not
+// check the target: its forward did).
 Tensor focal_map_cpu(const Tensor* grad_map_, const Tensor& input_, const Tensor& target_, double focal_alpha,
-                     double focal_gamma) {
+                     double focal_gamma, bool check_target) {
   const SigmoidOperands operands = sigmoid_operands(input_, target_, false, false);
   const Tensor &input = operands.input, &target = operands.target;
   Tensor out = at::empty_like(input, operands.format);
@@ -412,26 +426,30 @@ Tensor focal_map_cpu(const Tensor* grad_map_, const Tensor& input_, const Tensor
       const target_t* t = target.const_data_ptr<target_t>();
       const input_t* upstream = grad_map.defined() ? grad_map.const_data_ptr<input_t>() : nullptr;
       input_t* o = out.mutable_data_ptr<input_t>();
-      for_each_chunk(layout, chunks, [&](int64_t, int64_t, int64_t start, int64_t n) {
+      FirstBadTargets<acc_t> bad(check_target && !std::is_same_v<target_t, bool>, chunks);
+      for_each_chunk(layout, chunks, [&](int64_t, int64_t chunk, int64_t start, int64_t n) {
         Staged<acc_t> xs, ts, us, results;
-        focal_map_chunk(xs.load(x + start, n), ts.load(t + start, n),
-                        upstream != nullptr ? us.load(upstream + start, n) : nullptr, n,
+        const acc_t* tv = ts.load(t + start, n);
+        focal_map_chunk(xs.load(x + start, n), tv, upstream != nullptr ? us.load(upstream + start, n) : nullptr, n,
                         static_cast<acc_t>(focal_alpha), static_cast<acc_t>(focal_gamma),
                         terms_of(false, true, focal_gamma), results.output(o + start));
         results.store(o + start, n);
+        if (bad.checking()) bad.record(chunk, tv, first_bad_target(tv, n));
       });
+      check_probabilities(bad);
     });
   });
   return out;
 }
 
-Tensor sigmoid_focal_map_cpu(const Tensor& input, const Tensor& target, double alpha, double gamma) {
-  return focal_map_cpu(nullptr, input, target, alpha, gamma);
+Tensor sigmoid_focal_map_cpu(const Tensor& input, const Tensor& target, double alpha, double gamma,
+                             bool check_target) {
+  return focal_map_cpu(nullptr, input, target, alpha, gamma, check_target);
 }
 
 Tensor sigmoid_focal_map_backward_cpu(const Tensor& grad_map, const Tensor& input, const Tensor& target,
                                       double alpha, double gamma) {
-  return focal_map_cpu(&grad_map, input, target, alpha, gamma);
+  return focal_map_cpu(&grad_map, input, target, alpha, gamma, false);
 }
 
 }  // namespace

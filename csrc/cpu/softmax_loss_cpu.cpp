@@ -9,7 +9,8 @@
 // AVX-512, AVX2 and the baseline and picked at load time (target_clones), with
 // vector_math.h's exp / log / pow; their sums use kLanes independent
 // accumulators (a fixed order: no reassociation needed to vectorise). Chunk
-// partials are combined in a fixed order in double.
+// partials are combined in a fixed order in double. With check_target, the
+// forward passes also scan each chunk's class indices (target_check_cpu.h).
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
@@ -25,6 +26,7 @@
 #include "../layout.h"
 #include "../sigmoid_math.h"
 #include "convert.h"
+#include "target_check_cpu.h"
 #include "vector_math.h"
 
 namespace fusedloss {
@@ -63,10 +65,11 @@ struct Chunk {
     const int64_t class_stride = strides.cls, pixel_stride = strides.pixel;
     n = pixels;
     m = (n + kLanes - 1) / kLanes * kLanes;
+    const bool has_ignore = ignore_index.has_value();
+    const int64_t ignore = ignore_index.value_or(0);
     for (int64_t i = 0; i < n; ++i) {
       const int64_t y = static_cast<int64_t>(labels[i]);
-      const bool valid = y >= 0 && y < classes && !(ignore_index.has_value() && y == *ignore_index);
-      label[i] = valid ? static_cast<int32_t>(y) : -1;
+      label[i] = counted_class(y, classes, has_ignore, ignore) ? static_cast<int32_t>(y) : -1;
     }
     for (int64_t i = n; i < m; ++i) label[i] = -1;
     for (int64_t c = 0; c < classes; ++c) {
@@ -281,6 +284,33 @@ void dispatch_class_map(const Tensor& target, Fn&& fn) {
   }
 }
 
+// check_target: the first class index outside [0, C) that is not ignore_index, or -1;
+// per instruction set (the baseline has no 64-bit integer compare to vectorise with).
+// Narrower maps compare in int32 (C fits: labels are staged as int32), not widened to int64.
+#define FUSEDLOSS_FIRST_BAD_CLASS(T, I)                                                                       \
+  FUSEDLOSS_CLONES int64_t first_bad_class(const T* labels, int64_t n, I classes, bool has_ignore,            \
+                                           I ignore_index) {                                                 \
+    return first_bad(labels, n, [=](T y) { return bad_class<I>(y, classes, has_ignore, ignore_index); });    \
+  }
+FUSEDLOSS_FIRST_BAD_CLASS(uint8_t, int32_t)
+FUSEDLOSS_FIRST_BAD_CLASS(int16_t, int32_t)
+FUSEDLOSS_FIRST_BAD_CLASS(int32_t, int32_t)
+FUSEDLOSS_FIRST_BAD_CLASS(int64_t, int64_t)
+#undef FUSEDLOSS_FIRST_BAD_CLASS
+
+// Records the chunk's first bad class index, if any.
+template <typename target_t>
+void scan_classes(FirstBadTargets<int64_t>& bad, int64_t job, const target_t* labels, int64_t n, int64_t classes,
+                  std::optional<int64_t> ignore_index) {
+  using index_t = std::conditional_t<sizeof(target_t) < sizeof(int64_t), int32_t, int64_t>;
+  // An ignore_index that index_t cannot hold equals no label.
+  const bool has_ignore = ignore_index.has_value() && *ignore_index >= std::numeric_limits<index_t>::min() &&
+                          *ignore_index <= std::numeric_limits<index_t>::max();
+  bad.record(job, labels,
+             first_bad_class(labels, n, static_cast<index_t>(classes), has_ignore,
+                             has_ignore ? static_cast<index_t>(*ignore_index) : index_t(0)));
+}
+
 // Runs fn(chunk buffers, sample, chunk, first_pixel, pixels) for every chunk, in
 // parallel; each task allocates its buffers once.
 template <typename acc_t, typename Fn>
@@ -303,7 +333,8 @@ struct SoftmaxSums {
 };
 
 SoftmaxSums softmax_group_sums(const Tensor& input_, const Tensor& target_, bool per_sample, bool region, bool elem,
-                               double focal_alpha, double focal_gamma, std::optional<int64_t> ignore_index) {
+                               double focal_alpha, double focal_gamma, std::optional<int64_t> ignore_index,
+                               bool check_target) {
   const SoftmaxOperands ops = softmax_operands(input_, target_);
   const Tensor &input = ops.input, &target = ops.target;
   const SoftmaxShape shape(input);
@@ -318,12 +349,16 @@ SoftmaxSums softmax_group_sums(const Tensor& input_, const Tensor& target_, bool
       using target_t = decltype(target_tag);
       const input_t* x = input.const_data_ptr<input_t>();
       const target_t* y = target.const_data_ptr<target_t>();
+      FirstBadTargets<int64_t> bad(check_target, jobs);  // jobs in memory order of the (contiguous) target
       for_each_chunk<acc_t>(shape, [&](Chunk<acc_t>& k, int64_t sample, int64_t chunk, int64_t first, int64_t n) {
-        k.stage(x + ops.strides.at(sample, first), y + sample * shape.spatial + first, ops.strides, n, ignore_index);
+        const target_t* labels = y + sample * shape.spatial + first;
+        k.stage(x + ops.strides.at(sample, first), labels, ops.strides, n, ignore_index);
         const int64_t job = sample * shape.chunks_per_sample + chunk;
         stats_chunk(k, region, elem, static_cast<acc_t>(focal_alpha), static_cast<acc_t>(focal_gamma),
                     region ? class_partials.data() + job * C * 3 : nullptr, elem_partials.data() + job * 2);
+        if (bad.checking()) scan_classes(bad, job, labels, n, C, ignore_index);
       });
+      check_classes(bad, C, ignore_index);
     });
   });
 
@@ -398,9 +433,9 @@ std::tuple<Tensor, Tensor> softmax_loss_cpu(const Tensor& input, const Tensor& t
                                             double region_weight, bool elem, double focal_alpha, double focal_gamma,
                                             double elem_weight, bool elem_mean, std::optional<int64_t> ignore_index,
                                             bool include_background, bool exclude_empty,
-                                            c10::string_view reduction) {
-  const SoftmaxSums sums =
-      softmax_group_sums(input, target, per_sample, region, elem, focal_alpha, focal_gamma, ignore_index);
+                                            c10::string_view reduction, bool check_target) {
+  const SoftmaxSums sums = softmax_group_sums(input, target, per_sample, region, elem, focal_alpha, focal_gamma,
+                                              ignore_index, check_target);
   const SigmoidLossParams lp{region, tv_alpha, tv_beta, smooth, region_gamma, region_weight,
                              elem, focal_alpha, focal_gamma, elem_weight, elem_mean};
   const auto acc = input.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
@@ -412,9 +447,9 @@ std::tuple<Tensor, Tensor> softmax_loss_cpu(const Tensor& input, const Tensor& t
 // The two halves on their own, for statistics summed across processes (ops/synced.py).
 std::tuple<Tensor, Tensor> softmax_stats_cpu(const Tensor& input, const Tensor& target, bool per_sample, bool region,
                                              bool elem, double focal_alpha, double focal_gamma,
-                                             std::optional<int64_t> ignore_index) {
+                                             std::optional<int64_t> ignore_index, bool check_target) {
   SoftmaxSums sums = softmax_group_sums(input, target, per_sample, region, elem, focal_alpha, focal_gamma,
-                                        ignore_index);
+                                        ignore_index, check_target);
   const auto options = input.options().dtype(input.scalar_type() == at::kDouble ? at::kDouble : at::kFloat);
   const int64_t groups = static_cast<int64_t>(sums.classes.size() / 3);
   Tensor class_sums = at::from_blob(sums.classes.data(), {groups, 3}, at::TensorOptions().dtype(at::kDouble))
@@ -509,7 +544,7 @@ Tensor softmax_focal_map_backward_cpu(const Tensor& grad_map, const Tensor& inpu
 }
 
 Tensor softmax_focal_map_cpu(const Tensor& input_, const Tensor& target_, double alpha, double gamma,
-                             std::optional<int64_t> ignore_index) {
+                             std::optional<int64_t> ignore_index, bool check_target) {
   const SoftmaxOperands ops = softmax_operands(input_, target_);
   const Tensor &input = ops.input, &target = ops.target;
   const SoftmaxShape shape(input);
@@ -522,11 +557,16 @@ Tensor softmax_focal_map_cpu(const Tensor& input_, const Tensor& target_, double
       const input_t* x = input.const_data_ptr<input_t>();
       const target_t* y = target.const_data_ptr<target_t>();
       input_t* o = out.mutable_data_ptr<input_t>();
-      for_each_chunk<acc_t>(shape, [&](Chunk<acc_t>& k, int64_t sample, int64_t, int64_t first, int64_t n) {
-        k.stage(x + ops.strides.at(sample, first), y + sample * shape.spatial + first, ops.strides, n, ignore_index);
+      FirstBadTargets<int64_t> bad(check_target, shape.batch * shape.chunks_per_sample);
+      for_each_chunk<acc_t>(shape, [&](Chunk<acc_t>& k, int64_t sample, int64_t chunk, int64_t first, int64_t n) {
+        const target_t* labels = y + sample * shape.spatial + first;
+        k.stage(x + ops.strides.at(sample, first), labels, ops.strides, n, ignore_index);
         focal_map_chunk(k, static_cast<acc_t>(alpha), static_cast<acc_t>(gamma));
         for (int64_t i = 0; i < n; ++i) o[sample * shape.spatial + first + i] = static_cast<input_t>(k.loss[i]);
+        if (bad.checking()) scan_classes(bad, sample * shape.chunks_per_sample + chunk, labels, n, shape.classes,
+                                         ignore_index);
       });
+      check_classes(bad, shape.classes, ignore_index);
     });
   });
   return out;

@@ -10,6 +10,8 @@
 //                    writes dL/dx;
 //   focal_map_kernel the per-element focal loss (reduction='none') and its backward.
 // 64-bit offsets, the current stream and the input's device, no host sync.
+// With check_target, the forward kernels (stats, focal map) also flag targets
+// outside [0, 1], one flag per block, for a device-side assert (target_check_cuda.h).
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/core/Tensor.h>
@@ -22,6 +24,7 @@
 #include "../layout.h"
 #include "../sigmoid_math.h"
 #include "grid.h"
+#include "target_check_cuda.h"
 
 namespace fusedloss {
 namespace {
@@ -98,13 +101,16 @@ template <typename input_t, typename acc_t>
 __global__ void __launch_bounds__(kThreads) stats_kernel(const input_t* __restrict__ x, TargetReader t,
                                                          acc_t* __restrict__ partials, int64_t row_len,
                                                          int64_t chunks_per_row, int64_t num_groups,
-                                                         int64_t members, int64_t steps, SigmoidLossParams lp) {
+                                                         int64_t members, int64_t steps, SigmoidLossParams lp,
+                                                         int32_t* __restrict__ valid_flags) {
   __shared__ acc_t shared[kThreads / 32];
   const int64_t block = blockIdx.x;
   const int64_t row = block / chunks_per_row, chunk = block % chunks_per_row;
   const int64_t row_start = row * row_len;
   const int64_t chunk_start = chunk * steps * kStep;
   const acc_t alpha = lp.focal_alpha, gamma = lp.focal_gamma;
+  const bool check = valid_flags != nullptr;
+  bool bad = false;
   acc_t sum_i = 0, sum_p = 0, sum_t = 0, sum_e = 0;
   for (int64_t step = 0; step < steps; ++step) {
 #pragma unroll
@@ -113,6 +119,7 @@ __global__ void __launch_bounds__(kThreads) stats_kernel(const input_t* __restri
       if (offset < row_len) {
         const acc_t xv = static_cast<acc_t>(x[row_start + offset]);
         const acc_t tv = t.template operator()<acc_t>(row_start + offset);
+        if (check) bad |= bad_probability(tv);
         const auto s = sigmoid_parts(xv);
         if (lp.region) {
           sum_i += s.p * tv;
@@ -130,6 +137,7 @@ __global__ void __launch_bounds__(kThreads) stats_kernel(const input_t* __restri
   if (threadIdx.x == 0) {
     for (int k = 0; k < 4; ++k) slot[k] = totals[k];
   }
+  if (check) write_block_flag(valid_flags, bad);
 }
 
 template <typename acc_t>
@@ -199,14 +207,19 @@ template <typename input_t, typename acc_t, bool BACKWARD>
 __global__ void __launch_bounds__(kThreads) focal_map_kernel(const input_t* __restrict__ x, TargetReader t,
                                                              const input_t* __restrict__ upstream,
                                                              input_t* __restrict__ out, int64_t numel,
-                                                             acc_t alpha, acc_t gamma) {
+                                                             acc_t alpha, acc_t gamma,
+                                                             int32_t* __restrict__ valid_flags) {
+  const bool check = !BACKWARD && valid_flags != nullptr;  // the forward checks the target, not the backward
+  bool bad = false;
   const int64_t stride = int64_t(gridDim.x) * kThreads;
   for (int64_t i = int64_t(blockIdx.x) * kThreads + threadIdx.x; i < numel; i += stride) {
     const acc_t xv = static_cast<acc_t>(x[i]);
     const acc_t tv = t.template operator()<acc_t>(i);
+    if (check) bad |= bad_probability(tv);
     const auto terms = focal_terms(xv, tv, sigmoid_parts(xv), alpha, gamma);
     out[i] = static_cast<input_t>(BACKWARD ? static_cast<acc_t>(upstream[i]) * terms.dloss : terms.loss);
   }
+  if (check) write_block_flag(valid_flags, bad);
 }
 
 // The forward in two halves, also used on their own for statistics summed across
@@ -214,7 +227,7 @@ __global__ void __launch_bounds__(kThreads) focal_map_kernel(const input_t* __re
 // summed by torch (a fixed-order, parallel reduction: no atomics, and no single
 // thread walking a thousand partials); then the finalize kernel on those sums.
 Tensor sigmoid_stats_cuda(const Tensor& input_, const Tensor& target_, bool per_sample, bool per_channel,
-                          bool region, bool elem, double focal_alpha, double focal_gamma) {
+                          bool region, bool elem, double focal_alpha, double focal_gamma, bool check_target) {
   const c10::cuda::CUDAGuard device_guard(input_.device());
   const SigmoidOperands operands = sigmoid_operands(input_, target_, per_sample, per_channel);
   const Tensor &input = operands.input, &target = operands.target;
@@ -224,13 +237,16 @@ Tensor sigmoid_stats_cuda(const Tensor& input_, const Tensor& target_, bool per_
   const int64_t members = layout.rows / layout.num_groups;
   const auto acc_dtype = input.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
   Tensor partials = at::empty({plan.blocks, 4}, input.options().dtype(acc_dtype));
+  // A bool target cannot leave [0, 1].
+  TargetFlags flags(check_target && target.scalar_type() != at::kBool, plan.blocks, input);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "sigmoid_stats_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     stats_kernel<scalar_t, acc_t><<<plan.blocks, kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
         input.const_data_ptr<scalar_t>(), target_reader(target), partials.mutable_data_ptr<acc_t>(), layout.row_len,
-        plan.chunks_per_row, layout.num_groups, members, plan.steps, lp);
+        plan.chunks_per_row, layout.num_groups, members, plan.steps, lp, flags.data());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
+  flags.assert_valid(kBadProbabilityMessage);
   return partials.view({layout.num_groups, members * plan.chunks_per_row, 4}).sum(1);
 }
 
@@ -267,10 +283,10 @@ std::tuple<Tensor, Tensor> sigmoid_loss_cuda(const Tensor& input, const Tensor& 
                                              bool region, double tv_alpha, double tv_beta, double smooth,
                                              double region_gamma, double region_weight, bool elem,
                                              double focal_alpha, double focal_gamma, double elem_weight,
-                                             bool elem_mean, c10::string_view reduction) {
+                                             bool elem_mean, c10::string_view reduction, bool check_target) {
   const GroupLayout layout = group_layout(input.sizes(), per_sample, per_channel);
   const Tensor sums = sigmoid_stats_cuda(input, target, per_sample, per_channel, region, elem, focal_alpha,
-                                         focal_gamma);
+                                         focal_gamma, check_target);
   return sigmoid_finalize_cuda(sums, weight, layout.num_channels, layout.rows / layout.num_groups * layout.row_len,
                                region, tv_alpha, tv_beta, smooth, region_gamma, region_weight, elem, elem_weight,
                                elem_mean, reduction, layout.shape);
@@ -304,7 +320,7 @@ Tensor sigmoid_loss_backward_cuda(const Tensor& grad_loss_, const Tensor& input_
 
 template <bool BACKWARD>
 Tensor focal_map_cuda(const Tensor* grad_map_, const Tensor& input_, const Tensor& target_, double alpha,
-                      double gamma) {
+                      double gamma, bool check_target) {
   TORCH_CHECK(input_.numel() > 0, "fusedloss: input must not be empty, got sizes ", input_.sizes());  // as the CPU's
   const c10::cuda::CUDAGuard device_guard(input_.device());
   const SigmoidOperands operands = sigmoid_operands(input_, target_, false, false);
@@ -320,24 +336,27 @@ Tensor focal_map_cuda(const Tensor* grad_map_, const Tensor& input_, const Tenso
   const int sms = at::cuda::getDeviceProperties(input.device().index())->multiProcessorCount;
   const int64_t blocks = std::max<int64_t>(1, std::min<int64_t>((numel + kThreads - 1) / kThreads, int64_t(sms) * 16));
   const auto stream = at::cuda::getCurrentCUDAStream();
+  TargetFlags flags(!BACKWARD && check_target && target.scalar_type() != at::kBool, blocks, input);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "sigmoid_focal_map_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     focal_map_kernel<scalar_t, acc_t, BACKWARD><<<blocks, kThreads, 0, stream>>>(
         input.const_data_ptr<scalar_t>(), target_reader(target),
         BACKWARD ? upstream.const_data_ptr<scalar_t>() : nullptr, out.mutable_data_ptr<scalar_t>(), numel,
-        static_cast<acc_t>(alpha), static_cast<acc_t>(gamma));
+        static_cast<acc_t>(alpha), static_cast<acc_t>(gamma), flags.data());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
+  flags.assert_valid(kBadProbabilityMessage);
   return out;
 }
 
-Tensor sigmoid_focal_map_cuda(const Tensor& input, const Tensor& target, double alpha, double gamma) {
-  return focal_map_cuda<false>(nullptr, input, target, alpha, gamma);
+Tensor sigmoid_focal_map_cuda(const Tensor& input, const Tensor& target, double alpha, double gamma,
+                              bool check_target) {
+  return focal_map_cuda<false>(nullptr, input, target, alpha, gamma, check_target);
 }
 
 Tensor sigmoid_focal_map_backward_cuda(const Tensor& grad_map, const Tensor& input, const Tensor& target,
                                        double alpha, double gamma) {
-  return focal_map_cuda<true>(&grad_map, input, target, alpha, gamma);
+  return focal_map_cuda<true>(&grad_map, input, target, alpha, gamma, false);
 }
 
 }  // namespace

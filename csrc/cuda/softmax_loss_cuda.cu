@@ -12,8 +12,10 @@
 //                    empty-class exclusion, reduction, coefficients
 //   backward_kernel  dL/dx_c = p_c (g_c - sum_k p_k g_k) + A (p_c - [c = y])
 //   focal_map_kernel per-pixel focal loss (reduction='none')
-// Class indices outside [0, C) are treated as ignored (checking would need a
-// host sync); they never index memory.
+// Class indices outside [0, C) that are not ignore_index are treated as ignored
+// (they never index memory); with check_target, the forward kernels (stats,
+// focal map) also flag them, one flag per block, for a device-side assert (no
+// host sync, target_check_cuda.h).
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/core/Tensor.h>
@@ -27,6 +29,7 @@
 #include "../layout.h"
 #include "../sigmoid_math.h"
 #include "grid.h"
+#include "target_check_cuda.h"
 
 namespace fusedloss {
 namespace {
@@ -83,7 +86,7 @@ struct Pixel {
   __device__ Pixel(const input_t* x_, int64_t label_, bool inside, int64_t classes, int64_t cls,
                    bool has_ignore, int64_t ignore_index)
       : x(x_), label(label_) {
-    valid = inside && label >= 0 && label < classes && !(has_ignore && label == ignore_index);
+    valid = inside && counted_class(label, classes, has_ignore, ignore_index);
     top = -INFINITY;
     total = 0;
     if (!inside) return;
@@ -116,7 +119,8 @@ __global__ void __launch_bounds__(kThreads) stats_kernel(const input_t* __restri
                                                          acc_t* __restrict__ elem_partials, int64_t classes,
                                                          int64_t spatial, ClassStrides s, int64_t chunks_per_sample,
                                                          int64_t steps, bool has_ignore, int64_t ignore_index,
-                                                         bool region, bool elem, acc_t alpha, acc_t gamma) {
+                                                         bool region, bool elem, acc_t alpha, acc_t gamma,
+                                                         int32_t* __restrict__ valid_flags) {
   const int64_t sample = blockIdx.x / chunks_per_sample, chunk = blockIdx.x % chunks_per_sample;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int64_t part = int64_t(blockIdx.x) * kWarps + warp;  // this warp's slots: one writer each
@@ -124,6 +128,8 @@ __global__ void __launch_bounds__(kThreads) stats_kernel(const input_t* __restri
   if (region && lane == 0) {
     for (int64_t c = 0; c < classes * 3; ++c) slots[c] = 0;
   }
+  const bool check = valid_flags != nullptr;
+  bool bad = false;
   acc_t sum_e = 0, count = 0;
   for (int64_t step = 0; step < steps; ++step) {
     const int64_t pixel = (chunk * steps + step) * kThreads + threadIdx.x;
@@ -131,6 +137,7 @@ __global__ void __launch_bounds__(kThreads) stats_kernel(const input_t* __restri
     const Pixel<input_t, acc_t> px(x + s.at(sample, inside ? pixel : 0),
                                    inside ? y(sample * spatial + pixel) : -1, inside, classes, s.cls, has_ignore,
                                    ignore_index);
+    if (check && inside) bad |= bad_class(px.label, classes, has_ignore, ignore_index);
     if (region) {
       for (int64_t c = 0; c < classes; ++c) {
         const acc_t p = px.valid ? px.p(c, s.cls) : acc_t(0);
@@ -156,6 +163,7 @@ __global__ void __launch_bounds__(kThreads) stats_kernel(const input_t* __restri
     elem_partials[part * 2] = sum_e;
     elem_partials[part * 2 + 1] = count;
   }
+  if (check) write_block_flag(valid_flags, bad);
 }
 
 // Per-group sums in: class_sums (groups, 3) = I, P, T; elem_sums = [E, valid pixels].
@@ -249,15 +257,20 @@ __global__ void __launch_bounds__(kThreads) focal_map_kernel(const input_t* __re
                                                              input_t* __restrict__ out, int64_t classes,
                                                              int64_t spatial, ClassStrides s, int64_t chunks_per_sample,
                                                              int64_t steps, bool has_ignore, int64_t ignore_index,
-                                                             acc_t alpha, acc_t gamma) {
+                                                             acc_t alpha, acc_t gamma,
+                                                             int32_t* __restrict__ valid_flags) {
   const int64_t sample = blockIdx.x / chunks_per_sample, chunk = blockIdx.x % chunks_per_sample;
+  const bool check = valid_flags != nullptr;
+  bool bad = false;
   for (int64_t step = 0; step < steps; ++step) {
     const int64_t pixel = (chunk * steps + step) * kThreads + threadIdx.x;
     if (pixel >= spatial) continue;
     const Pixel<input_t, acc_t> px(x + s.at(sample, pixel), y(sample * spatial + pixel), true,
                                    classes, s.cls, has_ignore, ignore_index);
+    if (check) bad |= bad_class(px.label, classes, has_ignore, ignore_index);
     out[sample * spatial + pixel] = static_cast<input_t>(px.valid ? px.focal(s.cls, alpha, gamma).loss : acc_t(0));
   }
+  if (check) write_block_flag(valid_flags, bad);  // every thread gets here: the loop only skips
 }
 
 // The stats kernel's per-warp partials: class sums (parts, C, 3) (a dummy when
@@ -267,20 +280,23 @@ struct Partials {
 };
 
 Partials launch_stats(const SoftmaxOperands& ops, const Shape& shape, bool region, bool elem,
-                      double focal_alpha, double focal_gamma, std::optional<int64_t> ignore_index) {
+                      double focal_alpha, double focal_gamma, std::optional<int64_t> ignore_index,
+                      bool check_target) {
   const Tensor &input = ops.input, &target = ops.target;
   const int64_t C = shape.classes, parts = shape.blocks * kWarps;
   const auto options = input.options().dtype(input.scalar_type() == at::kDouble ? at::kDouble : at::kFloat);
   Partials partials{at::empty({region ? parts : 1, C, 3}, options), at::empty({parts, 2}, options)};
+  TargetFlags flags(check_target, shape.blocks, input);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "softmax_stats_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     stats_kernel<scalar_t, acc_t><<<shape.blocks, kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
         input.const_data_ptr<scalar_t>(), class_map_reader(target), partials.classes.mutable_data_ptr<acc_t>(),
         partials.elems.mutable_data_ptr<acc_t>(), C, shape.spatial, ops.strides, shape.chunks_per_sample,
         shape.steps, ignore_index.has_value(), ignore_index.value_or(0), region, elem, static_cast<acc_t>(focal_alpha),
-        static_cast<acc_t>(focal_gamma));
+        static_cast<acc_t>(focal_gamma), flags.data());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
+  flags.assert_valid(kBadClassMessage);
   return partials;
 }
 
@@ -296,12 +312,13 @@ std::vector<int64_t> loss_shape_of(const Tensor& input, bool per_sample) {
 // the element sums [E, valid pixels]; then the finalize kernel on those sums.
 std::tuple<Tensor, Tensor> softmax_stats_cuda(const Tensor& input_, const Tensor& target_, bool per_sample,
                                               bool region, bool elem, double focal_alpha, double focal_gamma,
-                                              std::optional<int64_t> ignore_index) {
+                                              std::optional<int64_t> ignore_index, bool check_target) {
   const c10::cuda::CUDAGuard device_guard(input_.device());
   const SoftmaxOperands ops = softmax_operands(input_, target_);
   const Shape shape(ops.input);
   const int64_t C = shape.classes, groups = per_sample ? shape.batch * C : C;
-  const Partials partials = launch_stats(ops, shape, region, elem, focal_alpha, focal_gamma, ignore_index);
+  const Partials partials =
+      launch_stats(ops, shape, region, elem, focal_alpha, focal_gamma, ignore_index, check_target);
   Tensor class_sums = !region ? at::zeros({groups, 3}, partials.elems.options())
                       : per_sample ? partials.classes.view({shape.batch, -1, C, 3}).sum(1).view({groups, 3})
                                    : partials.classes.sum(0);
@@ -349,9 +366,9 @@ std::tuple<Tensor, Tensor> softmax_loss_cuda(const Tensor& input, const Tensor& 
                                              double region_weight, bool elem, double focal_alpha,
                                              double focal_gamma, double elem_weight, bool elem_mean,
                                              std::optional<int64_t> ignore_index, bool include_background,
-                                             bool exclude_empty, c10::string_view reduction) {
-  const auto [class_sums, elem_sums] =
-      softmax_stats_cuda(input, target, per_sample, region, elem, focal_alpha, focal_gamma, ignore_index);
+                                             bool exclude_empty, c10::string_view reduction, bool check_target) {
+  const auto [class_sums, elem_sums] = softmax_stats_cuda(input, target, per_sample, region, elem, focal_alpha,
+                                                          focal_gamma, ignore_index, check_target);
   return softmax_finalize_cuda(class_sums, elem_sums, weight, input.size(1), per_sample, region, tv_alpha, tv_beta,
                                smooth, region_gamma, region_weight, elem, elem_weight, elem_mean, include_background,
                                exclude_empty, reduction, loss_shape_of(input, per_sample));
@@ -403,21 +420,23 @@ Tensor softmax_focal_map_backward_cuda(const Tensor& grad_map, const Tensor& inp
 }
 
 Tensor softmax_focal_map_cuda(const Tensor& input_, const Tensor& target_, double alpha, double gamma,
-                              std::optional<int64_t> ignore_index) {
+                              std::optional<int64_t> ignore_index, bool check_target) {
   const c10::cuda::CUDAGuard device_guard(input_.device());
   const SoftmaxOperands ops = softmax_operands(input_, target_);
   const Tensor &input = ops.input, &target = ops.target;
   const Shape shape(input);
   Tensor out = at::empty(target.sizes(), input.options());
   const auto stream = at::cuda::getCurrentCUDAStream();
+  TargetFlags flags(check_target, shape.blocks, input);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "softmax_focal_map_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     focal_map_kernel<scalar_t, acc_t><<<shape.blocks, kThreads, 0, stream>>>(
         input.const_data_ptr<scalar_t>(), class_map_reader(target), out.mutable_data_ptr<scalar_t>(),
         shape.classes, shape.spatial, ops.strides, shape.chunks_per_sample, shape.steps, ignore_index.has_value(),
-        ignore_index.value_or(0), static_cast<acc_t>(alpha), static_cast<acc_t>(gamma));
+        ignore_index.value_or(0), static_cast<acc_t>(alpha), static_cast<acc_t>(gamma), flags.data());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
+  flags.assert_valid(kBadClassMessage);
   return out;
 }
 

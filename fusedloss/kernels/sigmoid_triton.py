@@ -23,9 +23,10 @@ import torch
 import triton
 import triton.language as tl
 
+from .._checks import kernel_target_flags
 from .._spec import GroupLayout, group_layout, sigmoid_operands
 from .triton_common import (REDUCTION_CODE, acc_dtypes, check_programs, on_input_device, param, region_terms,
-                            sm_count, split, store_as, sum_rows, writable)
+                            sm_count, split, store_as, sum_rows, target_flags, writable)
 
 
 
@@ -77,11 +78,17 @@ def _focal_terms(x, t, p, q, softplus_neg_abs, alpha, gamma):
 
 
 @triton.jit
+def _outside_unit(t, mask):
+    # A target value no probability has: < 0, > 1 or NaN (a 0/255 mask read as is).
+    return mask & ((t < 0.0) | (t > 1.0) | (t != t))
+
+
+@triton.jit
 def _stats_kernel(
-    x_ptr, t_ptr, partial_ptr,
+    x_ptr, t_ptr, partial_ptr, ok_ptr,
     row_len, chunks_per_row, num_groups, members, iters,
     focal_alpha_hi, focal_alpha_lo, focal_gamma_hi, focal_gamma_lo,
-    REGION: tl.constexpr, ELEM: tl.constexpr, BLOCK: tl.constexpr, ACC: tl.constexpr,
+    REGION: tl.constexpr, ELEM: tl.constexpr, CHECK_TARGET: tl.constexpr, BLOCK: tl.constexpr, ACC: tl.constexpr,
 ):
     focal_alpha = param(focal_alpha_hi, focal_alpha_lo, ACC)
     focal_gamma = param(focal_gamma_hi, focal_gamma_lo, ACC)
@@ -95,11 +102,14 @@ def _stats_kernel(
     sum_p = tl.zeros([BLOCK], ACC)
     sum_t = tl.zeros([BLOCK], ACC)
     sum_e = tl.zeros([BLOCK], ACC)
+    ok = tl.full([BLOCK], 1, tl.int32)
     for step in range(0, iters):
         offs = chunk_start + step * BLOCK + lanes
         mask = offs < row_len
         x = tl.load(x_ptr + row_start + offs, mask=mask, other=0.0).to(ACC)
         t = tl.load(t_ptr + row_start + offs, mask=mask, other=0).to(ACC)
+        if CHECK_TARGET:
+            ok = tl.where(_outside_unit(t, mask), 0, ok)
         p, q, softplus_neg_abs = _sigmoid_parts(x)
         if REGION:
             p = tl.where(mask, p, 0.0)  # sigmoid(0) = 0.5 on masked lanes
@@ -116,6 +126,8 @@ def _stats_kernel(
     tl.store(slot + 1, tl.sum(sum_p, axis=0))
     tl.store(slot + 2, tl.sum(sum_t, axis=0))
     tl.store(slot + 3, tl.sum(sum_e, axis=0))
+    if CHECK_TARGET:
+        tl.store(ok_ptr + pid, tl.min(ok, axis=0))
 
 
 @triton.jit
@@ -240,9 +252,9 @@ def _backward_kernel(
 
 @triton.jit
 def _focal_map_kernel(
-    x_ptr, t_ptr, out_ptr, numel,
+    x_ptr, t_ptr, out_ptr, ok_ptr, numel,
     focal_alpha_hi, focal_alpha_lo, focal_gamma_hi, focal_gamma_lo,
-    BLOCK: tl.constexpr, ACC: tl.constexpr, OUT_BF16: tl.constexpr,
+    CHECK_TARGET: tl.constexpr, BLOCK: tl.constexpr, ACC: tl.constexpr, OUT_BF16: tl.constexpr,
 ):
     focal_alpha = param(focal_alpha_hi, focal_alpha_lo, ACC)
     focal_gamma = param(focal_gamma_hi, focal_gamma_lo, ACC)
@@ -254,6 +266,8 @@ def _focal_map_kernel(
     p, q, softplus_neg_abs = _sigmoid_parts(x)
     loss, _ = _focal_terms(x, t, p, q, softplus_neg_abs, focal_alpha, focal_gamma)
     store_as(out_ptr + offs, loss, mask, OUT_BF16)
+    if CHECK_TARGET:
+        tl.store(ok_ptr + pid, tl.min(tl.where(_outside_unit(t, mask), 0, 1), axis=0))
 
 
 # ----------------------------------------------------------------------------
@@ -287,21 +301,25 @@ def _as_loadable(target: torch.Tensor) -> torch.Tensor:
     return target.view(torch.uint8) if target.dtype == torch.bool else target
 
 
-def _stats(input, target, per_sample, per_channel, region, elem, focal_alpha, focal_gamma):
+def _stats(input, target, per_sample, per_channel, region, elem, focal_alpha, focal_gamma, check_target):
     """Launch the statistics kernel: partial sums (groups * parts_per_group, 4) and parts_per_group."""
     layout = group_layout(input.shape, per_sample, per_channel)
     acc, ACC = acc_dtypes(input)
     x, target, _ = sigmoid_operands(input, target, per_sample, per_channel)
+    check_target = check_target and target.dtype != torch.bool  # bool holds nothing else
     target = _as_loadable(target)
     plan = _Plan(layout, x.device)
     members = layout.rows // layout.num_groups
     partials = torch.empty((plan.programs, 4), dtype=acc, device=x.device)
+    ok = target_flags(plan.programs, x.device, check_target)
     _stats_kernel[(plan.programs,)](
-        x, target, partials,
+        x, target, partials, ok,
         layout.row_len, plan.chunks_per_row, layout.num_groups, members, plan.iters,
         *split(focal_alpha), *split(focal_gamma),
-        REGION=region, ELEM=elem, BLOCK=plan.block, ACC=ACC, num_warps=plan.num_warps,
+        REGION=region, ELEM=elem, CHECK_TARGET=check_target, BLOCK=plan.block, ACC=ACC, num_warps=plan.num_warps,
     )
+    if check_target:
+        kernel_target_flags(ok, target)
     return partials, members * plan.chunks_per_row
 
 
@@ -329,19 +347,20 @@ def _finalize(partials, parts_per_group, weight, num_channels, group_size, regio
 
 @on_input_device
 def sigmoid_loss(input, target, weight, per_sample, per_channel, region, tv_alpha, tv_beta, smooth,
-                 region_gamma, region_weight, elem, focal_alpha, focal_gamma, elem_weight, elem_mean, reduction):
+                 region_gamma, region_weight, elem, focal_alpha, focal_gamma, elem_weight, elem_mean, reduction,
+                 check_target):
     layout = group_layout(input.shape, per_sample, per_channel)
     partials, parts_per_group = _stats(input, target, per_sample, per_channel, region, elem, focal_alpha,
-                                       focal_gamma)
+                                       focal_gamma, check_target)
     return _finalize(partials, parts_per_group, weight, layout.num_channels, layout.rows // layout.num_groups *
                      layout.row_len, region, tv_alpha, tv_beta, smooth, region_gamma, region_weight, elem,
                      elem_weight, elem_mean, reduction, layout.shape)
 
 
 @on_input_device
-def sigmoid_stats(input, target, per_sample, per_channel, region, elem, focal_alpha, focal_gamma):
+def sigmoid_stats(input, target, per_sample, per_channel, region, elem, focal_alpha, focal_gamma, check_target):
     partials, parts_per_group = _stats(input, target, per_sample, per_channel, region, elem, focal_alpha,
-                                       focal_gamma)
+                                       focal_gamma, check_target)
     return partials.view(-1, parts_per_group, 4).sum(1)  # fixed order: deterministic
 
 
@@ -377,16 +396,22 @@ def _map_plan(x):
 
 
 @on_input_device
-def sigmoid_focal_map(input, target, alpha, gamma):
+def sigmoid_focal_map(input, target, alpha, gamma, check_target):
     _, ACC = acc_dtypes(input)
     x, target, memory_format = sigmoid_operands(input, target, False, False)
+    check_target = check_target and target.dtype != torch.bool
     target = _as_loadable(target)
     out = torch.empty_like(x, memory_format=memory_format)
     plan = _map_plan(x)
-    _focal_map_kernel[(triton.cdiv(x.numel(), plan.block),)](
-        x, target, writable(out), x.numel(), *split(alpha), *split(gamma),
-        BLOCK=plan.block, ACC=ACC, OUT_BF16=x.dtype == torch.bfloat16, num_warps=plan.num_warps,
+    programs = triton.cdiv(x.numel(), plan.block)
+    ok = target_flags(programs, x.device, check_target)
+    _focal_map_kernel[(programs,)](
+        x, target, writable(out), ok, x.numel(), *split(alpha), *split(gamma),
+        CHECK_TARGET=check_target, BLOCK=plan.block, ACC=ACC, OUT_BF16=x.dtype == torch.bfloat16,
+        num_warps=plan.num_warps,
     )
+    if check_target:
+        kernel_target_flags(ok, target)
     return out
 
 

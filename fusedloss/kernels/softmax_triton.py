@@ -7,8 +7,9 @@ A program takes one sample and tiles of pixels, loads all C logits of each
 pixel at once ([C, pixels] in registers), computes the softmax there, and
 accumulates every class's I, P, T and the element loss (-alpha (1 - p_y)**gamma
 log p_y; CE is gamma = 0) of its pixels: no one-hot target and no softmax
-tensor ever exists in memory. Ignored pixels (target ==
-ignore_index, or any index outside [0, C)) count nowhere.
+tensor ever exists in memory. Ignored pixels (target == ignore_index) count
+nowhere; an index outside [0, C) is flagged per program when the target is
+checked (check_target), and otherwise counts nowhere too.
 
   _stats_kernel     partials per program: [C, 3] class sums and [2] = (E, valid pixels)
   _finalize_kernel  one program: fixed-order combine per group (class, or
@@ -25,23 +26,29 @@ import torch
 import triton
 import triton.language as tl
 
+from .._checks import kernel_target_flags
 from .._spec import softmax_operands
 from .triton_common import (REDUCTION_CODE, acc_dtypes, check_programs, on_input_device, param, pow_or_zero,
-                            region_terms, sm_count, split, store_as, sum_rows, writable)
+                            region_terms, sm_count, split, store_as, sum_rows, target_flags, writable)
+
 
 @triton.jit
 def _pixel_softmax(x_ptr, y_ptr, sample, pixels, num_classes, spatial, sample_stride, class_stride, pixel_stride,
                    ignore_index, HAS_IGNORE: tl.constexpr, BLOCK_C: tl.constexpr, ACC: tl.constexpr):
     """Softmax of a [classes, pixels] tile. Returns x, p, e (unnormalised exp),
     the log-sum-exp pieces (max, total), the target's one-hot tile `hit`, the
-    valid-pixel mask and the tile offsets."""
+    valid-pixel mask, the tile offsets and `bad`: pixels whose class index is
+    outside [0, C) and not ignore_index (counted nowhere; an error when checked)."""
     classes = tl.arange(0, BLOCK_C)
     class_mask = classes < num_classes
     pixel_mask = pixels < spatial
     y = tl.load(y_ptr + sample * spatial + pixels, mask=pixel_mask, other=-1).to(tl.int64)
-    valid = pixel_mask & (y >= 0) & (y < num_classes)
+    in_range = (y >= 0) & (y < num_classes)
+    valid = pixel_mask & in_range
+    bad = pixel_mask & ~in_range
     if HAS_IGNORE:
         valid = valid & (y != ignore_index)
+        bad = bad & (y != ignore_index)
     offsets = (sample * sample_stride + classes.to(tl.int64)[:, None] * class_stride
                + pixels.to(tl.int64)[None, :] * pixel_stride)
     tile_mask = class_mask[:, None] & pixel_mask[None, :]
@@ -53,7 +60,7 @@ def _pixel_softmax(x_ptr, y_ptr, sample, pixels, num_classes, spatial, sample_st
     total = tl.where(pixel_mask, total, 1.0)
     p = e / total[None, :]
     hit = (classes[:, None] == y[None, :]) & valid[None, :]
-    return x, p, e, top, total, hit, valid, offsets, tile_mask
+    return x, p, e, top, total, hit, valid, offsets, tile_mask, bad
 
 
 @triton.jit
@@ -74,10 +81,10 @@ def _focal_terms(x, e, top, total, hit, alpha, gamma):
 
 @triton.jit
 def _stats_kernel(
-    x_ptr, y_ptr, class_partial_ptr, elem_partial_ptr,
+    x_ptr, y_ptr, class_partial_ptr, elem_partial_ptr, ok_ptr,
     num_classes, spatial, sample_stride, class_stride, pixel_stride, chunks_per_sample, iters, ignore_index,
     focal_alpha_hi, focal_alpha_lo, focal_gamma_hi, focal_gamma_lo,
-    REGION: tl.constexpr, ELEM: tl.constexpr, HAS_IGNORE: tl.constexpr,
+    REGION: tl.constexpr, ELEM: tl.constexpr, HAS_IGNORE: tl.constexpr, CHECK_TARGET: tl.constexpr,
     BLOCK_C: tl.constexpr, BLOCK_S: tl.constexpr, ACC: tl.constexpr,
 ):
     focal_alpha = param(focal_alpha_hi, focal_alpha_lo, ACC)
@@ -90,9 +97,10 @@ def _stats_kernel(
     sum_t = tl.zeros([BLOCK_C, BLOCK_S], ACC)
     sum_e = tl.zeros([BLOCK_S], ACC)
     count = tl.zeros([BLOCK_S], ACC)
+    ok = tl.full([BLOCK_S], 1, tl.int32)
     for step in range(0, iters):
         pixels = (chunk * iters + step) * BLOCK_S + tl.arange(0, BLOCK_S)
-        x, p, e, top, total, hit, valid, _, _ = _pixel_softmax(
+        x, p, e, top, total, hit, valid, _, _, bad = _pixel_softmax(
             x_ptr, y_ptr, sample, pixels, num_classes, spatial, sample_stride, class_stride, pixel_stride,
             ignore_index, HAS_IGNORE, BLOCK_C, ACC)
         if REGION:
@@ -103,6 +111,10 @@ def _stats_kernel(
             loss, _ = _focal_terms(x, e, top, total, hit, focal_alpha, focal_gamma)
             sum_e += tl.where(valid, loss, 0.0)
             count += tl.where(valid, 1.0, 0.0)
+        if CHECK_TARGET:
+            ok = tl.where(bad, 0, ok)
+    if CHECK_TARGET:
+        tl.store(ok_ptr + pid, tl.min(ok, axis=0))
     classes = tl.arange(0, BLOCK_C)
     slots = class_partial_ptr + (pid * num_classes + classes) * 3
     class_mask = classes < num_classes
@@ -263,7 +275,7 @@ def _backward_kernel(
         coef_e = tl.load(coef_ptr + 2) * tl.load(grad_out_ptr).to(ACC)  # element term: scalar outputs only
     for step in range(0, iters):
         pixels = (chunk * iters + step) * BLOCK_S + tl.arange(0, BLOCK_S)
-        x, p, e, top, total, hit, valid, offsets, tile_mask = _pixel_softmax(
+        x, p, e, top, total, hit, valid, offsets, tile_mask, _ = _pixel_softmax(
             x_ptr, y_ptr, sample, pixels, num_classes, spatial, sample_stride, class_stride, pixel_stride,
             ignore_index, HAS_IGNORE, BLOCK_C, ACC)
         grad = tl.zeros([BLOCK_C, BLOCK_S], ACC)
@@ -284,22 +296,24 @@ def _backward_kernel(
 
 @triton.jit
 def _focal_map_kernel(
-    x_ptr, y_ptr, out_ptr, num_classes, spatial, sample_stride, class_stride, pixel_stride, chunks_per_sample,
-    ignore_index,
+    x_ptr, y_ptr, out_ptr, ok_ptr, num_classes, spatial, sample_stride, class_stride, pixel_stride,
+    chunks_per_sample, ignore_index,
     focal_alpha_hi, focal_alpha_lo, focal_gamma_hi, focal_gamma_lo,
-    HAS_IGNORE: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_S: tl.constexpr, ACC: tl.constexpr,
-    OUT_BF16: tl.constexpr,
+    HAS_IGNORE: tl.constexpr, CHECK_TARGET: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_S: tl.constexpr,
+    ACC: tl.constexpr, OUT_BF16: tl.constexpr,
 ):
     focal_alpha = param(focal_alpha_hi, focal_alpha_lo, ACC)
     focal_gamma = param(focal_gamma_hi, focal_gamma_lo, ACC)
     pid = tl.program_id(0).to(tl.int64)
     sample = pid // chunks_per_sample
     pixels = (pid % chunks_per_sample) * BLOCK_S + tl.arange(0, BLOCK_S)
-    x, p, e, top, total, hit, valid, _, _ = _pixel_softmax(
+    x, p, e, top, total, hit, valid, _, _, bad = _pixel_softmax(
         x_ptr, y_ptr, sample, pixels, num_classes, spatial, sample_stride, class_stride, pixel_stride,
         ignore_index, HAS_IGNORE, BLOCK_C, ACC)
     loss, _ = _focal_terms(x, e, top, total, hit, focal_alpha, focal_gamma)
     store_as(out_ptr + sample * spatial + pixels, tl.where(valid, loss, 0.0), pixels < spatial, OUT_BF16)
+    if CHECK_TARGET:
+        tl.store(ok_ptr + pid, tl.min(tl.where(bad, 0, 1), axis=0))
 
 
 # ----------------------------------------------------------------------------
@@ -332,7 +346,7 @@ def _ignore(ignore_index):
     return (ignore_index, True) if ignore_index is not None else (0, False)
 
 
-def _stats(input, target, region, elem, focal_alpha, focal_gamma, ignore_index):
+def _stats(input, target, region, elem, focal_alpha, focal_gamma, ignore_index, check_target):
     """Launch the statistics kernel: class partials (programs, C, 3), element partials
     (programs, 2) and the plan."""
     acc, ACC = acc_dtypes(input)
@@ -341,13 +355,16 @@ def _stats(input, target, region, elem, focal_alpha, focal_gamma, ignore_index):
     ignore_value, has_ignore = _ignore(ignore_index)
     class_partials = torch.empty((plan.programs, x.shape[1], 3), dtype=acc, device=x.device)
     elem_partials = torch.empty((plan.programs, 2), dtype=acc, device=x.device)
+    ok = target_flags(plan.programs, x.device, check_target)
     _stats_kernel[(plan.programs,)](
-        x, y, class_partials, elem_partials,
+        x, y, class_partials, elem_partials, ok,
         x.shape[1], plan.spatial, *strides, plan.chunks_per_sample, plan.iters, ignore_value,
         *split(focal_alpha), *split(focal_gamma),
-        REGION=region, ELEM=elem, HAS_IGNORE=has_ignore, BLOCK_C=plan.block_c, BLOCK_S=plan.block_s, ACC=ACC,
-        num_warps=plan.num_warps,
+        REGION=region, ELEM=elem, HAS_IGNORE=has_ignore, CHECK_TARGET=check_target, BLOCK_C=plan.block_c,
+        BLOCK_S=plan.block_s, ACC=ACC, num_warps=plan.num_warps,
     )
+    if check_target:
+        kernel_target_flags(ok, y, x.shape[1], ignore_index)
     return class_partials, elem_partials, plan
 
 
@@ -383,18 +400,18 @@ def _loss_shape(input, per_sample):
 @on_input_device
 def softmax_loss(input, target, weight, per_sample, region, tv_alpha, tv_beta, smooth, region_gamma, region_weight,
                  elem, focal_alpha, focal_gamma, elem_weight, elem_mean, ignore_index, include_background,
-                 exclude_empty, reduction):
+                 exclude_empty, reduction, check_target):
     class_partials, elem_partials, plan = _stats(input, target, region, elem, focal_alpha, focal_gamma,
-                                                 ignore_index)
+                                                 ignore_index, check_target)
     return _finalize(class_partials, elem_partials, plan.chunks_per_sample, weight, input.shape[1], per_sample,
                      region, tv_alpha, tv_beta, smooth, region_gamma, region_weight, elem, elem_weight, elem_mean,
                      include_background, exclude_empty, reduction, _loss_shape(input, per_sample))
 
 
 @on_input_device
-def softmax_stats(input, target, per_sample, region, elem, focal_alpha, focal_gamma, ignore_index):
+def softmax_stats(input, target, per_sample, region, elem, focal_alpha, focal_gamma, ignore_index, check_target):
     class_partials, elem_partials, plan = _stats(input, target, region, elem, focal_alpha, focal_gamma,
-                                                 ignore_index)
+                                                 ignore_index, check_target)
     classes = input.shape[1]
     if per_sample:  # one row per (sample, class)
         class_sums = class_partials.view(input.shape[0], plan.chunks_per_sample, classes, 3).sum(1)
@@ -439,18 +456,22 @@ def _map_grid(plan, batch):
 
 
 @on_input_device
-def softmax_focal_map(input, target, alpha, gamma, ignore_index):
+def softmax_focal_map(input, target, alpha, gamma, ignore_index, check_target):
     _, ACC = acc_dtypes(input)
     x, y, strides, _ = softmax_operands(input, target)
     plan = _Plan(x)
     ignore_value, has_ignore = _ignore(ignore_index)
     out = torch.empty(y.shape, dtype=x.dtype, device=x.device)
     tiles, grid = _map_grid(plan, x.shape[0])
+    ok = target_flags(grid[0], x.device, check_target)
     _focal_map_kernel[grid](
-        x, y, writable(out), x.shape[1], plan.spatial, *strides, tiles, ignore_value, *split(alpha), *split(gamma),
-        HAS_IGNORE=has_ignore, BLOCK_C=plan.block_c, BLOCK_S=plan.block_s, ACC=ACC,
+        x, y, writable(out), ok, x.shape[1], plan.spatial, *strides, tiles, ignore_value, *split(alpha),
+        *split(gamma),
+        HAS_IGNORE=has_ignore, CHECK_TARGET=check_target, BLOCK_C=plan.block_c, BLOCK_S=plan.block_s, ACC=ACC,
         OUT_BF16=x.dtype == torch.bfloat16, num_warps=plan.num_warps,
     )
+    if check_target:
+        kernel_target_flags(ok, y, x.shape[1], ignore_index)
     return out
 
 

@@ -113,6 +113,12 @@ def check_programs(programs: int, rows: int, what: str) -> None:
                          f"use backend='reference', or fewer, longer {what}s")
 
 
+def target_flags(programs: int, device: torch.device, check_target: bool) -> torch.Tensor:
+    """Where each program writes 1 if its target values were all valid, else 0
+    (``_checks.kernel_target_flags`` reads them); a placeholder when unchecked."""
+    return torch.empty(programs if check_target else 1, dtype=torch.int32, device=device)
+
+
 def writable(out: torch.Tensor) -> torch.Tensor:
     return out.view(torch.int16) if out.dtype == torch.bfloat16 else out
 

@@ -13,6 +13,10 @@ from here. Each family has four ops:
 
 Families: 'sigmoid' (binary / multi-label) and 'softmax' (multi-class, integer
 class-map targets).
+
+The forward ops (and ``*_stats``) take ``check_target``: check the target's
+values in the statistics pass (``fusedloss/_checks.py``, CHECK_TARGETS): a
+ValueError on the CPU, a device-side assert on a GPU.
 """
 
 from __future__ import annotations
@@ -25,14 +29,14 @@ SIGMOID_SCHEMAS = {
     "sigmoid_loss": (
         "(Tensor input, Tensor target, Tensor? weight, bool per_sample, bool per_channel, "
         "bool region, float tv_alpha, float tv_beta, float smooth, float region_gamma, float region_weight, "
-        "bool elem, float focal_alpha, float focal_gamma, float elem_weight, bool elem_mean, str reduction) "
-        "-> (Tensor, Tensor)"
+        "bool elem, float focal_alpha, float focal_gamma, float elem_weight, bool elem_mean, str reduction, "
+        "bool check_target) -> (Tensor, Tensor)"
     ),
     "sigmoid_loss_backward": (
         "(Tensor grad_loss, Tensor input, Tensor target, Tensor coef, bool per_sample, bool per_channel, "
         "bool region, bool elem, float focal_alpha, float focal_gamma) -> Tensor"
     ),
-    "sigmoid_focal_map": "(Tensor input, Tensor target, float alpha, float gamma) -> Tensor",
+    "sigmoid_focal_map": "(Tensor input, Tensor target, float alpha, float gamma, bool check_target) -> Tensor",
     "sigmoid_focal_map_backward": (
         "(Tensor grad_map, Tensor input, Tensor target, float alpha, float gamma) -> Tensor"
     ),
@@ -43,13 +47,16 @@ SOFTMAX_SCHEMAS = {
         "(Tensor input, Tensor target, Tensor? weight, bool per_sample, "
         "bool region, float tv_alpha, float tv_beta, float smooth, float region_gamma, float region_weight, "
         "bool elem, float focal_alpha, float focal_gamma, float elem_weight, bool elem_mean, "
-        "int? ignore_index, bool include_background, bool exclude_empty, str reduction) -> (Tensor, Tensor)"
+        "int? ignore_index, bool include_background, bool exclude_empty, str reduction, bool check_target) "
+        "-> (Tensor, Tensor)"
     ),
     "softmax_loss_backward": (
         "(Tensor grad_loss, Tensor input, Tensor target, Tensor coef, bool per_sample, bool region, bool elem, "
         "float focal_alpha, float focal_gamma, int? ignore_index) -> Tensor"
     ),
-    "softmax_focal_map": "(Tensor input, Tensor target, float alpha, float gamma, int? ignore_index) -> Tensor",
+    "softmax_focal_map": (
+        "(Tensor input, Tensor target, float alpha, float gamma, int? ignore_index, bool check_target) -> Tensor"
+    ),
     "softmax_focal_map_backward": (
         "(Tensor grad_map, Tensor input, Tensor target, float alpha, float gamma, int? ignore_index) -> Tensor"
     ),
@@ -62,7 +69,7 @@ FAMILIES = {"sigmoid": SIGMOID_SCHEMAS, "softmax": SOFTMAX_SCHEMAS}
 SYNC_SCHEMAS = {
     "sigmoid_stats": (
         "(Tensor input, Tensor target, bool per_sample, bool per_channel, bool region, bool elem, "
-        "float focal_alpha, float focal_gamma) -> Tensor"
+        "float focal_alpha, float focal_gamma, bool check_target) -> Tensor"
     ),
     "sigmoid_finalize": (
         "(Tensor sums, Tensor? weight, int num_channels, int group_size, bool region, float tv_alpha, "
@@ -71,7 +78,7 @@ SYNC_SCHEMAS = {
     ),
     "softmax_stats": (
         "(Tensor input, Tensor target, bool per_sample, bool region, bool elem, float focal_alpha, "
-        "float focal_gamma, int? ignore_index) -> (Tensor, Tensor)"
+        "float focal_gamma, int? ignore_index, bool check_target) -> (Tensor, Tensor)"
     ),
     "softmax_finalize": (
         "(Tensor class_sums, Tensor elem_sums, Tensor? weight, int num_classes, bool per_sample, bool region, "
@@ -89,7 +96,7 @@ def accumulation_dtype(input: torch.Tensor) -> torch.dtype:
 
 def _fake_sigmoid_loss(input, target, weight, per_sample, per_channel, region, tv_alpha, tv_beta, smooth,
                        region_gamma, region_weight, elem, focal_alpha, focal_gamma, elem_weight, elem_mean,
-                       reduction):
+                       reduction, check_target):
     layout = group_layout(input.shape, per_sample, per_channel)
     dtype = accumulation_dtype(input)
     loss = input.new_empty(layout.shape if reduction == "none" else (), dtype=dtype)
@@ -108,8 +115,9 @@ def _fake_softmax_gradient(grad, input, target, *args):
     return torch.empty_like(input, memory_format=softmax_operands(input, target).format)
 
 
-def _fake_softmax_loss(input, target, weight, per_sample, *args):
-    reduction = args[-1]
+def _fake_softmax_loss(input, target, weight, per_sample, region, tv_alpha, tv_beta, smooth, region_gamma,
+                       region_weight, elem, focal_alpha, focal_gamma, elem_weight, elem_mean, ignore_index,
+                       include_background, exclude_empty, reduction, check_target):
     batch, classes = input.shape[0], input.shape[1]
     dtype = accumulation_dtype(input)
     loss = input.new_empty(((batch, classes) if per_sample else (classes,)) if reduction == "none" else (),
@@ -117,7 +125,7 @@ def _fake_softmax_loss(input, target, weight, per_sample, *args):
     return loss, input.new_empty((batch * classes if per_sample else classes, 3), dtype=dtype)
 
 
-def _fake_softmax_focal_map(input, target, alpha, gamma, ignore_index):
+def _fake_softmax_focal_map(input, target, alpha, gamma, ignore_index, check_target):
     return input.new_empty(target.shape)
 
 

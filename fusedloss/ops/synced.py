@@ -26,10 +26,11 @@ def _all_reduce(tensor: torch.Tensor, group) -> torch.Tensor:
 
 class SyncedSigmoidLoss(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, input, target, weight, ops, group, per_sample, per_channel, spec: SigmoidLossSpec, reduction):
+    def forward(ctx, input, target, weight, ops, group, per_sample, per_channel, spec: SigmoidLossSpec, reduction,
+                check_target):
         layout = group_layout(input.shape, per_sample, per_channel)
         sums = ops.sigmoid_stats(input, target, per_sample, per_channel, spec.region, spec.elem, spec.focal_alpha,
-                                 spec.focal_gamma)
+                                 spec.focal_gamma, check_target)
         sums = torch.cat([_all_reduce(sums[:, :3], group), sums[:, 3:]], dim=1)
         loss, coef = ops.sigmoid_finalize(
             sums, weight, layout.num_channels, layout.rows // layout.num_groups * layout.row_len, spec.region,
@@ -44,15 +45,15 @@ class SyncedSigmoidLoss(torch.autograd.Function):
     def backward(ctx, grad_loss):
         input, target, coef = ctx.saved_tensors
         grad = ctx.ops.sigmoid_loss_backward(grad_loss, input, target, coef, *ctx.backward_args)
-        return (grad,) + (None,) * 8
+        return (grad,) + (None,) * 9
 
 
 class SyncedSoftmaxLoss(torch.autograd.Function):
     @staticmethod
     def forward(ctx, input, target, weight, ops, group, per_sample, spec: SigmoidLossSpec, ignore_index,
-                include_background, exclude_empty, reduction):
+                include_background, exclude_empty, reduction, check_target):
         class_sums, elem_sums = ops.softmax_stats(input, target, per_sample, spec.region, spec.elem,
-                                                  spec.focal_alpha, spec.focal_gamma, ignore_index)
+                                                  spec.focal_alpha, spec.focal_gamma, ignore_index, check_target)
         class_sums = _all_reduce(class_sums, group)
         loss_shape = [input.shape[0], input.shape[1]] if per_sample else [input.shape[1]]
         loss, coef = ops.softmax_finalize(
@@ -68,4 +69,4 @@ class SyncedSoftmaxLoss(torch.autograd.Function):
     def backward(ctx, grad_loss):
         input, target, coef = ctx.saved_tensors
         grad = ctx.ops.softmax_loss_backward(grad_loss, input, target, coef, *ctx.backward_args)
-        return (grad,) + (None,) * 10
+        return (grad,) + (None,) * 11

@@ -1,0 +1,133 @@
+// check_target on the CPU, folded into the forward chunk loops: each chunk's
+// targets are scanned where they are staged (a reduction that vectorises; the
+// offender is searched for only when it fires) and the chunk's first offender
+// recorded; after the parallel loop the chunks are read in order, so
+// the ValueError names the first offender in memory order, whatever the
+// thread count.
+#pragma once
+
+#include <c10/util/Exception.h>
+
+#include <charconv>
+#include <cstdint>
+#include <cstring>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "../target_check.h"
+
+namespace fusedloss {
+namespace {
+
+// The index of the first v[i] with bad(v[i]), or -1: the search, for a chunk known to hold one.
+template <typename T, typename Bad>
+C10_ALWAYS_INLINE int64_t find_bad(const T* v, int64_t n, Bad bad) {
+  for (int64_t i = 0; i < n; ++i) {
+    if (bad(v[i])) return i;
+  }
+  return -1;
+}
+
+// The same, for any chunk: an OR-reduction first (an integer OR: a bool `||` would stop
+// at the first hit, and not vectorise), the search only when it fires.
+template <typename T, typename Bad>
+C10_ALWAYS_INLINE int64_t first_bad(const T* v, int64_t n, Bad bad) {
+  unsigned any = 0;
+  for (int64_t i = 0; i < n; ++i) any |= bad(v[i]) ? 1u : 0u;
+  return any != 0 ? find_bad(v, n, bad) : -1;
+}
+
+// Whether a float in t[0, n) lies outside [0, 1], as one unsigned max of bit patterns:
+// those of t + 0 (which makes -0 +0; so no -ffast-math) are <= 1.0f's exactly for t in
+// [0, 1], while negatives (sign bit), values above 1, inf and NaN all lie above. Half the
+// cost of two compares per element; independent maxima keep the loop throughput-bound.
+C10_ALWAYS_INLINE bool any_bad_probability(const float* t, int64_t n) {
+  constexpr int kWidth = 64;
+  constexpr uint32_t kOne = 0x3f800000u;  // 1.0f
+  auto bits = [](float v) {
+    uint32_t b;
+    std::memcpy(&b, &v, sizeof b);
+    return b;
+  };
+  uint32_t top[kWidth] = {};
+  const int64_t whole = n - n % kWidth;
+  for (int64_t base = 0; base < whole; base += kWidth) {
+    for (int lane = 0; lane < kWidth; ++lane) {
+      const uint32_t b = bits(t[base + lane] + 0.0f);
+      top[lane] = b > top[lane] ? b : top[lane];
+    }
+  }
+  uint32_t most = 0;
+  for (int64_t i = whole; i < n; ++i) {
+    const uint32_t b = bits(t[i] + 0.0f);
+    most = b > most ? b : most;
+  }
+  for (int lane = 0; lane < kWidth; ++lane) most = top[lane] > most ? top[lane] : most;
+  return most > kOne;
+}
+
+// The first staged target outside [0, 1] in a chunk, or -1.
+C10_ALWAYS_INLINE int64_t first_bad_probability(const float* t, int64_t n) {
+  return any_bad_probability(t, n) ? find_bad(t, n, [](float v) { return bad_probability(v); }) : -1;
+}
+C10_ALWAYS_INLINE int64_t first_bad_probability(const double* t, int64_t n) {
+  return first_bad(t, n, [](double v) { return bad_probability(v); });  // fp64: no need to be as quick
+}
+
+// Per chunk, the value of its first offender if it has one; empty when not checking.
+template <typename V>
+class FirstBadTargets {
+ public:
+  FirstBadTargets(bool check, int64_t chunks) : found_(check ? chunks : 0, 0), value_(check ? chunks : 0) {}
+
+  bool checking() const { return !found_.empty(); }
+
+  // v[i], i from first_bad (-1: nothing to record). Each chunk writes its own slot only.
+  template <typename T>
+  void record(int64_t chunk, const T* v, int64_t i) {
+    if (i < 0) return;
+    found_[chunk] = 1;
+    value_[chunk] = static_cast<V>(v[i]);
+  }
+
+  // The first chunk's offender, or nullptr.
+  const V* first() const {
+    for (size_t chunk = 0; chunk < found_.size(); ++chunk) {
+      if (found_[chunk]) return &value_[chunk];
+    }
+    return nullptr;
+  }
+
+ private:
+  std::vector<char> found_;  // not vector<bool>: chunks write their slots concurrently
+  std::vector<V> value_;
+};
+
+// The shortest text that reads back as the same value: 1.1f as "1.1", and 1 + 2^-23 not as "1".
+template <typename acc_t>
+std::string shortest_text(acc_t value) {
+  if (value != value) return "nan";  // whatever its sign bit (0/0 gives -nan on x86)
+  char text[64];
+  const auto end = std::to_chars(text, text + sizeof text, value).ptr;
+  return std::string(text, end);
+}
+
+template <typename acc_t>
+void check_probabilities(const FirstBadTargets<acc_t>& bad) {
+  if (const acc_t* value = bad.first()) {
+    TORCH_CHECK_VALUE(false, "target holds ", shortest_text(*value),
+                      ", outside [0, 1]: binary and multi-label targets are probabilities "
+                      "(a 0/255 mask needs target / 255 or target > 0)");
+  }
+}
+
+inline void check_classes(const FirstBadTargets<int64_t>& bad, int64_t classes, std::optional<int64_t> ignore_index) {
+  if (const int64_t* value = bad.first()) {
+    TORCH_CHECK_VALUE(false, "target holds class index ", *value, ", outside [0, ", classes,
+                      ") and not ignore_index=", ignore_index.has_value() ? std::to_string(*ignore_index) : "None");
+  }
+}
+
+}  // namespace
+}  // namespace fusedloss
