@@ -6,6 +6,8 @@ VENV ?= .venv
 # compiles the extension's CUDA kernels where nvcc is found (CUDA_HOME).
 TORCH_SPEC ?= torch==2.13.0
 PRESET ?= quick
+# pytest-xdist processes for `make test` (the interpreter runs one core each).
+TEST_WORKERS ?= 2
 # The GPU machine's Triton, installed alone into the venv's folder for `make test`:
 # tests/test_triton_compiles.py also compiles every kernel with it (its compiler
 # differs: 3.6 crashed where later ones did not). AOT_TRITON= skips it.
@@ -34,7 +36,7 @@ $(AOT_TRITON_DIR)/.installed: | $(VENV)/.installed
 
 test: setup $(if $(AOT_TRITON),$(AOT_TRITON_DIR)/.installed)
 	FUSEDLOSS_AOT_TRITON_PATHS="$(if $(AOT_TRITON),$(abspath $(AOT_TRITON_DIR)))" \
-	$(PY) -m pytest tests bench/test_smoke.py -q -W ignore::DeprecationWarning
+	$(PY) -m pytest tests bench/test_smoke.py -q -W ignore::DeprecationWarning -n $(TEST_WORKERS)
 
 bench: setup
 	$(PY) bench/main.py --preset $(PRESET)

@@ -4,9 +4,28 @@ the CPU under the Triton interpreter, which must be enabled before fusedloss
 
 import os
 
+import pytest
 import torch
 
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
 os.environ.pop("FUSEDLOSS_BACKEND", None)  # tests choose backends explicitly
+
+
+def pytest_configure(config):
+    """FUSEDLOSS_EXPECT_BACKENDS (CI sets it, e.g. 'triton,cpu,reference'): the suite
+    stops at collection when one of them cannot run here, for either loss family,
+    instead of silently dropping the tests parametrized over it."""
+    expected = [name for name in os.environ.get("FUSEDLOSS_EXPECT_BACKENDS", "").split(",") if name]
+    if not expected:
+        return
+    import fusedloss
+
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    for family in ("sigmoid", "softmax"):
+        available = fusedloss.available_backends(device, family)
+        missing = [name for name in expected if name not in available]
+        if missing:
+            raise pytest.UsageError(f"FUSEDLOSS_EXPECT_BACKENDS={','.join(expected)}: {missing} cannot run the "
+                                    f"{family} losses on {device}: {fusedloss.backends()}")
