@@ -1,22 +1,26 @@
 """sync=True: statistics summed over ranks with torch.distributed (gloo,
 processes on the test device) give every rank the loss of the whole batch, and
-each rank the whole-batch gradient of its own shard."""
-
-import os
+each rank the whole-batch gradient of its own shard. Dice+BCE and Dice+CE sum
+only their region (Dice) statistics: the element term (BCE, CE) stays the
+rank's own mean."""
 
 import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+import torch.nn.functional as F
 
 import fusedloss
 import fusedloss.ops.synced
-from helpers import FUSED_BACKENDS, IGNORE, assert_close, make_class_pair, make_pair
+from helpers import (DEVICE, FUSED_BACKENDS, FUSED_SOFTMAX_BACKENDS, IGNORE, assert_close, make_class_pair,
+                     make_pair)
 
 SYNC_BACKENDS = FUSED_BACKENDS + ["reference"]
 
 CASES = {
-    "dice_per_channel": ("sigmoid", lambda b: fusedloss.DiceLoss(per_channel=True, weight=[0.5, 2.0, 1.0],
+    # The weight made on the test device, like the input (a CPU weight with CUDA input is refused).
+    "dice_per_channel": ("sigmoid", lambda b: fusedloss.DiceLoss(per_channel=True,
+                                                                 weight=torch.tensor([0.5, 2.0, 1.0], device=DEVICE),
                                                                  sync=True, backend=b)),
     "tversky": ("sigmoid", lambda b: fusedloss.TverskyLoss(0.3, 0.7, sync=True, backend=b)),
     "multiclass_dice": ("softmax", lambda b: fusedloss.DiceLoss(mode="multiclass", ignore_index=IGNORE,
@@ -108,3 +112,100 @@ def _auto_worker(rank, world_size, init_file):
 
 def test_auto_synchronises(tmp_path):
     mp.spawn(_auto_worker, args=(2, str(tmp_path / "init")), nprocs=2, join=True)
+
+
+# ---- Dice+BCE and Dice+CE: the region term synchronised, the element term per rank ----
+# Each config: the call's keyword arguments, a `weight` as a list (made on the test device in
+# the worker). Tiny shapes: these run under the Triton interpreter in CI. One process group
+# per loss, every backend run in it.
+COMBINED_CONFIGS = {
+    "dice_bce": [
+        dict(smooth=1.0, dice_weight=0.7, bce_weight=1.3),
+        dict(smooth=0.5, per_channel=True, weight=[0.5, 2.0]),
+    ],
+    "dice_ce": [
+        dict(smooth=1.0, dice_weight=0.7, ce_weight=1.3, ignore_index=IGNORE),
+        dict(smooth=0.5, weight=[1.0, 0.5, 2.0, 1.5], ignore_index=IGNORE, include_background=False,
+             exclude_empty=True),
+    ],
+}
+
+
+def _combined_batch(loss):
+    # 4 samples: 2 per rank; the shards' BCE (CE) means differ.
+    if loss == "dice_bce":
+        return make_pair((4, 2, 5, 3), torch.float64, seed=1)
+    return make_class_pair((4, 4, 3, 5), torch.float64, ignore_fraction=0.15, absent=(2,), seed=1)
+
+
+def _combined_expected(loss, x, t, shard, weight, options, element_over="rank"):
+    """From the reference in one process: dice_weight * the Dice of the whole batch +
+    element_weight * the element term's mean over the rank's shard (``element_over=
+    'batch'``: over the whole batch, which a wrong sync would give), and its gradient
+    w.r.t. the shard."""
+    options = dict(options)
+    full = x.clone().requires_grad_(True)
+    mine = full[shard] if element_over == "rank" else full
+    target = t[shard] if element_over == "rank" else t
+    if loss == "dice_bce":
+        dice_weight, element_weight = options.pop("dice_weight", 1.0), options.pop("bce_weight", 1.0)
+        dice = fusedloss.reference.dice_loss(full, t, weight=weight, **options)
+        bce = F.binary_cross_entropy_with_logits(mine, target.to(mine.dtype), reduction="none")  # not in fp32
+        if options.get("per_channel"):  # a mean per channel group, weighted like the Dice of the channel
+            element = bce.transpose(0, 1).reshape(bce.shape[1], -1).mean(1)
+            element = (element * weight.to(element.dtype)).mean() if weight is not None else element.mean()
+        else:
+            element = bce.mean()
+    else:
+        dice_weight, element_weight = options.pop("dice_weight", 1.0), options.pop("ce_weight", 1.0)
+        dice = fusedloss.reference.multiclass_dice_loss(full, t, weight=weight, **options)
+        element = F.cross_entropy(mine, target.long(), ignore_index=options["ignore_index"])  # mean over counted pixels
+    expected = dice_weight * dice + element_weight * element
+    (grad,) = torch.autograd.grad(expected, full)
+    return expected.detach(), grad[shard]
+
+
+def _distinguishable(actual, other, dtype):
+    try:
+        assert_close(actual, other, dtype)
+    except AssertionError:
+        return True
+    return False
+
+
+def _combined_worker(rank, world_size, init_file, loss, backends):
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world_size)
+    try:
+        x, t = _combined_batch(loss)
+        shard = slice(rank * x.shape[0] // world_size, (rank + 1) * x.shape[0] // world_size)
+        function = fusedloss.dice_bce_loss if loss == "dice_bce" else fusedloss.dice_ce_loss
+        for config in COMBINED_CONFIGS[loss]:
+            config = dict(config)
+            weight = config.pop("weight", None)
+            weight = None if weight is None else torch.tensor(weight, device=DEVICE)
+            expected, expected_grad = _combined_expected(loss, x, t, shard, weight, config)
+            # The check can fail: an element term summed over ranks gives other numbers.
+            wrong, wrong_grad = _combined_expected(loss, x, t, shard, weight, config, element_over="batch")
+            assert _distinguishable(expected, wrong, torch.float64), (loss, config)
+            assert _distinguishable(expected_grad, wrong_grad, torch.float64), (loss, config)
+            for backend in backends:
+                mine = x[shard].clone().requires_grad_(True)
+                value = function(mine, t[shard], weight=weight, sync=True, backend=backend, **config)
+                (grad,) = torch.autograd.grad(value, mine)
+                where = f"{loss} {config} backend={backend} rank={rank}"
+                try:
+                    assert_close(value.detach(), expected, torch.float64)
+                    assert_close(grad, expected_grad, torch.float64)
+                except AssertionError as error:
+                    raise AssertionError(f"{where}: {error}") from None
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.parametrize("loss", sorted(COMBINED_CONFIGS))
+def test_synced_region_term_with_element_term_per_rank(tmp_path, loss):
+    """Dice+BCE / Dice+CE with sync=True on 2 ranks: each rank's loss is the Dice of the
+    whole batch plus its own shard's BCE (CE) mean, and its gradient that loss's gradient
+    w.r.t. its shard, on every fused backend of the test device and the reference."""
+    backends = (FUSED_BACKENDS if loss == "dice_bce" else FUSED_SOFTMAX_BACKENDS) + ["reference"]
+    mp.spawn(_combined_worker, args=(2, str(tmp_path / "init"), loss, backends), nprocs=2, join=True)
