@@ -5,11 +5,13 @@ for a few realistic cases on every fused CUDA backend; run by bench/gpu_check.sh
 
 Prints, per (case, backend), each kernel's mean device time over the profiled
 fwd+bwd steps: the benchmark's totals say how fast, this says which launch
-(statistics, finalize, backward) to work on.
+(statistics, finalize, backward) to work on. Exits non-zero if a backend named in
+FUSEDLOSS_EXPECT_BACKENDS cannot run on CUDA (its rows would be missing silently).
 """
 
 from __future__ import annotations
 
+import os
 import sys
 
 import torch
@@ -44,6 +46,12 @@ def main() -> int:
         print("no CUDA device")
         return 2
     device = torch.device("cuda")
+    expected = [name for name in os.environ.get("FUSEDLOSS_EXPECT_BACKENDS", "").split(",") if name]
+    missing = [(family, name) for family in ("sigmoid", "softmax") for name in expected
+               if name not in fusedloss.available_backends(device, family)]
+    for family, name in missing:
+        print(f"{family} {name}: EXPECTED BACKEND MISSING "
+              f"({fusedloss.ops.selection.unavailable_reason(name, device, family)})")
     for name, mode, shape in CASES:
         family = "sigmoid" if mode == "binary" else "softmax"
         for backend in [b for b in fusedloss.available_backends(device, family) if b != "reference"]:
@@ -65,7 +73,7 @@ def main() -> int:
                   f"{total:.1f} us of kernels per step")
             for kernel, times in sorted(kernels.items(), key=lambda item: -sum(item[1])):
                 print(f"  {sum(times) / STEPS:9.1f} us  x{len(times) / STEPS:g}  {kernel[:100]}")
-    return 0
+    return 1 if missing else 0
 
 
 if __name__ == "__main__":

@@ -3,9 +3,14 @@ under compute-sanitizer (memcheck, racecheck) from bench/gpu_check.sh:
 
     compute-sanitizer --tool memcheck --error-exitcode 1 python bench/sanitize_check.py
 
-Exits non-zero if a loss is not finite; the sanitizer's own report is the point.
+Exits non-zero if a loss is not finite, or if a backend named in
+FUSEDLOSS_EXPECT_BACKENDS (e.g. triton,cuda,reference) cannot run on CUDA: a missing
+backend would otherwise leave its kernels unchecked without a word. The sanitizer's own
+report is the point. gpu_check.sh runs it once without the sanitizer first, so that
+Triton compiles its kernels before memcheck's clock starts.
 """
 
+import os
 import sys
 
 import torch
@@ -20,8 +25,17 @@ def main() -> int:
     device = torch.device("cuda")
     torch.manual_seed(0)
     failures = 0
+    expected = [name for name in os.environ.get("FUSEDLOSS_EXPECT_BACKENDS", "").split(",") if name]
+    checked = []
     for family, losses in (("sigmoid", fusedloss.LOSSES), ("softmax", fusedloss.MULTICLASS_LOSSES)):
-        backends = [b for b in fusedloss.available_backends(device, family) if b != "reference"]
+        available = fusedloss.available_backends(device, family)
+        for name in expected:
+            if name not in available:
+                failures += 1
+                reason = fusedloss.ops.selection.unavailable_reason(name, device, family)
+                print(f"{family} {name}: EXPECTED BACKEND MISSING ({reason})")
+        backends = [b for b in available if b != "reference"]
+        checked.append(f"{family} {','.join(backends) or 'none'}")
         for backend in backends:
             for dtype in (torch.float32, torch.bfloat16):
                 if family == "sigmoid":
@@ -42,6 +56,7 @@ def main() -> int:
                     ok = bool(torch.isfinite(loss).all()) and bool(torch.isfinite(logits.grad).all())
                     failures += not ok
                     print(f"{family} {backend} {name} {dtype}: {'ok' if ok else 'NOT FINITE'}")
+    print(f"{failures} problem(s); backends {'; '.join(checked)}")
     return 1 if failures else 0
 
 

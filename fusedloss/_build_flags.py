@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import glob
 import os
+import re
 import sys
 import sysconfig
 
@@ -19,8 +20,19 @@ GENCODE = ["-gencode=arch=compute_80,code=sm_80", "-gencode=arch=compute_90,code
            "-gencode=arch=compute_90,code=compute_90"]
 
 
+def gencode() -> list[str]:
+    """GENCODE, or machine code for only the compute capabilities listed in
+    FUSEDLOSS_CUDA_ARCHS (e.g. "90" or "80,90"; no PTX): a faster build for one known GPU."""
+    listed = os.environ.get("FUSEDLOSS_CUDA_ARCHS", "").replace(";", ",").split(",")
+    archs = [arch.strip().replace(".", "") for arch in listed if arch.strip()]
+    for arch in archs:
+        if not re.fullmatch(r"\d+[af]?", arch):
+            raise ValueError(f"FUSEDLOSS_CUDA_ARCHS: {arch!r} is not a compute capability like 90 or 8.0")
+    return [f"-gencode=arch=compute_{arch},code=sm_{arch}" for arch in archs] or GENCODE
+
+
 def nvcc() -> list[str]:
-    flags = ["-O3", "-lineinfo", *GENCODE]
+    flags = ["-O3", "-lineinfo", *gencode()]
     if os.environ.get("FUSEDLOSS_PTXAS_VERBOSE") == "1":
         flags.append("-Xptxas=-v")  # register / shared memory / spill report per kernel
     return flags
