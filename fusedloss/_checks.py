@@ -93,13 +93,9 @@ def _dim1_weight(input: torch.Tensor, weight, unit: str) -> None:
     if weight.device != input.device:
         raise ValueError(f"weight is on {weight.device} but input is on {input.device}")
     if CHECK_TARGETS:
-        _enforce((weight >= 0) & (weight < math.inf), lambda: _bad_weight_message(weight),
+        valid = (weight >= 0) & (weight < math.inf)  # NaN fails both
+        _enforce(valid, lambda: f"weight must hold finite numbers >= 0, got {weight[~valid][0].item()}",
                  "fusedloss: weight holds a negative, NaN or infinite value" + _SKIP)
-
-
-def _bad_weight_message(weight) -> str:
-    value = weight[~((weight >= 0) & (weight < math.inf))][0].item()
-    return f"weight must hold finite numbers >= 0, got {value}"
 
 
 def reduction(value: str) -> None:
