@@ -1,12 +1,12 @@
 // How the kernels read input and target, so that channels_last tensors need no
 // copy. The rules are fusedloss/_spec.py's (reads_in_place, class_strides),
 // which the ops' fake kernels follow too.
-//   sigmoid: in memory order when both are dense with the same strides and the
-//            groups stay contiguous blocks, else as contiguous copies;
-//   softmax: logit (n, c, pixel p) at n * sample + c * cls + p * pixel when the
-//            input is dense and its spatial dims one run of equal steps
-//            (contiguous, channels_last, channels_last_3d), else a contiguous
-//            copy; the target contiguous.
+//   binary:     in memory order when both are dense with the same strides and the
+//               groups stay contiguous blocks, else as contiguous copies;
+//   multiclass: logit (n, c, pixel p) at n * sample + c * cls + p * pixel when
+//               the input is dense and its spatial dims one run of equal steps
+//               (contiguous, channels_last, channels_last_3d), else a
+//               contiguous copy; the target contiguous.
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -41,16 +41,24 @@ inline bool reads_in_place(const at::Tensor& input, const at::Tensor& target, bo
   return true;
 }
 
-struct SigmoidOperands {
+struct BinaryOperands {
   at::Tensor input, target;
   at::MemoryFormat format;  // of the outputs: the input's own when read in place
 };
 
-inline SigmoidOperands sigmoid_operands(const at::Tensor& input, const at::Tensor& target, bool per_sample,
-                                        bool per_channel) {
+inline BinaryOperands binary_operands(const at::Tensor& input, const at::Tensor& target, bool per_sample,
+                                      bool per_channel) {
   if (reads_in_place(input, target, per_sample, per_channel)) return {input, target, at::MemoryFormat::Preserve};
   return {input.contiguous(), target.contiguous(), at::MemoryFormat::Contiguous};
 }
+
+// A multiclass input (N, C, spatial dims...): `batch` samples of `classes`
+// logits per pixel over `spatial` pixels.
+struct ClassMapShape {
+  int64_t batch, classes, spatial;
+  explicit ClassMapShape(const at::Tensor& input)
+      : batch(input.size(0)), classes(input.size(1)), spatial(input.numel() / (input.size(0) * input.size(1))) {}
+};
 
 // Where logit (n, c, pixel p) lies: n * sample + c * cls + p * pixel.
 struct ClassStrides {
@@ -59,7 +67,7 @@ struct ClassStrides {
   C10_HOST_DEVICE int64_t at(int64_t n, int64_t p) const { return n * sample + p * pixel; }
 };
 
-struct SoftmaxOperands {
+struct MulticlassOperands {
   at::Tensor input, target;
   ClassStrides strides;
   at::MemoryFormat format;  // of the gradient: the input's own when read in place
@@ -83,7 +91,7 @@ inline bool class_strides(const at::Tensor& input, int64_t* pixel_stride) {
   return true;
 }
 
-inline SoftmaxOperands softmax_operands(const at::Tensor& input_, const at::Tensor& target) {
+inline MulticlassOperands multiclass_operands(const at::Tensor& input_, const at::Tensor& target) {
   // The Python API says so first; called directly, an empty batch would divide by zero.
   TORCH_CHECK(input_.numel() > 0, "fusedloss: input must not be empty, got sizes ", input_.sizes());
   int64_t pixel = 1;

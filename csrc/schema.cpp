@@ -1,50 +1,51 @@
 // The fusedloss_C op schemas (the same as the Triton ops', fusedloss/ops/schema.py;
 // tests/test_cpp_extension.py checks they agree) and the Python module that
-// loads them. Kernels: cpu/sigmoid_loss_cpu.cpp, cuda/sigmoid_loss_cuda.cu.
+// loads them. Kernels: cpu/binary_loss_cpu.cpp, cpu/multiclass_loss_cpu.cpp,
+// cuda/binary_loss_cuda.cu, cuda/multiclass_loss_cuda.cu.
 #include <Python.h>
 #include <torch/library.h>
 
 TORCH_LIBRARY(fusedloss_C, m) {
   m.def(
-      "sigmoid_loss(Tensor input, Tensor target, Tensor? weight, bool per_sample, bool per_channel, "
+      "binary_loss(Tensor input, Tensor target, Tensor? weight, bool per_sample, bool per_channel, "
       "bool region, float tv_alpha, float tv_beta, float smooth, float region_gamma, float region_weight, "
       "bool elem, float focal_alpha, float focal_gamma, float elem_weight, bool elem_mean, str reduction, "
       "bool check_target) -> (Tensor, Tensor)");
   m.def(
-      "sigmoid_loss_backward(Tensor grad_loss, Tensor input, Tensor target, Tensor coef, bool per_sample, "
+      "binary_loss_backward(Tensor grad_loss, Tensor input, Tensor target, Tensor coef, bool per_sample, "
       "bool per_channel, bool region, bool elem, float focal_alpha, float focal_gamma) -> Tensor");
-  m.def("sigmoid_focal_map(Tensor input, Tensor target, float alpha, float gamma, bool check_target) -> Tensor");
-  m.def("sigmoid_focal_map_backward(Tensor grad_map, Tensor input, Tensor target, float alpha, float gamma) -> Tensor");
+  m.def("binary_focal_map(Tensor input, Tensor target, float alpha, float gamma, bool check_target) -> Tensor");
+  m.def("binary_focal_map_backward(Tensor grad_map, Tensor input, Tensor target, float alpha, float gamma) -> Tensor");
 
   m.def(
-      "softmax_loss(Tensor input, Tensor target, Tensor? weight, bool per_sample, "
+      "multiclass_loss(Tensor input, Tensor target, Tensor? weight, bool per_sample, "
       "bool region, float tv_alpha, float tv_beta, float smooth, float region_gamma, float region_weight, "
       "bool elem, float focal_alpha, float focal_gamma, float elem_weight, bool elem_mean, "
       "int? ignore_index, bool include_background, bool exclude_empty, str reduction, bool check_target) "
       "-> (Tensor, Tensor)");
   m.def(
-      "softmax_loss_backward(Tensor grad_loss, Tensor input, Tensor target, Tensor coef, bool per_sample, "
+      "multiclass_loss_backward(Tensor grad_loss, Tensor input, Tensor target, Tensor coef, bool per_sample, "
       "bool region, bool elem, float focal_alpha, float focal_gamma, int? ignore_index) -> Tensor");
   m.def(
-      "softmax_focal_map(Tensor input, Tensor target, float alpha, float gamma, int? ignore_index, "
+      "multiclass_focal_map(Tensor input, Tensor target, float alpha, float gamma, int? ignore_index, "
       "bool check_target) -> Tensor");
   m.def(
-      "softmax_focal_map_backward(Tensor grad_map, Tensor input, Tensor target, float alpha, float gamma, "
+      "multiclass_focal_map_backward(Tensor grad_map, Tensor input, Tensor target, float alpha, float gamma, "
       "int? ignore_index) -> Tensor");
 
   // The forward in two halves, for statistics summed across processes (fusedloss/ops/synced.py).
   m.def(
-      "sigmoid_stats(Tensor input, Tensor target, bool per_sample, bool per_channel, bool region, bool elem, "
+      "binary_stats(Tensor input, Tensor target, bool per_sample, bool per_channel, bool region, bool elem, "
       "float focal_alpha, float focal_gamma, bool check_target) -> Tensor");
   m.def(
-      "sigmoid_finalize(Tensor sums, Tensor? weight, int num_channels, int group_size, bool region, float tv_alpha, "
+      "binary_finalize(Tensor sums, Tensor? weight, int num_channels, int group_size, bool region, float tv_alpha, "
       "float tv_beta, float smooth, float region_gamma, float region_weight, bool elem, float elem_weight, "
       "bool elem_mean, str reduction, int[] loss_shape) -> (Tensor, Tensor)");
   m.def(
-      "softmax_stats(Tensor input, Tensor target, bool per_sample, bool region, bool elem, float focal_alpha, "
+      "multiclass_stats(Tensor input, Tensor target, bool per_sample, bool region, bool elem, float focal_alpha, "
       "float focal_gamma, int? ignore_index, bool check_target) -> (Tensor, Tensor)");
   m.def(
-      "softmax_finalize(Tensor class_sums, Tensor elem_sums, Tensor? weight, int num_classes, bool per_sample, "
+      "multiclass_finalize(Tensor class_sums, Tensor elem_sums, Tensor? weight, int num_classes, bool per_sample, "
       "bool region, float tv_alpha, float tv_beta, float smooth, float region_gamma, float region_weight, bool elem, "
       "float elem_weight, bool elem_mean, bool include_background, bool exclude_empty, str reduction, "
       "int[] loss_shape) -> (Tensor, Tensor)");

@@ -7,7 +7,7 @@
 #include <cstdint>
 #include <type_traits>
 
-#include "sigmoid_math.h"  // FUSEDLOSS_INLINE
+#include "loss_math.h"  // FUSEDLOSS_INLINE
 
 namespace fusedloss {
 
@@ -17,7 +17,7 @@ FUSEDLOSS_INLINE bool bad_probability(T t) {
   return !(t >= T(0) && t <= T(1));
 }
 
-// Multi-class: a pixel counts when its class index is in [0, C) and not ignore_index.
+// Multiclass: a pixel counts when its class index is in [0, C) and not ignore_index.
 FUSEDLOSS_INLINE bool counted_class(int64_t y, int64_t classes, bool has_ignore, int64_t ignore_index) {
   return y >= 0 && y < classes && !(has_ignore && y == ignore_index);
 }

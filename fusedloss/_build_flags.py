@@ -14,7 +14,9 @@ import sysconfig
 # -fopenmp: at::parallel_for is a header template that runs one thread unless the
 # extension itself is compiled with OpenMP. Not linked: its GOMP_* calls resolve
 # to the OpenMP runtime torch already loaded (a second runtime would fight it).
-CXX = ["-O3", "-fno-trapping-math", "-fno-math-errno"] + (["-fopenmp"] if sys.platform.startswith("linux") else [])
+# -std=c++20: csrc/ uses designated initialisers (torch versions differ in the -std they pass).
+CXX = ["-std=c++20", "-O3", "-fno-trapping-math", "-fno-math-errno"] + (
+    ["-fopenmp"] if sys.platform.startswith("linux") else [])
 # sm_80 (A100) and sm_90 (H100/H200) at least; PTX for newer chips.
 GENCODE = ["-gencode=arch=compute_80,code=sm_80", "-gencode=arch=compute_90,code=sm_90",
            "-gencode=arch=compute_90,code=compute_90"]
@@ -32,7 +34,7 @@ def gencode() -> list[str]:
 
 
 def nvcc() -> list[str]:
-    flags = ["-O3", "-lineinfo", *gencode()]
+    flags = ["-std=c++20", "-O3", "-lineinfo", *gencode()]
     if os.environ.get("FUSEDLOSS_PTXAS_VERBOSE") == "1":
         flags.append("-Xptxas=-v")  # register / shared memory / spill report per kernel
     return flags

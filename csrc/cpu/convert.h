@@ -26,9 +26,9 @@ void convert(const From* src, To* dst, int64_t n) {
 }
 
 // The hot pairs, as overloads (preferred to the template for these exact types).
-#define FUSEDLOSS_CLONED_CONVERT(From, To)                                      \
+#define FUSEDLOSS_CLONED_CONVERT(From, To)                                              \
   FUSEDLOSS_CLONES [[maybe_unused]] void convert(const From* src, To* dst, int64_t n) { \
-    for (int64_t i = 0; i < n; ++i) dst[i] = static_cast<To>(src[i]);           \
+    for (int64_t i = 0; i < n; ++i) dst[i] = static_cast<To>(src[i]);                   \
   }
 FUSEDLOSS_CLONED_CONVERT(c10::BFloat16, float)
 FUSEDLOSS_CLONED_CONVERT(c10::Half, float)

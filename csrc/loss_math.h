@@ -1,8 +1,10 @@
-// The sigmoid-family loss arithmetic, written once for the CPU and CUDA
+// The loss arithmetic of both families, written once for the CPU and CUDA
 // kernels (host and device). It mirrors fusedloss/_spec.py: every loss is
 //   loss_g = region_weight * (1 - TI_g)^region_gamma + elem_scale * E_g,
 // TI the Tversky index of I = sum(p*t), P = sum(p), T = sum(t), and E the sum
-// of per-element focal losses (BCE is focal with gamma = 0, no alpha).
+// of per-element focal losses (BCE is focal with gamma = 0, no alpha). Binary
+// (sigmoid: binary and multi-label) per element; multiclass (softmax over the
+// classes) per pixel, its groups being classes.
 #pragma once
 
 #include <c10/macros/Macros.h>
@@ -15,18 +17,61 @@
 #include <vector>
 
 // Every formula is inlined into its kernel: on the CPU that is what lets the
-// loops vectorise (for each instruction set of cpu/sigmoid_loss_cpu.cpp).
+// loops vectorise (for each instruction set of cpu/binary_loss_cpu.cpp).
 #define FUSEDLOSS_INLINE C10_HOST_DEVICE C10_ALWAYS_INLINE
 
 namespace fusedloss {
 
-// Scalar parameters of one loss, as the op schema passes them.
-struct SigmoidLossParams {
-  bool region;
-  double tv_alpha, tv_beta, smooth, region_gamma, region_weight;
-  bool elem;
-  double focal_alpha, focal_gamma, elem_weight;
-  bool elem_mean;
+// Scalar parameters of one loss, as the op schema passes them. Built only through
+// the factories below, which say what each place needs (a field it does not need
+// keeps its neutral default). A new parameter: a field, its factories, and the
+// kernels that read it.
+struct LossParams {
+  // The region term: region_weight * (1 - TI)^region_gamma, TI with alpha, beta and smooth.
+  bool region = false;
+  double tv_alpha = 0, tv_beta = 0, smooth = 0, region_gamma = 1, region_weight = 1;
+  // The element term: elem_weight * the focal losses' sum (their mean with elem_mean).
+  bool elem = false;
+  double focal_alpha = 0, focal_gamma = 0, elem_weight = 1;
+  bool elem_mean = false;
+
+  // What the per-element passes read (statistics, backward): which terms, and the
+  // focal parameters.
+  static LossParams per_element(bool region, bool elem, double focal_alpha, double focal_gamma) {
+    return {.region = region, .elem = elem, .focal_alpha = focal_alpha, .focal_gamma = focal_gamma};
+  }
+
+  // What the finalize ops take: everything but the focal parameters (already in the sums).
+  static LossParams for_finalize(bool region, double tv_alpha, double tv_beta, double smooth, double region_gamma,
+                                 double region_weight, bool elem, double elem_weight, bool elem_mean) {
+    return {.region = region,
+            .tv_alpha = tv_alpha,
+            .tv_beta = tv_beta,
+            .smooth = smooth,
+            .region_gamma = region_gamma,
+            .region_weight = region_weight,
+            .elem = elem,
+            .elem_weight = elem_weight,
+            .elem_mean = elem_mean};
+  }
+
+  // Every parameter, as the loss ops (binary_loss, multiclass_loss) take them.
+  static LossParams from_op(bool region, double tv_alpha, double tv_beta, double smooth, double region_gamma,
+                            double region_weight, bool elem, double focal_alpha, double focal_gamma, double elem_weight,
+                            bool elem_mean) {
+    LossParams lp =
+        for_finalize(region, tv_alpha, tv_beta, smooth, region_gamma, region_weight, elem, elem_weight, elem_mean);
+    lp.focal_alpha = focal_alpha;
+    lp.focal_gamma = focal_gamma;
+    return lp;
+  }
+
+  // The same loss without its element term (the multiclass one is not per group).
+  FUSEDLOSS_INLINE LossParams region_only() const {
+    LossParams lp = *this;
+    lp.elem = false;
+    return lp;
+  }
 };
 
 enum class Reduction : int { None = 0, Mean = 1, Sum = 2 };
@@ -66,13 +111,21 @@ inline GroupLayout group_layout(c10::IntArrayRef sizes, bool per_sample, bool pe
 // (cpu/vector_math.h).
 struct StdMath {
   template <typename T>
-  FUSEDLOSS_INLINE static T exp(T x) { return std::exp(x); }
+  FUSEDLOSS_INLINE static T exp(T x) {
+    return std::exp(x);
+  }
   template <typename T>
-  FUSEDLOSS_INLINE static T log(T x) { return std::log(x); }
+  FUSEDLOSS_INLINE static T log(T x) {
+    return std::log(x);
+  }
   template <typename T>
-  FUSEDLOSS_INLINE static T log1p(T x) { return std::log1p(x); }
+  FUSEDLOSS_INLINE static T log1p(T x) {
+    return std::log1p(x);
+  }
   template <typename T>
-  FUSEDLOSS_INLINE static T pow(T x, T y) { return std::pow(x, y); }
+  FUSEDLOSS_INLINE static T pow(T x, T y) {
+    return std::pow(x, y);
+  }
 };
 
 // p = sigmoid(x) and q = 1 - p, both accurate in the tails, and e = exp(-|x|)
@@ -120,12 +173,12 @@ FUSEDLOSS_INLINE FocalTerms<acc_t> focal_terms(acc_t x, acc_t t, const SigmoidPa
   return {alpha_t * modulator * bce, alpha_t * (modulator * (s.p - t) + slope)};
 }
 
-// Multi-class, per pixel: the focal loss -alpha (1 - p_y)^gamma log p_y (alpha < 0:
+// Multiclass, per pixel: the focal loss -alpha (1 - p_y)^gamma log p_y (alpha < 0:
 // no alpha; gamma = 0: cross-entropy) and A, its gradient being
 // dloss/dx_c = A (p_c - [c = y]): A = alpha ((1-p_y)^gamma - gamma (1-p_y)^(gamma-1) p_y log p_y).
 // rest = 1 - p_y, computed by the caller as the other classes' share (no cancellation).
 template <typename Math = StdMath, typename acc_t>
-FUSEDLOSS_INLINE FocalTerms<acc_t> softmax_focal_terms(acc_t log_p_y, acc_t rest, acc_t alpha, acc_t gamma) {
+FUSEDLOSS_INLINE FocalTerms<acc_t> multiclass_focal_terms(acc_t log_p_y, acc_t rest, acc_t alpha, acc_t gamma) {
   const acc_t one = 1;
   const acc_t p_y = Math::exp(log_p_y);
   const bool positive = !(rest <= acc_t(0));  // NaN (a NaN logit) takes the pow: stays NaN
@@ -138,6 +191,22 @@ FUSEDLOSS_INLINE FocalTerms<acc_t> softmax_focal_terms(acc_t log_p_y, acc_t rest
   return {-scale * modulator * log_p_y, scale * (modulator - slope)};
 }
 
+// The output's scale (1 / the groups counted, for a mean) and the element term's
+// (elem_weight, over the elements counted with elem_mean).
+template <typename acc_t>
+struct LossScales {
+  acc_t out_scale, elem_scale;
+};
+
+// Binary: every group counts, and has group_size elements.
+template <typename acc_t>
+FUSEDLOSS_INLINE LossScales<acc_t> binary_scales(int64_t num_groups, int64_t group_size, const LossParams& lp,
+                                                 Reduction reduction) {
+  const acc_t out_scale = reduction == Reduction::Mean ? acc_t(1) / acc_t(num_groups) : acc_t(1);
+  const acc_t elem_scale = lp.elem_mean ? acc_t(lp.elem_weight) / acc_t(group_size) : acc_t(lp.elem_weight);
+  return {out_scale, elem_scale};
+}
+
 // One group's loss (weighted) and its backward coefficients d(output)/dI, dP, dE.
 template <typename acc_t>
 struct GroupResult {
@@ -146,8 +215,8 @@ struct GroupResult {
 
 template <typename acc_t>
 FUSEDLOSS_INLINE GroupResult<acc_t> finalize_group(acc_t sum_i, acc_t sum_p, acc_t sum_t, acc_t sum_e,
-                                                         acc_t group_weight, acc_t out_scale, acc_t elem_scale,
-                                                         const SigmoidLossParams& lp) {
+                                                   acc_t group_weight, acc_t out_scale, acc_t elem_scale,
+                                                   const LossParams& lp) {
   const acc_t scale = group_weight * out_scale;
   acc_t loss = 0, coef_i = 0, coef_p = 0;
   if (lp.region) {
@@ -184,6 +253,53 @@ FUSEDLOSS_INLINE GroupResult<acc_t> finalize_group(acc_t sum_i, acc_t sum_p, acc
   }
   if (lp.elem) loss += elem_scale * sum_e;
   return {group_weight * loss, coef_i, coef_p, scale * elem_scale};
+}
+
+// The multiclass finalize rules, written once for both backends. Groups are classes
+// (g % classes the class; groups = C, or N*C per sample) with sums [I, P, T]; the
+// element term is one sum E over the valid pixels, not per group.
+struct MulticlassRules {
+  int64_t classes;
+  bool include_background, exclude_empty;
+
+  // Whether group g counts (for the loss and the mean): not class 0 unless
+  // include_background; not a class absent from the target (T = 0) with exclude_empty.
+  template <typename acc_t>
+  FUSEDLOSS_INLINE bool counts(int64_t g, acc_t sum_t) const {
+    return (include_background || g % classes != 0) && (!exclude_empty || sum_t > acc_t(0));
+  }
+};
+
+// counted: the groups that count; valid_pixels: the pixels E sums over; each taken as 1 at least.
+template <typename acc_t>
+FUSEDLOSS_INLINE LossScales<acc_t> multiclass_scales(acc_t counted, acc_t valid_pixels, const LossParams& lp,
+                                                     Reduction reduction) {
+  const acc_t one = 1;
+  const acc_t out_scale = reduction == Reduction::Mean ? one / (counted < one ? one : counted) : one;
+  const acc_t elem_scale =
+      lp.elem_mean ? acc_t(lp.elem_weight) / (valid_pixels < one ? one : valid_pixels) : acc_t(lp.elem_weight);
+  return {out_scale, elem_scale};
+}
+
+// Group g's loss (weighted, 0 unless it counts and there is a region term) and its
+// coefficients; coef_e is the element term's scale, the same for every group.
+template <typename acc_t>
+FUSEDLOSS_INLINE GroupResult<acc_t> multiclass_group(const acc_t* sums, int64_t g, acc_t group_weight,
+                                                     const LossScales<acc_t>& scales, const MulticlassRules& rules,
+                                                     const LossParams& lp) {
+  GroupResult<acc_t> r{0, 0, 0, 0};
+  if (lp.region && rules.counts(g, sums[2])) {
+    r = finalize_group<acc_t>(sums[0], sums[1], sums[2], acc_t(0), group_weight, scales.out_scale, acc_t(0),
+                              lp.region_only());
+  }
+  r.coef_e = scales.elem_scale;
+  return r;
+}
+
+// The reduced loss from the groups' losses summed in order, and E.
+template <typename acc_t>
+FUSEDLOSS_INLINE acc_t multiclass_total(acc_t group_loss_sum, acc_t elem_sum, const LossScales<acc_t>& scales) {
+  return group_loss_sum * scales.out_scale + scales.elem_scale * elem_sum;
 }
 
 }  // namespace fusedloss

@@ -1,5 +1,5 @@
-// CUDA kernels of the sigmoid-family ops (the same arithmetic as the CPU
-// kernels, from ../sigmoid_math.h):
+// CUDA kernels of the binary ops (the same arithmetic as the CPU
+// kernels, from ../loss_math.h):
 //   stats_kernel     one block per (row, chunk): one read of input and target,
 //                    block-reduced partial sums [I, P, T, E] (warp shuffles,
 //                    then shared memory: a fixed tree, no atomics);
@@ -21,8 +21,9 @@
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
 
+#include "../dispatch.h"
 #include "../layout.h"
-#include "../sigmoid_math.h"
+#include "../loss_math.h"
 #include "grid.h"
 #include "target_check_cuda.h"
 
@@ -62,26 +63,16 @@ TargetReader target_reader(const Tensor& target) {
     case at::kBFloat16: return {target.const_data_ptr(), TargetKind::BFloat16};
     case at::kByte:
     case at::kBool: return {target.const_data_ptr(), TargetKind::Byte};
-    default: TORCH_CHECK(false, "fusedloss: target must be float, double, half, bfloat16, bool or uint8, got ",
-                         target.scalar_type());
+    default:
+      TORCH_CHECK(false, "fusedloss: target must be float, double, half, bfloat16, bool or uint8, got ",
+                  target.scalar_type());
   }
 }
 
-// How rows are cut into chunks of `steps` * kStep elements: depends only on the
-// shape and the device, so the reduction order is fixed.
-struct Plan {
-  int64_t steps, chunks_per_row, blocks;
-  Plan(const GroupLayout& layout, const Tensor& input) {
-    const int sms = at::cuda::getDeviceProperties(input.device().index())->multiProcessorCount;
-    const int64_t steps_per_row = (layout.row_len + kStep - 1) / kStep;
-    const int64_t target_blocks = int64_t(sms) * 8;
-    const int64_t even_share = (layout.rows * steps_per_row + target_blocks - 1) / target_blocks;
-    steps = std::max<int64_t>(1, std::min(steps_per_row, even_share));
-    chunks_per_row = (steps_per_row + steps - 1) / steps;
-    blocks = layout.rows * chunks_per_row;
-    check_grid(blocks, layout.rows, "row");
-  }
-};
+// The groups' rows cut into chunks of plan.steps * kStep elements (grid.h).
+LaunchPlan launch_plan(const GroupLayout& layout, const Tensor& input) {
+  return LaunchPlan(layout.rows, (layout.row_len + kStep - 1) / kStep, input.device(), "row");
+}
 
 template <typename acc_t>
 __device__ __forceinline__ acc_t block_sum(acc_t value, acc_t* shared) {
@@ -98,11 +89,10 @@ __device__ __forceinline__ acc_t block_sum(acc_t value, acc_t* shared) {
 }
 
 template <typename input_t, typename acc_t>
-__global__ void __launch_bounds__(kThreads) stats_kernel(const input_t* __restrict__ x, TargetReader t,
-                                                         acc_t* __restrict__ partials, int64_t row_len,
-                                                         int64_t chunks_per_row, int64_t num_groups,
-                                                         int64_t members, int64_t steps, SigmoidLossParams lp,
-                                                         int32_t* __restrict__ valid_flags) {
+__global__ void __launch_bounds__(kThreads)
+    stats_kernel(const input_t* __restrict__ x, TargetReader t, acc_t* __restrict__ partials, int64_t row_len,
+                 int64_t chunks_per_row, int64_t num_groups, int64_t members, int64_t steps, LossParams lp,
+                 int32_t* __restrict__ valid_flags) {
   __shared__ acc_t shared[kThreads / 32];
   const int64_t block = blockIdx.x;
   const int64_t row = block / chunks_per_row, chunk = block % chunks_per_row;
@@ -141,19 +131,16 @@ __global__ void __launch_bounds__(kThreads) stats_kernel(const input_t* __restri
 }
 
 template <typename acc_t>
-__global__ void __launch_bounds__(kThreads) finalize_kernel(const acc_t* __restrict__ sums,
-                                                            const acc_t* __restrict__ weight,
-                                                            acc_t* group_losses,  // is `loss` for 'none'
-                                                            acc_t* loss, acc_t* __restrict__ coef,
-                                                            int64_t num_groups, int64_t num_channels,
-                                                            int64_t group_size, SigmoidLossParams lp,
-                                                            Reduction reduction) {
-  const acc_t out_scale = reduction == Reduction::Mean ? acc_t(1) / acc_t(num_groups) : acc_t(1);
-  const acc_t elem_scale = lp.elem_mean ? acc_t(lp.elem_weight) / acc_t(group_size) : acc_t(lp.elem_weight);
+__global__ void __launch_bounds__(kThreads)
+    finalize_kernel(const acc_t* __restrict__ sums, const acc_t* __restrict__ weight,
+                    acc_t* group_losses,  // is `loss` for 'none'
+                    acc_t* loss, acc_t* __restrict__ coef, int64_t num_groups, int64_t num_channels, int64_t group_size,
+                    LossParams lp, Reduction reduction) {
+  const LossScales<acc_t> scales = binary_scales<acc_t>(num_groups, group_size, lp, reduction);
   for (int64_t g = threadIdx.x; g < num_groups; g += kThreads) {
     const acc_t* s = sums + 4 * g;  // I, P, T, E
     const acc_t group_weight = weight != nullptr ? weight[g % num_channels] : acc_t(1);
-    const auto r = finalize_group<acc_t>(s[0], s[1], s[2], s[3], group_weight, out_scale, elem_scale, lp);
+    const auto r = finalize_group<acc_t>(s[0], s[1], s[2], s[3], group_weight, scales.out_scale, scales.elem_scale, lp);
     group_losses[g] = r.loss;
     coef[3 * g + 0] = r.coef_i;
     coef[3 * g + 1] = r.coef_p;
@@ -164,18 +151,15 @@ __global__ void __launch_bounds__(kThreads) finalize_kernel(const acc_t* __restr
   if (threadIdx.x == 0) {
     acc_t total = 0;
     for (int64_t g = 0; g < num_groups; ++g) total += group_losses[g];
-    loss[0] = total * out_scale;
+    loss[0] = total * scales.out_scale;
   }
 }
 
 template <typename input_t, typename acc_t>
-__global__ void __launch_bounds__(kThreads) backward_kernel(const input_t* __restrict__ x, TargetReader t,
-                                                            const acc_t* __restrict__ coef,
-                                                            const acc_t* __restrict__ grad_loss,
-                                                            int64_t grad_loss_group_stride,
-                                                            input_t* __restrict__ grad, int64_t row_len,
-                                                            int64_t chunks_per_row, int64_t num_groups,
-                                                            int64_t steps, SigmoidLossParams lp) {
+__global__ void __launch_bounds__(kThreads)
+    backward_kernel(const input_t* __restrict__ x, TargetReader t, const acc_t* __restrict__ coef,
+                    const acc_t* __restrict__ grad_loss, int64_t grad_loss_group_stride, input_t* __restrict__ grad,
+                    int64_t row_len, int64_t chunks_per_row, int64_t num_groups, int64_t steps, LossParams lp) {
   const int64_t block = blockIdx.x;
   const int64_t row = block / chunks_per_row, chunk = block % chunks_per_row;
   const int64_t group = row % num_groups;
@@ -204,11 +188,10 @@ __global__ void __launch_bounds__(kThreads) backward_kernel(const input_t* __res
 }
 
 template <typename input_t, typename acc_t, bool BACKWARD>
-__global__ void __launch_bounds__(kThreads) focal_map_kernel(const input_t* __restrict__ x, TargetReader t,
-                                                             const input_t* __restrict__ upstream,
-                                                             input_t* __restrict__ out, int64_t numel,
-                                                             acc_t alpha, acc_t gamma,
-                                                             int32_t* __restrict__ valid_flags) {
+__global__ void __launch_bounds__(kThreads)
+    focal_map_kernel(const input_t* __restrict__ x, TargetReader t, const input_t* __restrict__ upstream,
+                     input_t* __restrict__ out, int64_t numel, acc_t alpha, acc_t gamma,
+                     int32_t* __restrict__ valid_flags) {
   const bool check = !BACKWARD && valid_flags != nullptr;  // the forward checks the target, not the backward
   bool bad = false;
   const int64_t stride = int64_t(gridDim.x) * kThreads;
@@ -226,23 +209,23 @@ __global__ void __launch_bounds__(kThreads) focal_map_kernel(const input_t* __re
 // processes (ops/synced.py): the stats kernel, then each group's block partials
 // summed by torch (a fixed-order, parallel reduction: no atomics, and no single
 // thread walking a thousand partials); then the finalize kernel on those sums.
-Tensor sigmoid_stats_cuda(const Tensor& input_, const Tensor& target_, bool per_sample, bool per_channel,
-                          bool region, bool elem, double focal_alpha, double focal_gamma, bool check_target) {
+// lp: LossParams::per_element.
+Tensor stats(const Tensor& input_, const Tensor& target_, bool per_sample, bool per_channel, const LossParams& lp,
+             bool check_target) {
   const c10::cuda::CUDAGuard device_guard(input_.device());
-  const SigmoidOperands operands = sigmoid_operands(input_, target_, per_sample, per_channel);
+  const BinaryOperands operands = binary_operands(input_, target_, per_sample, per_channel);
   const Tensor &input = operands.input, &target = operands.target;
   const GroupLayout layout = group_layout(input.sizes(), per_sample, per_channel);
-  const SigmoidLossParams lp{region, 0, 0, 0, 1, 1, elem, focal_alpha, focal_gamma, 1, false};
-  const Plan plan(layout, input);
+  const LaunchPlan plan = launch_plan(layout, input);
   const int64_t members = layout.rows / layout.num_groups;
-  const auto acc_dtype = input.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
-  Tensor partials = at::empty({plan.blocks, 4}, input.options().dtype(acc_dtype));
+  Tensor partials = at::empty({plan.blocks, 4}, accumulation_options(input));
   // A bool target cannot leave [0, 1].
   TargetFlags flags(check_target && target.scalar_type() != at::kBool, plan.blocks, input);
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "sigmoid_stats_cuda", [&] {
-    using acc_t = at::opmath_type<scalar_t>;
-    stats_kernel<scalar_t, acc_t><<<plan.blocks, kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
-        input.const_data_ptr<scalar_t>(), target_reader(target), partials.mutable_data_ptr<acc_t>(), layout.row_len,
+  dispatch_input(input, "binary_stats_cuda", [&](auto input_tag) {
+    using input_t = decltype(input_tag);
+    using acc_t = at::opmath_type<input_t>;
+    stats_kernel<input_t, acc_t><<<plan.blocks, kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
+        input.const_data_ptr<input_t>(), target_reader(target), partials.mutable_data_ptr<acc_t>(), layout.row_len,
         plan.chunks_per_row, layout.num_groups, members, plan.steps, lp, flags.data());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
@@ -250,68 +233,81 @@ Tensor sigmoid_stats_cuda(const Tensor& input_, const Tensor& target_, bool per_
   return partials.view({layout.num_groups, members * plan.chunks_per_row, 4}).sum(1);
 }
 
-std::tuple<Tensor, Tensor> sigmoid_finalize_cuda(const Tensor& sums_, const std::optional<Tensor>& weight,
-                                                 int64_t num_channels, int64_t group_size, bool region,
-                                                 double tv_alpha, double tv_beta, double smooth, double region_gamma,
-                                                 double region_weight, bool elem, double elem_weight, bool elem_mean,
-                                                 c10::string_view reduction_name, c10::IntArrayRef loss_shape) {
+std::tuple<Tensor, Tensor> finalize(const Tensor& sums_, const std::optional<Tensor>& weight, int64_t num_channels,
+                                    int64_t group_size, const LossParams& lp, Reduction reduction,
+                                    c10::IntArrayRef loss_shape) {
   const c10::cuda::CUDAGuard device_guard(sums_.device());
   TORCH_CHECK(sums_.dim() == 2 && sums_.size(1) == 4, "fusedloss: sums must be (groups, 4), got ", sums_.sizes());
-  const auto acc_dtype = sums_.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+  const at::ScalarType acc_dtype = accumulation_type(sums_);
   const Tensor sums = sums_.to(acc_dtype).contiguous();
   const int64_t num_groups = sums.size(0);
-  const SigmoidLossParams lp{region, tv_alpha, tv_beta, smooth, region_gamma, region_weight,
-                             elem, 0, 0, elem_weight, elem_mean};
-  const Reduction reduction = parse_reduction(reduction_name);
   Tensor group_losses = at::empty({num_groups}, sums.options());
   Tensor loss = reduction == Reduction::None ? group_losses.view(loss_shape) : at::empty({}, sums.options());
   Tensor coef = at::empty({num_groups, 3}, sums.options());
   Tensor weight_acc;
   if (weight.has_value()) weight_acc = weight->to(sums.options()).contiguous();
-  AT_DISPATCH_FLOATING_TYPES(acc_dtype, "sigmoid_finalize_cuda", [&] {
+  AT_DISPATCH_FLOATING_TYPES(acc_dtype, "binary_finalize_cuda", [&] {
     finalize_kernel<scalar_t><<<1, kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
         sums.const_data_ptr<scalar_t>(), weight_acc.defined() ? weight_acc.const_data_ptr<scalar_t>() : nullptr,
-        group_losses.mutable_data_ptr<scalar_t>(), loss.mutable_data_ptr<scalar_t>(),
-        coef.mutable_data_ptr<scalar_t>(), num_groups, num_channels, group_size, lp, reduction);
+        group_losses.mutable_data_ptr<scalar_t>(), loss.mutable_data_ptr<scalar_t>(), coef.mutable_data_ptr<scalar_t>(),
+        num_groups, num_channels, group_size, lp, reduction);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
   return {loss, coef};
 }
 
-std::tuple<Tensor, Tensor> sigmoid_loss_cuda(const Tensor& input, const Tensor& target,
-                                             const std::optional<Tensor>& weight, bool per_sample, bool per_channel,
-                                             bool region, double tv_alpha, double tv_beta, double smooth,
-                                             double region_gamma, double region_weight, bool elem,
-                                             double focal_alpha, double focal_gamma, double elem_weight,
-                                             bool elem_mean, c10::string_view reduction, bool check_target) {
-  const GroupLayout layout = group_layout(input.sizes(), per_sample, per_channel);
-  const Tensor sums = sigmoid_stats_cuda(input, target, per_sample, per_channel, region, elem, focal_alpha,
-                                         focal_gamma, check_target);
-  return sigmoid_finalize_cuda(sums, weight, layout.num_channels, layout.rows / layout.num_groups * layout.row_len,
-                               region, tv_alpha, tv_beta, smooth, region_gamma, region_weight, elem, elem_weight,
-                               elem_mean, reduction, layout.shape);
+Tensor binary_stats_cuda(const Tensor& input, const Tensor& target, bool per_sample, bool per_channel, bool region,
+                         bool elem, double focal_alpha, double focal_gamma, bool check_target) {
+  return stats(input, target, per_sample, per_channel, LossParams::per_element(region, elem, focal_alpha, focal_gamma),
+               check_target);
 }
 
-Tensor sigmoid_loss_backward_cuda(const Tensor& grad_loss_, const Tensor& input_, const Tensor& target_,
-                                  const Tensor& coef_, bool per_sample, bool per_channel, bool region, bool elem,
-                                  double focal_alpha, double focal_gamma) {
+std::tuple<Tensor, Tensor> binary_finalize_cuda(const Tensor& sums, const std::optional<Tensor>& weight,
+                                                int64_t num_channels, int64_t group_size, bool region, double tv_alpha,
+                                                double tv_beta, double smooth, double region_gamma,
+                                                double region_weight, bool elem, double elem_weight, bool elem_mean,
+                                                c10::string_view reduction, c10::IntArrayRef loss_shape) {
+  return finalize(sums, weight, num_channels, group_size,
+                  LossParams::for_finalize(region, tv_alpha, tv_beta, smooth, region_gamma, region_weight, elem,
+                                           elem_weight, elem_mean),
+                  parse_reduction(reduction), loss_shape);
+}
+
+std::tuple<Tensor, Tensor> binary_loss_cuda(const Tensor& input, const Tensor& target,
+                                            const std::optional<Tensor>& weight, bool per_sample, bool per_channel,
+                                            bool region, double tv_alpha, double tv_beta, double smooth,
+                                            double region_gamma, double region_weight, bool elem, double focal_alpha,
+                                            double focal_gamma, double elem_weight, bool elem_mean,
+                                            c10::string_view reduction, bool check_target) {
+  const LossParams lp = LossParams::from_op(region, tv_alpha, tv_beta, smooth, region_gamma, region_weight, elem,
+                                            focal_alpha, focal_gamma, elem_weight, elem_mean);
+  const GroupLayout layout = group_layout(input.sizes(), per_sample, per_channel);
+  const Tensor sums = stats(input, target, per_sample, per_channel, lp, check_target);
+  return finalize(sums, weight, layout.num_channels, layout.rows / layout.num_groups * layout.row_len, lp,
+                  parse_reduction(reduction), layout.shape);
+}
+
+Tensor binary_loss_backward_cuda(const Tensor& grad_loss_, const Tensor& input_, const Tensor& target_,
+                                 const Tensor& coef_, bool per_sample, bool per_channel, bool region, bool elem,
+                                 double focal_alpha, double focal_gamma) {
   const c10::cuda::CUDAGuard device_guard(input_.device());
-  const SigmoidOperands operands = sigmoid_operands(input_, target_, per_sample, per_channel);
+  const BinaryOperands operands = binary_operands(input_, target_, per_sample, per_channel);
   const Tensor &input = operands.input, &target = operands.target;
   const GroupLayout layout = group_layout(input.sizes(), per_sample, per_channel);
-  const auto acc_dtype = input.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+  const at::ScalarType acc_dtype = accumulation_type(input);
   const Tensor coef = coef_.to(acc_dtype).contiguous();  // (groups, 3), read by index
   TORCH_CHECK(coef.numel() == layout.num_groups * 3, "fusedloss: coef must be (groups, 3), got ", coef_.sizes());
   const Tensor grad_loss = grad_loss_.to(acc_dtype).contiguous();
-  const Plan plan(layout, input);
-  const SigmoidLossParams lp{region, 0, 0, 0, 1, 1, elem, focal_alpha, focal_gamma, 1, false};
+  const LaunchPlan plan = launch_plan(layout, input);
+  const LossParams lp = LossParams::per_element(region, elem, focal_alpha, focal_gamma);
   Tensor grad = at::empty_like(input, operands.format);
   const auto stream = at::cuda::getCurrentCUDAStream();
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "sigmoid_loss_backward_cuda", [&] {
-    using acc_t = at::opmath_type<scalar_t>;
-    backward_kernel<scalar_t, acc_t><<<plan.blocks, kThreads, 0, stream>>>(
-        input.const_data_ptr<scalar_t>(), target_reader(target), coef.const_data_ptr<acc_t>(),
-        grad_loss.const_data_ptr<acc_t>(), grad_loss.dim() > 0 ? 1 : 0, grad.mutable_data_ptr<scalar_t>(),
+  dispatch_input(input, "binary_loss_backward_cuda", [&](auto input_tag) {
+    using input_t = decltype(input_tag);
+    using acc_t = at::opmath_type<input_t>;
+    backward_kernel<input_t, acc_t><<<plan.blocks, kThreads, 0, stream>>>(
+        input.const_data_ptr<input_t>(), target_reader(target), coef.const_data_ptr<acc_t>(),
+        grad_loss.const_data_ptr<acc_t>(), grad_loss.dim() > 0 ? 1 : 0, grad.mutable_data_ptr<input_t>(),
         layout.row_len, plan.chunks_per_row, layout.num_groups, plan.steps, lp);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
@@ -319,11 +315,11 @@ Tensor sigmoid_loss_backward_cuda(const Tensor& grad_loss_, const Tensor& input_
 }
 
 template <bool BACKWARD>
-Tensor focal_map_cuda(const Tensor* grad_map_, const Tensor& input_, const Tensor& target_, double alpha,
-                      double gamma, bool check_target) {
+Tensor focal_map_cuda(const Tensor* grad_map_, const Tensor& input_, const Tensor& target_, double alpha, double gamma,
+                      bool check_target) {
   TORCH_CHECK(input_.numel() > 0, "fusedloss: input must not be empty, got sizes ", input_.sizes());  // as the CPU's
   const c10::cuda::CUDAGuard device_guard(input_.device());
-  const SigmoidOperands operands = sigmoid_operands(input_, target_, false, false);
+  const BinaryOperands operands = binary_operands(input_, target_, false, false);
   const Tensor &input = operands.input, &target = operands.target;
   Tensor out = at::empty_like(input, operands.format);
   // The upstream map is read in the input's memory order.
@@ -337,37 +333,36 @@ Tensor focal_map_cuda(const Tensor* grad_map_, const Tensor& input_, const Tenso
   const int64_t blocks = std::max<int64_t>(1, std::min<int64_t>((numel + kThreads - 1) / kThreads, int64_t(sms) * 16));
   const auto stream = at::cuda::getCurrentCUDAStream();
   TargetFlags flags(!BACKWARD && check_target && target.scalar_type() != at::kBool, blocks, input);
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "sigmoid_focal_map_cuda", [&] {
-    using acc_t = at::opmath_type<scalar_t>;
-    focal_map_kernel<scalar_t, acc_t, BACKWARD><<<blocks, kThreads, 0, stream>>>(
-        input.const_data_ptr<scalar_t>(), target_reader(target),
-        BACKWARD ? upstream.const_data_ptr<scalar_t>() : nullptr, out.mutable_data_ptr<scalar_t>(), numel,
-        static_cast<acc_t>(alpha), static_cast<acc_t>(gamma), flags.data());
+  dispatch_input(input, "binary_focal_map_cuda", [&](auto input_tag) {
+    using input_t = decltype(input_tag);
+    using acc_t = at::opmath_type<input_t>;
+    focal_map_kernel<input_t, acc_t, BACKWARD><<<blocks, kThreads, 0, stream>>>(
+        input.const_data_ptr<input_t>(), target_reader(target), BACKWARD ? upstream.const_data_ptr<input_t>() : nullptr,
+        out.mutable_data_ptr<input_t>(), numel, static_cast<acc_t>(alpha), static_cast<acc_t>(gamma), flags.data());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
   flags.assert_valid(kBadProbabilityMessage);
   return out;
 }
 
-Tensor sigmoid_focal_map_cuda(const Tensor& input, const Tensor& target, double alpha, double gamma,
-                              bool check_target) {
+Tensor binary_focal_map_cuda(const Tensor& input, const Tensor& target, double alpha, double gamma, bool check_target) {
   return focal_map_cuda<false>(nullptr, input, target, alpha, gamma, check_target);
 }
 
-Tensor sigmoid_focal_map_backward_cuda(const Tensor& grad_map, const Tensor& input, const Tensor& target,
-                                       double alpha, double gamma) {
+Tensor binary_focal_map_backward_cuda(const Tensor& grad_map, const Tensor& input, const Tensor& target, double alpha,
+                                      double gamma) {
   return focal_map_cuda<true>(&grad_map, input, target, alpha, gamma, false);
 }
 
 }  // namespace
 
 TORCH_LIBRARY_IMPL(fusedloss_C, CUDA, m) {
-  m.impl("sigmoid_loss", &sigmoid_loss_cuda);
-  m.impl("sigmoid_loss_backward", &sigmoid_loss_backward_cuda);
-  m.impl("sigmoid_focal_map", &sigmoid_focal_map_cuda);
-  m.impl("sigmoid_focal_map_backward", &sigmoid_focal_map_backward_cuda);
-  m.impl("sigmoid_stats", &sigmoid_stats_cuda);
-  m.impl("sigmoid_finalize", &sigmoid_finalize_cuda);
+  m.impl("binary_loss", &binary_loss_cuda);
+  m.impl("binary_loss_backward", &binary_loss_backward_cuda);
+  m.impl("binary_focal_map", &binary_focal_map_cuda);
+  m.impl("binary_focal_map_backward", &binary_focal_map_backward_cuda);
+  m.impl("binary_stats", &binary_stats_cuda);
+  m.impl("binary_finalize", &binary_finalize_cuda);
 }
 
 }  // namespace fusedloss

@@ -1,4 +1,4 @@
-// CPU kernels of the sigmoid-family ops: one pass over input and target per
+// CPU kernels of the binary ops: one pass over input and target per
 // direction. The work is cut into fixed chunks (so the reduction order, and
 // the result, does not depend on the thread count) run by at::parallel_for.
 // Each chunk is staged into float (double for fp64) buffers, then processed by
@@ -19,8 +19,9 @@
 #include <array>
 #include <type_traits>
 
+#include "../dispatch.h"
 #include "../layout.h"
-#include "../sigmoid_math.h"
+#include "../loss_math.h"
 #include "convert.h"
 #include "target_check_cpu.h"
 #include "vector_math.h"
@@ -33,11 +34,6 @@ using at::Tensor;
 constexpr int64_t kChunk = 4096;        // elements per partial sum and per staging buffer
 constexpr int kLanes = 16;              // independent accumulators: vector lanes, no reassociation needed
 constexpr int64_t kChunksPerTask = 16;  // parallel_for grain: threads only pay off on large inputs
-
-// Which terms a loss has, as a template argument of the loops.
-enum Terms : int { kRegion = 1, kElem = 2, kModulated = 4 };  // kModulated: focal gamma != 0
-
-constexpr bool has(int terms, Terms term) { return (terms & term) != 0; }
 
 using Stats = std::array<double, 4>;  // I, P, T, E
 
@@ -85,8 +81,8 @@ C10_ALWAYS_INLINE Stats stats_loop(const acc_t* x, const acc_t* t, int64_t n, ac
 }
 
 template <typename Math, int TERMS, typename acc_t>
-C10_ALWAYS_INLINE void grad_loop(const acc_t* x, const acc_t* t, int64_t n, acc_t ci, acc_t cp, acc_t ce,
-                                 acc_t alpha, acc_t gamma, acc_t* out) {
+C10_ALWAYS_INLINE void grad_loop(const acc_t* x, const acc_t* t, int64_t n, acc_t ci, acc_t cp, acc_t ce, acc_t alpha,
+                                 acc_t gamma, acc_t* out) {
   for (int64_t i = 0; i < n; ++i) {
     const auto s = sigmoid_parts<Math>(x[i]);
     acc_t g = 0;
@@ -111,28 +107,20 @@ C10_ALWAYS_INLINE void focal_map_loop(const acc_t* x, const acc_t* t, const acc_
   }
 }
 
-// Runtime terms to the loop instantiated for them.
+// Runtime terms to the loop instantiated for them (always inlined: into each target clone).
 template <typename Math, typename acc_t>
 C10_ALWAYS_INLINE Stats stats_any(const acc_t* x, const acc_t* t, int64_t n, acc_t alpha, acc_t gamma, int terms) {
-  switch (terms) {
-    case kRegion: return stats_loop<Math, kRegion>(x, t, n, alpha, gamma);
-    case kElem: return stats_loop<Math, kElem>(x, t, n, alpha, gamma);
-    case kElem | kModulated: return stats_loop<Math, kElem | kModulated>(x, t, n, alpha, gamma);
-    case kRegion | kElem: return stats_loop<Math, kRegion | kElem>(x, t, n, alpha, gamma);
-    default: return stats_loop<Math, kRegion | kElem | kModulated>(x, t, n, alpha, gamma);
-  }
+  return with_terms(terms, [&](auto terms_tag) C10_ALWAYS_INLINE_ATTRIBUTE {
+    return stats_loop<Math, decltype(terms_tag)::value>(x, t, n, alpha, gamma);
+  });
 }
 
 template <typename Math, typename acc_t>
 C10_ALWAYS_INLINE void grad_any(const acc_t* x, const acc_t* t, int64_t n, acc_t ci, acc_t cp, acc_t ce, acc_t alpha,
                                 acc_t gamma, int terms, acc_t* out) {
-  switch (terms) {
-    case kRegion: return grad_loop<Math, kRegion>(x, t, n, ci, cp, ce, alpha, gamma, out);
-    case kElem: return grad_loop<Math, kElem>(x, t, n, ci, cp, ce, alpha, gamma, out);
-    case kElem | kModulated: return grad_loop<Math, kElem | kModulated>(x, t, n, ci, cp, ce, alpha, gamma, out);
-    case kRegion | kElem: return grad_loop<Math, kRegion | kElem>(x, t, n, ci, cp, ce, alpha, gamma, out);
-    default: return grad_loop<Math, kRegion | kElem | kModulated>(x, t, n, ci, cp, ce, alpha, gamma, out);
-  }
+  with_terms(terms, [&](auto terms_tag) C10_ALWAYS_INLINE_ATTRIBUTE {
+    grad_loop<Math, decltype(terms_tag)::value>(x, t, n, ci, cp, ce, alpha, gamma, out);
+  });
 }
 
 template <typename Math, typename acc_t>
@@ -191,21 +179,6 @@ int64_t first_bad_target(const float* t, int64_t n) { return first_bad_f32(t, n)
 
 // ---- staging: any input and target dtype into acc_t buffers, and back ----
 
-// Calls fn with a value of the target's C++ type.
-template <typename Fn>
-void dispatch_target(const Tensor& target, Fn&& fn) {
-  switch (target.scalar_type()) {
-    case at::kFloat: return fn(float{});
-    case at::kDouble: return fn(double{});
-    case at::kHalf: return fn(at::Half{});
-    case at::kBFloat16: return fn(at::BFloat16{});
-    case at::kBool: return fn(bool{});
-    case at::kByte: return fn(uint8_t{});
-    default: TORCH_CHECK(false, "fusedloss: target must be float, double, half, bfloat16, bool or uint8, got ",
-                         target.scalar_type());
-  }
-}
-
 // A chunk's elements as acc_t: the source itself when it already is, else a converted copy.
 template <typename acc_t>
 struct Staged {
@@ -251,42 +224,34 @@ void for_each_chunk(const GroupLayout& layout, int64_t chunks_per_row, Fn&& fn) 
   });
 }
 
-int terms_of(bool region, bool elem, double focal_gamma) {
-  return (region ? kRegion : 0) | (elem ? kElem : 0) | (elem && focal_gamma != 0 ? kModulated : 0);
-}
-
 // ---- the ops ----
 
 // Per-group sums [I, P, T, E] (groups x 4, in double), each group's chunk partials
-// combined in a fixed order.
+// combined in a fixed order. lp: LossParams::per_element.
 std::vector<double> group_sums(const Tensor& input_, const Tensor& target_, bool per_sample, bool per_channel,
-                               bool region, bool elem, double focal_alpha, double focal_gamma, bool check_target) {
-  const SigmoidOperands operands = sigmoid_operands(input_, target_, per_sample, per_channel);
+                               const LossParams& lp, bool check_target) {
+  const BinaryOperands operands = binary_operands(input_, target_, per_sample, per_channel);
   const Tensor &input = operands.input, &target = operands.target;
   const GroupLayout layout = group_layout(input.sizes(), per_sample, per_channel);
   const int64_t chunks_per_row = (layout.row_len + kChunk - 1) / kChunk;
   const int64_t members = layout.rows / layout.num_groups;
   std::vector<Stats> partials(layout.rows * chunks_per_row);
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "sigmoid_stats_cpu", [&] {
-    using input_t = scalar_t;
+  dispatch_binary_data(input, target, "binary_stats_cpu", [&](const auto* x, const auto* t) {
+    using input_t = pointee_t<decltype(x)>;
+    using target_t = pointee_t<decltype(t)>;
     using acc_t = at::opmath_type<input_t>;
-    dispatch_target(target, [&](auto target_tag) {
-      using target_t = decltype(target_tag);
-      const input_t* x = input.const_data_ptr<input_t>();
-      const target_t* t = target.const_data_ptr<target_t>();
-      // Chunks in memory order (row-major); a bool target cannot leave [0, 1].
-      FirstBadTargets<acc_t> bad(check_target && !std::is_same_v<target_t, bool>, layout.rows * chunks_per_row);
-      for_each_chunk(layout, chunks_per_row, [&](int64_t row, int64_t chunk, int64_t start, int64_t n) {
-        Staged<acc_t> xs, ts;
-        const int64_t group = row % layout.num_groups, member = row / layout.num_groups;
-        const acc_t* tv = ts.load(t + start, n);
-        partials[(group * members + member) * chunks_per_row + chunk] =
-            stats_chunk(xs.load(x + start, n), tv, n, static_cast<acc_t>(focal_alpha),
-                        static_cast<acc_t>(focal_gamma), terms_of(region, elem, focal_gamma));
-        if (bad.checking()) bad.record(row * chunks_per_row + chunk, tv, first_bad_target(tv, n));
-      });
-      check_probabilities(bad);
+    // Chunks in memory order (row-major); a bool target cannot leave [0, 1].
+    FirstBadTargets<acc_t> bad(check_target && !std::is_same_v<target_t, bool>, layout.rows * chunks_per_row);
+    for_each_chunk(layout, chunks_per_row, [&](int64_t row, int64_t chunk, int64_t start, int64_t n) {
+      Staged<acc_t> xs, ts;
+      const int64_t group = row % layout.num_groups, member = row / layout.num_groups;
+      const acc_t* tv = ts.load(t + start, n);
+      partials[(group * members + member) * chunks_per_row + chunk] =
+          stats_chunk(xs.load(x + start, n), tv, n, static_cast<acc_t>(lp.focal_alpha),
+                      static_cast<acc_t>(lp.focal_gamma), terms_of(lp));
+      if (bad.checking()) bad.record(row * chunks_per_row + chunk, tv, first_bad_target(tv, n));
     });
+    check_probabilities(bad);
   });
   const int64_t parts_per_group = members * chunks_per_row;
   std::vector<double> sums(layout.num_groups * 4, 0.0);
@@ -300,79 +265,76 @@ std::vector<double> group_sums(const Tensor& input_, const Tensor& target_, bool
 
 // The formula from per-group sums (groups x 4), in double.
 std::tuple<Tensor, Tensor> finalize(const double* sums, int64_t num_groups, const std::optional<Tensor>& weight,
-                                    int64_t num_channels, int64_t group_size, const SigmoidLossParams& lp,
-                                    Reduction reduction, c10::IntArrayRef loss_shape, const at::TensorOptions& options) {
+                                    int64_t num_channels, int64_t group_size, const LossParams& lp, Reduction reduction,
+                                    c10::IntArrayRef loss_shape, const at::TensorOptions& options) {
   Tensor loss = at::empty(reduction == Reduction::None ? loss_shape : c10::IntArrayRef{}, options);
   Tensor coef = at::empty({num_groups, 3}, options);
-  const double out_scale = reduction == Reduction::Mean ? 1.0 / num_groups : 1.0;
-  const double elem_scale = lp.elem_mean ? lp.elem_weight / double(group_size) : lp.elem_weight;
+  const LossScales<double> scales = binary_scales<double>(num_groups, group_size, lp, reduction);
   Tensor weight_d;
   if (weight.has_value()) weight_d = weight->to(at::kDouble).contiguous();
   double total = 0;
-  AT_DISPATCH_FLOATING_TYPES(options.dtype().toScalarType(), "sigmoid_finalize_cpu", [&] {
+  AT_DISPATCH_FLOATING_TYPES(options.dtype().toScalarType(), "binary_finalize_cpu", [&] {
     scalar_t* loss_out = loss.mutable_data_ptr<scalar_t>();
     scalar_t* coef_out = coef.mutable_data_ptr<scalar_t>();
     for (int64_t g = 0; g < num_groups; ++g) {
       const double* s = sums + 4 * g;
       const double group_weight = weight_d.defined() ? weight_d.const_data_ptr<double>()[g % num_channels] : 1.0;
-      const auto result = finalize_group<double>(s[0], s[1], s[2], s[3], group_weight, out_scale, elem_scale, lp);
+      const auto result =
+          finalize_group<double>(s[0], s[1], s[2], s[3], group_weight, scales.out_scale, scales.elem_scale, lp);
       if (reduction == Reduction::None) loss_out[g] = static_cast<scalar_t>(result.loss);
       total += result.loss;
       coef_out[3 * g + 0] = static_cast<scalar_t>(result.coef_i);
       coef_out[3 * g + 1] = static_cast<scalar_t>(result.coef_p);
       coef_out[3 * g + 2] = static_cast<scalar_t>(result.coef_e);
     }
-    if (reduction != Reduction::None) loss_out[0] = static_cast<scalar_t>(total * out_scale);
+    if (reduction != Reduction::None) loss_out[0] = static_cast<scalar_t>(total * scales.out_scale);
   });
   return {loss, coef};
 }
 
-at::TensorOptions acc_options(const Tensor& input) {
-  return input.options().dtype(input.scalar_type() == at::kDouble ? at::kDouble : at::kFloat);
-}
-
-std::tuple<Tensor, Tensor> sigmoid_loss_cpu(const Tensor& input, const Tensor& target,
-                                            const std::optional<Tensor>& weight, bool per_sample, bool per_channel,
-                                            bool region, double tv_alpha, double tv_beta, double smooth,
-                                            double region_gamma, double region_weight, bool elem, double focal_alpha,
-                                            double focal_gamma, double elem_weight, bool elem_mean,
-                                            c10::string_view reduction, bool check_target) {
+std::tuple<Tensor, Tensor> binary_loss_cpu(const Tensor& input, const Tensor& target,
+                                           const std::optional<Tensor>& weight, bool per_sample, bool per_channel,
+                                           bool region, double tv_alpha, double tv_beta, double smooth,
+                                           double region_gamma, double region_weight, bool elem, double focal_alpha,
+                                           double focal_gamma, double elem_weight, bool elem_mean,
+                                           c10::string_view reduction, bool check_target) {
+  const LossParams lp = LossParams::from_op(region, tv_alpha, tv_beta, smooth, region_gamma, region_weight, elem,
+                                            focal_alpha, focal_gamma, elem_weight, elem_mean);
   const GroupLayout layout = group_layout(input.sizes(), per_sample, per_channel);
-  const std::vector<double> sums =
-      group_sums(input, target, per_sample, per_channel, region, elem, focal_alpha, focal_gamma, check_target);
-  const SigmoidLossParams lp{region, tv_alpha, tv_beta, smooth, region_gamma, region_weight,
-                             elem, focal_alpha, focal_gamma, elem_weight, elem_mean};
+  const std::vector<double> sums = group_sums(input, target, per_sample, per_channel, lp, check_target);
   return finalize(sums.data(), layout.num_groups, weight, layout.num_channels,
                   layout.rows / layout.num_groups * layout.row_len, lp, parse_reduction(reduction), layout.shape,
-                  acc_options(input));
+                  accumulation_options(input));
 }
 
 // The two halves on their own, for statistics summed across processes (ops/synced.py).
-Tensor sigmoid_stats_cpu(const Tensor& input, const Tensor& target, bool per_sample, bool per_channel, bool region,
-                         bool elem, double focal_alpha, double focal_gamma, bool check_target) {
+Tensor binary_stats_cpu(const Tensor& input, const Tensor& target, bool per_sample, bool per_channel, bool region,
+                        bool elem, double focal_alpha, double focal_gamma, bool check_target) {
   const std::vector<double> sums =
-      group_sums(input, target, per_sample, per_channel, region, elem, focal_alpha, focal_gamma, check_target);
+      group_sums(input, target, per_sample, per_channel,
+                 LossParams::per_element(region, elem, focal_alpha, focal_gamma), check_target);
   const int64_t groups = static_cast<int64_t>(sums.size() / 4);
   return at::from_blob(const_cast<double*>(sums.data()), {groups, 4}, at::TensorOptions().dtype(at::kDouble))
-      .to(acc_options(input), /*non_blocking=*/false, /*copy=*/true);  // own the memory
+      .to(accumulation_options(input), /*non_blocking=*/false, /*copy=*/true);  // own the memory
 }
 
-std::tuple<Tensor, Tensor> sigmoid_finalize_cpu(const Tensor& sums, const std::optional<Tensor>& weight,
-                                                int64_t num_channels, int64_t group_size, bool region, double tv_alpha,
-                                                double tv_beta, double smooth, double region_gamma,
-                                                double region_weight, bool elem, double elem_weight, bool elem_mean,
-                                                c10::string_view reduction, c10::IntArrayRef loss_shape) {
+std::tuple<Tensor, Tensor> binary_finalize_cpu(const Tensor& sums, const std::optional<Tensor>& weight,
+                                               int64_t num_channels, int64_t group_size, bool region, double tv_alpha,
+                                               double tv_beta, double smooth, double region_gamma, double region_weight,
+                                               bool elem, double elem_weight, bool elem_mean,
+                                               c10::string_view reduction, c10::IntArrayRef loss_shape) {
   const Tensor sums_d = sums.to(at::kDouble).contiguous();
-  const SigmoidLossParams lp{region, tv_alpha, tv_beta, smooth, region_gamma, region_weight,
-                             elem, 0.0, 0.0, elem_weight, elem_mean};
+  const LossParams lp = LossParams::for_finalize(region, tv_alpha, tv_beta, smooth, region_gamma, region_weight, elem,
+                                                 elem_weight, elem_mean);
   return finalize(sums_d.const_data_ptr<double>(), sums.size(0), weight, num_channels, group_size, lp,
                   parse_reduction(reduction), loss_shape, sums.options());
 }
 
-Tensor sigmoid_loss_backward_cpu(const Tensor& grad_loss, const Tensor& input_, const Tensor& target_,
-                                 const Tensor& coef, bool per_sample, bool per_channel, bool region, bool elem,
-                                 double focal_alpha, double focal_gamma) {
-  const SigmoidOperands operands = sigmoid_operands(input_, target_, per_sample, per_channel);
+Tensor binary_loss_backward_cpu(const Tensor& grad_loss, const Tensor& input_, const Tensor& target_,
+                                const Tensor& coef, bool per_sample, bool per_channel, bool region, bool elem,
+                                double focal_alpha, double focal_gamma) {
+  const LossParams lp = LossParams::per_element(region, elem, focal_alpha, focal_gamma);
+  const BinaryOperands operands = binary_operands(input_, target_, per_sample, per_channel);
   const Tensor &input = operands.input, &target = operands.target;
   const GroupLayout layout = group_layout(input.sizes(), per_sample, per_channel);
   const int64_t chunks_per_row = (layout.row_len + kChunk - 1) / kChunk;
@@ -381,22 +343,17 @@ Tensor sigmoid_loss_backward_cpu(const Tensor& grad_loss, const Tensor& input_, 
   const Tensor scaled = coef.to(at::kDouble).mul(grad_loss.to(at::kDouble).reshape({-1, 1})).contiguous();
   const double* c = scaled.const_data_ptr<double>();
 
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "sigmoid_loss_backward_cpu", [&] {
-    using input_t = scalar_t;
+  dispatch_binary_data(input, target, "binary_loss_backward_cpu", [&](const auto* x, const auto* t) {
+    using input_t = pointee_t<decltype(x)>;
     using acc_t = at::opmath_type<input_t>;
-    dispatch_target(target, [&](auto target_tag) {
-      using target_t = decltype(target_tag);
-      const input_t* x = input.const_data_ptr<input_t>();
-      const target_t* t = target.const_data_ptr<target_t>();
-      input_t* out = grad.mutable_data_ptr<input_t>();
-      for_each_chunk(layout, chunks_per_row, [&](int64_t row, int64_t, int64_t start, int64_t n) {
-        Staged<acc_t> xs, ts, gs;
-        const double* gc = c + 3 * (row % layout.num_groups);
-        grad_chunk(xs.load(x + start, n), ts.load(t + start, n), n, static_cast<acc_t>(gc[0]),
-                   static_cast<acc_t>(gc[1]), static_cast<acc_t>(gc[2]), static_cast<acc_t>(focal_alpha),
-                   static_cast<acc_t>(focal_gamma), terms_of(region, elem, focal_gamma), gs.output(out + start));
-        gs.store(out + start, n);
-      });
+    input_t* out = grad.mutable_data_ptr<input_t>();
+    for_each_chunk(layout, chunks_per_row, [&](int64_t row, int64_t, int64_t start, int64_t n) {
+      Staged<acc_t> xs, ts, gs;
+      const double* gc = c + 3 * (row % layout.num_groups);
+      grad_chunk(xs.load(x + start, n), ts.load(t + start, n), n, static_cast<acc_t>(gc[0]), static_cast<acc_t>(gc[1]),
+                 static_cast<acc_t>(gc[2]), static_cast<acc_t>(lp.focal_alpha), static_cast<acc_t>(lp.focal_gamma),
+                 terms_of(lp), gs.output(out + start));
+      gs.store(out + start, n);
     });
   });
   return grad;
@@ -406,7 +363,8 @@ Tensor sigmoid_loss_backward_cpu(const Tensor& grad_loss, const Tensor& input_, 
 // check the target: its forward did).
 Tensor focal_map_cpu(const Tensor* grad_map_, const Tensor& input_, const Tensor& target_, double focal_alpha,
                      double focal_gamma, bool check_target) {
-  const SigmoidOperands operands = sigmoid_operands(input_, target_, false, false);
+  const LossParams lp = LossParams::per_element(false, true, focal_alpha, focal_gamma);
+  const BinaryOperands operands = binary_operands(input_, target_, false, false);
   const Tensor &input = operands.input, &target = operands.target;
   Tensor out = at::empty_like(input, operands.format);
   // The upstream map is read in the input's memory order.
@@ -417,50 +375,45 @@ Tensor focal_map_cpu(const Tensor* grad_map_, const Tensor& input_, const Tensor
   }
   const GroupLayout layout = group_layout({input.numel()}, false, false);
   const int64_t chunks = (layout.row_len + kChunk - 1) / kChunk;
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "sigmoid_focal_map_cpu", [&] {
-    using input_t = scalar_t;
+  dispatch_binary_data(input, target, "binary_focal_map_cpu", [&](const auto* x, const auto* t) {
+    using input_t = pointee_t<decltype(x)>;
+    using target_t = pointee_t<decltype(t)>;
     using acc_t = at::opmath_type<input_t>;
-    dispatch_target(target, [&](auto target_tag) {
-      using target_t = decltype(target_tag);
-      const input_t* x = input.const_data_ptr<input_t>();
-      const target_t* t = target.const_data_ptr<target_t>();
-      const input_t* upstream = grad_map.defined() ? grad_map.const_data_ptr<input_t>() : nullptr;
-      input_t* o = out.mutable_data_ptr<input_t>();
-      FirstBadTargets<acc_t> bad(check_target && !std::is_same_v<target_t, bool>, chunks);
-      for_each_chunk(layout, chunks, [&](int64_t, int64_t chunk, int64_t start, int64_t n) {
-        Staged<acc_t> xs, ts, us, results;
-        const acc_t* tv = ts.load(t + start, n);
-        focal_map_chunk(xs.load(x + start, n), tv, upstream != nullptr ? us.load(upstream + start, n) : nullptr, n,
-                        static_cast<acc_t>(focal_alpha), static_cast<acc_t>(focal_gamma),
-                        terms_of(false, true, focal_gamma), results.output(o + start));
-        results.store(o + start, n);
-        if (bad.checking()) bad.record(chunk, tv, first_bad_target(tv, n));
-      });
-      check_probabilities(bad);
+    const input_t* upstream = grad_map.defined() ? grad_map.const_data_ptr<input_t>() : nullptr;
+    input_t* o = out.mutable_data_ptr<input_t>();
+    FirstBadTargets<acc_t> bad(check_target && !std::is_same_v<target_t, bool>, chunks);
+    for_each_chunk(layout, chunks, [&](int64_t, int64_t chunk, int64_t start, int64_t n) {
+      Staged<acc_t> xs, ts, us, results;
+      const acc_t* tv = ts.load(t + start, n);
+      focal_map_chunk(xs.load(x + start, n), tv, upstream != nullptr ? us.load(upstream + start, n) : nullptr, n,
+                      static_cast<acc_t>(lp.focal_alpha), static_cast<acc_t>(lp.focal_gamma), terms_of(lp),
+                      results.output(o + start));
+      results.store(o + start, n);
+      if (bad.checking()) bad.record(chunk, tv, first_bad_target(tv, n));
     });
+    check_probabilities(bad);
   });
   return out;
 }
 
-Tensor sigmoid_focal_map_cpu(const Tensor& input, const Tensor& target, double alpha, double gamma,
-                             bool check_target) {
+Tensor binary_focal_map_cpu(const Tensor& input, const Tensor& target, double alpha, double gamma, bool check_target) {
   return focal_map_cpu(nullptr, input, target, alpha, gamma, check_target);
 }
 
-Tensor sigmoid_focal_map_backward_cpu(const Tensor& grad_map, const Tensor& input, const Tensor& target,
-                                      double alpha, double gamma) {
+Tensor binary_focal_map_backward_cpu(const Tensor& grad_map, const Tensor& input, const Tensor& target, double alpha,
+                                     double gamma) {
   return focal_map_cpu(&grad_map, input, target, alpha, gamma, false);
 }
 
 }  // namespace
 
 TORCH_LIBRARY_IMPL(fusedloss_C, CPU, m) {
-  m.impl("sigmoid_loss", &sigmoid_loss_cpu);
-  m.impl("sigmoid_loss_backward", &sigmoid_loss_backward_cpu);
-  m.impl("sigmoid_focal_map", &sigmoid_focal_map_cpu);
-  m.impl("sigmoid_focal_map_backward", &sigmoid_focal_map_backward_cpu);
-  m.impl("sigmoid_stats", &sigmoid_stats_cpu);
-  m.impl("sigmoid_finalize", &sigmoid_finalize_cpu);
+  m.impl("binary_loss", &binary_loss_cpu);
+  m.impl("binary_loss_backward", &binary_loss_backward_cpu);
+  m.impl("binary_focal_map", &binary_focal_map_cpu);
+  m.impl("binary_focal_map_backward", &binary_focal_map_backward_cpu);
+  m.impl("binary_stats", &binary_stats_cpu);
+  m.impl("binary_finalize", &binary_finalize_cpu);
 }
 
 }  // namespace fusedloss

@@ -1,0 +1,114 @@
+// From runtime values to what the kernels are instantiated for, shared by the
+// kernel files (host side): the accumulation dtype; the input's and the
+// target's dtypes to C++ types; a binary loss's terms to a template argument.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+#include <c10/core/ScalarType.h>
+#include <c10/util/BFloat16.h>
+#include <c10/util/Exception.h>
+#include <c10/util/Half.h>
+
+#include <cstdint>
+#include <type_traits>
+
+#include "loss_math.h"
+
+namespace fusedloss {
+
+// The dtype the kernels accumulate in (at::opmath_type's): double for a double
+// tensor, float for float, half and bfloat16.
+inline at::ScalarType accumulation_type(const at::Tensor& tensor) {
+  return tensor.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+}
+
+inline at::TensorOptions accumulation_options(const at::Tensor& tensor) {
+  return tensor.options().dtype(accumulation_type(tensor));
+}
+
+// Calls fn(T{}) for the first of Ts that is `type`'s C++ type; false if none is.
+template <typename... Ts, typename Fn>
+bool dispatch_one_of(at::ScalarType type, Fn&& fn) {
+  return ((type == c10::CppTypeToScalarType<Ts>::value && (fn(Ts{}), true)) || ...);
+}
+
+// Calls fn(input_t{}) for the input's dtype: double, float, half or bfloat16; any
+// other fails as AT_DISPATCH_FLOATING_TYPES_AND2 would, naming `name` (a
+// runtime string, which the macro cannot take).
+template <typename Fn>
+void dispatch_input(const at::Tensor& input, const char* name, Fn&& fn) {
+  const at::ScalarType type = input.scalar_type();
+  if (!dispatch_one_of<double, float, at::Half, at::BFloat16>(type, fn)) {
+    TORCH_CHECK_NOT_IMPLEMENTED(false, '"', name, "\" not implemented for '", c10::toString(type), "'");
+  }
+}
+
+// Calls fn(target_t{}) for a binary target (probabilities): float, double, half,
+// bfloat16, bool or uint8.
+template <typename Fn>
+void dispatch_probability_target(const at::Tensor& target, Fn&& fn) {
+  if (!dispatch_one_of<float, double, at::Half, at::BFloat16, bool, uint8_t>(target.scalar_type(), fn)) {
+    TORCH_CHECK(false, "fusedloss: target must be float, double, half, bfloat16, bool or uint8, got ",
+                target.scalar_type());
+  }
+}
+
+// Calls fn(target_t{}) for a multiclass target (class indices): uint8, int16, int32 or int64.
+template <typename Fn>
+void dispatch_class_map(const at::Tensor& target, Fn&& fn) {
+  if (!dispatch_one_of<uint8_t, int16_t, int32_t, int64_t>(target.scalar_type(), fn)) {
+    TORCH_CHECK(false, "fusedloss: multi-class target must be uint8, int16, int32 or int64, got ",
+                target.scalar_type());
+  }
+}
+
+// The C++ type a dispatched data pointer points to.
+template <typename Pointer>
+using pointee_t = std::remove_cv_t<std::remove_pointer_t<Pointer>>;
+
+// Input dtype x target dtype: fn(x, t), the input's and the target's data as
+// pointers to their C++ types (see pointee_t); the input's dtype is checked first.
+template <typename Fn>
+void dispatch_binary_data(const at::Tensor& input, const at::Tensor& target, const char* name, Fn&& fn) {
+  dispatch_input(input, name, [&](auto input_tag) {
+    using input_t = decltype(input_tag);
+    dispatch_probability_target(target, [&](auto target_tag) {
+      fn(input.const_data_ptr<input_t>(), target.const_data_ptr<decltype(target_tag)>());
+    });
+  });
+}
+
+template <typename Fn>
+void dispatch_multiclass_data(const at::Tensor& input, const at::Tensor& target, const char* name, Fn&& fn) {
+  dispatch_input(input, name, [&](auto input_tag) {
+    using input_t = decltype(input_tag);
+    dispatch_class_map(target, [&](auto target_tag) {
+      fn(input.const_data_ptr<input_t>(), target.const_data_ptr<decltype(target_tag)>());
+    });
+  });
+}
+
+// Which terms a binary loss has, as a template argument of the CPU loops.
+enum Terms : int { kRegion = 1, kElem = 2, kModulated = 4 };  // kModulated: focal gamma != 0
+
+constexpr bool has(int terms, Terms term) { return (terms & term) != 0; }
+
+inline int terms_of(const LossParams& lp) {
+  return (lp.region ? kRegion : 0) | (lp.elem ? kElem : 0) | (lp.elem && lp.focal_gamma != 0 ? kModulated : 0);
+}
+
+// Calls fn(std::integral_constant<int, TERMS>{}) for the runtime `terms` (from
+// terms_of; no term at all runs as all three).
+// fn must be always-inline where it holds a loop meant to vectorise per target clone.
+template <typename Fn>
+C10_ALWAYS_INLINE decltype(auto) with_terms(int terms, Fn&& fn) {
+  switch (terms) {
+    case kRegion: return fn(std::integral_constant<int, kRegion>{});
+    case kElem: return fn(std::integral_constant<int, kElem>{});
+    case kElem | kModulated: return fn(std::integral_constant<int, kElem | kModulated>{});
+    case kRegion | kElem: return fn(std::integral_constant<int, kRegion | kElem>{});
+    default: return fn(std::integral_constant<int, kRegion | kElem | kModulated>{});
+  }
+}
+
+}  // namespace fusedloss
