@@ -1,5 +1,7 @@
 # make test   set up .venv and run the test suite (Triton kernels under the interpreter when there is no GPU)
 # make bench  set up .venv and run the benchmark comparison (quick preset; PRESET=full for all sizes)
+# make lint   check the style: ruff check (pyproject.toml) on Python, clang-format (.clang-format) on csrc/
+# make format apply what the tools can fix
 PYTHON ?= python3
 VENV ?= .venv
 # The CPU build of torch by default; TORCH_SPEC='torch==2.14.1' (a CUDA build) also
@@ -15,7 +17,7 @@ AOT_TRITON ?= 3.6.0
 AOT_TRITON_DIR := $(VENV)/aot-triton-$(AOT_TRITON)
 PY := $(VENV)/bin/python
 
-.PHONY: test bench setup clean
+.PHONY: test bench lint format setup clean
 
 setup: $(VENV)/.installed
 
@@ -37,6 +39,16 @@ $(AOT_TRITON_DIR)/.installed: | $(VENV)/.installed
 test: setup $(if $(AOT_TRITON),$(AOT_TRITON_DIR)/.installed)
 	FUSEDLOSS_AOT_TRITON_PATHS="$(if $(AOT_TRITON),$(abspath $(AOT_TRITON_DIR)))" \
 	$(PY) -m pytest tests bench/test_smoke.py -q -W ignore::DeprecationWarning -n $(TEST_WORKERS)
+
+CSRC_FILES := $(wildcard csrc/*.h csrc/*.cpp csrc/*/*.h csrc/*/*.cpp csrc/*/*.cu)
+
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/clang-format --dry-run --Werror $(CSRC_FILES)
+
+format: setup
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/clang-format -i $(CSRC_FILES)
 
 bench: setup
 	$(PY) bench/main.py --preset $(PRESET)

@@ -18,14 +18,8 @@ MULTICLASS = "multiclass"
 # Multi-class losses by their benchmark name -> key of fusedloss.MULTICLASS_LOSSES. The
 # prefix keeps them apart from the binary losses of the same kind in tables and JSON
 # (binary names are the keys of fusedloss.LOSSES). dice_ce exists only as multi-class.
-MULTICLASS_LOSSES = {
-    "mc_dice": "dice",
-    "mc_iou": "iou",
-    "mc_tversky": "tversky",
-    "mc_focal_tversky": "focal_tversky",
-    "mc_focal": "focal",
-    "dice_ce": "dice_ce",
-}
+MULTICLASS_LOSSES = {"multiclass_dice": "dice", "multiclass_iou": "iou", "multiclass_tversky": "tversky",
+                     "multiclass_focal_tversky": "focal_tversky", "multiclass_focal": "focal", "dice_ce": "dice_ce"}
 
 
 def loss_family(loss: str) -> str:
@@ -62,17 +56,8 @@ SHAPES = {
 _BINARY_SHAPES = ("64K", "256K", "1M", "seg2d", "seg3d", "67M", "268M")
 _MULTICLASS_SHAPES = ("mc19s", "mc150s", "mc19", "mc150", "mc14_3d")
 
-DTYPES = {
-    "float32": torch.float32,
-    "bfloat16": torch.bfloat16,
-    "float16": torch.float16,
-    "float64": torch.float64,
-    "uint8": torch.uint8,
-    "bool": torch.bool,
-    "int16": torch.int16,
-    "int32": torch.int32,
-    "int64": torch.int64,
-}
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "float64": torch.float64,
+          "uint8": torch.uint8, "bool": torch.bool, "int16": torch.int16, "int32": torch.int32, "int64": torch.int64}
 
 
 @dataclass(frozen=True)
@@ -202,9 +187,9 @@ class Preset:
 _ALL_PAIRS = tuple((d, t) for d in ("float32", "bfloat16", "float16") for t in ("float32", "uint8"))
 # Class maps: uint8 (C <= 255, the compact one) and int64 (what most data pipelines give).
 _ALL_MULTICLASS_PAIRS = tuple((d, t) for d in ("float32", "bfloat16", "float16") for t in ("uint8", "int64"))
-# Quick runs these three multi-class losses; mc_iou, mc_tversky and mc_focal_tversky run
-# the same fused pass as mc_dice with other coefficients (full runs them all).
-_QUICK_MULTICLASS = ("mc_dice", "mc_focal", "dice_ce")
+# Quick runs these three multi-class losses; multiclass_iou, multiclass_tversky and multiclass_focal_tversky run
+# the same fused pass as multiclass_dice with other coefficients (full runs them all).
+_QUICK_MULTICLASS = ("multiclass_dice", "multiclass_focal", "dice_ce")
 
 # Presets per device type. "quick" is what `make bench` runs. Its groups run in order of
 # interest, so a run cut short by a time budget keeps the most useful rows: the realistic
@@ -215,36 +200,34 @@ _QUICK_MULTICLASS = ("mc_dice", "mc_focal", "dice_ce")
 # channels_last logits, read in place by every fused backend (quick and full run them).
 _LAYOUT_GROUPS = (
     CaseGroup(("seg3d",), (("float32", "uint8"),), (FWD_BWD,), losses=("dice",), layout=CHANNELS_LAST),
-    CaseGroup(("mc19",), (("float32", "uint8"),), (FWD_BWD,), MULTICLASS, ("mc_dice",), CHANNELS_LAST),
+    CaseGroup(("mc19",), (("float32", "uint8"),), (FWD_BWD,), MULTICLASS, ("multiclass_dice",), CHANNELS_LAST),
 )
-_FULL_GROUPS = (
-    CaseGroup(_BINARY_SHAPES, _ALL_PAIRS, (FWD_BWD, FWD)),
-    CaseGroup(_MULTICLASS_SHAPES, _ALL_MULTICLASS_PAIRS, (FWD_BWD, FWD), MULTICLASS),
-    *_LAYOUT_GROUPS,
-)
+_FULL_GROUPS = (CaseGroup(_BINARY_SHAPES, _ALL_PAIRS, (FWD_BWD, FWD)),
+                CaseGroup(_MULTICLASS_SHAPES, _ALL_MULTICLASS_PAIRS, (FWD_BWD, FWD), MULTICLASS), *_LAYOUT_GROUPS)
 
 _PRESETS = {
     ("smoke", "cpu"): Preset(
         name="smoke",
         groups=(
             CaseGroup(("64K",), (("float32", "float32"),), (FWD_BWD,), losses=("dice", "focal")),
-            CaseGroup(("mc8_64K",), (("float32", "uint8"),), (FWD_BWD,), MULTICLASS, ("mc_dice", "mc_focal")),
-            CaseGroup(("mc8_64K",), (("float32", "uint8"),), (FWD_BWD,), MULTICLASS, ("mc_dice",), CHANNELS_LAST),
+            CaseGroup(
+                ("mc8_64K",), (("float32", "uint8"),), (FWD_BWD,), MULTICLASS, ("multiclass_dice", "multiclass_focal")
+            ),
+            CaseGroup(
+                ("mc8_64K",), (("float32", "uint8"),), (FWD_BWD,), MULTICLASS, ("multiclass_dice",), CHANNELS_LAST
+            ),
         ),
         timing=Timing(warmup=1, repeats=3, min_repeats=2, max_seconds=1.0),
         providers=("eager", "fused"),
     ),
     ("quick", "cpu"): Preset(
         name="quick",
-        groups=(
-            CaseGroup(("seg2d", "seg3d"), (("float32", "float32"),), (FWD_BWD,)),
-            CaseGroup(("mc19", "mc150"), (("float32", "uint8"),), (FWD_BWD,), MULTICLASS, _QUICK_MULTICLASS),
-            CaseGroup(("seg2d",), (("bfloat16", "uint8"),), (FWD_BWD,)),
-            CaseGroup(("mc14_3d",), (("float32", "uint8"),), (FWD_BWD,), MULTICLASS, _QUICK_MULTICLASS),
-            *_LAYOUT_GROUPS,
-            CaseGroup(("64K",), (("float32", "float32"),), (FWD_BWD,)),
-            CaseGroup(("seg2d",), (("float32", "float32"),), (FWD,)),
-        ),
+        groups=(CaseGroup(("seg2d", "seg3d"), (("float32", "float32"),), (FWD_BWD,)),
+                CaseGroup(("mc19", "mc150"), (("float32", "uint8"),), (FWD_BWD,), MULTICLASS, _QUICK_MULTICLASS),
+                CaseGroup(("seg2d",), (("bfloat16", "uint8"),), (FWD_BWD,)),
+                CaseGroup(("mc14_3d",), (("float32", "uint8"),), (FWD_BWD,), MULTICLASS, _QUICK_MULTICLASS),
+                *_LAYOUT_GROUPS, CaseGroup(("64K",), (("float32", "float32"),), (FWD_BWD,)),
+                CaseGroup(("seg2d",), (("float32", "float32"),), (FWD,))),
         timing=Timing(warmup=1, repeats=7, min_repeats=3, max_seconds=1.5),
     ),
     ("quick", "cuda"): Preset(
@@ -253,7 +236,8 @@ _PRESETS = {
             CaseGroup(("seg2d", "seg3d"), (("float32", "float32"),), (FWD_BWD,)),
             CaseGroup(("mc19", "mc150", "mc14_3d"), (("float32", "uint8"),), (FWD_BWD,), MULTICLASS, _QUICK_MULTICLASS),
             CaseGroup(("seg2d",), (("bfloat16", "uint8"), ("float16", "uint8"), ("float32", "uint8")), (FWD_BWD,)),
-            CaseGroup(("mc19", "mc150"), (("bfloat16", "uint8"), ("float32", "int64")), (FWD_BWD,), MULTICLASS, _QUICK_MULTICLASS),
+            CaseGroup(("mc19", "mc150"), (("bfloat16", "uint8"), ("float32", "int64")), (FWD_BWD,), MULTICLASS,
+                      _QUICK_MULTICLASS),
             *_LAYOUT_GROUPS,
             CaseGroup(("64K", "67M"), (("float32", "float32"),), (FWD_BWD,)),
             CaseGroup(("seg2d",), (("float32", "float32"),), (FWD,)),
@@ -261,16 +245,10 @@ _PRESETS = {
         ),
         timing=Timing(warmup=5, repeats=50, min_repeats=10, max_seconds=0.25),
     ),
-    ("full", "cpu"): Preset(
-        name="full",
-        groups=_FULL_GROUPS,
-        timing=Timing(warmup=2, repeats=15, min_repeats=3, max_seconds=3.0),
-    ),
-    ("full", "cuda"): Preset(
-        name="full",
-        groups=_FULL_GROUPS,
-        timing=Timing(warmup=10, repeats=200, min_repeats=20, max_seconds=1.0),
-    ),
+    ("full", "cpu"): Preset(name="full", groups=_FULL_GROUPS,
+                            timing=Timing(warmup=2, repeats=15, min_repeats=3, max_seconds=3.0)),
+    ("full", "cuda"): Preset(name="full", groups=_FULL_GROUPS,
+                             timing=Timing(warmup=10, repeats=200, min_repeats=20, max_seconds=1.0)),
 }
 _PRESETS[("smoke", "cuda")] = _PRESETS[("smoke", "cpu")]
 
@@ -322,7 +300,9 @@ def make_inputs(case: Case, device: torch.device, seed: int = 0):
     logits = torch.randn(case.shape, generator=generator, device=device, dtype=torch.float32)
     logits = (2.0 * logits).to(DTYPES[case.dtype])
     if case.multiclass:
-        target = torch.randint(0, case.classes, case.target_shape, generator=generator, device=device, dtype=DTYPES[case.target_dtype])
+        target = torch.randint(
+            0, case.classes, case.target_shape, generator=generator, device=device, dtype=DTYPES[case.target_dtype]
+        )
     else:
         mask = torch.rand(case.shape, generator=generator, device=device) < 0.3
         target = mask.to(DTYPES[case.target_dtype])

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import torch
-
 from _cases import FWD_BWD, Case
 from _timing import synchronize
 

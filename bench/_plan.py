@@ -9,9 +9,8 @@ import os
 from dataclasses import dataclass, field
 
 import torch
-
 from _cases import Case, Preset, build_cases, get_preset
-from _providers import Provider, import_fusedloss, known_losses, resolve_providers
+from _providers import Provider, RequestError, import_fusedloss, known_losses, resolve_providers
 
 
 class PlanError(ValueError):
@@ -49,13 +48,8 @@ def resolve_device(name: str | None) -> torch.device:
     return device
 
 
-def make_plan(
-    preset_name: str,
-    device_name: str | None = None,
-    losses: str | None = None,
-    providers: str | None = None,
-    with_triton_interpreter: bool = False,
-) -> Plan:
+def make_plan(preset_name: str, device_name: str | None = None, losses: str | None = None, providers: str | None = None,
+              with_triton_interpreter: bool = False) -> Plan:
     device = resolve_device(device_name)
     notes = []
     interpreter = with_triton_interpreter and device.type == "cpu"
@@ -75,7 +69,10 @@ def make_plan(
     if not cases:
         raise PlanError(f"the {preset.name} preset has no case for loss(es) {requested_losses}")
     requested = split_list(providers) or (list(preset.providers) if preset.providers else None)
-    provider_list, provider_notes = resolve_providers(fusedloss, device, requested, use_interpreter=interpreter)
+    try:
+        provider_list, provider_notes = resolve_providers(fusedloss, device, requested, use_interpreter=interpreter)
+    except RequestError as error:
+        raise PlanError(str(error)) from None
     notes += provider_notes
     if os.environ.get("TRITON_INTERPRET") == "1" and device.type == "cuda":
         notes.append("TRITON_INTERPRET=1 is set: CUDA timings of Triton code are meaningless")

@@ -8,7 +8,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-
 from _cases import BINARY, MULTICLASS, MULTICLASS_LOSSES, Case
 
 EAGER = "eager"
@@ -20,10 +19,12 @@ FUSED = "fused"  # in a --providers list: every fusedloss backend that can run
 INTERPRETER_MAX_NUMEL = 1 << 20
 
 
-# The family argument of fusedloss.available_backends for each loss family.
-BACKEND_FAMILY = {BINARY: "sigmoid", MULTICLASS: "softmax"}
 # Multi-class only: takes no mode= and its reference has no multiclass_ prefix.
 _MULTICLASS_ONLY = ("dice_ce",)
+
+
+class RequestError(ValueError):
+    """A provider asked for by name (--providers) cannot run here."""
 
 
 class Unavailable(Exception):
@@ -57,7 +58,7 @@ def loss_functions(fusedloss, loss: str):
 def _why_not(fusedloss, backend: str, device: torch.device, case: Case) -> str:
     """fusedloss's own reason, where it gives one."""
     try:
-        reason = fusedloss.ops.selection.unavailable_reason(backend, device, BACKEND_FAMILY[case.family], case.classes or 0)
+        reason = fusedloss.ops.selection.unavailable_reason(backend, device, case.family, case.classes or 0)
     except Exception:  # an internal helper: only for the wording of the note
         reason = None
     return f": {reason}" if reason else ""
@@ -106,7 +107,7 @@ class Provider:
             return self._compiled_fn(case, reference)
         if case.family not in self.families:
             why = _why_not(self.fusedloss, self.name, self.device, case)
-            raise Unavailable(f"not a {BACKEND_FAMILY[case.family]} backend on {self.device.type} here{why}")
+            raise Unavailable(f"not a {case.family} backend on {self.device.type} here{why}")
         if self.device.type == "cpu" and self.name == "triton" and case.numel > INTERPRETER_MAX_NUMEL:
             raise Unavailable(f"Triton interpreter: over {INTERPRETER_MAX_NUMEL} elements")
         backend = self.name
@@ -139,13 +140,15 @@ def resolve_providers(fusedloss, device: torch.device, requested: list[str] | No
     """Providers to run on this device, in table order, and notes on those left out.
 
     A fused backend is a provider if fusedloss.available_backends lists it for either
-    family ('sigmoid': binary losses, 'softmax': multi-class); it runs only the cases of
+    family ('binary': binary losses, 'multiclass': multi-class); it runs only the cases of
     the families it is listed for. On CPU the Triton backend runs in the interpreter; it
     is used only when asked for, even where TRITON_INTERPRET=1 makes fusedloss list it.
+    A provider in ``requested`` that cannot run here raises RequestError: a silently
+    dropped column would read as if it had been measured.
     """
     families = {}  # backend -> the loss families it can run, in fusedloss's order
-    for family, backend_family in BACKEND_FAMILY.items():
-        for name in fusedloss.available_backends(device, backend_family):
+    for family in (BINARY, MULTICLASS):
+        for name in fusedloss.available_backends(device, family):
             families.setdefault(name, set()).add(family)
     families.pop("reference", None)  # the same code as the eager provider
     notes = []
@@ -155,7 +158,7 @@ def resolve_providers(fusedloss, device: torch.device, requested: list[str] | No
     backends = list(families)
     if not backends:
         notes.append(f"no fused backend can run on {device} here")
-    for family, backend_family in BACKEND_FAMILY.items():
+    for family in (BINARY, MULTICLASS):
         if backends and not any(family in can_run for can_run in families.values()):
             notes.append(f"no fused backend can run the {family} losses on {device} here")
 
@@ -168,7 +171,10 @@ def resolve_providers(fusedloss, device: torch.device, requested: list[str] | No
             expanded = backends if name == FUSED else [name]
             for one in expanded:
                 if one not in known:
-                    notes.append(f"provider {one!r} cannot run on {device} here; left out")
+                    why = fusedloss.backends().get(one, f"not a provider (known here: {', '.join(known)})")
+                    if one == "triton" and device.type == "cpu" and not use_interpreter:
+                        why = "on CPU only with --with-triton-interpreter"
+                    raise RequestError(f"provider {one!r} cannot run on {device} here: {why}")
                 elif one not in names:
                     names.append(one)
     providers = []
@@ -178,4 +184,3 @@ def resolve_providers(fusedloss, device: torch.device, requested: list[str] | No
         else:
             providers.append(Provider(name, FUSED, fusedloss, device, frozenset(families[name])))
     return providers, notes
-

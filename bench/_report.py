@@ -29,22 +29,12 @@ def _fmt(spec, suffix=""):
 
 # (row key, header, formatter): the one definition of the table, shared by the console
 # and the Markdown output.
-COLUMNS = (
-    ("loss", "loss", str),
-    ("shape", "shape", str),
-    ("layout", "layout", str),
-    ("dtype", "dtype", str),
-    ("target_dtype", "target", str),
-    ("mode", "mode", str),
-    ("provider", "provider", str),
-    ("time_ms", "time (ms)", _fmt(".4g")),
-    ("gbps", "GB/s", _fmt(".3g")),
-    ("roofline", "% roofline", lambda v: "-" if v is None else f"{100 * v:.1f}%"),
-    ("speedup_vs_eager", "vs eager", _fmt(".2f", "x")),
-    ("speedup_vs_compile", "vs compile", _fmt(".2f", "x")),
-    ("extra_mem_bytes", "extra mem", _fmt_bytes),
-    ("note", "note", str),
-)
+COLUMNS = (("loss", "loss", str), ("shape", "shape", str), ("layout", "layout", str), ("dtype", "dtype", str),
+           ("target_dtype", "target", str), ("mode", "mode", str), ("provider", "provider", str),
+           ("time_ms", "time (ms)", _fmt(".4g")), ("gbps", "GB/s", _fmt(".3g")),
+           ("roofline", "% roofline", lambda v: "-" if v is None else f"{100 * v:.1f}%"),
+           ("speedup_vs_eager", "vs eager", _fmt(".2f", "x")), ("speedup_vs_compile", "vs compile", _fmt(".2f", "x")),
+           ("extra_mem_bytes", "extra mem", _fmt_bytes), ("note", "note", str))
 
 
 def _case_key(row):
@@ -90,10 +80,17 @@ def format_table(rows: list[dict], note_width: int = 48) -> str:
         cells[-1] = cells[-1][:note_width]
         body.append(cells)
     widths = [max(len(cell) for cell in column) for column in zip(headers, *body)]
-    numeric = {header for key, header, _ in COLUMNS if key.endswith(("_ms", "gbps", "roofline", "bytes")) or key.startswith("speedup")}
+    numeric = {
+        header
+        for key, header, _ in COLUMNS
+        if key.endswith(("_ms", "gbps", "roofline", "bytes")) or key.startswith("speedup")
+    }
     lines = []
     for cells in [headers] + body:
-        padded = [cell.rjust(width) if header in numeric else cell.ljust(width) for cell, width, header in zip(cells, widths, headers)]
+        padded = [
+            cell.rjust(width) if header in numeric else cell.ljust(width)
+            for cell, width, header in zip(cells, widths, headers)
+        ]
         lines.append("  ".join(padded).rstrip())
     lines.insert(1, "  ".join("-" * width for width in widths))
     return "\n".join(lines)
@@ -162,7 +159,8 @@ def write_plot(path: Path, meta: dict, rows: list[dict]) -> str | None:
                 marker=markers[(dtype, target_dtype)],
                 linestyle="-" if mode == "fwd+bwd" else "--",
                 markersize=4,
-                label=f"{provider} {dtype}/{target_dtype} {mode}" + ("" if classes is None else f" C={classes}")
+                label=f"{provider} {dtype}/{target_dtype} {mode}"
+                + ("" if classes is None else f" C={classes}")
                 + ("" if layout in (None, "contiguous") else f" {layout}"),
             )
         if meta.get("copy_gbps"):
@@ -174,9 +172,11 @@ def write_plot(path: Path, meta: dict, rows: list[dict]) -> str | None:
         axis.set_ylabel("GB/s (floor bytes / median time)")
         axis.grid(True, which="both", alpha=0.3)
         axis.legend(fontsize=6)
-    for axis in list(axes.flat)[len(losses):]:
+    for axis in list(axes.flat)[len(losses) :]:
         axis.set_visible(False)
-    figure.suptitle(f"fusedloss throughput on {meta.get('device_name', meta.get('device'))} ({meta.get('preset')} preset)")
+    figure.suptitle(
+        f"fusedloss throughput on {meta.get('device_name', meta.get('device'))} ({meta.get('preset')} preset)"
+    )
     figure.tight_layout(rect=(0, 0, 1, 0.97))
     figure.savefig(path, dpi=110)
     plt.close(figure)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 
 import torch
-
 from _cases import Case, make_inputs, make_step
 from _memory import extra_memory_bytes
 from _providers import COMPILE, Provider, Unavailable
@@ -61,7 +60,9 @@ def available_memory_bytes(device: torch.device) -> int | None:
     return None
 
 
-def measure(case: Case, provider: Provider, device: torch.device, timing, copy_bytes_per_s: float, sampler=None) -> dict:
+def measure(
+    case: Case, provider: Provider, device: torch.device, timing, copy_bytes_per_s: float, sampler=None
+) -> dict:
     """Run and time one (case, provider); never raises for a provider's failure.
 
     `sampler(step) -> list of seconds` replaces the built-in timer (the pytest-benchmark
@@ -90,14 +91,9 @@ def measure(case: Case, provider: Provider, device: torch.device, timing, copy_b
         else:
             samples = sampler(step)
         seconds = median(samples)
-        row.update(
-            time_ms=1e3 * seconds,
-            time_min_ms=1e3 * min(samples),
-            time_max_ms=1e3 * max(samples),
-            repeats=len(samples),
-            gbps=case.floor_bytes / seconds / 1e9,
-            roofline=case.floor_bytes / seconds / copy_bytes_per_s,
-        )
+        row.update(time_ms=1e3 * seconds, time_min_ms=1e3 * min(samples), time_max_ms=1e3 * max(samples),
+                   repeats=len(samples), gbps=case.floor_bytes / seconds / 1e9,
+                   roofline=case.floor_bytes / seconds / copy_bytes_per_s)
     except torch.OutOfMemoryError:  # a limit of this machine, not a failure of the provider
         row.update(status="skipped", note="out of memory")
     except Exception as error:  # recorded in the row; the run goes on
@@ -111,4 +107,3 @@ def _describe(error: Exception, provider: Provider) -> str:
     if provider.kind == COMPILE and isinstance(error, torch._dynamo.exc.TorchDynamoException):
         first = "torch.compile failed: " + first
     return first[:300]
-

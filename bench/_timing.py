@@ -6,7 +6,6 @@ import statistics
 import time
 
 import torch
-
 from _cases import Timing
 
 

@@ -24,6 +24,9 @@ def pytest_addoption(parser):
     group = parser.getgroup("fusedloss benchmarks (bench/test_bench_losses.py)")
     group.addoption("--bench-preset", default="quick", choices=PRESET_NAMES, help="case list (default: quick)")
     group.addoption("--bench-device", default=None, help="cuda, cuda:1 or cpu (default: cuda if present)")
-    group.addoption("--bench-losses", default=None, help="comma-separated loss names, e.g. dice,mc_dice (default: the preset's)")
+    group.addoption("--bench-losses", default=None,
+                    help="comma-separated loss names, e.g. dice,multiclass_dice (default: the preset's)")
     group.addoption("--bench-providers", default=None, help="comma-separated: eager, compile, backend names, fused")
-    group.addoption("--bench-triton-interpreter", action="store_true", help="on CPU, also time Triton kernels in the interpreter")
+    group.addoption(
+        "--bench-triton-interpreter", action="store_true", help="on CPU, also time Triton kernels in the interpreter"
+    )

@@ -19,7 +19,8 @@
 # OUTDIR gets at most 8 files and no folders:
 #   steps.txt     the step report (step, PASS/FAIL, seconds, limit, detail), also on stdout
 #   env.txt       date, commit, nvidia-smi, CUDA_HOME, nvcc/gcc/ninja/sanitizer versions, python packages
-#   install.log   the extension build (pip install -v) and the installed package's backend check
+#   install.log   the extension build (pip install -v), the installed package's backend check and
+#                 python -m fusedloss --check
 #   tests.log     pytest's output (failures and the short summary)
 #   results.json, results.md  the benchmark: fused providers and eager, then torch.compile, merged
 #   throughput.png            where matplotlib is installed
@@ -30,7 +31,7 @@
 # GPU_CHECK_TOTAL_LIMIT, <STEP>_MAX / <STEP>_RESERVE (e.g. TESTS_MAX=200), TEST_WORKERS
 # (pytest-xdist processes, default nproc), MAX_JOBS (parallel nvcc, default nproc),
 # FUSEDLOSS_CUDA_ARCHS (default: the GPU's compute capability, else 90),
-# BENCH_COMPILE_LOSSES (the torch.compile run's losses, default dice,mc_dice).
+# BENCH_COMPILE_LOSSES (the torch.compile run's losses, default dice,multiclass_dice).
 # Dry run: bench/fake_gpu/ goes first on PATH (a fake nvidia-smi), the limits are those of
 # a slow CPU machine (the install compiles the CUDA kernels on few cores) and the GPU
 # steps report FAIL (no GPU); see bench/README.md.
@@ -67,11 +68,12 @@ FINAL_RESERVE=15  # merging the benchmark results, the report, the tar
 
 # Steps in order; MAX: most seconds it may take; RESERVE: seconds kept for it while the
 # earlier steps run (with FINAL_RESERVE they add up to 340 of the 420 s).
-STEP_NAMES=(environment install tests sanitizer-warmup memcheck racecheck kernel-profile benchmark-fused benchmark-compile)
-declare -A MAX=([environment]=30 [install]=140 [tests]=170 [sanitizer-warmup]=30 [memcheck]=40 [racecheck]=40
-                [kernel-profile]=25 [benchmark-fused]=60 [benchmark-compile]=55)
-declare -A RESERVE=([environment]=10 [install]=60 [tests]=90 [sanitizer-warmup]=15 [memcheck]=25 [racecheck]=25
-                    [kernel-profile]=15 [benchmark-fused]=40 [benchmark-compile]=45)
+STEP_NAMES=(environment install info tests sanitizer-warmup memcheck racecheck kernel-profile benchmark-fused
+            benchmark-compile)
+declare -A MAX=([environment]=30 [install]=140 [info]=45 [tests]=170 [sanitizer-warmup]=30 [memcheck]=40
+                [racecheck]=40 [kernel-profile]=25 [benchmark-fused]=60 [benchmark-compile]=55)
+declare -A RESERVE=([environment]=10 [install]=60 [info]=15 [tests]=75 [sanitizer-warmup]=15 [memcheck]=25
+                    [racecheck]=25 [kernel-profile]=15 [benchmark-fused]=40 [benchmark-compile]=45)
 for name in "${STEP_NAMES[@]}"; do  # overrides: TESTS_MAX=200, KERNEL_PROFILE_RESERVE=10, ...
     max_var="$(echo "$name" | tr 'a-z-' 'A-Z_')_MAX"
     reserve_var="$(echo "$name" | tr 'a-z-' 'A-Z_')_RESERVE"
@@ -87,7 +89,7 @@ export FUSEDLOSS_EXPECT_CUDA_KERNELS=1      # tests/test_cpp_extension.py: every
 export FUSEDLOSS_EXPECT_BACKENDS=${FUSEDLOSS_EXPECT_BACKENDS:-triton,cuda,reference}  # tests: fail at collection without one
 export MAX_JOBS=${MAX_JOBS:-$(nproc)}       # parallel nvcc/g++ jobs (ninja) for the extension
 TEST_WORKERS=${TEST_WORKERS:-$(nproc)}
-BENCH_COMPILE_LOSSES=${BENCH_COMPILE_LOSSES:-dice,mc_dice}
+BENCH_COMPILE_LOSSES=${BENCH_COMPILE_LOSSES:-dice,multiclass_dice}
 
 LOGS=$(mktemp -d "${TMPDIR:-/tmp}/gpu_check.XXXXXX") || exit 2
 STEPS_TXT="$OUTDIR/steps.txt"
@@ -338,7 +340,7 @@ if missing_kernels:
     problems.append(f"ops without a CUDA kernel: {missing_kernels}")
 print("backends", fusedloss.backends())
 expected = [name for name in os.environ.get("FUSEDLOSS_EXPECT_BACKENDS", "").split(",") if name]
-for family in ("sigmoid", "softmax"):
+for family in ("binary", "multiclass"):
     available = fusedloss.available_backends("cuda", family)
     print(f"available_backends(cuda, {family}):", available)
     for name in sorted(set(expected + ["triton", "cuda"]) - set(available)):
@@ -420,6 +422,18 @@ if begin_step install; then
 fi
 tail -n 12 "$INSTALL_LOG"
 
+# --- 3. what the installed package says of itself: python -m fusedloss --check --------------------
+# Versions, backends and a tiny forward + backward of every loss on every backend against
+# the reference (exit 1 on a disagreement); its Triton compiles warm the cache for the tests.
+if begin_step info; then
+    bounded INT 5 "${MAX[info]}" "$LOGS/info.log" bash -c 'cd / && exec "$@"' info "$PYTHON" -m fusedloss --check
+    info_status=$rc
+    { echo "--- python -m fusedloss --check (exit $info_status)"; cat "$LOGS/info.log"; } >>"$INSTALL_LOG"
+    detail=$(grep -E '^(passed|FAILED): ' "$LOGS/info.log" | tail -n 1)
+    timed_out "$info_status" && detail="timed out; $detail"
+    finish_step info "$info_status" "$(grep -c '^  ok ' "$LOGS/info.log") ok; ${detail:-no result line (exit $info_status)}"
+fi
+
 # --- the GPU steps --------------------------------------------------------------------------------
 # gpu_step NAME: begin NAME if it can run here; else record why not (a FAIL).
 gpu_step() {
@@ -432,7 +446,7 @@ gpu_step() {
     return 0
 }
 
-# --- 3. the test suite on the GPU -----------------------------------------------------------------
+# --- 4. the test suite on the GPU -----------------------------------------------------------------
 if gpu_step tests; then
     parallel=(-n "$TEST_WORKERS")
     detail=""
@@ -453,7 +467,7 @@ if gpu_step tests; then
     grep -E '^(FAILED|ERROR) ' "$TESTS_LOG" | head -n 30
 fi
 
-# --- 4. compute-sanitizer over every fused CUDA kernel (bench/sanitize_check.py) -------------------
+# --- 5. compute-sanitizer over every fused CUDA kernel (bench/sanitize_check.py) -------------------
 # First the same workload without the sanitizer: Triton compiles its kernels into the cache
 # here, not under memcheck's clock. No caching allocator, so that memcheck sees each
 # tensor's own bounds (a pooled block would hide an overrun into its neighbour).
@@ -479,14 +493,14 @@ for tool in memcheck racecheck; do
 done
 unset PYTORCH_NO_CUDA_MEMORY_CACHING
 
-# --- 5. kernel by kernel: where a call's time goes ----------------------------------------------
+# --- 6. kernel by kernel: where a call's time goes ----------------------------------------------
 if gpu_step kernel-profile; then
     bounded INT 5 "${MAX[kernel-profile]}" "$LOGS/kernel_profile.log" "$PYTHON" bench/kernel_profile.py
     profiled=$(grep -c ' of kernels per step$' "$LOGS/kernel_profile.log")
     finish_step kernel-profile "$rc" "$profiled (case, backend) profile(s); exit $rc$(timed_out "$rc" && echo ' (timed out)')"
 fi
 
-# --- 6. the quick benchmark: fused backends (and eager) first, torch.compile last ---------------
+# --- 7. the quick benchmark: fused backends (and eager) first, torch.compile last ---------------
 # The benchmark starts no new case after --time-budget s and stops on SIGTERM, writing
 # what it measured either way; the budget leaves room for a case in flight.
 # bench_run STEP MARGIN PROVIDERS [ARGS...]

@@ -47,13 +47,19 @@ def main() -> int:
         return 2
     device = torch.device("cuda")
     expected = [name for name in os.environ.get("FUSEDLOSS_EXPECT_BACKENDS", "").split(",") if name]
-    missing = [(family, name) for family in ("sigmoid", "softmax") for name in expected
-               if name not in fusedloss.available_backends(device, family)]
+    missing = [
+        (family, name)
+        for family in ("binary", "multiclass")
+        for name in expected
+        if name not in fusedloss.available_backends(device, family)
+    ]
     for family, name in missing:
-        print(f"{family} {name}: EXPECTED BACKEND MISSING "
-              f"({fusedloss.ops.selection.unavailable_reason(name, device, family)})")
+        print(
+            f"{family} {name}: EXPECTED BACKEND MISSING "
+            f"({fusedloss.ops.selection.unavailable_reason(name, device, family)})"
+        )
     for name, mode, shape in CASES:
-        family = "sigmoid" if mode == "binary" else "softmax"
+        family = "binary" if mode == "binary" else "multiclass"
         for backend in [b for b in fusedloss.available_backends(device, family) if b != "reference"]:
             x, t = _inputs(mode, shape, device)
             x.requires_grad_(True)
@@ -69,8 +75,10 @@ def main() -> int:
                 if event.device_type == torch.autograd.DeviceType.CUDA:
                     kernels.setdefault(event.name, []).append(event.device_time)
             total = sum(sum(times) for times in kernels.values()) / STEPS
-            print(f"\n{name} {mode} {'x'.join(map(str, shape))} fp32 fwd+bwd, backend {backend}: "
-                  f"{total:.1f} us of kernels per step")
+            print(
+                f"\n{name} {mode} {'x'.join(map(str, shape))} fp32 fwd+bwd, backend {backend}: "
+                f"{total:.1f} us of kernels per step"
+            )
             for kernel, times in sorted(kernels.items(), key=lambda item: -sum(item[1])):
                 print(f"  {sum(times) / STEPS:9.1f} us  x{len(times) / STEPS:g}  {kernel[:100]}")
     return 1 if missing else 0

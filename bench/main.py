@@ -24,14 +24,13 @@ BENCH_DIR = Path(__file__).resolve().parent
 if str(BENCH_DIR) not in sys.path:  # when imported in-process (tests), not run as a script
     sys.path.insert(0, str(BENCH_DIR))
 
-import torch  # noqa: E402
-
 import _cases  # noqa: E402
 import _memory  # noqa: E402
 import _plan  # noqa: E402
 import _report  # noqa: E402
 import _run  # noqa: E402
 import _timing  # noqa: E402
+import torch  # noqa: E402
 
 
 class _Stopped(BaseException):
@@ -44,11 +43,16 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", choices=_cases.PRESET_NAMES, default="quick", help="case list (default: quick)")
     parser.add_argument("--device", default=None, help="cuda, cuda:1 or cpu (default: cuda if present)")
-    parser.add_argument("--losses", default=None, help="comma-separated short names, e.g. dice,focal,mc_dice,dice_ce (default: the preset's)")
+    parser.add_argument(
+        "--losses",
+        default=None,
+        help="comma-separated short names, e.g. dice,focal,multiclass_dice,dice_ce (default: the preset's)",
+    )
     parser.add_argument(
         "--providers",
         default=None,
-        help="comma-separated: eager, compile, a backend name (triton, cuda, cpu) or 'fused' for every backend (default: all that can run)",
+        help="comma-separated: eager, compile, a backend name (triton, cuda, cpu) or 'fused' for every backend "
+        "(default: all that can run)",
     )
     parser.add_argument("--out", type=Path, default=BENCH_DIR / "out", help="output folder (default: bench/out)")
     parser.add_argument(
@@ -56,7 +60,8 @@ def parse_args(argv=None):
         action="store_true",
         help="on CPU, also run the Triton kernels through TRITON_INTERPRET=1 (slow; cases up to 1M elements)",
     )
-    parser.add_argument("--time-budget", type=float, default=None, help="seconds; past this, start no new case (results so far are still written)")
+    parser.add_argument("--time-budget", type=float, default=None,
+                        help="seconds; past this, start no new case (results so far are still written)")
     return parser.parse_args(argv)
 
 
@@ -89,22 +94,13 @@ def _metadata(args, device, fusedloss, copy_bytes_per_s):
     except ImportError:
         triton_version = None
     device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name()
-    return {
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "preset": args.preset,
-        "device": str(device),
-        "device_name": device_name,
-        "cpu_threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-        "triton": triton_version,
-        "fusedloss": getattr(fusedloss, "__version__", None),
-        "commit": _git_commit(),
-        "python": platform.python_version(),
-        "triton_interpreter": os.environ.get("TRITON_INTERPRET") == "1",
-        "timer": "CUDA events, median" if device.type == "cuda" else "time.perf_counter, median",
-        "copy_gbps": round(copy_bytes_per_s / 1e9, 2),
-        "extra_mem": _memory.method(device),
-    }
+    return {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), "preset": args.preset,
+            "device": str(device), "device_name": device_name, "cpu_threads": torch.get_num_threads(),
+            "torch": torch.__version__, "triton": triton_version, "fusedloss": getattr(fusedloss, "__version__", None),
+            "commit": _git_commit(), "python": platform.python_version(),
+            "triton_interpreter": os.environ.get("TRITON_INTERPRET") == "1",
+            "timer": "CUDA events, median" if device.type == "cuda" else "time.perf_counter, median",
+            "copy_gbps": round(copy_bytes_per_s / 1e9, 2), "extra_mem": _memory.method(device)}
 
 
 def run(args) -> tuple[dict, list[dict], list[str]]:
@@ -114,14 +110,17 @@ def run(args) -> tuple[dict, list[dict], list[str]]:
         plan = _plan.make_plan(args.preset, args.device, args.losses, args.providers, args.with_triton_interpreter)
     except _plan.PlanError as error:  # options this machine cannot run: a usage error
         _log(f"error: {error}")
-        raise SystemExit(2)
+        raise SystemExit(2) from None
     device, cases, providers, notes = plan.device, plan.cases, plan.providers, plan.notes
     timing = plan.preset.timing
 
     _log(f"device {device}: measuring copy bandwidth ...")
     copy_bytes_per_s = _timing.copy_bandwidth_bytes_per_s(device, timing)
     meta = _metadata(args, device, plan.fusedloss, copy_bytes_per_s)
-    _log(f"copy bandwidth {meta['copy_gbps']} GB/s; {len(cases)} cases x {len(providers)} providers ({', '.join(p.name for p in providers)})")
+    _log(
+        f"copy bandwidth {meta['copy_gbps']} GB/s; {len(cases)} cases x {len(providers)} providers "
+        f"({', '.join(p.name for p in providers)})"
+    )
 
     rows = []
     left_out = {}  # (provider, reason) -> how many cases

@@ -40,8 +40,8 @@ def compile_verbose(source: Path) -> str:
     nvcc = str(Path(CUDA_HOME) / "bin" / "nvcc")
     with tempfile.TemporaryDirectory() as tmp:
         command = [nvcc, "-c", str(source), "-o", str(Path(tmp) / "out.o"), "-Xptxas=-v", "-std=c++20",
-                   "-DTORCH_API_INCLUDE_EXTENSION_H", "--expt-relaxed-constexpr",
-                   "-D_GLIBCXX_USE_CXX11_ABI=1", *flags.nvcc(), *[f"-I{path}" for path in includes]]
+                   "-DTORCH_API_INCLUDE_EXTENSION_H", "--expt-relaxed-constexpr", "-D_GLIBCXX_USE_CXX11_ABI=1",
+                   *flags.nvcc(), *[f"-I{path}" for path in includes]]
         result = subprocess.run(command, capture_output=True, text=True)
     if result.returncode != 0:
         sys.exit(f"nvcc failed:\n{result.stderr[-4000:]}")
@@ -61,8 +61,7 @@ def parse(log: str) -> list[dict]:
             current = {"kernel": match.group(1), "arch": match.group(2)}
             rows.append(current)
         elif current and (match := FRAME.search(line)) and "stack" not in current:
-            current.update(stack=int(match.group(1)), spill_stores=int(match.group(2)),
-                           spill_loads=int(match.group(3)))
+            current.update(stack=int(match.group(1)), spill_stores=int(match.group(2)), spill_loads=int(match.group(3)))
         elif current and (match := USAGE.search(line)):
             current.update(registers=int(match.group(1)), smem=int(match.group(3) or 0))
     return rows
@@ -94,9 +93,11 @@ def main() -> None:
                   "| kernel | arch | registers | smem (B) | stack (B) | spill stores (B) | spill loads (B) |",
                   "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]
         for row in sorted(rows, key=lambda r: (short_name(names[r["kernel"]]), r["arch"])):
-            lines.append(f"| `{short_name(names[row['kernel']])}` | {row['arch']} | {row.get('registers', '?')} | "
-                         f"{row.get('smem', 0)} | {row.get('stack', 0)} | {row.get('spill_stores', 0)} | "
-                         f"{row.get('spill_loads', 0)} |")
+            lines.append(
+                f"| `{short_name(names[row['kernel']])}` | {row['arch']} | {row.get('registers', '?')} | "
+                f"{row.get('smem', 0)} | {row.get('stack', 0)} | {row.get('spill_stores', 0)} | "
+                f"{row.get('spill_loads', 0)} |"
+            )
         lines.append("")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text("\n".join(lines))

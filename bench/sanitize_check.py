@@ -27,7 +27,7 @@ def main() -> int:
     failures = 0
     expected = [name for name in os.environ.get("FUSEDLOSS_EXPECT_BACKENDS", "").split(",") if name]
     checked = []
-    for family, losses in (("sigmoid", fusedloss.LOSSES), ("softmax", fusedloss.MULTICLASS_LOSSES)):
+    for family, losses in (("binary", fusedloss.LOSSES), ("multiclass", fusedloss.MULTICLASS_LOSSES)):
         available = fusedloss.available_backends(device, family)
         for name in expected:
             if name not in available:
@@ -38,7 +38,7 @@ def main() -> int:
         checked.append(f"{family} {','.join(backends) or 'none'}")
         for backend in backends:
             for dtype in (torch.float32, torch.bfloat16):
-                if family == "sigmoid":
+                if family == "binary":
                     x = torch.randn(2, 3, 33, 17, device=device, dtype=dtype)
                     t = torch.rand(2, 3, 33, 17, device=device) < 0.4
                 else:
@@ -47,7 +47,7 @@ def main() -> int:
                     t[0, 0, :4] = 255
                 for name, fn in losses.items():
                     options = {}
-                    if family == "softmax":
+                    if family == "multiclass":
                         options = {"ignore_index": 255} | ({} if name == "dice_ce" else {"mode": "multiclass"})
                     logits = x.clone().requires_grad_(True)
                     loss = fn(logits, t, backend=backend, **options)

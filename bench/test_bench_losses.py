@@ -13,25 +13,23 @@ Without --benchmark-only every benchmark here is skipped, so a plain `pytest` ru
 collects bench/ does not spend minutes timing.
 """
 
-import pytest
-
 import _plan
 import _run
 import _timing
+import pytest
 
 PLAN_KEY = pytest.StashKey()
-EXTRA_INFO_KEYS = ("numel", "classes", "floor_bytes", "gbps", "roofline", "extra_mem_bytes", "first_call_s", "loss_value")
+EXTRA_INFO_KEYS = ("numel", "classes", "floor_bytes", "gbps", "roofline", "extra_mem_bytes", "first_call_s",
+                   "loss_value")
 
 
 def _plan_for(config) -> _plan.Plan:
     if PLAN_KEY not in config.stash:
-        config.stash[PLAN_KEY] = _plan.make_plan(
-            config.getoption("bench_preset", default="quick"),
-            config.getoption("bench_device", default=None),
-            config.getoption("bench_losses", default=None),
-            config.getoption("bench_providers", default=None),
-            config.getoption("bench_triton_interpreter", default=False),
-        )
+        config.stash[PLAN_KEY] = _plan.make_plan(config.getoption("bench_preset", default="quick"),
+                                                 config.getoption("bench_device", default=None),
+                                                 config.getoption("bench_losses", default=None),
+                                                 config.getoption("bench_providers", default=None),
+                                                 config.getoption("bench_triton_interpreter", default=False))
     return config.stash[PLAN_KEY]
 
 

@@ -25,10 +25,10 @@ CHECK_TARGETS = os.environ.get("FUSEDLOSS_CHECK_TARGETS", "1") != "0"
 
 # The device-side messages, as the CUDA C++ kernels' (csrc/target_check.h).
 _SKIP = "; set FUSEDLOSS_CHECK_TARGETS=0 to skip this check"
-UNIT_INTERVAL_DEVICE_MESSAGE = ("fusedloss: target holds a value outside [0, 1] (binary and multi-label targets "
-                                "are probabilities)" + _SKIP)
-CLASS_INDEX_DEVICE_MESSAGE = ("fusedloss: target holds a class index outside [0, C) that is not ignore_index"
-                              + _SKIP)
+UNIT_INTERVAL_DEVICE_MESSAGE = (
+    "fusedloss: target holds a value outside [0, 1] (binary and multi-label targets are probabilities)" + _SKIP
+)
+CLASS_INDEX_DEVICE_MESSAGE = "fusedloss: target holds a class index outside [0, C) that is not ignore_index" + _SKIP
 
 
 def _names(dtypes) -> str:
@@ -43,9 +43,11 @@ def input_and_target(input, target) -> torch.Tensor:
         squeezed_channel = input.dim() >= 2 and input.shape[1] == 1
         if squeezed_channel and target.shape == input.shape[:1] + input.shape[2:]:
             return target.unsqueeze(1)
-        raise ValueError(f"target must have input's shape {tuple(input.shape)}"
-                         + (f" or {tuple(input.shape[:1] + input.shape[2:])}" if squeezed_channel else "")
-                         + f", got {tuple(target.shape)}")
+        raise ValueError(
+            f"target must have input's shape {tuple(input.shape)}"
+            + (f" or {tuple(input.shape[:1] + input.shape[2:])}" if squeezed_channel else "")
+            + f", got {tuple(target.shape)}"
+        )
     return target
 
 
@@ -62,16 +64,19 @@ def _pair(input, target, target_dtypes, target_dtype_message: str) -> None:
     if target.device != input.device:
         raise ValueError(f"target is on {target.device} but input is on {input.device}; they must share a device")
     if input.dim() == 0:
-        raise ValueError("input must have at least one dim (a batch of logits), got a 0-d tensor; "
-                         "use input.reshape(1) for a single logit")
+        raise ValueError(
+            "input must have at least one dim (a batch of logits), got a 0-d tensor; "
+            "use input.reshape(1) for a single logit"
+        )
     if input.numel() == 0:
         raise ValueError(f"input must not be empty, got shape {tuple(input.shape)}")
 
 
 def groups(input: torch.Tensor, per_sample: bool, per_channel: bool, weight) -> None:
     if per_channel and input.dim() < 2:
-        raise ValueError(f"per_channel=True needs input of shape (N, C, ...) with channel dim 1, "
-                         f"got a {input.dim()}-D input")
+        raise ValueError(
+            f"per_channel=True needs input of shape (N, C, ...) with channel dim 1, got a {input.dim()}-D input"
+        )
     if per_sample and input.dim() < 1:
         raise ValueError("per_sample=True needs input with a batch dim 0, got a 0-D input")
     if isinstance(weight, torch.Tensor) and not per_channel:
@@ -88,8 +93,9 @@ def _dim1_weight(input: torch.Tensor, weight, unit: str) -> None:
     if not weight.is_floating_point():
         raise TypeError(f"weight must be a floating tensor, got {weight.dtype}")
     if weight.shape != (input.shape[1],):
-        raise ValueError(f"weight must have shape ({input.shape[1]},), one per {unit} of input, "
-                         f"got {tuple(weight.shape)}")
+        raise ValueError(
+            f"weight must have shape ({input.shape[1]},), one per {unit} of input, got {tuple(weight.shape)}"
+        )
     if weight.device != input.device:
         raise ValueError(f"weight is on {weight.device} but input is on {input.device}")
     if CHECK_TARGETS:
@@ -107,7 +113,6 @@ def non_negative(**values) -> None:
     for name, value in values.items():
         if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) or value < 0:
             raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
-
 
 
 MODES = ("binary", "multilabel", "multiclass")
@@ -132,15 +137,18 @@ def input_and_class_map(input, target, ignore_index) -> torch.Tensor:
     _pair(input, target, CLASS_MAP_DTYPES,
           f"target must hold class indices as {_names(CLASS_MAP_DTYPES)} in mode='multiclass'")
     if input.dim() < 2 or input.shape[1] < 2:
-        raise ValueError(f"input must have shape (N, C, ...) with C >= 2 classes in mode='multiclass', "
-                         f"got {tuple(input.shape)}")
+        raise ValueError(
+            f"input must have shape (N, C, ...) with C >= 2 classes in mode='multiclass', got {tuple(input.shape)}"
+        )
     expected = input.shape[:1] + input.shape[2:]
     if target.shape != expected:
         if target.shape == input.shape[:1] + (1,) + input.shape[2:]:
             target = target.squeeze(1)
         else:
-            raise ValueError(f"target must have shape {tuple(expected)} (or with a channel dim of 1) for input "
-                             f"{tuple(input.shape)}, got {tuple(target.shape)}")
+            raise ValueError(
+                f"target must have shape {tuple(expected)} (or with a channel dim of 1) for input "
+                f"{tuple(input.shape)}, got {tuple(target.shape)}"
+            )
     if ignore_index is not None:
         _ignore_index(ignore_index, input.shape[1], target.dtype)
     return target
@@ -150,13 +158,17 @@ def _ignore_index(value, classes: int, target_dtype: torch.dtype) -> None:
     if not isinstance(value, int) or isinstance(value, bool):
         raise TypeError(f"ignore_index must be an int or None, got {value!r}")
     if 0 <= value < classes:
-        raise ValueError(f"ignore_index={value} is a class index (in [0, {classes})): its pixels would be "
-                         "both a class and ignored; use a value outside [0, C), e.g. -100 or 255")
+        raise ValueError(
+            f"ignore_index={value} is a class index (in [0, {classes})): its pixels would be "
+            "both a class and ignored; use a value outside [0, C), e.g. -100 or 255"
+        )
     info = torch.iinfo(target_dtype)
     if not info.min <= value <= info.max:
-        raise ValueError(f"ignore_index={value} cannot occur in a {str(target_dtype).replace('torch.', '')} "
-                         f"target (values {info.min}..{info.max}); use one the target can hold, e.g. 255 "
-                         "for uint8")
+        raise ValueError(
+            f"ignore_index={value} cannot occur in a {str(target_dtype).replace('torch.', '')} "
+            f"target (values {info.min}..{info.max}); use one the target can hold, e.g. 255 "
+            "for uint8"
+        )
 
 
 def class_weight(input: torch.Tensor, weight) -> None:
@@ -170,14 +182,17 @@ def sync_group(sync: bool, process_group, per_sample: bool = False):
             raise ValueError("process_group is used with sync=True only")
         return None
     if per_sample:
-        raise ValueError("sync=True sums each group's statistics over the ranks; per_sample groups are whole on "
-                         "their own rank already: use per_sample=False, or sync=False")
+        raise ValueError(
+            "sync=True sums each group's statistics over the ranks; per_sample groups are whole on "
+            "their own rank already: use per_sample=False, or sync=False"
+        )
     if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
         raise ValueError("sync=True needs torch.distributed initialised (torch.distributed.init_process_group)")
     return process_group if process_group is not None else torch.distributed.group.WORLD
 
 
 # ---- target values (see CHECK_TARGETS) ----
+
 
 def _bad_targets(target: torch.Tensor, classes, ignore_index) -> torch.Tensor | None:
     """Where ``target`` holds a value its loss does not define (None: it cannot).
@@ -194,8 +209,10 @@ def target_error(target: torch.Tensor, classes=None, ignore_index=None) -> str:
     """The CPU error's message, naming a bad value (found on the error path only)."""
     value = target[_bad_targets(target, classes, ignore_index)].flatten()[0].item()
     if classes is None:
-        return (f"target holds {value}, outside [0, 1]: binary and multi-label targets are probabilities "
-                "(a 0/255 mask needs target / 255 or target > 0)")
+        return (
+            f"target holds {value}, outside [0, 1]: binary and multi-label targets are probabilities "
+            "(a 0/255 mask needs target / 255 or target > 0)"
+        )
     return f"target holds class index {value}, outside [0, {classes}) and not ignore_index={ignore_index!r}"
 
 

@@ -1,20 +1,23 @@
-"""What a fused loss computes, independent of any backend.
+"""What a fused loss computes, independent of any backend: the ``LossSpec``.
 
-Every built-in loss is one ``SigmoidLossSpec`` (the name is historical: the
-softmax family's ops take the same fields, with the element term the
-multi-class focal loss -alpha (1 - p_y)**gamma log p_y, CE at gamma = 0):
+Every built-in loss, in both families (binary: sigmoid, binary and multi-label;
+multiclass: softmax over class-map targets), is one ``LossSpec``:
 
     loss_g = region_weight * (1 - TI_g) ** region_gamma  +  elem_scale * E_g
 
 where, over the elements of group g, TI_g = (I + s) / (I + a*(P - I) + b*(T - I) + s)
 is the Tversky index of I = sum(p*t), P = sum(p), T = sum(t), and E_g is the sum of
-per-element focal losses (alpha_t * (1 - p_t)**gamma * BCE; BCE alone is gamma = 0
-without alpha). ``elem_scale`` is ``elem_weight / group size`` when ``elem_mean``,
+per-element focal losses: binary, alpha_t * (1 - p_t)**gamma * BCE (BCE alone is
+gamma = 0 without alpha); multiclass, -alpha (1 - p_y)**gamma log p_y (CE at
+gamma = 0). ``elem_scale`` is ``elem_weight / group size`` when ``elem_mean``,
 else ``elem_weight``. Per-group losses are multiplied by ``weight[channel]`` and
 reduced over groups ('mean' divides by the number of groups, MONAI's convention).
 
 Dice is the Tversky index with a = b = 1/2 and s/2: (I + s/2) / ((P + T)/2 + s/2)
 = (2I + s) / (P + T + s); IoU is a = b = 1 with s.
+
+The field names are the op schemas' argument names (``ops/schema.py`` checks
+this at import), so a spec is passed to an op by name: ``**spec_arguments(op, spec)``.
 """
 
 from __future__ import annotations
@@ -24,50 +27,49 @@ from typing import NamedTuple
 import torch
 
 
-class SigmoidLossSpec(NamedTuple):
-    region: bool = False
-    tv_alpha: float = 0.5
-    tv_beta: float = 0.5
+class LossSpec(NamedTuple):
+    """The scalar parameters of one loss (see the module docstring)."""
+
+    region: bool = False  # the Tversky region term is on
+    tv_alpha: float = 0.5  # a: weight of false positives
+    tv_beta: float = 0.5  # b: weight of false negatives
     smooth: float = 1.0
-    region_gamma: float = 1.0
+    region_gamma: float = 1.0  # focal Tversky exponent
     region_weight: float = 1.0
-    elem: bool = False
+    elem: bool = False  # the per-element focal / BCE / CE term is on
     focal_alpha: float = -1.0  # < 0: no alpha weighting
     focal_gamma: float = 0.0
     elem_weight: float = 1.0
-    elem_mean: bool = True
+    elem_mean: bool = True  # element sum divided by the group size (or the pixels not ignored)
 
 
-def tversky_spec(alpha: float, beta: float, smooth: float, gamma: float = 1.0) -> SigmoidLossSpec:
-    return SigmoidLossSpec(region=True, tv_alpha=alpha, tv_beta=beta, smooth=smooth, region_gamma=gamma)
+def tversky_spec(alpha: float, beta: float, smooth: float, gamma: float = 1.0) -> LossSpec:
+    return LossSpec(region=True, tv_alpha=alpha, tv_beta=beta, smooth=smooth, region_gamma=gamma)
 
 
-def dice_spec(smooth: float) -> SigmoidLossSpec:
+def dice_spec(smooth: float) -> LossSpec:
     return tversky_spec(0.5, 0.5, smooth / 2)
 
 
-def iou_spec(smooth: float) -> SigmoidLossSpec:
+def iou_spec(smooth: float) -> LossSpec:
     return tversky_spec(1.0, 1.0, smooth)
 
 
-def dice_bce_spec(smooth: float, dice_weight: float, bce_weight: float) -> SigmoidLossSpec:
+def dice_bce_spec(smooth: float, dice_weight: float, bce_weight: float) -> LossSpec:
     return dice_spec(smooth)._replace(region_weight=dice_weight, elem=True, elem_weight=bce_weight)
 
 
-def dice_ce_spec(smooth: float, dice_weight: float, ce_weight: float, reduction: str) -> SigmoidLossSpec:
+def dice_ce_spec(smooth: float, dice_weight: float, ce_weight: float, reduction: str) -> LossSpec:
     """Multi-class Dice + cross-entropy (focal with gamma = 0, no alpha); 'mean'
     divides the CE sum by the number of pixels not ignored."""
-    return dice_spec(smooth)._replace(region_weight=dice_weight, elem=True, elem_weight=ce_weight,
-                                      elem_mean=reduction == "mean")
-
-
-def focal_spec(alpha: float | None, gamma: float, reduction: str) -> SigmoidLossSpec:
-    return SigmoidLossSpec(
-        elem=True,
-        focal_alpha=-1.0 if alpha is None else alpha,
-        focal_gamma=gamma,
-        elem_mean=reduction == "mean",
+    return dice_spec(smooth)._replace(
+        region_weight=dice_weight, elem=True, elem_weight=ce_weight, elem_mean=reduction == "mean"
     )
+
+
+def focal_spec(alpha: float | None, gamma: float, reduction: str) -> LossSpec:
+    return LossSpec(elem=True, focal_alpha=-1.0 if alpha is None else alpha, focal_gamma=gamma,
+                    elem_mean=reduction == "mean")
 
 
 class GroupLayout(NamedTuple):
@@ -110,7 +112,7 @@ def _dense(tensor) -> bool:
 
 
 def reads_in_place(input, target, per_sample: bool, per_channel: bool) -> bool:
-    """Whether the sigmoid kernels can read input and target as they lie in memory
+    """Whether the binary kernels can read input and target as they lie in memory
     (a channels_last or permuted dense layout) instead of a contiguous copy: both
     dense with the same strides, and the groups still contiguous blocks of memory
     (the whole tensor; per_sample: dim 0 outermost; per_channel: the plain layout)."""
@@ -124,7 +126,7 @@ def reads_in_place(input, target, per_sample: bool, per_channel: bool) -> bool:
     return True
 
 
-def sigmoid_operands(input, target, per_sample: bool, per_channel: bool):
+def binary_operands(input, target, per_sample: bool, per_channel: bool):
     """Input and target as the kernels read them (in memory order), and the
     memory format their outputs take (the input's when read in place)."""
     if reads_in_place(input, target, per_sample, per_channel):
@@ -132,10 +134,11 @@ def sigmoid_operands(input, target, per_sample: bool, per_channel: bool):
     return input.contiguous(), target.contiguous(), torch.contiguous_format
 
 
-class SoftmaxOperands(NamedTuple):
+class MulticlassOperands(NamedTuple):
     """An (N, C, *spatial) input and (N, *spatial) target as the multi-class kernels
     read them: logit (n, c, p) at ``n * strides[0] + c * strides[1] + p * strides[2]``,
     p the flattened spatial index; the target contiguous; ``format``: the gradient's."""
+
     input: torch.Tensor
     target: torch.Tensor
     strides: tuple
@@ -160,9 +163,11 @@ def class_strides(input) -> tuple | None:
     return input.stride(0), input.stride(1), 1 if pixel is None else pixel
 
 
-def softmax_operands(input, target) -> SoftmaxOperands:
+def multiclass_operands(input, target) -> MulticlassOperands:
     strides = class_strides(input)
     if strides is not None:
-        return SoftmaxOperands(input, target.contiguous(), strides, torch.preserve_format)
+        return MulticlassOperands(input, target.contiguous(), strides, torch.preserve_format)
     input = input.contiguous()  # (N, C, S) in order: pixel stride 1
-    return SoftmaxOperands(input, target.contiguous(), (input.stride(0), input.stride(1), 1), torch.contiguous_format)
+    return MulticlassOperands(
+        input, target.contiguous(), (input.stride(0), input.stride(1), 1), torch.contiguous_format
+    )

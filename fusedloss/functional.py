@@ -29,36 +29,114 @@ Element terms (BCE, CE) stay per rank. Every backend synchronises.
 
 from __future__ import annotations
 
+import textwrap
+from typing import Literal
+
 import torch
 
 from . import _checks, _spec, reference
 from .ops import fused_ops, resolve
-from .ops.synced import SyncedSigmoidLoss, SyncedSoftmaxLoss
+from .ops.schema import spec_arguments
+from .ops.synced import SyncedBinaryLoss, SyncedMulticlassLoss
+
+Mode = Literal["binary", "multilabel", "multiclass"]
+Reduction = Literal["mean", "sum", "none"]
+Backend = Literal["auto", "triton", "cuda", "cpu", "reference"]
+
+# Each option's documentation, written once and formatted into the __doc__ of every
+# loss that takes it (and of its module) by ``documented``.
+OPTION_DOCS = {
+    "input": "logits: any shape for mode='binary'/'multilabel'; (N, C, *spatial) for mode='multiclass'.",
+    "target": (
+        "binary/multilabel: input's shape (or (N, *spatial) for an (N, 1, *spatial) input), "
+        "probabilities in [0, 1] (float, bool or uint8). multiclass: (N, *spatial) class indices "
+        "(uint8, int16, int32, int64) in [0, C), or ignore_index."
+    ),
+    "smooth": "added to the numerator and the denominator of the index (>= 0).",
+    "mode": (
+        "'binary' or 'multilabel' (the same: a sigmoid per element), or 'multiclass' (a softmax over "
+        "dim 1 and a class-map target)."
+    ),
+    "per_sample": "one group per sample: statistics summed over each sample, losses reduced over samples.",
+    "per_channel": (
+        "binary/multilabel: one group per channel (dim 1); with per_sample, per (sample, channel). "
+        "Not for multiclass, whose statistics are always per class."
+    ),
+    "weight": (
+        "(C,) weights of the per-channel (binary/multilabel, with per_channel) or per-class "
+        "(multiclass) losses; finite and >= 0. Only the reference differentiates it."
+    ),
+    "reduction": ("'mean' over the groups that count (MONAI's convention), 'sum', or 'none' (the per-group losses)."),
+    "include_background": "multiclass: False leaves class 0 out.",
+    "ignore_index": "multiclass: pixels whose target is this value count nowhere (None: none ignored).",
+    "exclude_empty": "multiclass: leave classes absent from the target out of the mean.",
+    "sync": (
+        "sum the region statistics over the processes of ``process_group`` before the formula: every "
+        "rank gets the loss of the whole distributed batch (element terms stay per rank)."
+    ),
+    "process_group": "the torch.distributed group for sync=True (None: the whole world).",
+    "backend": (
+        "'auto' (the first of the device's backends that runs the call; the environment variable "
+        "FUSEDLOSS_BACKEND replaces it), or 'triton', 'cuda', 'cpu', 'reference'. An explicit backend "
+        "that cannot run the call raises ValueError."
+    ),
+}
+REGION_OPTIONS = ("mode", "per_sample", "per_channel", "weight", "reduction", "include_background", "ignore_index",
+                  "exclude_empty", "sync", "process_group", "backend")
+REGION_RETURNS = (
+    "the loss: a 0-d tensor, or with reduction='none' one per group ((), (N,), (C,) or (N, C)), "
+    "in float32 (float64 for a float64 input)."
+)
 
 
-def _run_sigmoid(reference_loss, options: dict, spec: _spec.SigmoidLossSpec, input, target, *, per_sample,
-                 per_channel, weight, reduction, backend, sync=False, process_group=None):
+def _wrapped(text: str) -> str:
+    return textwrap.fill(text, 100, initial_indent=" " * 8, subsequent_indent=" " * 12)
+
+
+def sections(argument_docs: dict, returns: str) -> str:
+    """Args and Returns sections, indented as a docstring's body."""
+    args = "\n".join(_wrapped(f"{name}: {text}") for name, text in argument_docs.items())
+    return f"    Args:\n{args}\n\n    Returns:\n{_wrapped(returns)}\n"
+
+
+def documented(params: dict, options, returns: str = REGION_RETURNS):
+    """Append Args (``params``, this loss's own, then the shared ``options``) and
+    Returns sections to the function's docstring."""
+
+    def decorate(fn):
+        docs = {**{name: OPTION_DOCS[name] for name in ("input", "target")}, **params,
+                **{name: OPTION_DOCS[name] for name in options}}
+        fn.__doc__ = f"{fn.__doc__.rstrip()}\n\n{sections(docs, returns)}"
+        fn.argument_docs, fn.returns_doc = docs, returns  # for the modules' docstrings
+        return fn
+
+    return decorate
+
+
+def _run_binary(reference_loss, params: dict, spec: _spec.LossSpec, input, target, *, per_sample, per_channel, weight,
+                reduction, backend, sync=False, process_group=None):
     target = _checks.input_and_target(input, target)
     _checks.groups(input, per_sample, per_channel, weight)
     _checks.reduction(reduction)
     group = _checks.sync_group(sync, process_group, per_sample)
     differentiable = target.requires_grad or (weight is not None and weight.requires_grad)
-    chosen = resolve(backend, input.device, differentiable_target=differentiable, sync=group is not None)
+    chosen = resolve(backend, input.device, differentiable_target=differentiable)
     if chosen == "reference":
         _checks.target_values(target)
         return reference_loss(input, target, per_sample=per_sample, per_channel=per_channel, weight=weight,
-                              reduction=reduction, process_group=group, **options)
+                              reduction=reduction, process_group=group, **params)
     if group is not None:
-        return SyncedSigmoidLoss.apply(input, target, weight, fused_ops(chosen), group, per_sample, per_channel, spec,
-                                       reduction, _checks.CHECK_TARGETS)
-    loss, _coef = fused_ops(chosen).sigmoid_loss(input, target, weight, per_sample, per_channel, *spec, reduction,
-                                                 _checks.CHECK_TARGETS)
+        return SyncedBinaryLoss.apply(input, target, weight, fused_ops(chosen), group, per_sample, per_channel, spec,
+                                      reduction, _checks.CHECK_TARGETS)
+    loss, _coef = fused_ops(chosen).binary_loss(input, target, weight, per_sample, per_channel,
+                                                **spec_arguments("binary_loss", spec), reduction=reduction,
+                                                check_target=_checks.CHECK_TARGETS)
     return loss
 
 
-def _run_softmax(reference_loss, options: dict, spec: _spec.SigmoidLossSpec, input, target, *, per_sample,
-                 per_channel, weight, reduction, include_background, ignore_index, exclude_empty, backend, sync=False,
-                 process_group=None):
+def _run_multiclass(reference_loss, params: dict, spec: _spec.LossSpec, input, target, *, per_sample, per_channel,
+                    weight, reduction, include_background, ignore_index, exclude_empty, backend, sync=False,
+                    process_group=None):
     if per_channel:
         raise ValueError("per_channel does not apply to mode='multiclass': its statistics are always per class")
     target = _checks.input_and_class_map(input, target, ignore_index)
@@ -66,127 +144,182 @@ def _run_softmax(reference_loss, options: dict, spec: _spec.SigmoidLossSpec, inp
     _checks.reduction(reduction)
     group = _checks.sync_group(sync, process_group, per_sample)
     chosen = resolve(backend, input.device, differentiable_target=weight is not None and weight.requires_grad,
-                     family="softmax", classes=input.shape[1], sync=group is not None)
+                     family="multiclass", classes=input.shape[1])
     if chosen == "reference":
         _checks.target_values(target, input.shape[1], ignore_index)
         return reference_loss(input, target, per_sample=per_sample, weight=weight, reduction=reduction,
                               include_background=include_background, ignore_index=ignore_index,
-                              exclude_empty=exclude_empty, process_group=group, **options)
+                              exclude_empty=exclude_empty, process_group=group, **params)
     if group is not None:
-        loss = SyncedSoftmaxLoss.apply(input, target, weight, fused_ops(chosen), group, per_sample, spec, ignore_index,
-                                       include_background, exclude_empty, reduction, _checks.CHECK_TARGETS)
+        loss = SyncedMulticlassLoss.apply(input, target, weight, fused_ops(chosen), group, per_sample, spec,
+                                          ignore_index, include_background, exclude_empty, reduction,
+                                          _checks.CHECK_TARGETS)
     else:
-        loss, _coef = fused_ops(chosen).softmax_loss(input, target, weight, per_sample, *spec, ignore_index,
-                                                     include_background, exclude_empty, reduction,
-                                                     _checks.CHECK_TARGETS)
+        loss, _coef = fused_ops(chosen).multiclass_loss(input, target, weight, per_sample,
+                                                        **spec_arguments("multiclass_loss", spec),
+                                                        ignore_index=ignore_index,
+                                                        include_background=include_background,
+                                                        exclude_empty=exclude_empty, reduction=reduction,
+                                                        check_target=_checks.CHECK_TARGETS)
     if reduction == "none" and not include_background:
         loss = loss[..., 1:]
     return loss
 
 
-def _run_region(name: str, options: dict, spec, input, target, *, mode, per_sample, per_channel, weight, reduction,
-                include_background, ignore_index, exclude_empty, backend, sync, process_group):
+def _run_region(name: str, spec: _spec.LossSpec, input, target, *, mode, per_sample, per_channel, weight, reduction,
+                include_background, ignore_index, exclude_empty, sync, process_group, backend, **params):
+    """Run the region loss ``name`` (its reference function's name) in ``mode``;
+    ``params``: the loss's own parameters, for the reference."""
     if _checks.mode(mode):
-        return _run_softmax(getattr(reference, f"multiclass_{name}"), options, spec, input, target,
-                            per_sample=per_sample, per_channel=per_channel, weight=weight, reduction=reduction,
-                            include_background=include_background, ignore_index=ignore_index,
-                            exclude_empty=exclude_empty, backend=backend, sync=sync, process_group=process_group)
+        return _run_multiclass(getattr(reference, f"multiclass_{name}"), params, spec, input, target,
+                               per_sample=per_sample, per_channel=per_channel, weight=weight, reduction=reduction,
+                               include_background=include_background, ignore_index=ignore_index,
+                               exclude_empty=exclude_empty, backend=backend, sync=sync, process_group=process_group)
     _checks.binary_only_defaults(include_background, ignore_index, exclude_empty)
-    return _run_sigmoid(getattr(reference, name), options, spec, input, target, per_sample=per_sample,
-                        per_channel=per_channel, weight=weight, reduction=reduction, backend=backend, sync=sync,
-                        process_group=process_group)
+    return _run_binary(getattr(reference, name), params, spec, input, target, per_sample=per_sample,
+                       per_channel=per_channel, weight=weight, reduction=reduction, backend=backend, sync=sync,
+                       process_group=process_group)
 
 
-def dice_loss(input, target, smooth=1.0, *, mode="binary", per_sample=False, per_channel=False, weight=None,
-              reduction="mean", include_background=True, ignore_index=None, exclude_empty=False,
-              sync=False, process_group=None, backend="auto") -> torch.Tensor:
-    """Dice loss 1 - (2*I + smooth) / (P + T + smooth) per group."""
+# The region losses pass their own arguments on as ``**locals()`` (taken first thing,
+# so it holds exactly the arguments): each option is spelled once, in the signature.
+
+
+@documented(dict(smooth=OPTION_DOCS["smooth"]), REGION_OPTIONS)
+def dice_loss(input: torch.Tensor, target: torch.Tensor, smooth: float = 1.0, *, mode: Mode = "binary",
+              per_sample: bool = False, per_channel: bool = False, weight: torch.Tensor | None = None,
+              reduction: Reduction = "mean", include_background: bool = True, ignore_index: int | None = None,
+              exclude_empty: bool = False, sync: bool = False, process_group=None,
+              backend: Backend = "auto") -> torch.Tensor:
+    """Dice loss 1 - (2*I + smooth) / (P + T + smooth) per group, I = sum(p*t),
+    P = sum(p), T = sum(t) over the group's elements (p = sigmoid(input), or
+    softmax(input, dim=1) with the one-hot target per class)."""
+    arguments = locals()
     _checks.non_negative(smooth=smooth)
-    return _run_region("dice_loss", dict(smooth=smooth), _spec.dice_spec(smooth), input, target, mode=mode,
-                       per_sample=per_sample, per_channel=per_channel, weight=weight, reduction=reduction,
-                       include_background=include_background, ignore_index=ignore_index,
-                       exclude_empty=exclude_empty, sync=sync, process_group=process_group, backend=backend)
+    return _run_region("dice_loss", _spec.dice_spec(smooth), **arguments)
 
 
-def iou_loss(input, target, smooth=1.0, *, mode="binary", per_sample=False, per_channel=False, weight=None,
-             reduction="mean", include_background=True, ignore_index=None, exclude_empty=False,
-             sync=False, process_group=None, backend="auto") -> torch.Tensor:
+@documented(dict(smooth=OPTION_DOCS["smooth"]), REGION_OPTIONS)
+def iou_loss(input: torch.Tensor, target: torch.Tensor, smooth: float = 1.0, *, mode: Mode = "binary",
+             per_sample: bool = False, per_channel: bool = False, weight: torch.Tensor | None = None,
+             reduction: Reduction = "mean", include_background: bool = True, ignore_index: int | None = None,
+             exclude_empty: bool = False, sync: bool = False, process_group=None,
+             backend: Backend = "auto") -> torch.Tensor:
     """IoU (Jaccard) loss 1 - (I + smooth) / (P + T - I + smooth) per group."""
+    arguments = locals()
     _checks.non_negative(smooth=smooth)
-    return _run_region("iou_loss", dict(smooth=smooth), _spec.iou_spec(smooth), input, target, mode=mode,
-                       per_sample=per_sample, per_channel=per_channel, weight=weight, reduction=reduction,
-                       include_background=include_background, ignore_index=ignore_index,
-                       exclude_empty=exclude_empty, sync=sync, process_group=process_group, backend=backend)
+    return _run_region("iou_loss", _spec.iou_spec(smooth), **arguments)
 
 
 jaccard_loss = iou_loss
 
+_TVERSKY_PARAMS = dict(alpha="weight of the false positives FP = P - I (>= 0).",
+                       beta="weight of the false negatives FN = T - I (>= 0); alpha = beta = 0.5 is Dice, 1 is IoU.")
 
-def tversky_loss(input, target, alpha=0.5, beta=0.5, smooth=1.0, *, mode="binary", per_sample=False,
-                 per_channel=False, weight=None, reduction="mean", include_background=True, ignore_index=None,
-                 exclude_empty=False, sync=False, process_group=None, backend="auto") -> torch.Tensor:
-    """Tversky loss 1 - (I + smooth) / (I + alpha*FP + beta*FN + smooth), FP = P - I, FN = T - I."""
+
+@documented(dict(**_TVERSKY_PARAMS, smooth=OPTION_DOCS["smooth"]), REGION_OPTIONS)
+def tversky_loss(input: torch.Tensor, target: torch.Tensor, alpha: float = 0.5, beta: float = 0.5, smooth: float = 1.0,
+                 *, mode: Mode = "binary", per_sample: bool = False, per_channel: bool = False,
+                 weight: torch.Tensor | None = None, reduction: Reduction = "mean", include_background: bool = True,
+                 ignore_index: int | None = None, exclude_empty: bool = False, sync: bool = False, process_group=None,
+                 backend: Backend = "auto") -> torch.Tensor:
+    """Tversky loss 1 - (I + smooth) / (I + alpha*FP + beta*FN + smooth) per group."""
+    arguments = locals()
     _checks.non_negative(alpha=alpha, beta=beta, smooth=smooth)
-    return _run_region("tversky_loss", dict(alpha=alpha, beta=beta, smooth=smooth),
-                       _spec.tversky_spec(alpha, beta, smooth), input, target, mode=mode, per_sample=per_sample,
-                       per_channel=per_channel, weight=weight, reduction=reduction,
-                       include_background=include_background, ignore_index=ignore_index,
-                       exclude_empty=exclude_empty, sync=sync, process_group=process_group, backend=backend)
+    return _run_region("tversky_loss", _spec.tversky_spec(alpha, beta, smooth), **arguments)
 
 
-def focal_tversky_loss(input, target, alpha=0.5, beta=0.5, gamma=1.0, smooth=1.0, *, mode="binary",
-                       per_sample=False, per_channel=False, weight=None, reduction="mean", include_background=True,
-                       ignore_index=None, exclude_empty=False, sync=False, process_group=None,
-                       backend="auto") -> torch.Tensor:
-    """Focal Tversky loss (Tversky loss) ** gamma."""
+@documented(
+    dict(**_TVERSKY_PARAMS, gamma="exponent of the Tversky loss (>= 0; 1: the Tversky loss).",
+         smooth=OPTION_DOCS["smooth"]),
+    REGION_OPTIONS,
+)
+def focal_tversky_loss(input: torch.Tensor, target: torch.Tensor, alpha: float = 0.5, beta: float = 0.5,
+                       gamma: float = 1.0, smooth: float = 1.0, *, mode: Mode = "binary", per_sample: bool = False,
+                       per_channel: bool = False, weight: torch.Tensor | None = None, reduction: Reduction = "mean",
+                       include_background: bool = True, ignore_index: int | None = None, exclude_empty: bool = False,
+                       sync: bool = False, process_group=None, backend: Backend = "auto") -> torch.Tensor:
+    """Focal Tversky loss (Tversky loss) ** gamma per group."""
+    arguments = locals()
     _checks.non_negative(alpha=alpha, beta=beta, gamma=gamma, smooth=smooth)
-    return _run_region("focal_tversky_loss", dict(alpha=alpha, beta=beta, gamma=gamma, smooth=smooth),
-                       _spec.tversky_spec(alpha, beta, smooth, gamma), input, target, mode=mode,
-                       per_sample=per_sample, per_channel=per_channel, weight=weight, reduction=reduction,
-                       include_background=include_background, ignore_index=ignore_index,
-                       exclude_empty=exclude_empty, sync=sync, process_group=process_group, backend=backend)
+    return _run_region("focal_tversky_loss", _spec.tversky_spec(alpha, beta, smooth, gamma), **arguments)
 
 
-def dice_bce_loss(input, target, smooth=1.0, *, per_sample=False, per_channel=False, weight=None,
-                  reduction="mean", dice_weight=1.0, bce_weight=1.0, sync=False, process_group=None,
-                  backend="auto") -> torch.Tensor:
-    """bce_weight * BCE-with-logits (mean over the group) + dice_weight * Dice loss, per group.
-    With the defaults: mean BCE over the tensor + Dice loss of the tensor."""
+@documented(
+    dict(smooth=OPTION_DOCS["smooth"], dice_weight="weight of the Dice term (>= 0).",
+         bce_weight="weight of the BCE term (>= 0)."),
+    ("per_sample", "per_channel", "weight", "reduction", "sync", "process_group", "backend"),
+)
+def dice_bce_loss(input: torch.Tensor, target: torch.Tensor, smooth: float = 1.0, *, per_sample: bool = False,
+                  per_channel: bool = False, weight: torch.Tensor | None = None, reduction: Reduction = "mean",
+                  dice_weight: float = 1.0, bce_weight: float = 1.0, sync: bool = False, process_group=None,
+                  backend: Backend = "auto") -> torch.Tensor:
+    """Binary / multi-label: bce_weight * BCE-with-logits (mean over the group) +
+    dice_weight * Dice loss, per group, in one pass. With the defaults: the mean
+    BCE over the tensor + the Dice loss of the tensor."""
     _checks.non_negative(smooth=smooth, dice_weight=dice_weight, bce_weight=bce_weight)
-    return _run_sigmoid(reference.dice_bce_loss, dict(smooth=smooth, dice_weight=dice_weight, bce_weight=bce_weight),
-                        _spec.dice_bce_spec(smooth, dice_weight, bce_weight), input, target, per_sample=per_sample,
-                        per_channel=per_channel, weight=weight, reduction=reduction, backend=backend, sync=sync,
-                        process_group=process_group)
+    return _run_binary(reference.dice_bce_loss, dict(smooth=smooth, dice_weight=dice_weight, bce_weight=bce_weight),
+                       _spec.dice_bce_spec(smooth, dice_weight, bce_weight), input, target, per_sample=per_sample,
+                       per_channel=per_channel, weight=weight, reduction=reduction, backend=backend, sync=sync,
+                       process_group=process_group)
 
 
-def dice_ce_loss(input, target, smooth=1.0, *, per_sample=False, weight=None, reduction="mean",
-                 include_background=True, ignore_index=None, exclude_empty=False, dice_weight=1.0, ce_weight=1.0,
-                 sync=False, process_group=None, backend="auto") -> torch.Tensor:
+@documented(
+    dict(smooth=OPTION_DOCS["smooth"], dice_weight="weight of the Dice term (>= 0).",
+         ce_weight="weight of the cross-entropy term (>= 0)."),
+    ("per_sample", "weight", "reduction", "include_background", "ignore_index", "exclude_empty", "sync",
+     "process_group", "backend"),
+    returns="the loss, a 0-d tensor (reduction 'mean' or 'sum'; 'none' is refused).",
+)
+def dice_ce_loss(input: torch.Tensor, target: torch.Tensor, smooth: float = 1.0, *, per_sample: bool = False,
+                 weight: torch.Tensor | None = None, reduction: Reduction = "mean", include_background: bool = True,
+                 ignore_index: int | None = None, exclude_empty: bool = False, dice_weight: float = 1.0,
+                 ce_weight: float = 1.0, sync: bool = False, process_group=None,
+                 backend: Backend = "auto") -> torch.Tensor:
     """Multi-class: ce_weight * cross-entropy (as F.cross_entropy, 'mean' over the
     pixels not ignored) + dice_weight * multi-class Dice loss, in one pass.
+    ``input`` (N, C, *spatial) logits, ``target`` (N, *spatial) class indices;
     reduction 'mean' or 'sum' (both terms)."""
     _checks.non_negative(smooth=smooth, dice_weight=dice_weight, ce_weight=ce_weight)
     if reduction == "none":
-        raise ValueError("reduction='none' is not defined for dice_ce_loss (a per-class Dice and a per-pixel CE); "
-                         "use 'mean' or 'sum'")
+        raise ValueError(
+            "reduction='none' is not defined for dice_ce_loss (a per-class Dice and a per-pixel CE); "
+            "use 'mean' or 'sum'"
+        )
     spec = _spec.dice_ce_spec(smooth, dice_weight, ce_weight, reduction)
-    return _run_softmax(reference.dice_ce_loss, dict(smooth=smooth, dice_weight=dice_weight, ce_weight=ce_weight),
-                        spec, input, target, per_sample=per_sample, per_channel=False, weight=weight,
-                        reduction=reduction, include_background=include_background, ignore_index=ignore_index,
-                        exclude_empty=exclude_empty, sync=sync, process_group=process_group, backend=backend)
+    return _run_multiclass(reference.dice_ce_loss, dict(smooth=smooth, dice_weight=dice_weight, ce_weight=ce_weight),
+                           spec, input, target, per_sample=per_sample, per_channel=False, weight=weight,
+                           reduction=reduction, include_background=include_background, ignore_index=ignore_index,
+                           exclude_empty=exclude_empty, sync=sync, process_group=process_group, backend=backend)
 
 
-def focal_loss(input, target, alpha=0.25, gamma=2.0, *, mode="binary", reduction="mean", ignore_index=None,
-               backend="auto") -> torch.Tensor:
+@documented(
+    dict(
+        alpha=(
+            "binary: weight of the positives, in [0, 1] (negatives: 1 - alpha); multiclass: a "
+            "factor of every pixel's loss; None: no alpha weighting."
+        ),
+        gamma="focusing exponent (>= 0; 0 with alpha=None: BCE or cross-entropy).",
+        mode=OPTION_DOCS["mode"],
+        reduction="'mean' (see Returns), 'sum' or 'none'.",
+    ),
+    ("ignore_index", "backend"),
+    returns=(
+        "the loss: a 0-d tensor ('mean': over the elements, or the pixels not ignored; 'sum'), or "
+        "with reduction='none' the per-element (binary) or per-pixel (multiclass, (N, *spatial)) "
+        "map in input's dtype."
+    ),
+)
+def focal_loss(input: torch.Tensor, target: torch.Tensor, alpha: float | None = 0.25, gamma: float = 2.0, *,
+               mode: Mode = "binary", reduction: Reduction = "mean", ignore_index: int | None = None,
+               backend: Backend = "auto") -> torch.Tensor:
     """Focal loss (Lin et al. 2017).
 
     binary: as torchvision.ops.sigmoid_focal_loss, alpha_t * (1 - p_t)**gamma *
     BCE-with-logits per element, p_t = p*t + (1-p)*(1-t), alpha_t = alpha*t +
-    (1-alpha)*(1-t) (alpha=None: no alpha weighting); 'mean' over elements.
-    multiclass: -alpha * (1 - p_y)**gamma * log p_y per pixel (alpha=None: 1),
-    'mean' over the pixels not ignored; not divided by C (MONAI and kornia
-    average over classes too, so theirs is ours / C).
-    'none': the per-element (per-pixel) map in input's dtype."""
+    (1-alpha)*(1-t).
+    multiclass: -alpha * (1 - p_y)**gamma * log p_y per pixel, not divided by C
+    (MONAI and kornia average over classes too, so theirs is ours / C)."""
     if alpha is not None:
         _checks.non_negative(alpha=alpha)
         if alpha > 1:
@@ -196,17 +329,20 @@ def focal_loss(input, target, alpha=0.25, gamma=2.0, *, mode="binary", reduction
     spec = _spec.focal_spec(alpha, gamma, reduction)
     if _checks.mode(mode):
         target = _checks.input_and_class_map(input, target, ignore_index)
-        chosen = resolve(backend, input.device, family="softmax", classes=input.shape[1])
+        chosen = resolve(backend, input.device, family="multiclass", classes=input.shape[1])
         if chosen == "reference":
             _checks.target_values(target, input.shape[1], ignore_index)
-            return reference.multiclass_focal_loss(input, target, alpha=alpha, gamma=gamma, reduction=reduction,
-                                                   ignore_index=ignore_index)
+            return reference.multiclass_focal_loss(
+                input, target, alpha=alpha, gamma=gamma, reduction=reduction, ignore_index=ignore_index
+            )
         ops = fused_ops(chosen)
         if reduction == "none":
-            return ops.softmax_focal_map(input, target, spec.focal_alpha, spec.focal_gamma, ignore_index,
-                                         _checks.CHECK_TARGETS)
-        loss, _coef = ops.softmax_loss(input, target, None, False, *spec, ignore_index, True, False, "sum",
-                                       _checks.CHECK_TARGETS)
+            return ops.multiclass_focal_map(
+                input, target, spec.focal_alpha, spec.focal_gamma, ignore_index, _checks.CHECK_TARGETS
+            )
+        loss, _coef = ops.multiclass_loss(input, target, None, False, **spec_arguments("multiclass_loss", spec),
+                                          ignore_index=ignore_index, include_background=True, exclude_empty=False,
+                                          reduction="sum", check_target=_checks.CHECK_TARGETS)
         return loss
     _checks.binary_only_defaults(True, ignore_index, False)
     target = _checks.input_and_target(input, target)
@@ -216,26 +352,15 @@ def focal_loss(input, target, alpha=0.25, gamma=2.0, *, mode="binary", reduction
         return reference.focal_loss(input, target, alpha=alpha, gamma=gamma, reduction=reduction)
     ops = fused_ops(chosen)
     if reduction == "none":
-        return ops.sigmoid_focal_map(input, target, spec.focal_alpha, spec.focal_gamma, _checks.CHECK_TARGETS)
-    loss, _coef = ops.sigmoid_loss(input, target, None, False, False, *spec, "sum", _checks.CHECK_TARGETS)
+        return ops.binary_focal_map(input, target, spec.focal_alpha, spec.focal_gamma, _checks.CHECK_TARGETS)
+    loss, _coef = ops.binary_loss(input, target, None, False, False, **spec_arguments("binary_loss", spec),
+                                  reduction="sum", check_target=_checks.CHECK_TARGETS)
     return loss
 
 
-LOSSES = {
-    "dice": dice_loss,
-    "iou": iou_loss,
-    "tversky": tversky_loss,
-    "focal_tversky": focal_tversky_loss,
-    "focal": focal_loss,
-    "dice_bce": dice_bce_loss,
-}
+LOSSES = {"dice": dice_loss, "iou": iou_loss, "tversky": tversky_loss, "focal_tversky": focal_tversky_loss,
+          "focal": focal_loss, "dice_bce": dice_bce_loss}
 
 # The losses that take mode='multiclass', and the multi-class-only Dice+CE.
-MULTICLASS_LOSSES = {
-    "dice": dice_loss,
-    "iou": iou_loss,
-    "tversky": tversky_loss,
-    "focal_tversky": focal_tversky_loss,
-    "focal": focal_loss,
-    "dice_ce": dice_ce_loss,
-}
+MULTICLASS_LOSSES = {"dice": dice_loss, "iou": iou_loss, "tversky": tversky_loss, "focal_tversky": focal_tversky_loss,
+                     "focal": focal_loss, "dice_ce": dice_ce_loss}

@@ -18,6 +18,22 @@ class _FunctionalLoss(nn.Module):
 
     loss_fn = None
 
+    def __init_subclass__(cls, **kwargs):
+        # The docstring: the function's summary, its options as constructor Args, and
+        # forward's input, target and result.
+        super().__init_subclass__(**kwargs)
+        fn = cls.loss_fn
+        if fn is None:  # the shared base classes
+            return
+        options = {name: text for name, text in fn.argument_docs.items() if name not in ("input", "target")}
+        summary = fn.__doc__.split("\n\n")[0].strip()
+        cls.__doc__ = (
+            f"{summary}\n\n    The module form of ``fusedloss.{fn.__name__}``: "
+            f"``{cls.__name__}(**options)(input, target)``.\n\n{F.sections(options, fn.returns_doc)}".replace(
+                "Returns:", "forward(input, target) returns:"
+            )
+        )
+
     def __init__(self, weight=None, **options):
         super().__init__()
         self.options = options
@@ -47,9 +63,9 @@ class _RegionLoss(_FunctionalLoss):
 class _SmoothRegionLoss(_RegionLoss):
     """A region loss whose only parameter is ``smooth`` (Dice, IoU)."""
 
-    def __init__(self, smooth=1.0, *, mode="binary", per_sample=False, per_channel=False, weight=None,
-                 reduction="mean", include_background=True, ignore_index=None, exclude_empty=False, sync=False,
-                 process_group=None, backend="auto"):
+    def __init__(self, smooth=1.0, *, mode: F.Mode = "binary", per_sample=False, per_channel=False, weight=None,
+                 reduction: F.Reduction = "mean", include_background=True, ignore_index=None, exclude_empty=False,
+                 sync=False, process_group=None, backend: F.Backend = "auto"):
         super().__init__(smooth=smooth, mode=mode, per_sample=per_sample, per_channel=per_channel, weight=weight,
                          reduction=reduction, include_background=include_background, ignore_index=ignore_index,
                          exclude_empty=exclude_empty, sync=sync, process_group=process_group, backend=backend)
@@ -69,53 +85,54 @@ JaccardLoss = IoULoss
 class TverskyLoss(_RegionLoss):
     loss_fn = F.tversky_loss
 
-    def __init__(self, alpha=0.5, beta=0.5, smooth=1.0, *, mode="binary", per_sample=False, per_channel=False,
-                 weight=None, reduction="mean", include_background=True, ignore_index=None, exclude_empty=False,
-                 sync=False, process_group=None, backend="auto"):
+    def __init__(self, alpha=0.5, beta=0.5, smooth=1.0, *, mode: F.Mode = "binary", per_sample=False, per_channel=False,
+                 weight=None, reduction: F.Reduction = "mean", include_background=True, ignore_index=None,
+                 exclude_empty=False, sync=False, process_group=None, backend: F.Backend = "auto"):
         super().__init__(alpha=alpha, beta=beta, smooth=smooth, mode=mode, per_sample=per_sample,
                          per_channel=per_channel, weight=weight, reduction=reduction,
-                         include_background=include_background, ignore_index=ignore_index,
-                         exclude_empty=exclude_empty, sync=sync, process_group=process_group, backend=backend)
+                         include_background=include_background, ignore_index=ignore_index, exclude_empty=exclude_empty,
+                         sync=sync, process_group=process_group, backend=backend)
 
 
 class FocalTverskyLoss(_RegionLoss):
     loss_fn = F.focal_tversky_loss
 
-    def __init__(self, alpha=0.5, beta=0.5, gamma=1.0, smooth=1.0, *, mode="binary", per_sample=False,
-                 per_channel=False, weight=None, reduction="mean", include_background=True, ignore_index=None,
-                 exclude_empty=False, sync=False, process_group=None, backend="auto"):
+    def __init__(self, alpha=0.5, beta=0.5, gamma=1.0, smooth=1.0, *, mode: F.Mode = "binary", per_sample=False,
+                 per_channel=False, weight=None, reduction: F.Reduction = "mean", include_background=True,
+                 ignore_index=None, exclude_empty=False, sync=False, process_group=None, backend: F.Backend = "auto"):
         super().__init__(alpha=alpha, beta=beta, gamma=gamma, smooth=smooth, mode=mode, per_sample=per_sample,
                          per_channel=per_channel, weight=weight, reduction=reduction,
-                         include_background=include_background, ignore_index=ignore_index,
-                         exclude_empty=exclude_empty, sync=sync, process_group=process_group, backend=backend)
+                         include_background=include_background, ignore_index=ignore_index, exclude_empty=exclude_empty,
+                         sync=sync, process_group=process_group, backend=backend)
 
 
 class FocalLoss(_FunctionalLoss):
     loss_fn = F.focal_loss
 
-    def __init__(self, alpha=0.25, gamma=2.0, *, mode="binary", reduction="mean", ignore_index=None,
-                 backend="auto"):
-        super().__init__(None, alpha=alpha, gamma=gamma, mode=mode, reduction=reduction, ignore_index=ignore_index,
-                         backend=backend)
+    def __init__(self, alpha=0.25, gamma=2.0, *, mode: F.Mode = "binary", reduction: F.Reduction = "mean",
+                 ignore_index=None, backend: F.Backend = "auto"):
+        super().__init__(
+            None, alpha=alpha, gamma=gamma, mode=mode, reduction=reduction, ignore_index=ignore_index, backend=backend
+        )
 
 
 class DiceBCELoss(_FunctionalLoss):
     loss_fn = F.dice_bce_loss
 
-    def __init__(self, smooth=1.0, *, per_sample=False, per_channel=False, weight=None, reduction="mean",
-                 dice_weight=1.0, bce_weight=1.0, sync=False, process_group=None, backend="auto"):
-        super().__init__(weight, smooth=smooth, per_sample=per_sample, per_channel=per_channel,
-                         reduction=reduction, dice_weight=dice_weight, bce_weight=bce_weight, sync=sync,
-                         process_group=process_group, backend=backend)
+    def __init__(self, smooth=1.0, *, per_sample=False, per_channel=False, weight=None, reduction: F.Reduction = "mean",
+                 dice_weight=1.0, bce_weight=1.0, sync=False, process_group=None, backend: F.Backend = "auto"):
+        super().__init__(weight, smooth=smooth, per_sample=per_sample, per_channel=per_channel, reduction=reduction,
+                         dice_weight=dice_weight, bce_weight=bce_weight, sync=sync, process_group=process_group,
+                         backend=backend)
 
 
 class DiceCELoss(_FunctionalLoss):
     loss_fn = F.dice_ce_loss
 
-    def __init__(self, smooth=1.0, *, per_sample=False, weight=None, reduction="mean", include_background=True,
-                 ignore_index=None, exclude_empty=False, dice_weight=1.0, ce_weight=1.0, sync=False,
-                 process_group=None, backend="auto"):
+    def __init__(self, smooth=1.0, *, per_sample=False, weight=None, reduction: F.Reduction = "mean",
+                 include_background=True, ignore_index=None, exclude_empty=False, dice_weight=1.0, ce_weight=1.0,
+                 sync=False, process_group=None, backend: F.Backend = "auto"):
         super().__init__(weight, smooth=smooth, per_sample=per_sample, reduction=reduction,
-                         include_background=include_background, ignore_index=ignore_index,
-                         exclude_empty=exclude_empty, dice_weight=dice_weight, ce_weight=ce_weight, sync=sync,
-                         process_group=process_group, backend=backend)
+                         include_background=include_background, ignore_index=ignore_index, exclude_empty=exclude_empty,
+                         dice_weight=dice_weight, ce_weight=ce_weight, sync=sync, process_group=process_group,
+                         backend=backend)

@@ -69,16 +69,18 @@ def _reduce_groups(losses, weight, reduction):
     return losses
 
 
-def dice_loss(input, target, smooth=1.0, per_sample=False, per_channel=False, weight=None, reduction="mean",
-              process_group=None):
+def dice_loss(
+    input, target, smooth=1.0, per_sample=False, per_channel=False, weight=None, reduction="mean", process_group=None
+):
     """1 - (2*I + smooth) / (P + T + smooth)."""
     intersection, predicted, actual = _region_sums(input, target, per_sample, per_channel, process_group)
     losses = 1 - (2 * intersection + smooth) / (predicted + actual + smooth)
     return _reduce_groups(losses, weight, reduction)
 
 
-def iou_loss(input, target, smooth=1.0, per_sample=False, per_channel=False, weight=None, reduction="mean",
-             process_group=None):
+def iou_loss(
+    input, target, smooth=1.0, per_sample=False, per_channel=False, weight=None, reduction="mean", process_group=None
+):
     """1 - (I + smooth) / (P + T - I + smooth)."""
     intersection, predicted, actual = _region_sums(input, target, per_sample, per_channel, process_group)
     losses = 1 - (intersection + smooth) / (predicted + actual - intersection + smooth)
@@ -95,15 +97,15 @@ def _tversky(input, target, alpha, beta, smooth, per_sample, per_channel, proces
     return 1 - (intersection + smooth) / (intersection + alpha * false_pos + beta * false_neg + smooth)
 
 
-def tversky_loss(input, target, alpha=0.5, beta=0.5, smooth=1.0, per_sample=False, per_channel=False,
-                 weight=None, reduction="mean", process_group=None):
+def tversky_loss(input, target, alpha=0.5, beta=0.5, smooth=1.0, per_sample=False, per_channel=False, weight=None,
+                 reduction="mean", process_group=None):
     """1 - (I + smooth) / (I + alpha*FP + beta*FN + smooth), FP = P - I, FN = T - I."""
     losses = _tversky(input, target, alpha, beta, smooth, per_sample, per_channel, process_group)
     return _reduce_groups(losses, weight, reduction)
 
 
-def focal_tversky_loss(input, target, alpha=0.5, beta=0.5, gamma=1.0, smooth=1.0, per_sample=False,
-                       per_channel=False, weight=None, reduction="mean", process_group=None):
+def focal_tversky_loss(input, target, alpha=0.5, beta=0.5, gamma=1.0, smooth=1.0, per_sample=False, per_channel=False,
+                       weight=None, reduction="mean", process_group=None):
     """(Tversky loss) ** gamma."""
     losses = _tversky(input, target, alpha, beta, smooth, per_sample, per_channel, process_group) ** gamma
     return _reduce_groups(losses, weight, reduction)
@@ -131,8 +133,8 @@ def focal_loss(input, target, alpha=0.25, gamma=2.0, reduction="mean"):
     return loss.to(input.dtype)
 
 
-def dice_bce_loss(input, target, smooth=1.0, per_sample=False, per_channel=False, weight=None,
-                  reduction="mean", dice_weight=1.0, bce_weight=1.0, process_group=None):
+def dice_bce_loss(input, target, smooth=1.0, per_sample=False, per_channel=False, weight=None, reduction="mean",
+                  dice_weight=1.0, bce_weight=1.0, process_group=None):
     """bce_weight * mean BCE-with-logits + dice_weight * Dice loss, per group."""
     _, t = _probabilities_and_target(input, target)
     dims = _group_dims(input, per_sample, per_channel)
@@ -234,7 +236,7 @@ def multiclass_focal_tversky_loss(input, target, alpha=0.5, beta=0.5, gamma=1.0,
                                   exclude_empty=False, process_group=None):
     """Per class: (Tversky loss) ** gamma."""
     losses, actual = _multiclass_tversky(input, target, alpha, beta, smooth, per_sample, ignore_index, process_group)
-    return _reduce_classes(losses ** gamma, actual, weight, include_background, exclude_empty, reduction)
+    return _reduce_classes(losses**gamma, actual, weight, include_background, exclude_empty, reduction)
 
 
 def multiclass_focal_loss(input, target, alpha=0.25, gamma=2.0, reduction="mean", ignore_index=None):
@@ -242,7 +244,7 @@ def multiclass_focal_loss(input, target, alpha=0.25, gamma=2.0, reduction="mean"
     mean over the pixels that are not ignored; 'none': the (N, *spatial) map, 0 where ignored."""
     logits, valid, labels = _counted_pixels(input, target, ignore_index)
     log_p = torch.log_softmax(logits, dim=1).gather(1, labels.unsqueeze(1)).squeeze(1)
-    loss = -(1 - log_p.exp()) ** gamma * log_p
+    loss = -((1 - log_p.exp()) ** gamma) * log_p
     if alpha is not None:
         loss = alpha * loss
     loss = torch.where(valid, loss, torch.zeros_like(loss))
@@ -253,9 +255,8 @@ def multiclass_focal_loss(input, target, alpha=0.25, gamma=2.0, reduction="mean"
     return loss.to(input.dtype)
 
 
-def dice_ce_loss(input, target, smooth=1.0, per_sample=False, weight=None, reduction="mean",
-                 include_background=True, ignore_index=None, exclude_empty=False, dice_weight=1.0, ce_weight=1.0,
-                 process_group=None):
+def dice_ce_loss(input, target, smooth=1.0, per_sample=False, weight=None, reduction="mean", include_background=True,
+                 ignore_index=None, exclude_empty=False, dice_weight=1.0, ce_weight=1.0, process_group=None):
     """ce_weight * cross-entropy (F.cross_entropy, ignore_index honoured; 'mean' over
     the pixels not ignored) + dice_weight * multi-class Dice loss."""
     logits, valid, labels = _counted_pixels(input, target, ignore_index)
@@ -263,6 +264,6 @@ def dice_ce_loss(input, target, smooth=1.0, per_sample=False, weight=None, reduc
     ce = torch.where(valid, ce, torch.zeros_like(ce)).sum()
     if reduction == "mean":
         ce = ce / valid.sum().clamp(min=1)
-    dice = multiclass_dice_loss(input, target, smooth, per_sample, weight, reduction, include_background,
-                                ignore_index, exclude_empty, process_group)
+    dice = multiclass_dice_loss(input, target, smooth, per_sample, weight, reduction, include_background, ignore_index,
+                                exclude_empty, process_group)
     return ce_weight * ce + dice_weight * dice

@@ -16,6 +16,12 @@ def param(hi, lo, ACC: tl.constexpr):
 
 
 @triton.jit
+def focal_params(alpha_hi, alpha_lo, gamma_hi, gamma_lo, ACC: tl.constexpr):
+    """The focal term's (alpha, gamma), as every kernel with an element term reads them."""
+    return param(alpha_hi, alpha_lo, ACC), param(gamma_hi, gamma_lo, ACC)
+
+
+@triton.jit
 def store_as(ptr, value, mask, BF16_BITS: tl.constexpr):
     # bf16 outputs are written as int16 bits rounded to nearest even: the
     # interpreter's bf16 store truncates, and this gives one rounding everywhere.
@@ -61,8 +67,9 @@ def region_terms(sum_i, sum_p, sum_t, tv_alpha, tv_beta, smooth, gamma):
     denom = tl.where(undefined, 1.0, denom)
     tversky = tl.where(undefined, 0.0, tl.maximum(1.0 - numer / denom, 0.0, propagate_nan=tl.PropagateNan.ALL))
     region = tl.where(gamma == 1.0, tversky, pow_or_zero(tversky, gamma))
-    dregion = tl.where(gamma == 1.0, 1.0,
-                       tl.where(tversky > 0.0, gamma * region / tl.where(tversky > 0.0, tversky, 1.0), 0.0))
+    dregion = tl.where(
+        gamma == 1.0, 1.0, tl.where(tversky > 0.0, gamma * region / tl.where(tversky > 0.0, tversky, 1.0), 0.0)
+    )
     dregion = tl.where(undefined, 0.0, dregion)
     # d(1 - TI)/dI = -(1 - TI * (1 - a - b)) / denom, d(1 - TI)/dP = TI * a / denom:
     # written with the ratio, so a tiny denom does not overflow denom**2.
@@ -75,6 +82,7 @@ def region_terms(sum_i, sum_p, sum_t, tv_alpha, tv_beta, smooth, gamma):
 # ----------------------------------------------------------------------------
 # Launcher helpers
 # ----------------------------------------------------------------------------
+
 
 def split(value: float):
     """Python floats reach Triton as fp32: pass (hi, lo) with hi + lo == value
@@ -108,9 +116,11 @@ def check_programs(programs: int, rows: int, what: str) -> None:
     """Every row (sample) gets a program of its own: refuse more than a grid holds
     rather than launch a grid the driver rejects."""
     if programs > MAX_PROGRAMS:
-        raise ValueError(f"the Triton kernels need a program per {what} at least: {rows} {what}s need "
-                         f"{programs} programs, more than a CUDA grid holds ({MAX_PROGRAMS}); "
-                         f"use backend='reference', or fewer, longer {what}s")
+        raise ValueError(
+            f"the Triton kernels need a program per {what} at least: {rows} {what}s need "
+            f"{programs} programs, more than a CUDA grid holds ({MAX_PROGRAMS}); "
+            f"use backend='reference', or fewer, longer {what}s"
+        )
 
 
 def target_flags(programs: int, device: torch.device, check_target: bool) -> torch.Tensor:
@@ -135,5 +145,3 @@ def on_input_device(launcher):
             return launcher(*args)
 
     return launch
-
-

@@ -4,13 +4,19 @@
 They come from the extension ``fusedloss._C`` that setup.py builds, imported
 with fusedloss. Without it, ``build()`` compiles csrc/ with ninja
 (torch.utils.cpp_extension.load; once, then cached in TORCH_EXTENSIONS_DIR):
-on the first call that names a C++ backend, or via ``fusedloss.build_extension()``.
+on the first call that names a C++ backend, the first backend='auto' call on CPU
+tensors (``ensure_built(announce=True)``: it says so, and how long it took), or
+via ``fusedloss.build_extension()``. FUSEDLOSS_JIT=0 turns this off.
 """
 
 from __future__ import annotations
 
 import importlib
 import os
+import shutil
+import sys
+import time
+import warnings
 from pathlib import Path
 
 import torch
@@ -22,25 +28,22 @@ CSRC = Path(__file__).resolve().parents[2] / "csrc"
 _state = {"loaded": False, "error": None, "tried_build": False}
 
 
-def _families() -> tuple:
-    """The loss families whose ops the loaded library defines."""
-    return tuple(family for family in FAMILIES if hasattr(getattr(torch.ops, NAMESPACE), f"{family}_loss"))
-
-
 def _registered() -> None:
-    families = _families()
-    register_fake_and_autograd(NAMESPACE, families)
-    # What unavailable_reason asks on every loss call, looked up once.
-    _state.update(loaded=True, error=None, families=families, kernels={
-        (op, device): has_kernel(op, device) for family in families for device in ("cpu", "cuda")
-        for op in (f"{family}_loss", f"{family}_stats")})
+    register_fake_and_autograd(NAMESPACE)
+    # Whether CUDA kernels were built, looked up once (unavailable_reason runs on every loss call).
+    _state.update(
+        loaded=True, error=None, cuda_kernels={family: has_kernel(f"{family}_loss", "cuda") for family in FAMILIES}
+    )
 
 
 def load_prebuilt() -> None:
     try:
         importlib.import_module("fusedloss._C")
     except ImportError as error:
-        _state["error"] = f"the C++ extension fusedloss._C is not built ({error})"
+        _state["error"] = (
+            f"the C++ extension fusedloss._C is not built ({error}; with torch installed, "
+            "pip install --no-build-isolation . builds it)"
+        )
         return
     _registered()
 
@@ -69,19 +72,55 @@ def build(verbose: bool = False) -> None:
     if with_cuda:
         sources += _build_flags.cuda_sources(str(CSRC.parent))
     load(name=NAMESPACE, sources=sources, extra_cflags=_build_flags.CXX, extra_cuda_cflags=_build_flags.nvcc(),
-         extra_include_paths=_build_flags.include_dirs(), with_cuda=with_cuda, is_python_module=False,
-         verbose=verbose)
+         extra_include_paths=_build_flags.include_dirs(), with_cuda=with_cuda, is_python_module=False, verbose=verbose)
     _registered()
 
 
-def ensure_built() -> str | None:
-    """Build once if needed (a failure is remembered); None when loaded, else why not."""
-    if not _state["loaded"] and not _state["tried_build"] and os.environ.get("FUSEDLOSS_JIT", "1") != "0":
+def build_impossible() -> str | None:
+    """None if csrc/ can be compiled here on first use, else why not."""
+    if os.environ.get("FUSEDLOSS_JIT", "1") == "0":
+        return "FUSEDLOSS_JIT=0 turns the build on first use off"
+    if not (CSRC / "schema.cpp").exists():
+        return f"its sources are not at {CSRC}"
+    compiler = os.environ.get("CXX", "c++")  # what torch.utils.cpp_extension calls
+    if shutil.which(compiler) is None:
+        return f"no C++ compiler ({compiler!r} is not on PATH; install g++ or set CXX)"
+    from torch.utils.cpp_extension import is_ninja_available
+
+    if not is_ninja_available():
+        return "ninja is not installed (pip install ninja)"
+    return None
+
+
+def ensure_built(announce: bool = False) -> str | None:
+    """Build once if needed and possible (the outcome is remembered); None when
+    loaded, else why not. ``announce``: say that it builds, and how long it took
+    (the caller did not ask for a C++ backend by name)."""
+    if not _state["loaded"] and not _state["tried_build"]:
         _state["tried_build"] = True
+        impossible = build_impossible()
+        if impossible is not None:
+            _state["error"] = f"{_state['error']}; not compiled on first use: {impossible}"
+            return _state["error"]
+        if announce:
+            print(
+                "fusedloss: compiling the C++ kernels (csrc/) for their first use; once, cached in "
+                "TORCH_EXTENSIONS_DIR",
+                file=sys.stderr,
+                flush=True,
+            )
+        started = time.monotonic()
         try:
             build()
-        except Exception as error:  # a missing compiler, headers, ninja: the backend is then unavailable
+        except Exception as error:  # missing headers, a broken toolchain: the backend is then unavailable
             _state["error"] = f"building the C++ extension failed: {error}"
+        else:
+            if announce:
+                warnings.warn(
+                    f"fusedloss: compiled the C++ kernels in {time.monotonic() - started:.0f} s (once; "
+                    "pip install --no-build-isolation . builds them at install time)",
+                    stacklevel=4,
+                )
     return None if _state["loaded"] else _state["error"]
 
 
@@ -89,20 +128,14 @@ def has_kernel(op_name: str, device_type: str) -> bool:
     """Whether the loaded library implements ``op_name`` for the device type."""
     ops = getattr(torch.ops, NAMESPACE)
     return hasattr(ops, op_name) and torch._C._dispatch_has_kernel_for_dispatch_key(
-        f"{NAMESPACE}::{op_name}", device_type.upper())
+        f"{NAMESPACE}::{op_name}", device_type.upper()
+    )
 
 
-def has_built(op_name: str, device_type: str) -> bool:
-    """has_kernel, as found when the library was loaded."""
-    return _state.get("kernels", {}).get((op_name, device_type), False)
-
-
-def unavailable_reason(device_type: str, family: str = "sigmoid") -> str | None:
+def unavailable_reason(device_type: str, family: str = "binary") -> str | None:
     if not _state["loaded"]:
         return _state["error"]
-    if family not in _state["families"]:
-        return f"fusedloss._C has no {family} kernels"
-    if device_type == "cuda" and not has_built(f"{family}_loss", "cuda"):
+    if device_type == "cuda" and not _state["cuda_kernels"][family]:
         return f"fusedloss._C was built without CUDA kernels for the {family} family"
     return None
 

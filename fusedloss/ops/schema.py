@@ -11,8 +11,8 @@ from here. Each family has four ops:
   <family>_focal_map           per-element (per-pixel) focal loss, reduction='none'
   <family>_focal_map_backward
 
-Families: 'sigmoid' (binary / multi-label) and 'softmax' (multi-class, integer
-class-map targets).
+Families: 'binary' (sigmoid: binary and multi-label targets) and 'multiclass'
+(softmax: integer class-map targets).
 
 The forward ops (and ``*_stats``) take ``check_target``: check the target's
 values in the statistics pass (``fusedloss/_checks.py``, CHECK_TARGETS): a
@@ -23,129 +23,149 @@ from __future__ import annotations
 
 import torch
 
-from .._spec import group_layout, sigmoid_operands, softmax_operands
+from .._spec import LossSpec, binary_operands, group_layout, multiclass_operands
 
-SIGMOID_SCHEMAS = {
-    "sigmoid_loss": (
+BINARY_SCHEMAS = {
+    "binary_loss": (
         "(Tensor input, Tensor target, Tensor? weight, bool per_sample, bool per_channel, "
         "bool region, float tv_alpha, float tv_beta, float smooth, float region_gamma, float region_weight, "
         "bool elem, float focal_alpha, float focal_gamma, float elem_weight, bool elem_mean, str reduction, "
         "bool check_target) -> (Tensor, Tensor)"
     ),
-    "sigmoid_loss_backward": (
+    "binary_loss_backward": (
         "(Tensor grad_loss, Tensor input, Tensor target, Tensor coef, bool per_sample, bool per_channel, "
         "bool region, bool elem, float focal_alpha, float focal_gamma) -> Tensor"
     ),
-    "sigmoid_focal_map": "(Tensor input, Tensor target, float alpha, float gamma, bool check_target) -> Tensor",
-    "sigmoid_focal_map_backward": (
-        "(Tensor grad_map, Tensor input, Tensor target, float alpha, float gamma) -> Tensor"
-    ),
+    "binary_focal_map": "(Tensor input, Tensor target, float alpha, float gamma, bool check_target) -> Tensor",
+    "binary_focal_map_backward": ("(Tensor grad_map, Tensor input, Tensor target, float alpha, float gamma) -> Tensor"),
 }
 
-SOFTMAX_SCHEMAS = {
-    "softmax_loss": (
+MULTICLASS_SCHEMAS = {
+    "multiclass_loss": (
         "(Tensor input, Tensor target, Tensor? weight, bool per_sample, "
         "bool region, float tv_alpha, float tv_beta, float smooth, float region_gamma, float region_weight, "
         "bool elem, float focal_alpha, float focal_gamma, float elem_weight, bool elem_mean, "
         "int? ignore_index, bool include_background, bool exclude_empty, str reduction, bool check_target) "
         "-> (Tensor, Tensor)"
     ),
-    "softmax_loss_backward": (
+    "multiclass_loss_backward": (
         "(Tensor grad_loss, Tensor input, Tensor target, Tensor coef, bool per_sample, bool region, bool elem, "
         "float focal_alpha, float focal_gamma, int? ignore_index) -> Tensor"
     ),
-    "softmax_focal_map": (
+    "multiclass_focal_map": (
         "(Tensor input, Tensor target, float alpha, float gamma, int? ignore_index, bool check_target) -> Tensor"
     ),
-    "softmax_focal_map_backward": (
+    "multiclass_focal_map_backward": (
         "(Tensor grad_map, Tensor input, Tensor target, float alpha, float gamma, int? ignore_index) -> Tensor"
     ),
 }
 
-FAMILIES = {"sigmoid": SIGMOID_SCHEMAS, "softmax": SOFTMAX_SCHEMAS}
+FAMILIES = ("binary", "multiclass")
 
 # The forward in two halves, for statistics synchronised across processes
 # (ops/synced.py): per-group sums, then the formula from (all-reduced) sums.
 SYNC_SCHEMAS = {
-    "sigmoid_stats": (
+    "binary_stats": (
         "(Tensor input, Tensor target, bool per_sample, bool per_channel, bool region, bool elem, "
         "float focal_alpha, float focal_gamma, bool check_target) -> Tensor"
     ),
-    "sigmoid_finalize": (
+    "binary_finalize": (
         "(Tensor sums, Tensor? weight, int num_channels, int group_size, bool region, float tv_alpha, "
         "float tv_beta, float smooth, float region_gamma, float region_weight, bool elem, float elem_weight, "
         "bool elem_mean, str reduction, int[] loss_shape) -> (Tensor, Tensor)"
     ),
-    "softmax_stats": (
+    "multiclass_stats": (
         "(Tensor input, Tensor target, bool per_sample, bool region, bool elem, float focal_alpha, "
         "float focal_gamma, int? ignore_index, bool check_target) -> (Tensor, Tensor)"
     ),
-    "softmax_finalize": (
+    "multiclass_finalize": (
         "(Tensor class_sums, Tensor elem_sums, Tensor? weight, int num_classes, bool per_sample, bool region, "
         "float tv_alpha, float tv_beta, float smooth, float region_gamma, float region_weight, bool elem, "
         "float elem_weight, bool elem_mean, bool include_background, bool exclude_empty, str reduction, "
         "int[] loss_shape) -> (Tensor, Tensor)"
     ),
 }
-SCHEMAS = {**SIGMOID_SCHEMAS, **SOFTMAX_SCHEMAS}
+SCHEMAS = {**BINARY_SCHEMAS, **MULTICLASS_SCHEMAS}
+ALL_SCHEMAS = {**SCHEMAS, **SYNC_SCHEMAS}
+
+
+def argument_names(schema: str) -> list[str]:
+    """The argument names of a schema string "(Type name, ...) -> ..."."""
+    arguments = schema[schema.index("(") + 1 : schema.index(") ->")]
+    return [argument.split()[-1] for argument in arguments.split(",")]
+
+
+# Each op's arguments that are LossSpec fields, in schema order.
+SPEC_ARGUMENTS = {
+    op: [name for name in argument_names(schema) if name in LossSpec._fields] for op, schema in ALL_SCHEMAS.items()
+}
+for _op in ("binary_loss", "multiclass_loss"):  # the loss ops take the whole spec
+    if SPEC_ARGUMENTS[_op] != list(LossSpec._fields):
+        raise ImportError(
+            f"the {_op} schema's spec arguments {SPEC_ARGUMENTS[_op]} are not LossSpec's fields "
+            f"{list(LossSpec._fields)}: rename one to match the other"
+        )
+
+
+def spec_arguments(op: str, spec: LossSpec) -> dict:
+    """The fields of ``spec`` that ``op`` takes, by argument name."""
+    return {name: getattr(spec, name) for name in SPEC_ARGUMENTS[op]}
 
 
 def accumulation_dtype(input: torch.Tensor) -> torch.dtype:
     return torch.float64 if input.dtype == torch.float64 else torch.float32
 
 
-def _fake_sigmoid_loss(input, target, weight, per_sample, per_channel, region, tv_alpha, tv_beta, smooth,
-                       region_gamma, region_weight, elem, focal_alpha, focal_gamma, elem_weight, elem_mean,
-                       reduction, check_target):
+# Fake (meta) kernels: what each op returns, from the arguments it needs by name.
+def _fake_binary_loss(input, per_sample, per_channel, reduction, **_):
     layout = group_layout(input.shape, per_sample, per_channel)
     dtype = accumulation_dtype(input)
     loss = input.new_empty(layout.shape if reduction == "none" else (), dtype=dtype)
     return loss, input.new_empty((layout.num_groups, 3), dtype=dtype)
 
 
-def _fake_sigmoid_gradient(grad, input, target, coef, per_sample, per_channel, *args):
-    return torch.empty_like(input, memory_format=sigmoid_operands(input, target, per_sample, per_channel)[2])
+def _fake_binary_gradient(input, target, per_sample=False, per_channel=False, **_):
+    return torch.empty_like(input, memory_format=binary_operands(input, target, per_sample, per_channel)[2])
 
 
-def _fake_focal_map(input, target, *args):
-    return torch.empty_like(input, memory_format=sigmoid_operands(input, target, False, False)[2])
-
-
-def _fake_softmax_gradient(grad, input, target, *args):
-    return torch.empty_like(input, memory_format=softmax_operands(input, target).format)
-
-
-def _fake_softmax_loss(input, target, weight, per_sample, region, tv_alpha, tv_beta, smooth, region_gamma,
-                       region_weight, elem, focal_alpha, focal_gamma, elem_weight, elem_mean, ignore_index,
-                       include_background, exclude_empty, reduction, check_target):
+def _fake_multiclass_loss(input, per_sample, reduction, **_):
     batch, classes = input.shape[0], input.shape[1]
     dtype = accumulation_dtype(input)
-    loss = input.new_empty(((batch, classes) if per_sample else (classes,)) if reduction == "none" else (),
-                           dtype=dtype)
+    loss = input.new_empty(((batch, classes) if per_sample else (classes,)) if reduction == "none" else (), dtype=dtype)
     return loss, input.new_empty((batch * classes if per_sample else classes, 3), dtype=dtype)
 
 
-def _fake_softmax_focal_map(input, target, alpha, gamma, ignore_index, check_target):
+def _fake_multiclass_gradient(input, target, **_):
+    return torch.empty_like(input, memory_format=multiclass_operands(input, target).format)
+
+
+def _fake_multiclass_focal_map(input, target, **_):
     return input.new_empty(target.shape)
 
 
 FAKES = {
-    "sigmoid_loss": _fake_sigmoid_loss,
-    "sigmoid_loss_backward": _fake_sigmoid_gradient,
-    "sigmoid_focal_map": _fake_focal_map,
-    "sigmoid_focal_map_backward": lambda grad_map, input, target, *args: _fake_focal_map(input, target),
-    "softmax_loss": _fake_softmax_loss,
-    "softmax_loss_backward": _fake_softmax_gradient,
-    "softmax_focal_map": _fake_softmax_focal_map,
-    "softmax_focal_map_backward": _fake_softmax_gradient,
+    "binary_loss": _fake_binary_loss,
+    "binary_loss_backward": _fake_binary_gradient,
+    "binary_focal_map": _fake_binary_gradient,  # the map has the input's shape and layout
+    "binary_focal_map_backward": _fake_binary_gradient,
+    "multiclass_loss": _fake_multiclass_loss,
+    "multiclass_loss_backward": _fake_multiclass_gradient,
+    "multiclass_focal_map": _fake_multiclass_focal_map,
+    "multiclass_focal_map_backward": _fake_multiclass_gradient,
 }
 
 
-def register_fake_and_autograd(namespace: str, families) -> None:
-    """Fake kernels and autograd for the ``families`` ops of ``namespace``."""
-    for family in families:
-        for name in FAMILIES[family]:
-            torch.library.register_fake(f"{namespace}::{name}", FAKES[name])
+def _by_name(op: str, fake):
+    """``fake`` called with the op's arguments as keywords (the dispatcher passes them by position)."""
+    names = argument_names(ALL_SCHEMAS[op])
+    return lambda *args, **kwargs: fake(**dict(zip(names, args)), **kwargs)
+
+
+def register_fake_and_autograd(namespace: str) -> None:
+    """Fake kernels and autograd for the loss ops of ``namespace`` (both families)."""
+    for name in SCHEMAS:
+        torch.library.register_fake(f"{namespace}::{name}", _by_name(name, FAKES[name]))
+    for family in FAMILIES:
         _register_autograd(namespace, f"{family}_loss", saves_output=True)
         _register_autograd(namespace, f"{family}_focal_map", saves_output=False)
 
@@ -158,7 +178,7 @@ def _register_autograd(namespace: str, forward: str, saves_output: bool) -> None
     backward_op = getattr(ops, f"{forward}_backward")
     forward_names = [arg.name for arg in getattr(ops, forward).default._schema.arguments]
     backward_names = [arg.name for arg in backward_op.default._schema.arguments]
-    passed = backward_names[4 if saves_output else 3:]  # after upstream, input, target (, coef)
+    passed = backward_names[4 if saves_output else 3 :]  # after upstream, input, target (, coef)
 
     def setup_context(ctx, inputs, output):
         args = dict(zip(forward_names, inputs))

@@ -15,25 +15,25 @@ argument wins over it). An explicit backend that cannot run the call raises.
 from __future__ import annotations
 
 import os
+import warnings
 
 import torch
 
 from . import cpp_ops
 
 BACKENDS = ("triton", "cuda", "cpu", "reference")
-# By device type and loss family. Triton before CUDA C++ until a GPU benchmark says
-# otherwise. On the CPU (bench/results/cpu-quick-*.md) the C++ kernels beat the eager
-# reference for both families at realistic sizes. The interpreter is for testing:
-# 'auto' never picks Triton on the CPU.
-AUTO_ORDER = {
-    ("cuda", "sigmoid"): ("triton", "cuda", "reference"),
-    ("cuda", "softmax"): ("triton", "cuda", "reference"),
-    ("cpu", "sigmoid"): ("cpu", "reference"),
-    ("cpu", "softmax"): ("cpu", "reference"),
-}
+# By device type, for both loss families. Triton before CUDA C++ until a GPU benchmark
+# says otherwise. On the CPU (bench/results/cpu-quick-*.md) the C++ kernels beat the
+# eager reference for both families at realistic sizes. The interpreter is for
+# testing: 'auto' never picks Triton on the CPU.
+AUTO_ORDER = {"cuda": ("triton", "cuda", "reference"), "cpu": ("cpu", "reference")}
 DEFAULT_AUTO_ORDER = ("reference",)
-CPP_BACKEND_DEVICE = {"cuda": "cuda", "cpu": "cpu"}
+# The user's word (a loss's ``mode``) -> the family of ops that runs it.
+FAMILY_OF_MODE = {"binary": "binary", "multilabel": "binary", "multiclass": "multiclass"}
 ENV_VAR = "FUSEDLOSS_BACKEND"
+# Set to 1 to use the reference where no fused backend runs without being warned.
+ALLOW_REFERENCE_VAR = "FUSEDLOSS_ALLOW_REFERENCE"
+_warned_fallback = set()  # device types
 
 _TRITON_INTERPRETER = os.environ.get("TRITON_INTERPRET", "0") == "1"
 
@@ -51,65 +51,85 @@ def _triton_import_error() -> str | None:
 _TRITON_ERROR = _triton_import_error()
 
 
-TRITON_MAX_CLASSES = 4096  # kernels/softmax_triton.py keeps a pixel's logits in registers
+TRITON_MAX_CLASSES = 4096  # kernels/multiclass_triton.py keeps a pixel's logits in registers
 
 
-def unavailable_reason(backend: str, device: torch.device, family: str = "sigmoid", classes: int = 0,
-                       sync: bool = False) -> str | None:
-    """None if ``backend`` can run the ``family``'s ops ('sigmoid' or 'softmax',
-    with ``classes`` classes) on ``device`` (with statistics synchronised across
-    processes if ``sync``), else why not."""
+def unavailable_reason(backend: str, device: torch.device, family: str = "binary", classes: int = 0) -> str | None:
+    """None if ``backend`` can run the ``family``'s ops ('binary' or 'multiclass',
+    with ``classes`` classes) on ``device``, else why not. Every backend that runs a
+    loss also synchronises its statistics (sync=True)."""
     if backend == "reference":
         return None
-    if backend in CPP_BACKEND_DEVICE:
-        if device.type != CPP_BACKEND_DEVICE[backend]:
-            return f"the {backend!r} backend runs on {CPP_BACKEND_DEVICE[backend]} tensors (got {device.type})"
-        reason = cpp_ops.unavailable_reason(device.type, family)
-        if reason is None and sync and not cpp_ops.has_built(f"{family}_stats", device.type):
-            return f"the {backend!r} backend does not synchronise statistics across processes (sync=True) yet"
-        return reason
+    if backend in ("cpu", "cuda"):  # the C++ backends run on their own device type
+        if device.type != backend:
+            return f"the {backend!r} backend runs on {backend} tensors (got {device.type})"
+        return cpp_ops.unavailable_reason(device.type, family)
     if backend == "triton":
         if _TRITON_ERROR is not None:
             return _TRITON_ERROR
-        if family == "softmax" and classes > TRITON_MAX_CLASSES:
+        if family == "multiclass" and classes > TRITON_MAX_CLASSES:
             return f"the Triton softmax kernels take at most {TRITON_MAX_CLASSES} classes (got {classes})"
         if device.type == "cuda":
             return None
         if device.type == "cpu" and _TRITON_INTERPRETER:
             return None
-        return (f"Triton kernels run on CUDA tensors (got {device.type}); on CPU only under the Triton "
-                "interpreter, TRITON_INTERPRET=1 set before importing fusedloss")
+        return (
+            f"Triton kernels run on CUDA tensors (got {device.type}); on CPU only under the Triton "
+            "interpreter, TRITON_INTERPRET=1 set before importing fusedloss"
+        )
     raise ValueError(f"unknown backend {backend!r}; expected one of {('auto',) + BACKENDS}")
 
 
-def available_backends(device="cpu", family: str = "sigmoid") -> list[str]:
-    """The backends that can run the ``family``'s losses ('sigmoid': binary and
-    multi-label; 'softmax': multi-class) on ``device``."""
+def available_backends(device="cpu", mode: str = "binary") -> list[str]:
+    """The backends that can run the losses of ``mode`` ('binary', 'multilabel' or
+    'multiclass', as the losses' ``mode`` argument) on ``device``."""
+    if mode not in FAMILY_OF_MODE:
+        raise ValueError(f"mode must be one of {tuple(FAMILY_OF_MODE)}, got {mode!r}")
     device = torch.device(device)
-    return [name for name in BACKENDS if unavailable_reason(name, device, family) is None]
+    return [name for name in BACKENDS if unavailable_reason(name, device, FAMILY_OF_MODE[mode]) is None]
 
 
 def backends() -> dict[str, str]:
     """Every backend with the devices it can run on here, or why it cannot, for humans."""
-    devices = ["cuda"] if torch.cuda.is_available() else []
-    devices.append("cpu")
+    devices = ("cuda", "cpu")
     report = {}
     for name in BACKENDS:
-        usable = [d for d in devices if unavailable_reason(name, torch.device(d)) is None]
+        reasons = {}
+        for device in devices:
+            reason = unavailable_reason(name, torch.device(device))
+            if device == "cuda" and not torch.cuda.is_available():
+                reason = "; ".join(filter(None, ("no CUDA GPU here", reason)))
+            reasons[device] = reason
+        usable = [device for device in devices if not reasons[device]]
         if usable:
             report[name] = "available on " + ", ".join(usable)
-        elif name in ("triton", "cuda") and not torch.cuda.is_available():
-            why_not_cpu = "" if name == "cuda" else f"; {unavailable_reason(name, torch.device('cpu'))}"
-            cuda_reason = unavailable_reason(name, torch.device("cuda"))
-            built = "" if cuda_reason is None or "runs on" in cuda_reason else f"; {cuda_reason}"
-            report[name] = f"unavailable: no CUDA GPU here{built}{why_not_cpu}"
-        else:
-            report[name] = "unavailable: " + unavailable_reason(name, torch.device(devices[0]))
+        else:  # a C++ backend's reason on the other device is only that it is the other one
+            shown = [reasons[device] for device in devices if name not in ("cpu", "cuda") or device == name]
+            report[name] = "unavailable: " + "; ".join(dict.fromkeys(  # each reason once
+                part for reason in shown for part in reason.split("; ")))
     return report
 
 
-def resolve(backend: str, device: torch.device, *, differentiable_target: bool = False, family: str = "sigmoid",
-            classes: int = 0, sync: bool = False) -> str:
+def _warn_reference_fallback(device: torch.device, family: str, classes: int, order) -> None:
+    """Once per device type: 'auto' found no fused backend and runs the reference."""
+    if os.environ.get(ALLOW_REFERENCE_VAR) == "1" or device.type in _warned_fallback:
+        return
+    _warned_fallback.add(device.type)
+    reasons = "; ".join(
+        f"{name}: {unavailable_reason(name, device, family, classes)}" for name in order if name != "reference"
+    )
+    warnings.warn(
+        f"fusedloss: no fused backend runs on {device.type} tensors here ({reasons}), so backend='auto' uses "
+        "the reference: slower and heavier on memory. To fix: pip install --no-build-isolation . with torch "
+        f"installed (builds the C++ kernels), or see `python -m fusedloss`. {ALLOW_REFERENCE_VAR}=1 silences this.",
+        UserWarning,
+        stacklevel=4,
+    )
+
+
+def resolve(
+    backend: str, device: torch.device, *, differentiable_target: bool = False, family: str = "binary", classes: int = 0
+) -> str:
     """The backend a call with tensors on ``device`` runs on. ``differentiable_target``:
     the target or weight requires grad, which only the reference differentiates."""
     source = "backend"
@@ -122,14 +142,21 @@ def resolve(backend: str, device: torch.device, *, differentiable_target: bool =
     if backend == "auto":
         if differentiable_target:
             return "reference"  # the fused ops do not differentiate w.r.t. the target
-        order = AUTO_ORDER.get((device.type, family), DEFAULT_AUTO_ORDER)
-        return next(name for name in order if unavailable_reason(name, device, family, classes, sync) is None)
-    if backend in CPP_BACKEND_DEVICE and not sync:
+        if device.type == "cpu":
+            cpp_ops.ensure_built(announce=True)  # no silent slow path where the C++ kernels can be built
+        order = AUTO_ORDER.get(device.type, DEFAULT_AUTO_ORDER)
+        chosen = next(name for name in order if unavailable_reason(name, device, family, classes) is None)
+        if chosen == "reference" and len(order) > 1:
+            _warn_reference_fallback(device, family, classes, order)
+        return chosen
+    if backend in ("cpu", "cuda"):
         cpp_ops.ensure_built()  # named explicitly: worth compiling csrc/ once
-    reason = unavailable_reason(backend, device, family, classes, sync)
+    reason = unavailable_reason(backend, device, family, classes)
     if reason is not None:
         raise ValueError(f"{source}={backend!r} cannot run this call: {reason}")
     if differentiable_target and backend != "reference":
-        raise ValueError(f"{source}={backend!r} does not differentiate w.r.t. target or weight, and one "
-                         "requires grad; detach it or use backend='reference'")
+        raise ValueError(
+            f"{source}={backend!r} does not differentiate w.r.t. target or weight, and one "
+            "requires grad; detach it or use backend='reference'"
+        )
     return backend

@@ -15,7 +15,8 @@ from __future__ import annotations
 import torch
 import torch.distributed as dist
 
-from .._spec import SigmoidLossSpec, group_layout
+from .._spec import LossSpec, group_layout
+from .schema import spec_arguments
 
 
 def _all_reduce(tensor: torch.Tensor, group) -> torch.Tensor:
@@ -24,49 +25,56 @@ def _all_reduce(tensor: torch.Tensor, group) -> torch.Tensor:
     return tensor
 
 
-class SyncedSigmoidLoss(torch.autograd.Function):
+class _SyncedLoss(torch.autograd.Function):
+    """The backward both families share: the fused ``<family>_loss_backward`` op
+    with the coefficients the forward computed from the global sums."""
+
     @staticmethod
-    def forward(ctx, input, target, weight, ops, group, per_sample, per_channel, spec: SigmoidLossSpec, reduction,
-                check_target):
-        layout = group_layout(input.shape, per_sample, per_channel)
-        sums = ops.sigmoid_stats(input, target, per_sample, per_channel, spec.region, spec.elem, spec.focal_alpha,
-                                 spec.focal_gamma, check_target)
-        sums = torch.cat([_all_reduce(sums[:, :3], group), sums[:, 3:]], dim=1)
-        loss, coef = ops.sigmoid_finalize(
-            sums, weight, layout.num_channels, layout.rows // layout.num_groups * layout.row_len, spec.region,
-            spec.tv_alpha, spec.tv_beta, spec.smooth, spec.region_gamma, spec.region_weight, spec.elem,
-            spec.elem_weight, spec.elem_mean, reduction, list(layout.shape))
+    def save(ctx, family: str, ops, input, target, coef, spec: LossSpec, **backward_args) -> None:
         ctx.save_for_backward(input, target, coef)
-        ctx.ops = ops
-        ctx.backward_args = (per_sample, per_channel, spec.region, spec.elem, spec.focal_alpha, spec.focal_gamma)
-        return loss
+        op = f"{family}_loss_backward"
+        ctx.backward_op = getattr(ops, op)
+        ctx.backward_args = {**backward_args, **spec_arguments(op, spec)}
 
     @staticmethod
     def backward(ctx, grad_loss):
         input, target, coef = ctx.saved_tensors
-        grad = ctx.ops.sigmoid_loss_backward(grad_loss, input, target, coef, *ctx.backward_args)
-        return (grad,) + (None,) * 9
+        grad = ctx.backward_op(grad_loss, input, target, coef, **ctx.backward_args)
+        return (grad,) + (None,) * (len(ctx.needs_input_grad) - 1)
 
 
-class SyncedSoftmaxLoss(torch.autograd.Function):
+class SyncedBinaryLoss(_SyncedLoss):
     @staticmethod
-    def forward(ctx, input, target, weight, ops, group, per_sample, spec: SigmoidLossSpec, ignore_index,
-                include_background, exclude_empty, reduction, check_target):
-        class_sums, elem_sums = ops.softmax_stats(input, target, per_sample, spec.region, spec.elem,
-                                                  spec.focal_alpha, spec.focal_gamma, ignore_index, check_target)
+    def forward(
+        ctx, input, target, weight, ops, group, per_sample, per_channel, spec: LossSpec, reduction, check_target
+    ):
+        layout = group_layout(input.shape, per_sample, per_channel)
+        sums = ops.binary_stats(
+            input, target, per_sample, per_channel, **spec_arguments("binary_stats", spec), check_target=check_target
+        )
+        sums = torch.cat([_all_reduce(sums[:, :3], group), sums[:, 3:]], dim=1)  # element sums stay per rank
+        loss, coef = ops.binary_finalize(sums, weight, layout.num_channels,
+                                         layout.rows // layout.num_groups * layout.row_len,
+                                         **spec_arguments("binary_finalize", spec), reduction=reduction,
+                                         loss_shape=list(layout.shape))
+        _SyncedLoss.save(ctx, "binary", ops, input, target, coef, spec, per_sample=per_sample, per_channel=per_channel)
+        return loss
+
+
+class SyncedMulticlassLoss(_SyncedLoss):
+    @staticmethod
+    def forward(ctx, input, target, weight, ops, group, per_sample, spec: LossSpec, ignore_index, include_background,
+                exclude_empty, reduction, check_target):
+        class_sums, elem_sums = ops.multiclass_stats(input, target, per_sample,
+                                                     **spec_arguments("multiclass_stats", spec),
+                                                     ignore_index=ignore_index, check_target=check_target)
         class_sums = _all_reduce(class_sums, group)
         loss_shape = [input.shape[0], input.shape[1]] if per_sample else [input.shape[1]]
-        loss, coef = ops.softmax_finalize(
-            class_sums, elem_sums, weight, input.shape[1], per_sample, spec.region, spec.tv_alpha, spec.tv_beta,
-            spec.smooth, spec.region_gamma, spec.region_weight, spec.elem, spec.elem_weight, spec.elem_mean,
-            include_background, exclude_empty, reduction, loss_shape)
-        ctx.save_for_backward(input, target, coef)
-        ctx.ops = ops
-        ctx.backward_args = (per_sample, spec.region, spec.elem, spec.focal_alpha, spec.focal_gamma, ignore_index)
+        loss, coef = ops.multiclass_finalize(class_sums, elem_sums, weight, input.shape[1], per_sample,
+                                             **spec_arguments("multiclass_finalize", spec),
+                                             include_background=include_background, exclude_empty=exclude_empty,
+                                             reduction=reduction, loss_shape=loss_shape)
+        _SyncedLoss.save(
+            ctx, "multiclass", ops, input, target, coef, spec, per_sample=per_sample, ignore_index=ignore_index
+        )
         return loss
-
-    @staticmethod
-    def backward(ctx, grad_loss):
-        input, target, coef = ctx.saved_tensors
-        grad = ctx.ops.softmax_loss_backward(grad_loss, input, target, coef, *ctx.backward_args)
-        return (grad,) + (None,) * 11

@@ -1,4 +1,4 @@
-"""Triton kernels for the sigmoid (binary / multi-label) loss family.
+"""Triton kernels for the binary family: binary and multi-label losses, p = sigmoid(x).
 
 Every loss of the family is one point in a single parameter space (see
 ``fusedloss/_spec.py``): a *region* term, the focal-Tversky loss of the
@@ -16,7 +16,8 @@ Three passes, no float atomics, so results are bitwise reproducible:
 ``_focal_map_kernel`` is the element-wise forward of reduction='none'.
 
 The tensor is seen as ``rows`` contiguous rows of ``row_len`` elements; row r
-belongs to group ``r % num_groups`` (see ``plan_rows`` in the launcher).
+belongs to group ``r % num_groups`` (``_spec.group_layout``). ``LaunchPlan`` cuts
+rows into chunks of ``steps`` blocks, one program per chunk.
 """
 
 import torch
@@ -24,10 +25,9 @@ import triton
 import triton.language as tl
 
 from .._checks import kernel_target_flags
-from .._spec import GroupLayout, group_layout, sigmoid_operands
-from .triton_common import (REDUCTION_CODE, acc_dtypes, check_programs, on_input_device, param, region_terms,
-                            sm_count, split, store_as, sum_rows, target_flags, writable)
-
+from .._spec import GroupLayout, binary_operands, group_layout
+from .triton_common import (REDUCTION_CODE, acc_dtypes, check_programs, focal_params, on_input_device, param,
+                            region_terms, sm_count, split, store_as, sum_rows, target_flags, writable)
 
 
 @triton.jit
@@ -84,26 +84,22 @@ def _outside_unit(t, mask):
 
 
 @triton.jit
-def _stats_kernel(
-    x_ptr, t_ptr, partial_ptr, ok_ptr,
-    row_len, chunks_per_row, num_groups, members, iters,
-    focal_alpha_hi, focal_alpha_lo, focal_gamma_hi, focal_gamma_lo,
-    REGION: tl.constexpr, ELEM: tl.constexpr, CHECK_TARGET: tl.constexpr, BLOCK: tl.constexpr, ACC: tl.constexpr,
-):
-    focal_alpha = param(focal_alpha_hi, focal_alpha_lo, ACC)
-    focal_gamma = param(focal_gamma_hi, focal_gamma_lo, ACC)
+def _stats_kernel(x_ptr, t_ptr, partial_ptr, ok_ptr, row_len, chunks_per_row, num_groups, members, steps,
+                  focal_alpha_hi, focal_alpha_lo, focal_gamma_hi, focal_gamma_lo, REGION: tl.constexpr,
+                  ELEM: tl.constexpr, CHECK_TARGET: tl.constexpr, BLOCK: tl.constexpr, ACC: tl.constexpr):
+    focal_alpha, focal_gamma = focal_params(focal_alpha_hi, focal_alpha_lo, focal_gamma_hi, focal_gamma_lo, ACC)
     pid = tl.program_id(0).to(tl.int64)
     row = pid // chunks_per_row
     chunk = pid % chunks_per_row
     row_start = row * row_len
-    chunk_start = chunk * iters * BLOCK
+    chunk_start = chunk * steps * BLOCK
     lanes = tl.arange(0, BLOCK)
     sum_pt = tl.zeros([BLOCK], ACC)
     sum_p = tl.zeros([BLOCK], ACC)
     sum_t = tl.zeros([BLOCK], ACC)
     sum_e = tl.zeros([BLOCK], ACC)
     ok = tl.full([BLOCK], 1, tl.int32)
-    for step in range(0, iters):
+    for step in range(0, steps):
         offs = chunk_start + step * BLOCK + lanes
         mask = offs < row_len
         x = tl.load(x_ptr + row_start + offs, mask=mask, other=0.0).to(ACC)
@@ -131,16 +127,11 @@ def _stats_kernel(
 
 
 @triton.jit
-def _finalize_kernel(
-    partial_ptr, weight_ptr, loss_ptr, coef_ptr,
-    num_groups, parts_per_group, num_channels, group_size,
-    tv_alpha_hi, tv_alpha_lo, tv_beta_hi, tv_beta_lo, smooth_hi, smooth_lo,
-    region_gamma_hi, region_gamma_lo, region_weight_hi, region_weight_lo,
-    elem_weight_hi, elem_weight_lo,
-    REGION: tl.constexpr, ELEM: tl.constexpr, HAS_WEIGHT: tl.constexpr,
-    ELEM_MEAN: tl.constexpr, REDUCTION: tl.constexpr,
-    GROUP_BLOCK: tl.constexpr, PART_BLOCK: tl.constexpr, ACC: tl.constexpr,
-):
+def _finalize_kernel(partial_ptr, weight_ptr, loss_ptr, coef_ptr, num_groups, parts_per_group, num_channels, group_size,
+                     tv_alpha_hi, tv_alpha_lo, tv_beta_hi, tv_beta_lo, smooth_hi, smooth_lo, region_gamma_hi,
+                     region_gamma_lo, region_weight_hi, region_weight_lo, elem_weight_hi, elem_weight_lo,
+                     REGION: tl.constexpr, ELEM: tl.constexpr, HAS_WEIGHT: tl.constexpr, ELEM_MEAN: tl.constexpr,
+                     REDUCTION: tl.constexpr, GROUP_BLOCK: tl.constexpr, PART_BLOCK: tl.constexpr, ACC: tl.constexpr):
     # REDUCTION: 0 = 'none' (one loss per group), 1 = 'mean', 2 = 'sum'.
     tv_alpha = param(tv_alpha_hi, tv_alpha_lo, ACC)
     tv_beta = param(tv_beta_hi, tv_beta_lo, ACC)
@@ -183,8 +174,7 @@ def _finalize_kernel(
         coef_i = tl.zeros([GROUP_BLOCK], ACC)
         coef_p = tl.zeros([GROUP_BLOCK], ACC)
         if REGION:
-            region, dregion_di, dregion_dp = region_terms(sum_i, sum_p, sum_t, tv_alpha, tv_beta, smooth,
-                                                          region_gamma)
+            region, dregion_di, dregion_dp = region_terms(sum_i, sum_p, sum_t, tv_alpha, tv_beta, smooth, region_gamma)
             group_loss += region_weight * region
             coef_i = scale * region_weight * dregion_di
             coef_p = scale * region_weight * dregion_dp
@@ -205,21 +195,17 @@ def _finalize_kernel(
 
 
 @triton.jit
-def _backward_kernel(
-    x_ptr, t_ptr, coef_ptr, grad_out_ptr, grad_ptr,
-    row_len, chunks_per_row, num_groups, iters, grad_out_group_stride,
-    focal_alpha_hi, focal_alpha_lo, focal_gamma_hi, focal_gamma_lo,
-    REGION: tl.constexpr, ELEM: tl.constexpr, GRAD_OUT_PER_ELEMENT: tl.constexpr,
-    BLOCK: tl.constexpr, ACC: tl.constexpr, GRAD_BF16: tl.constexpr,
-):
-    focal_alpha = param(focal_alpha_hi, focal_alpha_lo, ACC)
-    focal_gamma = param(focal_gamma_hi, focal_gamma_lo, ACC)
+def _backward_kernel(x_ptr, t_ptr, coef_ptr, grad_out_ptr, grad_ptr, row_len, chunks_per_row, num_groups, steps,
+                     grad_out_group_stride, focal_alpha_hi, focal_alpha_lo, focal_gamma_hi, focal_gamma_lo,
+                     REGION: tl.constexpr, ELEM: tl.constexpr, GRAD_OUT_PER_ELEMENT: tl.constexpr, BLOCK: tl.constexpr,
+                     ACC: tl.constexpr, GRAD_BF16: tl.constexpr):
+    focal_alpha, focal_gamma = focal_params(focal_alpha_hi, focal_alpha_lo, focal_gamma_hi, focal_gamma_lo, ACC)
     pid = tl.program_id(0).to(tl.int64)
     row = pid // chunks_per_row
     chunk = pid % chunks_per_row
     group = row % num_groups
     row_start = row * row_len
-    chunk_start = chunk * iters * BLOCK
+    chunk_start = chunk * steps * BLOCK
     lanes = tl.arange(0, BLOCK)
     if GRAD_OUT_PER_ELEMENT:
         # reduction='none' of the element loss: the incoming gradient is a map.
@@ -231,7 +217,7 @@ def _backward_kernel(
         coef_i = tl.load(coef_ptr + group * 3 + 0) * upstream
         coef_p = tl.load(coef_ptr + group * 3 + 1) * upstream
         coef_e = tl.load(coef_ptr + group * 3 + 2) * upstream
-    for step in range(0, iters):
+    for step in range(0, steps):
         offs = chunk_start + step * BLOCK + lanes
         mask = offs < row_len
         x = tl.load(x_ptr + row_start + offs, mask=mask, other=0.0).to(ACC)
@@ -251,13 +237,10 @@ def _backward_kernel(
 
 
 @triton.jit
-def _focal_map_kernel(
-    x_ptr, t_ptr, out_ptr, ok_ptr, numel,
-    focal_alpha_hi, focal_alpha_lo, focal_gamma_hi, focal_gamma_lo,
-    CHECK_TARGET: tl.constexpr, BLOCK: tl.constexpr, ACC: tl.constexpr, OUT_BF16: tl.constexpr,
-):
-    focal_alpha = param(focal_alpha_hi, focal_alpha_lo, ACC)
-    focal_gamma = param(focal_gamma_hi, focal_gamma_lo, ACC)
+def _focal_map_kernel(x_ptr, t_ptr, out_ptr, ok_ptr, numel, focal_alpha_hi, focal_alpha_lo, focal_gamma_hi,
+                      focal_gamma_lo, CHECK_TARGET: tl.constexpr, BLOCK: tl.constexpr, ACC: tl.constexpr,
+                      OUT_BF16: tl.constexpr):
+    focal_alpha, focal_gamma = focal_params(focal_alpha_hi, focal_alpha_lo, focal_gamma_hi, focal_gamma_lo, ACC)
     pid = tl.program_id(0).to(tl.int64)
     offs = pid * BLOCK + tl.arange(0, BLOCK)
     mask = offs < numel
@@ -274,8 +257,9 @@ def _focal_map_kernel(
 # Launchers: plain functions over torch tensors, called by the op layer.
 # ----------------------------------------------------------------------------
 
-class _Plan:
-    """How rows are cut into chunks of ``iters`` blocks of ``block`` elements.
+
+class LaunchPlan:
+    """How rows are cut into chunks of ``steps`` blocks of ``block`` elements.
 
     Depends only on the shape and the device, so a given input always reduces
     in the same order (bitwise reproducible)."""
@@ -289,9 +273,9 @@ class _Plan:
             target_programs = 4
         self.block = max(16, min(max_block, triton.next_power_of_2(layout.row_len)))
         blocks_per_row = triton.cdiv(layout.row_len, self.block)
-        iters = triton.cdiv(layout.rows * blocks_per_row, target_programs)
-        self.iters = max(1, min(blocks_per_row, iters))
-        self.chunks_per_row = triton.cdiv(blocks_per_row, self.iters)
+        steps = triton.cdiv(layout.rows * blocks_per_row, target_programs)
+        self.steps = max(1, min(blocks_per_row, steps))
+        self.chunks_per_row = triton.cdiv(blocks_per_row, self.steps)
         self.programs = layout.rows * self.chunks_per_row
         check_programs(self.programs, layout.rows, "row")
 
@@ -305,19 +289,17 @@ def _stats(input, target, per_sample, per_channel, region, elem, focal_alpha, fo
     """Launch the statistics kernel: partial sums (groups * parts_per_group, 4) and parts_per_group."""
     layout = group_layout(input.shape, per_sample, per_channel)
     acc, ACC = acc_dtypes(input)
-    x, target, _ = sigmoid_operands(input, target, per_sample, per_channel)
+    x, target, _ = binary_operands(input, target, per_sample, per_channel)
     check_target = check_target and target.dtype != torch.bool  # bool holds nothing else
     target = _as_loadable(target)
-    plan = _Plan(layout, x.device)
+    plan = LaunchPlan(layout, x.device)
     members = layout.rows // layout.num_groups
     partials = torch.empty((plan.programs, 4), dtype=acc, device=x.device)
     ok = target_flags(plan.programs, x.device, check_target)
-    _stats_kernel[(plan.programs,)](
-        x, target, partials, ok,
-        layout.row_len, plan.chunks_per_row, layout.num_groups, members, plan.iters,
-        *split(focal_alpha), *split(focal_gamma),
-        REGION=region, ELEM=elem, CHECK_TARGET=check_target, BLOCK=plan.block, ACC=ACC, num_warps=plan.num_warps,
-    )
+    _stats_kernel[(plan.programs,)](x, target, partials, ok, layout.row_len, plan.chunks_per_row, layout.num_groups,
+                                    members, plan.steps, *split(focal_alpha), *split(focal_gamma), REGION=region,
+                                    ELEM=elem, CHECK_TARGET=check_target, BLOCK=plan.block, ACC=ACC,
+                                    num_warps=plan.num_warps)
     if check_target:
         kernel_target_flags(ok, target)
     return partials, members * plan.chunks_per_row
@@ -334,101 +316,92 @@ def _finalize(partials, parts_per_group, weight, num_channels, group_size, regio
     part_block = min(1024, triton.next_power_of_2(parts_per_group))
     group_block = min(triton.next_power_of_2(num_groups), max(1, 4096 // part_block))
     has_weight = weight is not None
-    _finalize_kernel[(1,)](
-        partials, weight.contiguous() if has_weight else partials, loss, coef,
-        num_groups, parts_per_group, num_channels, group_size,
-        *split(tv_alpha), *split(tv_beta), *split(smooth),
-        *split(region_gamma), *split(region_weight), *split(elem_weight),
-        REGION=region, ELEM=elem, HAS_WEIGHT=has_weight, ELEM_MEAN=elem_mean, REDUCTION=code,
-        GROUP_BLOCK=group_block, PART_BLOCK=part_block, ACC=ACC, num_warps=4,
-    )
+    _finalize_kernel[(1,)](partials, weight.contiguous() if has_weight else partials, loss, coef, num_groups,
+                           parts_per_group, num_channels, group_size, *split(tv_alpha), *split(tv_beta), *split(smooth),
+                           *split(region_gamma), *split(region_weight), *split(elem_weight), REGION=region, ELEM=elem,
+                           HAS_WEIGHT=has_weight, ELEM_MEAN=elem_mean, REDUCTION=code, GROUP_BLOCK=group_block,
+                           PART_BLOCK=part_block, ACC=ACC, num_warps=4)
     return loss, coef
 
 
 @on_input_device
-def sigmoid_loss(input, target, weight, per_sample, per_channel, region, tv_alpha, tv_beta, smooth,
-                 region_gamma, region_weight, elem, focal_alpha, focal_gamma, elem_weight, elem_mean, reduction,
-                 check_target):
+def binary_loss(input, target, weight, per_sample, per_channel, region, tv_alpha, tv_beta, smooth, region_gamma,
+                region_weight, elem, focal_alpha, focal_gamma, elem_weight, elem_mean, reduction, check_target):
     layout = group_layout(input.shape, per_sample, per_channel)
-    partials, parts_per_group = _stats(input, target, per_sample, per_channel, region, elem, focal_alpha,
-                                       focal_gamma, check_target)
-    return _finalize(partials, parts_per_group, weight, layout.num_channels, layout.rows // layout.num_groups *
-                     layout.row_len, region, tv_alpha, tv_beta, smooth, region_gamma, region_weight, elem,
-                     elem_weight, elem_mean, reduction, layout.shape)
+    partials, parts_per_group = _stats(
+        input, target, per_sample, per_channel, region, elem, focal_alpha, focal_gamma, check_target
+    )
+    return _finalize(partials, parts_per_group, weight, layout.num_channels,
+                     layout.rows // layout.num_groups * layout.row_len, region, tv_alpha, tv_beta, smooth, region_gamma,
+                     region_weight, elem, elem_weight, elem_mean, reduction, layout.shape)
 
 
 @on_input_device
-def sigmoid_stats(input, target, per_sample, per_channel, region, elem, focal_alpha, focal_gamma, check_target):
-    partials, parts_per_group = _stats(input, target, per_sample, per_channel, region, elem, focal_alpha,
-                                       focal_gamma, check_target)
+def binary_stats(input, target, per_sample, per_channel, region, elem, focal_alpha, focal_gamma, check_target):
+    partials, parts_per_group = _stats(
+        input, target, per_sample, per_channel, region, elem, focal_alpha, focal_gamma, check_target
+    )
     return partials.view(-1, parts_per_group, 4).sum(1)  # fixed order: deterministic
 
 
 @on_input_device
-def sigmoid_finalize(sums, weight, num_channels, group_size, region, tv_alpha, tv_beta, smooth, region_gamma,
-                     region_weight, elem, elem_weight, elem_mean, reduction, loss_shape):
+def binary_finalize(sums, weight, num_channels, group_size, region, tv_alpha, tv_beta, smooth, region_gamma,
+                    region_weight, elem, elem_weight, elem_mean, reduction, loss_shape):
     return _finalize(sums.contiguous(), 1, weight, num_channels, group_size, region, tv_alpha, tv_beta, smooth,
                      region_gamma, region_weight, elem, elem_weight, elem_mean, reduction, loss_shape)
 
 
 @on_input_device
-def sigmoid_loss_backward(grad_loss, input, target, coef, per_sample, per_channel, region, elem,
-                          focal_alpha, focal_gamma):
+def binary_loss_backward(
+    grad_loss, input, target, coef, per_sample, per_channel, region, elem, focal_alpha, focal_gamma
+):
     layout = group_layout(input.shape, per_sample, per_channel)
     _, ACC = acc_dtypes(input)
-    x, target, memory_format = sigmoid_operands(input, target, per_sample, per_channel)
+    x, target, memory_format = binary_operands(input, target, per_sample, per_channel)
     target = _as_loadable(target)
     grad = torch.empty_like(x, memory_format=memory_format)
-    plan = _Plan(layout, x.device)
-    _backward_kernel[(plan.programs,)](
-        x, target, coef, grad_loss.contiguous(), writable(grad),
-        layout.row_len, plan.chunks_per_row, layout.num_groups, plan.iters,
-        1 if grad_loss.dim() > 0 else 0,
-        *split(focal_alpha), *split(focal_gamma),
-        REGION=region, ELEM=elem, GRAD_OUT_PER_ELEMENT=False,
-        BLOCK=plan.block, ACC=ACC, GRAD_BF16=x.dtype == torch.bfloat16, num_warps=plan.num_warps,
-    )
+    plan = LaunchPlan(layout, x.device)
+    _backward_kernel[(plan.programs,)](x, target, coef, grad_loss.contiguous(), writable(grad), layout.row_len,
+                                       plan.chunks_per_row, layout.num_groups, plan.steps,
+                                       1 if grad_loss.dim() > 0 else 0, *split(focal_alpha), *split(focal_gamma),
+                                       REGION=region, ELEM=elem, GRAD_OUT_PER_ELEMENT=False, BLOCK=plan.block, ACC=ACC,
+                                       GRAD_BF16=x.dtype == torch.bfloat16, num_warps=plan.num_warps)
     return grad
 
 
 def _map_plan(x):
-    return _Plan(group_layout((x.numel(),), False, False), x.device)
+    return LaunchPlan(group_layout((x.numel(),), False, False), x.device)
 
 
 @on_input_device
-def sigmoid_focal_map(input, target, alpha, gamma, check_target):
+def binary_focal_map(input, target, alpha, gamma, check_target):
     _, ACC = acc_dtypes(input)
-    x, target, memory_format = sigmoid_operands(input, target, False, False)
+    x, target, memory_format = binary_operands(input, target, False, False)
     check_target = check_target and target.dtype != torch.bool
     target = _as_loadable(target)
     out = torch.empty_like(x, memory_format=memory_format)
     plan = _map_plan(x)
     programs = triton.cdiv(x.numel(), plan.block)
     ok = target_flags(programs, x.device, check_target)
-    _focal_map_kernel[(programs,)](
-        x, target, writable(out), ok, x.numel(), *split(alpha), *split(gamma),
-        CHECK_TARGET=check_target, BLOCK=plan.block, ACC=ACC, OUT_BF16=x.dtype == torch.bfloat16,
-        num_warps=plan.num_warps,
-    )
+    _focal_map_kernel[(programs,)](x, target, writable(out), ok, x.numel(), *split(alpha), *split(gamma),
+                                   CHECK_TARGET=check_target, BLOCK=plan.block, ACC=ACC,
+                                   OUT_BF16=x.dtype == torch.bfloat16, num_warps=plan.num_warps)
     if check_target:
         kernel_target_flags(ok, target)
     return out
 
 
 @on_input_device
-def sigmoid_focal_map_backward(grad_map, input, target, alpha, gamma):
+def binary_focal_map_backward(grad_map, input, target, alpha, gamma):
     _, ACC = acc_dtypes(input)
-    x, target, memory_format = sigmoid_operands(input, target, False, False)
+    x, target, memory_format = binary_operands(input, target, False, False)
     target = _as_loadable(target)
     grad = torch.empty_like(x, memory_format=memory_format)
     if grad_map.stride() != x.stride():  # the upstream map is read in x's memory order
         grad_map = torch.empty_like(x, memory_format=memory_format).copy_(grad_map)
     plan = _map_plan(x)
-    _backward_kernel[(plan.programs,)](
-        x, target, x, grad_map, writable(grad),
-        x.numel(), plan.chunks_per_row, 1, plan.iters, 0,
-        *split(alpha), *split(gamma),
-        REGION=False, ELEM=True, GRAD_OUT_PER_ELEMENT=True,
-        BLOCK=plan.block, ACC=ACC, GRAD_BF16=x.dtype == torch.bfloat16, num_warps=plan.num_warps,
-    )
+    _backward_kernel[(plan.programs,)](x, target, x, grad_map, writable(grad), x.numel(), plan.chunks_per_row, 1,
+                                       plan.steps, 0, *split(alpha), *split(gamma), REGION=False, ELEM=True,
+                                       GRAD_OUT_PER_ELEMENT=True, BLOCK=plan.block, ACC=ACC,
+                                       GRAD_BF16=x.dtype == torch.bfloat16, num_warps=plan.num_warps)
     return grad

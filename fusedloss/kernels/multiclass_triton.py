@@ -1,8 +1,8 @@
-"""Triton kernels for the softmax (multi-class) loss family.
+"""Triton kernels for the multiclass family: p = softmax(x, dim=1), class-map targets.
 
 Input (N, C, *spatial) logits seen as (N, C, S) through (sample, class, pixel)
 strides, so contiguous and channels_last (classes innermost) layouts are read
-where they lie (_spec.softmax_operands); target (N, S) integer class indices.
+where they lie (_spec.multiclass_operands); target (N, S) integer class indices.
 A program takes one sample and tiles of pixels, loads all C logits of each
 pixel at once ([C, pixels] in registers), computes the softmax there, and
 accumulates every class's I, P, T and the element loss (-alpha (1 - p_y)**gamma
@@ -22,14 +22,16 @@ checked (check_target), and otherwise counts nowhere too.
   _focal_map_kernel the per-pixel element loss (reduction='none')
 """
 
+from typing import NamedTuple
+
 import torch
 import triton
 import triton.language as tl
 
 from .._checks import kernel_target_flags
-from .._spec import softmax_operands
-from .triton_common import (REDUCTION_CODE, acc_dtypes, check_programs, on_input_device, param, pow_or_zero,
-                            region_terms, sm_count, split, store_as, sum_rows, target_flags, writable)
+from .._spec import multiclass_operands
+from .triton_common import (REDUCTION_CODE, acc_dtypes, check_programs, focal_params, on_input_device, param,
+                            pow_or_zero, region_terms, sm_count, split, store_as, sum_rows, target_flags, writable)
 
 
 @triton.jit
@@ -49,8 +51,11 @@ def _pixel_softmax(x_ptr, y_ptr, sample, pixels, num_classes, spatial, sample_st
     if HAS_IGNORE:
         valid = valid & (y != ignore_index)
         bad = bad & (y != ignore_index)
-    offsets = (sample * sample_stride + classes.to(tl.int64)[:, None] * class_stride
-               + pixels.to(tl.int64)[None, :] * pixel_stride)
+    offsets = (
+        sample * sample_stride
+        + classes.to(tl.int64)[:, None] * class_stride
+        + pixels.to(tl.int64)[None, :] * pixel_stride
+    )
     tile_mask = class_mask[:, None] & pixel_mask[None, :]
     x = tl.load(x_ptr + offsets, mask=tile_mask, other=float("-inf")).to(ACC)
     top = tl.max(x, axis=0)
@@ -80,15 +85,11 @@ def _focal_terms(x, e, top, total, hit, alpha, gamma):
 
 
 @triton.jit
-def _stats_kernel(
-    x_ptr, y_ptr, class_partial_ptr, elem_partial_ptr, ok_ptr,
-    num_classes, spatial, sample_stride, class_stride, pixel_stride, chunks_per_sample, iters, ignore_index,
-    focal_alpha_hi, focal_alpha_lo, focal_gamma_hi, focal_gamma_lo,
-    REGION: tl.constexpr, ELEM: tl.constexpr, HAS_IGNORE: tl.constexpr, CHECK_TARGET: tl.constexpr,
-    BLOCK_C: tl.constexpr, BLOCK_S: tl.constexpr, ACC: tl.constexpr,
-):
-    focal_alpha = param(focal_alpha_hi, focal_alpha_lo, ACC)
-    focal_gamma = param(focal_gamma_hi, focal_gamma_lo, ACC)
+def _stats_kernel(x_ptr, y_ptr, class_partial_ptr, elem_partial_ptr, ok_ptr, num_classes, spatial, sample_stride,
+                  class_stride, pixel_stride, chunks_per_sample, steps, ignore_index, focal_alpha_hi, focal_alpha_lo,
+                  focal_gamma_hi, focal_gamma_lo, REGION: tl.constexpr, ELEM: tl.constexpr, HAS_IGNORE: tl.constexpr,
+                  CHECK_TARGET: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_S: tl.constexpr, ACC: tl.constexpr):
+    focal_alpha, focal_gamma = focal_params(focal_alpha_hi, focal_alpha_lo, focal_gamma_hi, focal_gamma_lo, ACC)
     pid = tl.program_id(0).to(tl.int64)
     sample = pid // chunks_per_sample
     chunk = pid % chunks_per_sample
@@ -98,11 +99,11 @@ def _stats_kernel(
     sum_e = tl.zeros([BLOCK_S], ACC)
     count = tl.zeros([BLOCK_S], ACC)
     ok = tl.full([BLOCK_S], 1, tl.int32)
-    for step in range(0, iters):
-        pixels = (chunk * iters + step) * BLOCK_S + tl.arange(0, BLOCK_S)
-        x, p, e, top, total, hit, valid, _, _, bad = _pixel_softmax(
-            x_ptr, y_ptr, sample, pixels, num_classes, spatial, sample_stride, class_stride, pixel_stride,
-            ignore_index, HAS_IGNORE, BLOCK_C, ACC)
+    for step in range(0, steps):
+        pixels = (chunk * steps + step) * BLOCK_S + tl.arange(0, BLOCK_S)
+        x, p, e, top, total, hit, valid, _, _, bad = _pixel_softmax(x_ptr, y_ptr, sample, pixels, num_classes, spatial,
+                                                                    sample_stride, class_stride, pixel_stride,
+                                                                    ignore_index, HAS_IGNORE, BLOCK_C, ACC)
         if REGION:
             sum_i += tl.where(hit, p, 0.0)
             sum_p += tl.where(valid[None, :], p, 0.0)
@@ -127,8 +128,7 @@ def _stats_kernel(
 
 @triton.jit
 def _group_sums(class_partial_ptr, groups, group_mask, num_classes, chunks_per_sample, parts_per_group,
-                PER_SAMPLE: tl.constexpr, GROUP_BLOCK: tl.constexpr, PART_BLOCK: tl.constexpr,
-                ACC: tl.constexpr):
+                PER_SAMPLE: tl.constexpr, GROUP_BLOCK: tl.constexpr, PART_BLOCK: tl.constexpr, ACC: tl.constexpr):
     # Group g is class g % C, of sample g // C with per_sample (its own chunks), else of all chunks.
     classes = groups % num_classes
     if PER_SAMPLE:
@@ -149,16 +149,13 @@ def _group_sums(class_partial_ptr, groups, group_mask, num_classes, chunks_per_s
 
 
 @triton.jit
-def _finalize_kernel(
-    class_partial_ptr, elem_partial_ptr, weight_ptr, loss_ptr, coef_ptr,
-    num_groups, num_classes, chunks_per_sample, parts_per_group, num_parts,
-    tv_alpha_hi, tv_alpha_lo, tv_beta_hi, tv_beta_lo, smooth_hi, smooth_lo,
-    region_gamma_hi, region_gamma_lo, region_weight_hi, region_weight_lo,
-    elem_weight_hi, elem_weight_lo,
-    REGION: tl.constexpr, ELEM: tl.constexpr, HAS_WEIGHT: tl.constexpr, ELEM_MEAN: tl.constexpr,
-    PER_SAMPLE: tl.constexpr, INCLUDE_BACKGROUND: tl.constexpr, EXCLUDE_EMPTY: tl.constexpr,
-    REDUCTION: tl.constexpr, GROUP_BLOCK: tl.constexpr, PART_BLOCK: tl.constexpr, ACC: tl.constexpr,
-):
+def _finalize_kernel(class_partial_ptr, elem_partial_ptr, weight_ptr, loss_ptr, coef_ptr, num_groups, num_classes,
+                     chunks_per_sample, parts_per_group, num_parts, tv_alpha_hi, tv_alpha_lo, tv_beta_hi, tv_beta_lo,
+                     smooth_hi, smooth_lo, region_gamma_hi, region_gamma_lo, region_weight_hi, region_weight_lo,
+                     elem_weight_hi, elem_weight_lo, REGION: tl.constexpr, ELEM: tl.constexpr, HAS_WEIGHT: tl.constexpr,
+                     ELEM_MEAN: tl.constexpr, PER_SAMPLE: tl.constexpr, INCLUDE_BACKGROUND: tl.constexpr,
+                     EXCLUDE_EMPTY: tl.constexpr, REDUCTION: tl.constexpr, GROUP_BLOCK: tl.constexpr,
+                     PART_BLOCK: tl.constexpr, ACC: tl.constexpr):
     # REDUCTION: 0 = 'none', 1 = 'mean' (over the groups that count), 2 = 'sum'.
     tv_alpha = param(tv_alpha_hi, tv_alpha_lo, ACC)
     tv_beta = param(tv_beta_hi, tv_beta_lo, ACC)
@@ -204,9 +201,8 @@ def _finalize_kernel(
         groups = group_start + tl.arange(0, GROUP_BLOCK)
         group_mask = groups < num_groups
         if REGION or EXCLUDE_EMPTY:
-            sum_i, sum_p, sum_t = _group_sums(class_partial_ptr, groups, group_mask, num_classes,
-                                              chunks_per_sample, parts_per_group, PER_SAMPLE, GROUP_BLOCK,
-                                              PART_BLOCK, ACC)
+            sum_i, sum_p, sum_t = _group_sums(class_partial_ptr, groups, group_mask, num_classes, chunks_per_sample,
+                                              parts_per_group, PER_SAMPLE, GROUP_BLOCK, PART_BLOCK, ACC)
         else:  # focal / CE alone: no class statistics were gathered
             sum_i = tl.zeros([GROUP_BLOCK], ACC)
             sum_p = tl.zeros([GROUP_BLOCK], ACC)
@@ -225,8 +221,7 @@ def _finalize_kernel(
         coef_p = tl.zeros([GROUP_BLOCK], ACC)
         weighted = tl.zeros([GROUP_BLOCK], ACC)
         if REGION:
-            region, dregion_di, dregion_dp = region_terms(sum_i, sum_p, sum_t, tv_alpha, tv_beta, smooth,
-                                                          region_gamma)
+            region, dregion_di, dregion_dp = region_terms(sum_i, sum_p, sum_t, tv_alpha, tv_beta, smooth, region_gamma)
             weighted = group_weight * region_weight * region
             # Groups that do not count get exactly 0 (not 0 * a huge coefficient).
             coef_i = tl.where(keep, group_weight * out_scale * region_weight * dregion_di, 0.0)
@@ -244,17 +239,12 @@ def _finalize_kernel(
 
 
 @triton.jit
-def _backward_kernel(
-    x_ptr, y_ptr, coef_ptr, grad_out_ptr, grad_ptr,
-    num_classes, spatial, sample_stride, class_stride, pixel_stride, chunks_per_sample, iters, ignore_index,
-    grad_out_group_stride,
-    focal_alpha_hi, focal_alpha_lo, focal_gamma_hi, focal_gamma_lo,
-    REGION: tl.constexpr, ELEM: tl.constexpr, HAS_IGNORE: tl.constexpr, PER_SAMPLE: tl.constexpr,
-    GRAD_OUT_PER_PIXEL: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_S: tl.constexpr, ACC: tl.constexpr,
-    GRAD_BF16: tl.constexpr,
-):
-    focal_alpha = param(focal_alpha_hi, focal_alpha_lo, ACC)
-    focal_gamma = param(focal_gamma_hi, focal_gamma_lo, ACC)
+def _backward_kernel(x_ptr, y_ptr, coef_ptr, grad_out_ptr, grad_ptr, num_classes, spatial, sample_stride, class_stride,
+                     pixel_stride, chunks_per_sample, steps, ignore_index, grad_out_group_stride, focal_alpha_hi,
+                     focal_alpha_lo, focal_gamma_hi, focal_gamma_lo, REGION: tl.constexpr, ELEM: tl.constexpr,
+                     HAS_IGNORE: tl.constexpr, PER_SAMPLE: tl.constexpr, GRAD_OUT_PER_PIXEL: tl.constexpr,
+                     BLOCK_C: tl.constexpr, BLOCK_S: tl.constexpr, ACC: tl.constexpr, GRAD_BF16: tl.constexpr):
+    focal_alpha, focal_gamma = focal_params(focal_alpha_hi, focal_alpha_lo, focal_gamma_hi, focal_gamma_lo, ACC)
     pid = tl.program_id(0).to(tl.int64)
     sample = pid // chunks_per_sample
     chunk = pid % chunks_per_sample
@@ -273,11 +263,11 @@ def _backward_kernel(
         coef_i = tl.load(coef_ptr + groups * 3 + 0, mask=class_mask, other=0.0) * upstream
         coef_p = tl.load(coef_ptr + groups * 3 + 1, mask=class_mask, other=0.0) * upstream
         coef_e = tl.load(coef_ptr + 2) * tl.load(grad_out_ptr).to(ACC)  # element term: scalar outputs only
-    for step in range(0, iters):
-        pixels = (chunk * iters + step) * BLOCK_S + tl.arange(0, BLOCK_S)
+    for step in range(0, steps):
+        pixels = (chunk * steps + step) * BLOCK_S + tl.arange(0, BLOCK_S)
         x, p, e, top, total, hit, valid, offsets, tile_mask, _ = _pixel_softmax(
-            x_ptr, y_ptr, sample, pixels, num_classes, spatial, sample_stride, class_stride, pixel_stride,
-            ignore_index, HAS_IGNORE, BLOCK_C, ACC)
+            x_ptr, y_ptr, sample, pixels, num_classes, spatial, sample_stride, class_stride, pixel_stride, ignore_index,
+            HAS_IGNORE, BLOCK_C, ACC)
         grad = tl.zeros([BLOCK_C, BLOCK_S], ACC)
         if REGION:
             g = tl.where(hit, coef_i[:, None], 0.0) + coef_p[:, None]
@@ -286,8 +276,9 @@ def _backward_kernel(
         if ELEM:
             _, factor = _focal_terms(x, e, top, total, hit, focal_alpha, focal_gamma)
             if GRAD_OUT_PER_PIXEL:
-                factor = factor * tl.load(grad_out_ptr + sample * spatial + pixels, mask=pixels < spatial,
-                                          other=0.0).to(ACC)
+                factor = factor * tl.load(
+                    grad_out_ptr + sample * spatial + pixels, mask=pixels < spatial, other=0.0
+                ).to(ACC)
             factor = tl.where(valid, factor * coef_e, 0.0)
             grad += factor[None, :] * (p - tl.where(hit, 1.0, 0.0))
         # Ignored pixels count nowhere, whatever their logits (a NaN there is NaN in p).
@@ -295,21 +286,17 @@ def _backward_kernel(
 
 
 @triton.jit
-def _focal_map_kernel(
-    x_ptr, y_ptr, out_ptr, ok_ptr, num_classes, spatial, sample_stride, class_stride, pixel_stride,
-    chunks_per_sample, ignore_index,
-    focal_alpha_hi, focal_alpha_lo, focal_gamma_hi, focal_gamma_lo,
-    HAS_IGNORE: tl.constexpr, CHECK_TARGET: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_S: tl.constexpr,
-    ACC: tl.constexpr, OUT_BF16: tl.constexpr,
-):
-    focal_alpha = param(focal_alpha_hi, focal_alpha_lo, ACC)
-    focal_gamma = param(focal_gamma_hi, focal_gamma_lo, ACC)
+def _focal_map_kernel(x_ptr, y_ptr, out_ptr, ok_ptr, num_classes, spatial, sample_stride, class_stride, pixel_stride,
+                      chunks_per_sample, ignore_index, focal_alpha_hi, focal_alpha_lo, focal_gamma_hi, focal_gamma_lo,
+                      HAS_IGNORE: tl.constexpr, CHECK_TARGET: tl.constexpr, BLOCK_C: tl.constexpr,
+                      BLOCK_S: tl.constexpr, ACC: tl.constexpr, OUT_BF16: tl.constexpr):
+    focal_alpha, focal_gamma = focal_params(focal_alpha_hi, focal_alpha_lo, focal_gamma_hi, focal_gamma_lo, ACC)
     pid = tl.program_id(0).to(tl.int64)
     sample = pid // chunks_per_sample
     pixels = (pid % chunks_per_sample) * BLOCK_S + tl.arange(0, BLOCK_S)
-    x, p, e, top, total, hit, valid, _, _, bad = _pixel_softmax(
-        x_ptr, y_ptr, sample, pixels, num_classes, spatial, sample_stride, class_stride, pixel_stride,
-        ignore_index, HAS_IGNORE, BLOCK_C, ACC)
+    x, p, e, top, total, hit, valid, _, _, bad = _pixel_softmax(x_ptr, y_ptr, sample, pixels, num_classes, spatial,
+                                                                sample_stride, class_stride, pixel_stride, ignore_index,
+                                                                HAS_IGNORE, BLOCK_C, ACC)
     loss, _ = _focal_terms(x, e, top, total, hit, focal_alpha, focal_gamma)
     store_as(out_ptr + sample * spatial + pixels, tl.where(valid, loss, 0.0), pixels < spatial, OUT_BF16)
     if CHECK_TARGET:
@@ -320,8 +307,9 @@ def _focal_map_kernel(
 # Launchers
 # ----------------------------------------------------------------------------
 
-class _Plan:
-    """Tiles of [all classes, block_s pixels]; each program takes `iters`
+
+class LaunchPlan:
+    """Tiles of [all classes, block_s pixels]; each program takes `steps`
     consecutive tiles of one sample. Depends only on shape and device."""
 
     def __init__(self, input: torch.Tensor):
@@ -336,8 +324,8 @@ class _Plan:
             target_programs = 4
         self.block_s = max(1, min(tile // self.block_c, triton.next_power_of_2(self.spatial)))
         tiles_per_sample = triton.cdiv(self.spatial, self.block_s)
-        self.iters = max(1, min(tiles_per_sample, triton.cdiv(batch * tiles_per_sample, target_programs)))
-        self.chunks_per_sample = triton.cdiv(tiles_per_sample, self.iters)
+        self.steps = max(1, min(tiles_per_sample, triton.cdiv(batch * tiles_per_sample, target_programs)))
+        self.chunks_per_sample = triton.cdiv(tiles_per_sample, self.steps)
         self.programs = batch * self.chunks_per_sample
         check_programs(self.programs, batch, "sample")
 
@@ -350,19 +338,17 @@ def _stats(input, target, region, elem, focal_alpha, focal_gamma, ignore_index, 
     """Launch the statistics kernel: class partials (programs, C, 3), element partials
     (programs, 2) and the plan."""
     acc, ACC = acc_dtypes(input)
-    x, y, strides, _ = softmax_operands(input, target)
-    plan = _Plan(x)
+    x, y, strides, _ = multiclass_operands(input, target)
+    plan = LaunchPlan(x)
     ignore_value, has_ignore = _ignore(ignore_index)
     class_partials = torch.empty((plan.programs, x.shape[1], 3), dtype=acc, device=x.device)
     elem_partials = torch.empty((plan.programs, 2), dtype=acc, device=x.device)
     ok = target_flags(plan.programs, x.device, check_target)
-    _stats_kernel[(plan.programs,)](
-        x, y, class_partials, elem_partials, ok,
-        x.shape[1], plan.spatial, *strides, plan.chunks_per_sample, plan.iters, ignore_value,
-        *split(focal_alpha), *split(focal_gamma),
-        REGION=region, ELEM=elem, HAS_IGNORE=has_ignore, CHECK_TARGET=check_target, BLOCK_C=plan.block_c,
-        BLOCK_S=plan.block_s, ACC=ACC, num_warps=plan.num_warps,
-    )
+    _stats_kernel[(plan.programs,)](x, y, class_partials, elem_partials, ok, x.shape[1], plan.spatial, *strides,
+                                    plan.chunks_per_sample, plan.steps, ignore_value, *split(focal_alpha),
+                                    *split(focal_gamma), REGION=region, ELEM=elem, HAS_IGNORE=has_ignore,
+                                    CHECK_TARGET=check_target, BLOCK_C=plan.block_c, BLOCK_S=plan.block_s, ACC=ACC,
+                                    num_warps=plan.num_warps)
     if check_target:
         kernel_target_flags(ok, y, x.shape[1], ignore_index)
     return class_partials, elem_partials, plan
@@ -381,15 +367,13 @@ def _finalize(class_partials, elem_partials, chunks_per_sample, weight, num_clas
     parts_per_group = chunks_per_sample if per_sample else parts
     part_block = min(1024, triton.next_power_of_2(max(parts_per_group, elem_partials.shape[0] if elem else 1)))
     group_block = min(triton.next_power_of_2(groups), max(1, 4096 // part_block))
-    _finalize_kernel[(1,)](
-        class_partials, elem_partials, weight.contiguous() if weight is not None else elem_partials, loss, coef,
-        groups, num_classes, chunks_per_sample, parts_per_group, elem_partials.shape[0],
-        *split(tv_alpha), *split(tv_beta), *split(smooth), *split(region_gamma), *split(region_weight),
-        *split(elem_weight),
-        REGION=region, ELEM=elem, HAS_WEIGHT=weight is not None, ELEM_MEAN=elem_mean, PER_SAMPLE=per_sample,
-        INCLUDE_BACKGROUND=include_background, EXCLUDE_EMPTY=exclude_empty, REDUCTION=code,
-        GROUP_BLOCK=group_block, PART_BLOCK=part_block, ACC=ACC, num_warps=4,
-    )
+    _finalize_kernel[(1,)](class_partials, elem_partials, weight.contiguous() if weight is not None else elem_partials,
+                           loss, coef, groups, num_classes, chunks_per_sample, parts_per_group, elem_partials.shape[0],
+                           *split(tv_alpha), *split(tv_beta), *split(smooth), *split(region_gamma),
+                           *split(region_weight), *split(elem_weight), REGION=region, ELEM=elem,
+                           HAS_WEIGHT=weight is not None, ELEM_MEAN=elem_mean, PER_SAMPLE=per_sample,
+                           INCLUDE_BACKGROUND=include_background, EXCLUDE_EMPTY=exclude_empty, REDUCTION=code,
+                           GROUP_BLOCK=group_block, PART_BLOCK=part_block, ACC=ACC, num_warps=4)
     return loss, coef
 
 
@@ -398,20 +382,22 @@ def _loss_shape(input, per_sample):
 
 
 @on_input_device
-def softmax_loss(input, target, weight, per_sample, region, tv_alpha, tv_beta, smooth, region_gamma, region_weight,
-                 elem, focal_alpha, focal_gamma, elem_weight, elem_mean, ignore_index, include_background,
-                 exclude_empty, reduction, check_target):
-    class_partials, elem_partials, plan = _stats(input, target, region, elem, focal_alpha, focal_gamma,
-                                                 ignore_index, check_target)
-    return _finalize(class_partials, elem_partials, plan.chunks_per_sample, weight, input.shape[1], per_sample,
-                     region, tv_alpha, tv_beta, smooth, region_gamma, region_weight, elem, elem_weight, elem_mean,
+def multiclass_loss(input, target, weight, per_sample, region, tv_alpha, tv_beta, smooth, region_gamma, region_weight,
+                    elem, focal_alpha, focal_gamma, elem_weight, elem_mean, ignore_index, include_background,
+                    exclude_empty, reduction, check_target):
+    class_partials, elem_partials, plan = _stats(
+        input, target, region, elem, focal_alpha, focal_gamma, ignore_index, check_target
+    )
+    return _finalize(class_partials, elem_partials, plan.chunks_per_sample, weight, input.shape[1], per_sample, region,
+                     tv_alpha, tv_beta, smooth, region_gamma, region_weight, elem, elem_weight, elem_mean,
                      include_background, exclude_empty, reduction, _loss_shape(input, per_sample))
 
 
 @on_input_device
-def softmax_stats(input, target, per_sample, region, elem, focal_alpha, focal_gamma, ignore_index, check_target):
-    class_partials, elem_partials, plan = _stats(input, target, region, elem, focal_alpha, focal_gamma,
-                                                 ignore_index, check_target)
+def multiclass_stats(input, target, per_sample, region, elem, focal_alpha, focal_gamma, ignore_index, check_target):
+    class_partials, elem_partials, plan = _stats(
+        input, target, region, elem, focal_alpha, focal_gamma, ignore_index, check_target
+    )
     classes = input.shape[1]
     if per_sample:  # one row per (sample, class)
         class_sums = class_partials.view(input.shape[0], plan.chunks_per_sample, classes, 3).sum(1)
@@ -421,9 +407,9 @@ def softmax_stats(input, target, per_sample, region, elem, focal_alpha, focal_ga
 
 
 @on_input_device
-def softmax_finalize(class_sums, elem_sums, weight, num_classes, per_sample, region, tv_alpha, tv_beta, smooth,
-                     region_gamma, region_weight, elem, elem_weight, elem_mean, include_background, exclude_empty,
-                     reduction, loss_shape):
+def multiclass_finalize(class_sums, elem_sums, weight, num_classes, per_sample, region, tv_alpha, tv_beta, smooth,
+                        region_gamma, region_weight, elem, elem_weight, elem_mean, include_background, exclude_empty,
+                        reduction, loss_shape):
     # Sums laid out as partials of one chunk per sample (or one for all).
     return _finalize(class_sums.contiguous().view(-1, num_classes, 3), elem_sums.contiguous().view(1, 2), 1, weight,
                      num_classes, per_sample, region, tv_alpha, tv_beta, smooth, region_gamma, region_weight, elem,
@@ -431,64 +417,68 @@ def softmax_finalize(class_sums, elem_sums, weight, num_classes, per_sample, reg
 
 
 @on_input_device
-def softmax_loss_backward(grad_loss, input, target, coef, per_sample, region, elem, focal_alpha, focal_gamma,
-                          ignore_index):
+def multiclass_loss_backward(
+    grad_loss, input, target, coef, per_sample, region, elem, focal_alpha, focal_gamma, ignore_index
+):
     _, ACC = acc_dtypes(input)
-    x, y, strides, _ = softmax_operands(input, target)
-    plan = _Plan(x)
+    x, y, strides, _ = multiclass_operands(input, target)
+    plan = LaunchPlan(x)
     ignore_value, has_ignore = _ignore(ignore_index)
     grad = torch.empty_like(x)  # x's strides: written at the offsets read
-    _backward_kernel[(plan.programs,)](
-        x, y, coef, grad_loss.contiguous(), writable(grad),
-        x.shape[1], plan.spatial, *strides, plan.chunks_per_sample, plan.iters, ignore_value,
-        1 if grad_loss.dim() > 0 else 0,
-        *split(focal_alpha), *split(focal_gamma),
-        REGION=region, ELEM=elem, HAS_IGNORE=has_ignore, PER_SAMPLE=per_sample, GRAD_OUT_PER_PIXEL=False,
-        BLOCK_C=plan.block_c, BLOCK_S=plan.block_s, ACC=ACC, GRAD_BF16=x.dtype == torch.bfloat16,
-        num_warps=plan.num_warps,
-    )
+    _backward_kernel[(plan.programs,)](x, y, coef, grad_loss.contiguous(), writable(grad), x.shape[1], plan.spatial,
+                                       *strides, plan.chunks_per_sample, plan.steps, ignore_value,
+                                       1 if grad_loss.dim() > 0 else 0, *split(focal_alpha), *split(focal_gamma),
+                                       REGION=region, ELEM=elem, HAS_IGNORE=has_ignore, PER_SAMPLE=per_sample,
+                                       GRAD_OUT_PER_PIXEL=False, BLOCK_C=plan.block_c, BLOCK_S=plan.block_s, ACC=ACC,
+                                       GRAD_BF16=x.dtype == torch.bfloat16, num_warps=plan.num_warps)
     return grad
 
 
-def _map_grid(plan, batch):
+class _MapLaunch(NamedTuple):
+    """What the focal map's forward and backward launch over: a tile of pixels a program."""
+
+    acc: tl.dtype
+    x: torch.Tensor
+    y: torch.Tensor
+    strides: tuple
+    plan: LaunchPlan
+    ignore_value: int
+    has_ignore: bool
+    tiles: int  # per sample
+    grid: tuple
+
+
+def _map_launch(input, target, ignore_index) -> _MapLaunch:
+    _, ACC = acc_dtypes(input)
+    x, y, strides, _ = multiclass_operands(input, target)
+    plan = LaunchPlan(x)
     tiles = triton.cdiv(plan.spatial, plan.block_s)
-    return tiles, (batch * tiles,)
+    return _MapLaunch(ACC, x, y, strides, plan, *_ignore(ignore_index), tiles, (x.shape[0] * tiles,))
 
 
 @on_input_device
-def softmax_focal_map(input, target, alpha, gamma, ignore_index, check_target):
-    _, ACC = acc_dtypes(input)
-    x, y, strides, _ = softmax_operands(input, target)
-    plan = _Plan(x)
-    ignore_value, has_ignore = _ignore(ignore_index)
+def multiclass_focal_map(input, target, alpha, gamma, ignore_index, check_target):
+    launch = _map_launch(input, target, ignore_index)
+    x, y, plan = launch.x, launch.y, launch.plan
     out = torch.empty(y.shape, dtype=x.dtype, device=x.device)
-    tiles, grid = _map_grid(plan, x.shape[0])
-    ok = target_flags(grid[0], x.device, check_target)
-    _focal_map_kernel[grid](
-        x, y, writable(out), ok, x.shape[1], plan.spatial, *strides, tiles, ignore_value, *split(alpha),
-        *split(gamma),
-        HAS_IGNORE=has_ignore, CHECK_TARGET=check_target, BLOCK_C=plan.block_c, BLOCK_S=plan.block_s, ACC=ACC,
-        OUT_BF16=x.dtype == torch.bfloat16, num_warps=plan.num_warps,
-    )
+    ok = target_flags(launch.grid[0], x.device, check_target)
+    _focal_map_kernel[launch.grid](x, y, writable(out), ok, x.shape[1], plan.spatial, *launch.strides, launch.tiles,
+                                   launch.ignore_value, *split(alpha), *split(gamma), HAS_IGNORE=launch.has_ignore,
+                                   CHECK_TARGET=check_target, BLOCK_C=plan.block_c, BLOCK_S=plan.block_s,
+                                   ACC=launch.acc, OUT_BF16=x.dtype == torch.bfloat16, num_warps=plan.num_warps)
     if check_target:
         kernel_target_flags(ok, y, x.shape[1], ignore_index)
     return out
 
 
 @on_input_device
-def softmax_focal_map_backward(grad_map, input, target, alpha, gamma, ignore_index):
-    _, ACC = acc_dtypes(input)
-    x, y, strides, _ = softmax_operands(input, target)
-    plan = _Plan(x)
-    ignore_value, has_ignore = _ignore(ignore_index)
+def multiclass_focal_map_backward(grad_map, input, target, alpha, gamma, ignore_index):
+    launch = _map_launch(input, target, ignore_index)
+    x, y, plan = launch.x, launch.y, launch.plan
     grad = torch.empty_like(x)  # x's strides: written at the offsets read
-    tiles, grid = _map_grid(plan, x.shape[0])
-    _backward_kernel[grid](
-        x, y, x, grad_map.contiguous(), writable(grad),
-        x.shape[1], plan.spatial, *strides, tiles, 1, ignore_value, 0,
-        *split(alpha), *split(gamma),
-        REGION=False, ELEM=True, HAS_IGNORE=has_ignore, PER_SAMPLE=False, GRAD_OUT_PER_PIXEL=True,
-        BLOCK_C=plan.block_c, BLOCK_S=plan.block_s, ACC=ACC, GRAD_BF16=x.dtype == torch.bfloat16,
-        num_warps=plan.num_warps,
-    )
+    _backward_kernel[launch.grid](x, y, x, grad_map.contiguous(), writable(grad), x.shape[1], plan.spatial,
+                                  *launch.strides, launch.tiles, 1, launch.ignore_value, 0, *split(alpha),
+                                  *split(gamma), REGION=False, ELEM=True, HAS_IGNORE=launch.has_ignore,
+                                  PER_SAMPLE=False, GRAD_OUT_PER_PIXEL=True, BLOCK_C=plan.block_c, BLOCK_S=plan.block_s,
+                                  ACC=launch.acc, GRAD_BF16=x.dtype == torch.bfloat16, num_warps=plan.num_warps)
     return grad
