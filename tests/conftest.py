@@ -23,9 +23,11 @@ def pytest_configure(config):
     import fusedloss
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    for family in ("sigmoid", "softmax"):
+    for family in ("binary", "multiclass"):
         available = fusedloss.available_backends(device, family)
         missing = [name for name in expected if name not in available]
         if missing:
-            raise pytest.UsageError(f"FUSEDLOSS_EXPECT_BACKENDS={','.join(expected)}: {missing} cannot run the "
-                                    f"{family} losses on {device}: {fusedloss.backends()}")
+            raise pytest.UsageError(
+                f"FUSEDLOSS_EXPECT_BACKENDS={','.join(expected)}: {missing} cannot run the "
+                f"{family} losses on {device}: {fusedloss.backends()}"
+            )

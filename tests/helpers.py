@@ -3,6 +3,8 @@ the losses with the options each accepts, and a tolerance per dtype."""
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import pytest
 import torch
 
@@ -20,21 +22,11 @@ REGION_LOSSES = ["dice", "iou", "tversky", "focal_tversky", "dice_bce"]
 ALL_LOSSES = REGION_LOSSES + ["focal"]
 
 # Non-default parameters, so the formulas' constants are exercised.
-LOSS_PARAMS = {
-    "dice": dict(smooth=0.5),
-    "iou": dict(smooth=1.0),
-    "tversky": dict(alpha=0.3, beta=0.7, smooth=1.0),
-    "focal_tversky": dict(alpha=0.3, beta=0.7, gamma=0.75, smooth=1.0),
-    "dice_bce": dict(smooth=1.0, dice_weight=0.7, bce_weight=1.3),
-    "focal": dict(alpha=0.25, gamma=2.0),
-}
+LOSS_PARAMS = {"dice": dict(smooth=0.5), "iou": dict(smooth=1.0), "tversky": dict(alpha=0.3, beta=0.7, smooth=1.0),
+               "focal_tversky": dict(alpha=0.3, beta=0.7, gamma=0.75, smooth=1.0),
+               "dice_bce": dict(smooth=1.0, dice_weight=0.7, bce_weight=1.3), "focal": dict(alpha=0.25, gamma=2.0)}
 
-GROUPINGS = [
-    dict(),
-    dict(per_sample=True),
-    dict(per_channel=True),
-    dict(per_sample=True, per_channel=True),
-]
+GROUPINGS = [dict(), dict(per_sample=True), dict(per_channel=True), dict(per_sample=True, per_channel=True)]
 
 
 def loss_fn(name):
@@ -75,8 +67,7 @@ def assert_close(actual, expected, dtype):
     # Gradients this small round in absolute steps; where the reference's p*(1-p) rounds to 0
     # (saturated sigmoid) the fused path keeps 1 - p exact: allow a floor far below any signal.
     floor = max(2 * info.smallest_normal * info.eps, 1e-3 * info.eps)
-    torch.testing.assert_close(actual, expected, rtol=rtol, atol=max(atol_fraction * scale, floor),
-                               check_dtype=True)
+    torch.testing.assert_close(actual, expected, rtol=rtol, atol=max(atol_fraction * scale, floor), check_dtype=True)
 
 
 def loss_and_grad(name, x, t, backend, **options):
@@ -88,22 +79,19 @@ def loss_and_grad(name, x, t, backend, **options):
 
 
 # ---- multi-class (softmax) ----
-FUSED_SOFTMAX_BACKENDS = [name for name in fusedloss.available_backends(DEVICE, "softmax") if name != "reference"]
+FUSED_MULTICLASS_BACKENDS = [name for name in fusedloss.available_backends(DEVICE, "multiclass") if name != "reference"]
 CLASS_MAP_DTYPES = [torch.int64, torch.uint8, torch.int16, torch.int32]
 MULTICLASS_REGION_LOSSES = ["dice", "iou", "tversky", "focal_tversky"]
-MULTICLASS_PARAMS = {
-    "dice": dict(smooth=0.5),
-    "iou": dict(smooth=1.0),
-    "tversky": dict(alpha=0.3, beta=0.7, smooth=1.0),
-    "focal_tversky": dict(alpha=0.3, beta=0.7, gamma=0.75, smooth=1.0),
-    "focal": dict(alpha=0.25, gamma=2.0),
-    "dice_ce": dict(smooth=1.0, dice_weight=0.7, ce_weight=1.3),
-}
+MULTICLASS_PARAMS = {"dice": dict(smooth=0.5), "iou": dict(smooth=1.0),
+                     "tversky": dict(alpha=0.3, beta=0.7, smooth=1.0),
+                     "focal_tversky": dict(alpha=0.3, beta=0.7, gamma=0.75, smooth=1.0),
+                     "focal": dict(alpha=0.25, gamma=2.0), "dice_ce": dict(smooth=1.0, dice_weight=0.7, ce_weight=1.3)}
 IGNORE = 255
 
 
-def make_class_pair(shape, dtype=torch.float32, target_dtype=torch.int64, ignore_fraction=0.0, absent=(),
-                    scale=3.0, seed=0):
+def make_class_pair(
+    shape, dtype=torch.float32, target_dtype=torch.int64, ignore_fraction=0.0, absent=(), scale=3.0, seed=0
+):
     """Logits of ``shape`` (N, C, *spatial) and class indices (N, *spatial) on DEVICE;
     a fraction of pixels set to IGNORE; classes in ``absent`` never appear."""
     gen = torch.Generator().manual_seed(seed)
@@ -130,3 +118,75 @@ def multiclass_options(name, **options):
     if name != "dice_ce":
         options["mode"] = "multiclass"
     return {**MULTICLASS_PARAMS[name], **options}
+
+
+# ---- one comparison with the reference, for every family ----
+
+
+def _loss_callable(loss, options):
+    """A loss given as a case (cases.LossCase: its ``fn``), a function, or a name: a
+    multi-class loss when the options say mode='multiclass' (or it is dice_ce), else binary."""
+    if isinstance(loss, str):
+        multiclass = options.get("mode") == "multiclass" or loss not in fusedloss.LOSSES
+        return (fusedloss.MULTICLASS_LOSSES if multiclass else fusedloss.LOSSES)[loss]
+    return getattr(loss, "fn", loss)
+
+
+def fused_and_reference(loss, x, t, backend, *, under=None, **options):
+    """((loss, grad) of the fused ``backend``, (loss, grad) of the reference) for the same
+    call; the gradient w.r.t. input for an upstream gradient that differs per element.
+    The input is used as it lies (a view keeps its layout: no copy); the reference gets
+    contiguous copies. ``under``: a context manager the fused call runs in (autocast)."""
+    fn = _loss_callable(loss, options)
+
+    def run(inp, target, name):
+        inp = inp.detach().requires_grad_(True)
+        value = fn(inp, target, backend=name, **options)
+        upstream = torch.linspace(0.5, 1.5, value.numel(), dtype=value.dtype, device=value.device).reshape(value.shape)
+        (grad,) = torch.autograd.grad(value, inp, upstream)
+        return value.detach(), grad
+
+    if under is None:
+        fused = run(x, t, backend)
+    else:
+        with under:
+            fused = run(x, t, backend)
+    return fused, run(x.contiguous(), t.contiguous(), "reference")
+
+
+class Compared(NamedTuple):
+    loss: torch.Tensor
+    grad: torch.Tensor
+    ref_loss: torch.Tensor
+    ref_grad: torch.Tensor
+
+
+def assert_matches_reference(loss, x, t, backend, *, finite=True, compare_loss=True, grad_if_reference_finite=False,
+                             loss_dtype=None, under=None, **options) -> Compared:
+    """Run the fused ``backend`` and the reference on the same call and compare the loss
+    and the gradient w.r.t. input with the tolerance of their dtype (the loss: its own
+    dtype when it has the input's, else the accumulation dtype, fp64 or fp32; the
+    gradient: the input's). Also: same loss shape, gradient in the input's dtype, and
+    (``finite``) a finite fused loss and gradient.
+
+    ``loss``: a name, a cases.LossCase or a loss function; ``options``: the call's
+    keyword arguments, as given (build them with ``case.options(...)``). Knobs for the
+    edge cases: ``compare_loss=False`` (an infinite loss), ``grad_if_reference_finite``
+    (the reference's gradient overflows where the fused one does not), ``loss_dtype``
+    (a tighter tolerance for the loss), ``under`` (see fused_and_reference)."""
+    (fused_loss, fused_grad), (ref_loss, ref_grad) = fused_and_reference(loss, x, t, backend, under=under, **options)
+    assert fused_loss.shape == ref_loss.shape, (fused_loss.shape, ref_loss.shape)
+    assert fused_grad.dtype == x.dtype, (fused_grad.dtype, x.dtype)
+    if finite:
+        assert torch.isfinite(fused_loss).all() and torch.isfinite(fused_grad).all(), (fused_loss, fused_grad)
+    if compare_loss:
+        accumulation = torch.float64 if x.dtype == torch.float64 else torch.float32
+        assert_close(fused_loss, ref_loss, loss_dtype or (x.dtype if fused_loss.dtype == x.dtype else accumulation))
+    if not grad_if_reference_finite or torch.isfinite(ref_grad).all():
+        assert_close(fused_grad, ref_grad, x.dtype)
+    return Compared(fused_loss, fused_grad, ref_loss, ref_grad)
+
+
+def op_kwargs(spec, **others):
+    """An op call's keyword arguments: the LossSpec's fields by name, and the others."""
+    return {**spec._asdict(), **others}

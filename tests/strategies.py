@@ -5,9 +5,8 @@ listed in fusedloss.LOSSES / MULTICLASS_LOSSES: the strategies read those."""
 from __future__ import annotations
 
 import torch
-from hypothesis import strategies as st
-
 from helpers import DEVICE
+from hypothesis import strategies as st
 
 FLOAT_DTYPES = [torch.float64, torch.float32, torch.float16, torch.bfloat16]
 BINARY_TARGET_DTYPES = [torch.float32, torch.float16, torch.bool, torch.uint8]
@@ -22,8 +21,9 @@ LOSS_PARAMETERS = {
     "dice": st.fixed_dictionaries({"smooth": _smooth}),
     "iou": st.fixed_dictionaries({"smooth": _smooth}),
     "tversky": st.fixed_dictionaries({"alpha": _unit, "beta": _unit, "smooth": _smooth}),
-    "focal_tversky": st.fixed_dictionaries({"alpha": _unit, "beta": _unit, "gamma": st.sampled_from([0.5, 1.0, 2.0]),
-                                            "smooth": _smooth}),
+    "focal_tversky": st.fixed_dictionaries(
+        {"alpha": _unit, "beta": _unit, "gamma": st.sampled_from([0.5, 1.0, 2.0]), "smooth": _smooth}
+    ),
     "focal": st.fixed_dictionaries({"alpha": st.one_of(st.none(), _unit), "gamma": _gamma}),
     "dice_bce": st.fixed_dictionaries({"smooth": _smooth, "dice_weight": _unit, "bce_weight": _unit}),
     "dice_ce": st.fixed_dictionaries({"smooth": _smooth, "dice_weight": _unit, "ce_weight": _unit}),
@@ -101,8 +101,10 @@ def multiclass_calls(draw, losses, ignore_index=255):
     dtype = draw(st.sampled_from(FLOAT_DTYPES))
     target_dtype = draw(st.sampled_from(CLASS_MAP_DTYPES))
     gen = _seeded(draw(st.integers(0, 2**16)))
-    x = (torch.randn((batch, classes) + spatial, generator=gen, dtype=torch.float64)
-         * draw(st.sampled_from([0.1, 1.0, 3.0]))).to(dtype)
+    x = (
+        torch.randn((batch, classes) + spatial, generator=gen, dtype=torch.float64)
+        * draw(st.sampled_from([0.1, 1.0, 3.0]))
+    ).to(dtype)
     layout = draw(st.sampled_from(["random", "one_class", "ignored_some", "ignored_all"]))
     y = torch.randint(0, classes, (batch,) + spatial, generator=gen)
     if layout == "one_class":

@@ -3,10 +3,10 @@ report of what is available, and the modules' plumbing."""
 
 import pytest
 import torch
+from helpers import DEVICE, FUSED_BACKENDS, assert_close, make_pair
 
 import fusedloss
 from fusedloss.ops import selection as backend_choice
-from helpers import DEVICE, FUSED_BACKENDS, assert_close, make_pair
 
 
 def test_auto_order():

@@ -1,10 +1,11 @@
-"""Bad arguments raise a ValueError/TypeError that names the argument."""
+"""Bad arguments raise a ValueError/TypeError that names the argument, for both
+families (bad target values: test_target_check)."""
 
 import pytest
 import torch
+from helpers import ALL_LOSSES, DEVICE, FUSED_BACKENDS, REGION_LOSSES, loss_fn, make_class_pair, make_pair
 
 import fusedloss
-from helpers import ALL_LOSSES, DEVICE, FUSED_BACKENDS, REGION_LOSSES, loss_fn, make_pair
 
 BACKENDS = FUSED_BACKENDS + ["reference"]
 
@@ -95,14 +96,15 @@ def test_bad_reduction(name):
         loss_fn(name)(x, t, reduction="avg")
 
 
-@pytest.mark.parametrize("call, message", [
-    (lambda x, t: fusedloss.dice_loss(x, t, smooth=-1.0), "smooth must be a finite number >= 0"),
-    (lambda x, t: fusedloss.tversky_loss(x, t, alpha=float("nan")), "alpha must be a finite number >= 0"),
-    (lambda x, t: fusedloss.focal_tversky_loss(x, t, gamma=-2), "gamma must be a finite number >= 0"),
-    (lambda x, t: fusedloss.focal_loss(x, t, alpha=1.5), r"alpha must be in \[0, 1\] or None"),
-    (lambda x, t: fusedloss.focal_loss(x, t, gamma="2"), "gamma must be a finite number >= 0"),
-    (lambda x, t: fusedloss.dice_bce_loss(x, t, bce_weight=-0.1), "bce_weight must be a finite number >= 0"),
-])
+@pytest.mark.parametrize(
+    "call, message",
+    [(lambda x, t: fusedloss.dice_loss(x, t, smooth=-1.0), "smooth must be a finite number >= 0"),
+     (lambda x, t: fusedloss.tversky_loss(x, t, alpha=float("nan")), "alpha must be a finite number >= 0"),
+     (lambda x, t: fusedloss.focal_tversky_loss(x, t, gamma=-2), "gamma must be a finite number >= 0"),
+     (lambda x, t: fusedloss.focal_loss(x, t, alpha=1.5), r"alpha must be in \[0, 1\] or None"),
+     (lambda x, t: fusedloss.focal_loss(x, t, gamma="2"), "gamma must be a finite number >= 0"),
+     (lambda x, t: fusedloss.dice_bce_loss(x, t, bce_weight=-0.1), "bce_weight must be a finite number >= 0")],
+)
 def test_bad_parameters(call, message):
     x, t = make_pair((2, 3))
     with pytest.raises(ValueError, match=message):
@@ -120,3 +122,28 @@ def test_fused_backend_refuses_differentiable_target(backend):
     x, t = make_pair((2, 3))
     with pytest.raises(ValueError, match=f"backend='{backend}' does not differentiate w.r.t. target"):
         fusedloss.dice_loss(x, t.requires_grad_(True), backend=backend)
+
+
+# ---- multiclass ----
+
+
+def test_bad_multiclass_input():
+    x, y = make_class_pair((2, 3, 4, 5))
+    with pytest.raises(TypeError, match="target must hold class indices"):
+        fusedloss.dice_loss(x, y.float(), mode="multiclass")
+    with pytest.raises(ValueError, match=r"target must have shape \(2, 4, 5\)"):
+        fusedloss.dice_loss(x, y[:, :2], mode="multiclass")
+    with pytest.raises(ValueError, match="C >= 2 classes"):
+        fusedloss.dice_loss(x[:, :1], y, mode="multiclass")
+    with pytest.raises(ValueError, match=r"weight must have shape \(3,\), one per class"):
+        fusedloss.dice_loss(x, y, mode="multiclass", weight=torch.ones(2, device=DEVICE))
+    with pytest.raises(ValueError, match="per_channel does not apply"):
+        fusedloss.dice_loss(x, y, mode="multiclass", per_channel=True)
+    with pytest.raises(ValueError, match="mode must be one of"):
+        fusedloss.dice_loss(x, y, mode="softmax")
+    with pytest.raises(ValueError, match="options of mode='multiclass'"):
+        fusedloss.dice_loss(x, y.float(), ignore_index=255)
+    with pytest.raises(ValueError, match="reduction='none' is not defined for dice_ce_loss"):
+        fusedloss.dice_ce_loss(x, y, reduction="none")
+    with pytest.raises(TypeError, match="ignore_index must be an int"):
+        fusedloss.dice_ce_loss(x, y, ignore_index=2.5)

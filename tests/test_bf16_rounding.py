@@ -6,7 +6,6 @@ kernel on a GPU and under the interpreter on the CPU."""
 
 import pytest
 import torch
-
 from helpers import DEVICE, FUSED_BACKENDS
 
 pytestmark = pytest.mark.skipif("triton" not in FUSED_BACKENDS, reason=f"no Triton backend on {DEVICE}")
@@ -16,10 +15,29 @@ import triton.language as tl  # noqa: E402
 from fusedloss.kernels.triton_common import store_as  # noqa: E402
 
 PATTERNS = [
-    0x7FFFFFFF, 0xFFFFFFFF, 0x7FC00000, 0xFFC00000, 0x7F800001, 0x7FBFFFFF,  # NaNs: GPU, x86, signalling
-    0x7F800000, 0xFF800000, 0x7F7FFFFF, 0xFF7FFFFF,  # +-inf; the largest floats round up to inf
-    0x00000000, 0x80000000, 0x00000001, 0x00008000, 0x00018000, 0x807FFFFF,  # zeros, subnormals, ties
-    0x3F800000, 0x3F808000, 0x3F818000, 0x3F808001, 0x3F807FFF, 0xBF808000, 0xBF818000,  # 1 and ties to even
+    0x7FFFFFFF,
+    0xFFFFFFFF,
+    0x7FC00000,
+    0xFFC00000,
+    0x7F800001,
+    0x7FBFFFFF,  # NaNs: GPU, x86, signalling
+    0x7F800000,
+    0xFF800000,
+    0x7F7FFFFF,
+    0xFF7FFFFF,  # +-inf; the largest floats round up to inf
+    0x00000000,
+    0x80000000,
+    0x00000001,
+    0x00008000,
+    0x00018000,
+    0x807FFFFF,  # zeros, subnormals, ties
+    0x3F800000,
+    0x3F808000,
+    0x3F818000,
+    0x3F808001,
+    0x3F807FFF,
+    0xBF808000,
+    0xBF818000,  # 1 and ties to even
 ]
 
 

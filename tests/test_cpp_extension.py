@@ -29,7 +29,7 @@ def test_schema_matches_triton_ops(name):
 def test_cpu_kernels_registered():
     """Not skipped when the extension is missing: that is what it checks."""
     assert cpp_ops.unavailable_reason("cpu") is None, cpp_ops.unavailable_reason("cpu")
-    assert torch._C._dispatch_has_kernel_for_dispatch_key("fusedloss_C::sigmoid_loss", "CPU")
+    assert torch._C._dispatch_has_kernel_for_dispatch_key("fusedloss_C::binary_loss", "CPU")
     assert "cpu" in fusedloss.available_backends("cpu")
 
 
@@ -44,7 +44,9 @@ def test_cuda_kernels_compiled_and_linked():
 @needs_extension
 def test_builds_on_first_use_without_prebuilt(tmp_path):
     """A copy of the package without fusedloss/_C*.so compiles csrc/ with ninja
-    the first time a C++ backend is named, then runs it."""
+    the first time backend='auto' runs on CPU tensors (as naming a C++ backend
+    would), says so and how long it took, then runs the C++ kernels: no silent
+    fallback to the reference."""
     import shutil
     import subprocess
     import sys
@@ -54,23 +56,32 @@ def test_builds_on_first_use_without_prebuilt(tmp_path):
     shutil.copytree(root / "fusedloss", tmp_path / "fusedloss", ignore=shutil.ignore_patterns("*.so", "__pycache__"))
     shutil.copytree(root / "csrc", tmp_path / "csrc")
     script = (
-        "import sys\n"  # an editable install's finder would find the prebuilt _C beside the original
+        "import sys, warnings\n"  # an editable install's finder would find the prebuilt _C beside the original
         "sys.meta_path = [f for f in sys.meta_path if '__editable__' not in getattr(f, '__module__', '')]\n"
         "import torch, fusedloss\n"
         "from fusedloss.ops import cpp_ops\n"
         "assert cpp_ops.unavailable_reason('cpu') is not None, 'expected no prebuilt extension'\n"
         "x = torch.randn(2, 3, 5); t = torch.rand(2, 3, 5)\n"
-        "fused = fusedloss.dice_loss(x, t, backend='cpu')\n"
+        "with warnings.catch_warnings(record=True) as caught:\n"
+        "    warnings.simplefilter('always')\n"
+        "    fused = fusedloss.dice_loss(x, t)\n"
+        "assert cpp_ops.unavailable_reason('cpu') is None, cpp_ops.unavailable_reason('cpu')\n"
+        "messages = [str(w.message) for w in caught]\n"
+        "assert len(messages) == 1 and 'compiled the C++ kernels in' in messages[0], messages\n"
         "torch.testing.assert_close(fused, fusedloss.dice_loss(x, t, backend='reference'))\n"
+        "assert torch.equal(fused, fusedloss.dice_loss(x, t, backend='cpu'))\n"
         "print('built and ran')\n"
     )
-    env = dict(os.environ, PYTHONPATH=str(tmp_path), TORCH_EXTENSIONS_DIR=str(tmp_path / "build"),
-               FUSEDLOSS_BUILD_CUDA="0")
+    env = dict(
+        os.environ, PYTHONPATH=str(tmp_path), TORCH_EXTENSIONS_DIR=str(tmp_path / "build"), FUSEDLOSS_BUILD_CUDA="0"
+    )
     env.pop("TRITON_INTERPRET", None)
-    result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True,
-                            timeout=600)
+    result = subprocess.run(
+        [sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "built and ran" in result.stdout
+    assert "fusedloss: compiling the C++ kernels (csrc/) for their first use" in result.stderr
 
 
 @needs_extension
@@ -84,16 +95,19 @@ def test_ops_reject_empty_input_without_crashing():
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() and cpp_ops.unavailable_reason("cuda") is None else [])
     script = (
         "import torch, fusedloss\n"
+        "from fusedloss._spec import dice_spec\n"
         "C = fusedloss.ops.fused_ops('cpu')\n"
+        "spec = dice_spec(1.0)._asdict()\n"
         f"for device in {devices!r}:\n"
         "    x = torch.empty(0, 3, 4, device=device)\n"
+        "    y = torch.empty(0, 4, dtype=torch.long, device=device)\n"
         "    calls = {\n"
-        "        'sigmoid_loss': lambda: C.sigmoid_loss(x, x, None, True, True, True, .5, .5, 1., 1., 1., False,\n"
-        "                                               -1., 0., 1., True, 'mean', True),\n"
-        "        'sigmoid_focal_map': lambda: C.sigmoid_focal_map(x, x, .25, 2., True),\n"
-        "        'softmax_loss': lambda: C.softmax_loss(x, torch.empty(0, 4, dtype=torch.long, device=device), None,\n"
-        "                                               False, True, .5, .5, 1., 1., 1., False, -1., 0., 1., True,\n"
-        "                                               None, True, False, 'mean', True),\n"
+        "        'binary_loss': lambda: C.binary_loss(x, x, None, True, True, **spec, reduction='mean',\n"
+        "                                             check_target=True),\n"
+        "        'binary_focal_map': lambda: C.binary_focal_map(x, x, .25, 2., True),\n"
+        "        'multiclass_loss': lambda: C.multiclass_loss(x, y, None, False, **spec, ignore_index=None,\n"
+        "                                                     include_background=True, exclude_empty=False,\n"
+        "                                                     reduction='mean', check_target=True),\n"
         "    }\n"
         "    for name, call in calls.items():\n"
         "        try:\n"

@@ -4,28 +4,26 @@ replayed, and torch.compile(mode='reduce-overhead') works. GPU only."""
 
 import pytest
 import torch
+from helpers import DEVICE, FUSED_BACKENDS, FUSED_MULTICLASS_BACKENDS, assert_close, make_class_pair, make_pair
 
 import fusedloss
-from helpers import DEVICE, FUSED_BACKENDS, FUSED_SOFTMAX_BACKENDS, assert_close, make_class_pair, make_pair
 
 pytestmark = pytest.mark.skipif(DEVICE.type != "cuda", reason="CUDA graphs need a CUDA GPU")
 
-CRITERIA = {
-    "dice": lambda b: (fusedloss.DiceLoss(per_channel=True, backend=b), "sigmoid"),
-    "focal": lambda b: (fusedloss.FocalLoss(backend=b), "sigmoid"),
-    "dice_bce": lambda b: (fusedloss.DiceBCELoss(backend=b), "sigmoid"),
-    "dice_ce": lambda b: (fusedloss.DiceCELoss(ignore_index=255, backend=b), "softmax"),
-}
+CRITERIA = {"dice": lambda b: (fusedloss.DiceLoss(per_channel=True, backend=b), "binary"),
+            "focal": lambda b: (fusedloss.FocalLoss(backend=b), "binary"),
+            "dice_bce": lambda b: (fusedloss.DiceBCELoss(backend=b), "binary"),
+            "dice_ce": lambda b: (fusedloss.DiceCELoss(ignore_index=255, backend=b), "multiclass")}
 
 
 def _inputs(family):
-    if family == "sigmoid":
+    if family == "binary":
         return make_pair((4, 3, 64, 64), torch.float32, torch.uint8)
     return make_class_pair((4, 5, 64, 64), torch.float32, torch.uint8, ignore_fraction=0.1)
 
 
 def _backends(family):
-    return FUSED_BACKENDS if family == "sigmoid" else FUSED_SOFTMAX_BACKENDS
+    return FUSED_BACKENDS if family == "binary" else FUSED_MULTICLASS_BACKENDS
 
 
 @pytest.mark.parametrize("name", sorted(CRITERIA))

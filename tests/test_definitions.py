@@ -1,13 +1,16 @@
 """The reference (and so every backend) equals the definitions as users know
 them: the classic sigmoid-flatten-smooth=1 DiceLoss, torchvision's
-sigmoid_focal_loss, nn.BCEWithLogitsLoss + Dice, and the formulas by hand."""
+sigmoid_focal_loss, nn.BCEWithLogitsLoss + Dice, F.cross_entropy (Dice+CE's
+and the gamma = 0 focal loss's CE term), and the formulas by hand; and the
+output shapes and dtypes of both families."""
 
 import pytest
 import torch
 import torch.nn.functional as F
+from cases import BINARY, FAMILIES, MULTICLASS, parametrize
+from helpers import FUSED_BACKENDS, IGNORE, assert_close, make_class_pair, make_pair
 
 import fusedloss
-from helpers import FUSED_BACKENDS, assert_close, make_pair
 
 BACKENDS = FUSED_BACKENDS + ["reference"]
 
@@ -48,8 +51,9 @@ def test_dice_module_is_the_classic_dice_loss(backend):
 @pytest.mark.parametrize("alpha, gamma", [(0.25, 2.0), (-1.0, 1.5), (0.5, 0.0)])
 def test_focal_is_torchvision_sigmoid_focal_loss(backend, reduction, alpha, gamma):
     x, t = make_pair((2, 3, 7, 9), torch.float64, torch.float64)
-    ours = fusedloss.FocalLoss(alpha=None if alpha < 0 else alpha, gamma=gamma, reduction=reduction,
-                               backend=backend)(x, t)
+    ours = fusedloss.FocalLoss(alpha=None if alpha < 0 else alpha, gamma=gamma, reduction=reduction, backend=backend)(
+        x, t
+    )
     assert_close(ours, torchvision_sigmoid_focal_loss(x, t, alpha, gamma, reduction), torch.float64)
 
 
@@ -68,12 +72,9 @@ def test_region_formulas_by_hand(backend):
     i, ps, ts = (p * t).sum(dims), p.sum(dims), t.sum(dims)
     fp, fn = ps - i, ts - i
     s = 0.7
-    expected = {
-        "dice": 1 - (2 * i + s) / (ps + ts + s),
-        "iou": 1 - (i + s) / (ps + ts - i + s),
-        "tversky": 1 - (i + s) / (i + 0.2 * fp + 0.8 * fn + s),
-        "focal_tversky": (1 - (i + s) / (i + 0.2 * fp + 0.8 * fn + s)) ** 1.5,
-    }
+    expected = {"dice": 1 - (2 * i + s) / (ps + ts + s), "iou": 1 - (i + s) / (ps + ts - i + s),
+                "tversky": 1 - (i + s) / (i + 0.2 * fp + 0.8 * fn + s),
+                "focal_tversky": (1 - (i + s) / (i + 0.2 * fp + 0.8 * fn + s)) ** 1.5}
     extra = {"tversky": dict(alpha=0.2, beta=0.8), "focal_tversky": dict(alpha=0.2, beta=0.8, gamma=1.5)}
     weight = torch.tensor([0.3, 2.0], dtype=torch.float64, device=x.device)
     for name, per_channel in expected.items():
@@ -84,25 +85,39 @@ def test_region_formulas_by_hand(backend):
         assert_close(mean, (per_channel * weight).mean(), torch.float64)
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_per_sample_and_per_channel_shapes(backend):
-    x, t = make_pair((3, 2, 5, 4), torch.float32)
-    shapes = {(False, False): (), (True, False): (3,), (False, True): (2,), (True, True): (3, 2)}
-    for (per_sample, per_channel), shape in shapes.items():
-        out = fusedloss.dice_loss(x, t, per_sample=per_sample, per_channel=per_channel, reduction="none",
-                                  backend=backend)
-        assert out.shape == shape
-    assert fusedloss.focal_loss(x, t, reduction="none", backend=backend).shape == x.shape
+GROUP_SHAPES = {
+    # (options, the loss's shape with reduction='none') for an input of shape (3, 2, 5, 4)
+    BINARY: [(dict(), ()), (dict(per_sample=True), (3,)), (dict(per_channel=True), (2,)),
+             (dict(per_sample=True, per_channel=True), (3, 2))],
+    MULTICLASS: [(dict(), (2,)), (dict(per_sample=True), (3, 2))],
+}
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_output_dtypes(backend):
+@parametrize(
+    "family, backend", [(family, backend) for family in FAMILIES for backend in family.backends + ("reference",)]
+)
+def test_per_sample_and_per_channel_shapes(family, backend):
+    x, t = family.make_pair((3, 2, 5, 4), torch.float32)
+    for options, shape in GROUP_SHAPES[family]:
+        out = fusedloss.dice_loss(
+            x, t, reduction="none", backend=backend, **family.options("dice", params=False), **options
+        )
+        assert out.shape == shape, (options, out.shape)
+    focal_map = fusedloss.focal_loss(x, t, reduction="none", backend=backend, **family.options("focal", params=False))
+    assert focal_map.shape == t.shape
+
+
+@parametrize(
+    "family, backend", [(family, backend) for family in FAMILIES for backend in family.backends + ("reference",)]
+)
+def test_output_dtypes(family, backend):
     for dtype, loss_dtype in [(torch.float16, torch.float32), (torch.bfloat16, torch.float32),
                               (torch.float32, torch.float32), (torch.float64, torch.float64)]:
-        x, t = make_pair((2, 3, 4), dtype, torch.uint8)
-        assert fusedloss.dice_loss(x, t, backend=backend).dtype == loss_dtype
-        assert fusedloss.focal_loss(x, t, backend=backend).dtype == loss_dtype
-        assert fusedloss.focal_loss(x, t, reduction="none", backend=backend).dtype == dtype
+        x, t = family.make_pair((2, 3, 4), dtype, torch.uint8)
+        dice, focal = family.options("dice", params=False), family.options("focal", params=False)
+        assert fusedloss.dice_loss(x, t, backend=backend, **dice).dtype == loss_dtype
+        assert fusedloss.focal_loss(x, t, backend=backend, **focal).dtype == loss_dtype
+        assert fusedloss.focal_loss(x, t, reduction="none", backend=backend, **focal).dtype == dtype
 
 
 def test_jaccard_is_iou():
@@ -132,3 +147,30 @@ def test_smooth_zero_on_an_empty_group_is_a_perfect_match(backend, name):
     (ref_grad,) = torch.autograd.grad(reference[1], x)
     assert_close(loss[1].detach(), reference[1].detach(), torch.float32)
     assert_close(grad[1], ref_grad[1], torch.float32)
+
+
+# ---- multiclass ----
+
+
+@pytest.mark.parametrize("backend", MULTICLASS.backends + ("reference",))
+def test_dice_ce_cross_entropy_term_is_f_cross_entropy(backend):
+    x, y = make_class_pair((2, 4, 9, 10), torch.float64, ignore_fraction=0.2)
+    y = torch.where(y == IGNORE, torch.full_like(y, -100), y)
+    ce_only = fusedloss.dice_ce_loss(x, y, dice_weight=0.0, ignore_index=-100, backend=backend)
+    assert_close(ce_only, F.cross_entropy(x, y, ignore_index=-100), torch.float64)
+    focal_as_ce = fusedloss.focal_loss(
+        x, y, mode="multiclass", alpha=None, gamma=0.0, ignore_index=-100, backend=backend
+    )
+    assert_close(focal_as_ce, F.cross_entropy(x, y, ignore_index=-100), torch.float64)
+
+
+@pytest.mark.parametrize("backend", MULTICLASS.backends + ("reference",))
+def test_multiclass_dice_by_hand(backend):
+    x, y = make_class_pair((2, 3, 6, 5), torch.float64)
+    p = torch.softmax(x, 1)
+    one_hot = F.one_hot(y, 3).movedim(-1, 1).double()
+    dims = (0, 2, 3)
+    dice = 1 - (2 * (p * one_hot).sum(dims) + 1) / (p.sum(dims) + one_hot.sum(dims) + 1)
+    assert_close(fusedloss.DiceLoss(mode="multiclass", reduction="none", backend=backend)(x, y), dice, torch.float64)
+    assert_close(fusedloss.DiceLoss(mode="multiclass", include_background=False, backend=backend)(x, y),
+                 dice[1:].mean(), torch.float64)

@@ -9,32 +9,38 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn.functional as F
+from helpers import DEVICE, FUSED_BACKENDS, FUSED_MULTICLASS_BACKENDS, IGNORE, assert_close, make_class_pair, make_pair
 
 import fusedloss
 import fusedloss.ops.synced
-from helpers import (DEVICE, FUSED_BACKENDS, FUSED_SOFTMAX_BACKENDS, IGNORE, assert_close, make_class_pair,
-                     make_pair)
 
 SYNC_BACKENDS = FUSED_BACKENDS + ["reference"]
 
 CASES = {
     # The weight made on the test device, like the input (a CPU weight with CUDA input is refused).
-    "dice_per_channel": ("sigmoid", lambda b: fusedloss.DiceLoss(per_channel=True,
-                                                                 weight=torch.tensor([0.5, 2.0, 1.0], device=DEVICE),
-                                                                 sync=True, backend=b)),
-    "tversky": ("sigmoid", lambda b: fusedloss.TverskyLoss(0.3, 0.7, sync=True, backend=b)),
-    "multiclass_dice": ("softmax", lambda b: fusedloss.DiceLoss(mode="multiclass", ignore_index=IGNORE,
-                                                                exclude_empty=True, include_background=False,
-                                                                sync=True, backend=b)),
-    "multiclass_focal_tversky": ("softmax", lambda b: fusedloss.FocalTverskyLoss(gamma=1.5, mode="multiclass",
-                                                                                 ignore_index=IGNORE, sync=True,
-                                                                                 backend=b)),
+    "dice_per_channel": (
+        "binary",
+        lambda b: fusedloss.DiceLoss(
+            per_channel=True, weight=torch.tensor([0.5, 2.0, 1.0], device=DEVICE), sync=True, backend=b
+        ),
+    ),
+    "tversky": ("binary", lambda b: fusedloss.TverskyLoss(0.3, 0.7, sync=True, backend=b)),
+    "multiclass_dice": (
+        "multiclass",
+        lambda b: fusedloss.DiceLoss(
+            mode="multiclass", ignore_index=IGNORE, exclude_empty=True, include_background=False, sync=True, backend=b
+        ),
+    ),
+    "multiclass_focal_tversky": (
+        "multiclass",
+        lambda b: fusedloss.FocalTverskyLoss(gamma=1.5, mode="multiclass", ignore_index=IGNORE, sync=True, backend=b),
+    ),
 }
 
 
 def _batch(family):
     # 6 samples: shards of 3 or 2 samples for 2 or 3 ranks.
-    if family == "sigmoid":
+    if family == "binary":
         return make_pair((6, 3, 9, 8), torch.float64)
     return make_class_pair((6, 4, 7, 9), torch.float64, ignore_fraction=0.1, absent=(2,))
 
@@ -119,14 +125,13 @@ def test_auto_synchronises(tmp_path):
 # the worker). Tiny shapes: these run under the Triton interpreter in CI. One process group
 # per loss, every backend run in it.
 COMBINED_CONFIGS = {
-    "dice_bce": [
-        dict(smooth=1.0, dice_weight=0.7, bce_weight=1.3),
-        dict(smooth=0.5, per_channel=True, weight=[0.5, 2.0]),
-    ],
+    "dice_bce": [dict(smooth=1.0, dice_weight=0.7, bce_weight=1.3),
+                 dict(smooth=0.5, per_channel=True, weight=[0.5, 2.0])],
     "dice_ce": [
         dict(smooth=1.0, dice_weight=0.7, ce_weight=1.3, ignore_index=IGNORE),
-        dict(smooth=0.5, weight=[1.0, 0.5, 2.0, 1.5], ignore_index=IGNORE, include_background=False,
-             exclude_empty=True),
+        dict(
+            smooth=0.5, weight=[1.0, 0.5, 2.0, 1.5], ignore_index=IGNORE, include_background=False, exclude_empty=True
+        ),
     ],
 }
 
@@ -207,5 +212,5 @@ def test_synced_region_term_with_element_term_per_rank(tmp_path, loss):
     """Dice+BCE / Dice+CE with sync=True on 2 ranks: each rank's loss is the Dice of the
     whole batch plus its own shard's BCE (CE) mean, and its gradient that loss's gradient
     w.r.t. its shard, on every fused backend of the test device and the reference."""
-    backends = (FUSED_BACKENDS if loss == "dice_bce" else FUSED_SOFTMAX_BACKENDS) + ["reference"]
+    backends = (FUSED_BACKENDS if loss == "dice_bce" else FUSED_MULTICLASS_BACKENDS) + ["reference"]
     mp.spawn(_combined_worker, args=(2, str(tmp_path / "init"), loss, backends), nprocs=2, join=True)

@@ -1,44 +1,66 @@
-"""torch.autograd.gradcheck in fp64: the hand-written backward against finite
-differences of the fused forward, for every loss, grouping and reduction."""
+"""torch.autograd.gradcheck in fp64, for both families: the hand-written backward
+against finite differences of the fused forward, for every loss, grouping,
+reduction, and (multiclass) ignored pixels and absent classes."""
 
-import pytest
 import torch
-
-from helpers import ALL_LOSSES, FUSED_BACKENDS, GROUPINGS, LOSS_PARAMS, REGION_LOSSES, loss_fn, make_pair
-
-pytestmark = pytest.mark.parametrize("backend", FUSED_BACKENDS)
+from cases import BINARY, MULTICLASS, parametrize, with_backends
+from helpers import GROUPINGS, IGNORE
 
 
-def gradcheck(name, backend, x, t, **options):
+def gradcheck(case, backend, x, t, **options):
     x = x.detach().requires_grad_(True)
-    assert torch.autograd.gradcheck(lambda inp: loss_fn(name)(inp, t, backend=backend, **options), (x,),
-                                    eps=1e-6, atol=1e-8, rtol=1e-6)
+    assert torch.autograd.gradcheck(
+        lambda inp: case.fn(inp, t, backend=backend, **options), (x,), eps=1e-6, atol=1e-8, rtol=1e-6
+    )
 
 
-@pytest.mark.parametrize("reduction", ["mean", "none"])
-@pytest.mark.parametrize("grouping", GROUPINGS, ids=lambda g: "-".join(g) or "whole")
-@pytest.mark.parametrize("name", REGION_LOSSES)
-def test_region_losses(backend, name, grouping, reduction):
-    x, t = make_pair((2, 3, 2, 3), torch.float64)
-    gradcheck(name, backend, x, t, reduction=reduction, **grouping, **LOSS_PARAMS[name])
+REGION_OPTIONS = {
+    BINARY: [dict(reduction=reduction, **grouping) for grouping in GROUPINGS for reduction in ["mean", "none"]],
+    MULTICLASS: [dict(ignore_index=IGNORE, per_sample=True)],
+}
 
 
-@pytest.mark.parametrize("name", REGION_LOSSES)
-def test_region_losses_weighted_sum(backend, name):
-    x, t = make_pair((2, 3, 5), torch.float64, torch.uint8)
+@parametrize("case, backend, options",
+             with_backends(BINARY.cases(BINARY.region_losses) + MULTICLASS.cases(MULTICLASS.region_losses),
+                           per_family=REGION_OPTIONS))
+def test_region_losses(case, backend, options):
+    if case.family is BINARY:
+        # 2 samples x 3 channels x 2 elements: every grouping has groups of several elements, and
+        # the interpreter's finite differences (two launches per element) stay short.
+        x, t = case.make_pair((2, 3, 2), torch.float64)
+    else:
+        x, t = case.make_pair((2, 3, 2, 3), torch.float64, ignore_fraction=0.2, absent=(1,))
+    gradcheck(case, backend, x, t, **case.options(**options))
+
+
+@parametrize("case, backend", with_backends(BINARY.cases(BINARY.region_losses)))
+def test_region_losses_weighted_sum(case, backend):
+    x, t = case.make_pair((2, 3, 5), torch.float64, torch.uint8)
     weight = torch.tensor([0.5, 2.0, 1.0], dtype=torch.float64, device=x.device)
-    gradcheck(name, backend, x, t, per_channel=True, weight=weight, reduction="sum", **LOSS_PARAMS[name])
+    gradcheck(case, backend, x, t, **case.options(per_channel=True, weight=weight, reduction="sum"))
 
 
-@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
-@pytest.mark.parametrize("params", [dict(alpha=0.25, gamma=2.0), dict(alpha=None, gamma=0.5),
-                                    dict(alpha=0.6, gamma=0.0)], ids=str)
-def test_focal(backend, params, reduction):
-    x, t = make_pair((2, 1, 3, 5), torch.float64)
-    gradcheck("focal", backend, x, t, reduction=reduction, **params)
+FOCAL_OPTIONS = {
+    BINARY: [
+        dict(reduction=reduction, **params)
+        for params in [dict(alpha=0.25, gamma=2.0), dict(alpha=None, gamma=0.5), dict(alpha=0.6, gamma=0.0)]
+        for reduction in ["mean", "sum", "none"]
+    ],
+    MULTICLASS: [dict(ignore_index=IGNORE)],
+}
 
 
-@pytest.mark.parametrize("name", ALL_LOSSES)
-def test_default_options(backend, name):
-    x, t = make_pair((1, 2, 4, 3), torch.float64, torch.bool)
-    gradcheck(name, backend, x, t)
+@parametrize("case, backend, options",
+             with_backends([BINARY.case("focal"), MULTICLASS.case("focal")], per_family=FOCAL_OPTIONS))
+def test_focal(case, backend, options):
+    if case.family is BINARY:
+        x, t = case.make_pair((2, 1, 3, 5), torch.float64)
+    else:
+        x, t = case.make_pair((2, 3, 2, 3), torch.float64, ignore_fraction=0.2, absent=(1,))
+    gradcheck(case, backend, x, t, **case.options(**options))
+
+
+@parametrize("case, backend", with_backends(BINARY.cases() + MULTICLASS.cases()))
+def test_default_options(case, backend):
+    x, t = case.make_pair((1, 2, 4, 3), torch.float64, torch.bool if case.family is BINARY else torch.int64)
+    gradcheck(case, backend, x, t, **case.options(params=False))

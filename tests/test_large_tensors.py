@@ -6,12 +6,11 @@ interpreter would take tens of minutes over 2**31 elements: not run on CPU."""
 
 import pytest
 import torch
-
-import fusedloss
 from helpers import DEVICE, FUSED_BACKENDS
 
+import fusedloss
+
 NUMEL = 2**31 + 4099  # past the int32 range, not a multiple of any block
-CHUNK = 2**26
 
 
 def _available_bytes() -> int:
@@ -28,15 +27,30 @@ def _backends():
     return [b for b in FUSED_BACKENDS if b != "triton"]
 
 
-def _chunks_of(numel):
-    for start in range(0, numel, CHUNK):
-        yield start, min(numel, start + CHUNK)
+# The inputs repeat with this period (the logits' 17 values, the mask's 3): filled by
+# copying one period, and the expected sums are the period's sums times the number of
+# periods plus the remainder's, in fp64 (a chunked fp64 pass over 2**31 elements took
+# two minutes of the suite).
+PERIOD = 51
 
 
-def _pattern(start, stop):
-    """Deterministic logits and mask for elements [start, stop): cheap to make twice."""
-    index = torch.arange(start, stop, device=DEVICE)
-    return ((index % 17) - 8).to(torch.float32) * 0.5, index % 3 == 0
+def _period():
+    """One period of the logits (bf16, as the kernels read them) and of the mask."""
+    index = torch.arange(PERIOD, device=DEVICE)
+    return (((index % 17) - 8).to(torch.float32) * 0.5).to(torch.bfloat16), index % 3 == 0
+
+
+def _fill(out, values):
+    """``out`` (1-D) = ``values`` repeated, without a full-size temporary."""
+    full, rest = divmod(out.numel(), PERIOD)
+    out[:full * PERIOD].view(full, PERIOD).copy_(values.expand(full, PERIOD))
+    out[full * PERIOD:].copy_(values[:rest])
+
+
+def _periodic_sum(values, numel):
+    """The sum over dim -1 of ``values`` (..., PERIOD) repeated over ``numel`` elements."""
+    full, rest = divmod(numel, PERIOD)
+    return full * values.sum(-1) + values[..., :rest].sum(-1)
 
 
 @pytest.mark.skipif(_available_bytes() < (24 if DEVICE.type == "cuda" else 16) * 2**30,
@@ -45,14 +59,11 @@ def _pattern(start, stop):
 def test_dice_over_int32_range(backend):
     x = torch.empty(NUMEL, dtype=torch.bfloat16, device=DEVICE)
     t = torch.empty(NUMEL, dtype=torch.bool, device=DEVICE)
-    sums = torch.zeros(3, dtype=torch.float64, device=DEVICE)
-    for start, stop in _chunks_of(NUMEL):
-        logits, mask = _pattern(start, stop)
-        x[start:stop] = logits
-        t[start:stop] = mask
-        p = torch.sigmoid(x[start:stop].double())
-        sums += torch.stack([(p * mask).sum(), p.sum(), mask.double().sum()])
-    inter, pred, true = sums
+    logits, mask = _period()
+    _fill(x, logits)
+    _fill(t, mask)
+    p = torch.sigmoid(logits.double())
+    inter, pred, true = (_periodic_sum(v, NUMEL) for v in (p * mask, p, mask.double()))
     denom = pred + true + 1
     expected = 1 - (2 * inter + 1) / denom
 
@@ -71,8 +82,11 @@ def test_dice_over_int32_range(backend):
 MULTICLASS_PIXELS = 2**30 + 4099  # x (1, 2, pixels): past the int32 range in elements
 
 
-@pytest.mark.skipif(DEVICE.type != "cuda", reason="GPU only: the CPU C++ multi-class kernels would take minutes "
-                    "over 2**31 elements (the CPU's 64-bit offsets are covered by the binary test)")
+@pytest.mark.skipif(
+    DEVICE.type != "cuda",
+    reason="GPU only: the CPU C++ multi-class kernels would take minutes "
+    "over 2**31 elements (the CPU's 64-bit offsets are covered by the binary test)",
+)
 @pytest.mark.skipif(DEVICE.type == "cuda" and _available_bytes() < 24 * 2**30,
                     reason="needs 24 GiB of free GPU memory (it uses ~12) for 2**31 elements")
 @pytest.mark.parametrize("backend", FUSED_BACKENDS)
@@ -80,16 +94,14 @@ def test_multiclass_dice_over_int32_range(backend):
     classes, smooth = 2, 1.0
     x = torch.empty((1, classes, MULTICLASS_PIXELS), dtype=torch.bfloat16, device=DEVICE)
     y = torch.empty((1, MULTICLASS_PIXELS), dtype=torch.uint8, device=DEVICE)
-    sums = torch.zeros(3, classes, dtype=torch.float64, device=DEVICE)  # I, P, T per class
-    for start, stop in _chunks_of(MULTICLASS_PIXELS):
-        logits, mask = _pattern(start, stop)
-        x[0, 0, start:stop] = logits
-        x[0, 1, start:stop] = -logits * 0.5
-        y[0, start:stop] = mask.to(torch.uint8)
-        p = torch.softmax(x[0, :, start:stop].double(), dim=0)
-        hit = torch.nn.functional.one_hot(y[0, start:stop].long(), classes).T.double()
-        sums += torch.stack([(p * hit).sum(1), p.sum(1), hit.sum(1)])
-    inter, pred, true = sums
+    logits, mask = _period()
+    period = torch.stack([logits, (-logits.float() * 0.5).to(torch.bfloat16)])  # (classes, PERIOD)
+    for c in range(classes):
+        _fill(x[0, c], period[c])
+    _fill(y[0], mask.to(torch.uint8))
+    p = torch.softmax(period.double(), dim=0)
+    hit = torch.nn.functional.one_hot(mask.long(), classes).T.double()
+    inter, pred, true = (_periodic_sum(v, MULTICLASS_PIXELS) for v in (p * hit, p, hit))
     denom = pred + true + smooth
     expected = (1 - (2 * inter + smooth) / denom).mean()
 
@@ -113,12 +125,12 @@ def test_triton_refuses_more_rows_than_a_grid_holds():
     grid the driver rejects. The plans say so, naming the way out (expanded
     tensors: the plans read only shapes, so nothing large is allocated)."""
     from fusedloss._spec import group_layout
-    from fusedloss.kernels import sigmoid_triton, softmax_triton
+    from fusedloss.kernels import binary_triton, multiclass_triton
 
     rows = 2**31
     with pytest.raises(ValueError, match=r"2147483648 rows need 2147483648 programs.*backend='reference'"):
-        sigmoid_triton._Plan(group_layout((rows, 1), True, False), DEVICE)
-    assert sigmoid_triton._Plan(group_layout((rows - 1, 1), True, False), DEVICE).programs == rows - 1
+        binary_triton.LaunchPlan(group_layout((rows, 1), True, False), DEVICE)
+    assert binary_triton.LaunchPlan(group_layout((rows - 1, 1), True, False), DEVICE).programs == rows - 1
     with pytest.raises(ValueError, match=r"2147483648 samples need 2147483648 programs"):
-        softmax_triton._Plan(torch.zeros(1, 3, device=DEVICE).expand(rows, 3))
-    assert softmax_triton._Plan(torch.zeros(1, 3, device=DEVICE).expand(rows - 1, 3)).programs == rows - 1
+        multiclass_triton.LaunchPlan(torch.zeros(1, 3, device=DEVICE).expand(rows, 3))
+    assert multiclass_triton.LaunchPlan(torch.zeros(1, 3, device=DEVICE).expand(rows - 1, 3)).programs == rows - 1

@@ -4,11 +4,11 @@ forward and backward, and stay finite."""
 
 import pytest
 import torch
+from helpers import FUSED_BACKENDS, FUSED_MULTICLASS_BACKENDS, assert_close, tolerance
 from hypothesis import HealthCheck, Phase, given, settings
+from strategies import binary_calls, multiclass_calls
 
 import fusedloss
-from helpers import FUSED_BACKENDS, FUSED_SOFTMAX_BACKENDS, assert_close, tolerance
-from strategies import binary_calls, multiclass_calls
 
 # Derandomized (CI sees the same examples every run) and no shrinking: under the Triton
 # interpreter shrinking a failure can take many minutes; the failing example is printed as drawn.
@@ -44,8 +44,9 @@ def compare(fn, x, t, backend, options):
         # not hide the other groups and elements.
         loss_kept, grad_kept = torch.isfinite(ref_loss), torch.isfinite(ref_grad)
         try:
-            _assert_matches(fused_loss[loss_kept], fused_grad[grad_kept], ref_loss[loss_kept], ref_grad[grad_kept],
-                            x.dtype)
+            _assert_matches(
+                fused_loss[loss_kept], fused_grad[grad_kept], ref_loss[loss_kept], ref_grad[grad_kept], x.dtype
+            )
             return
         except AssertionError as error:
             errors.append(error)
@@ -55,8 +56,9 @@ def compare(fn, x, t, backend, options):
 def _assert_matches(fused_loss, fused_grad, ref_loss, ref_grad, dtype):
     # Region losses are 1 - ratio: both sides cancel to an absolute error of the
     # ratio's rounding, so the loss is compared with an absolute term at its O(1) scale.
-    rtol, _ = tolerance(fused_loss.dtype if fused_loss.dtype == dtype else
-                        (torch.float64 if dtype == torch.float64 else torch.float32))
+    rtol, _ = tolerance(
+        fused_loss.dtype if fused_loss.dtype == dtype else (torch.float64 if dtype == torch.float64 else torch.float32)
+    )
     torch.testing.assert_close(fused_loss, ref_loss.to(fused_loss.dtype), rtol=rtol, atol=rtol)
     if dtype == torch.float64:
         # No wider reference exists: in the tails p(1-p) cancels in the reference, and where
@@ -77,7 +79,7 @@ def test_binary_losses_match_reference(backend, call):
     compare(fusedloss.LOSSES[name], x, t, backend, options)
 
 
-@pytest.mark.parametrize("backend", FUSED_SOFTMAX_BACKENDS)
+@pytest.mark.parametrize("backend", FUSED_MULTICLASS_BACKENDS)
 @PROPERTY_SETTINGS
 @given(call=multiclass_calls(fusedloss.MULTICLASS_LOSSES))
 def test_multiclass_losses_match_reference(backend, call):

@@ -10,18 +10,20 @@ import sys
 
 import pytest
 import torch
+from helpers import (ALL_LOSSES, DEVICE, FUSED_BACKENDS, FUSED_MULTICLASS_BACKENDS, IGNORE, assert_close, loss_fn,
+                     make_class_pair, make_pair, multiclass_options)
 
 import fusedloss
 from fusedloss import _checks
+from fusedloss._spec import LossSpec
 from fusedloss.ops import fused_ops
-from helpers import (ALL_LOSSES, DEVICE, FUSED_BACKENDS, FUSED_SOFTMAX_BACKENDS, IGNORE, assert_close, loss_fn,
-                     make_class_pair, make_pair, multiclass_options)
 
 BACKENDS = FUSED_BACKENDS + ["reference"]
-SOFTMAX_BACKENDS = FUSED_SOFTMAX_BACKENDS + ["reference"]
+SOFTMAX_BACKENDS = FUSED_MULTICLASS_BACKENDS + ["reference"]
 MULTICLASS = list(fusedloss.MULTICLASS_LOSSES)
-on_cpu = pytest.mark.skipif(DEVICE.type != "cpu", reason="on a GPU the check is a device-side assert: "
-                                                         "test_gpu_device_side_assert")
+on_cpu = pytest.mark.skipif(
+    DEVICE.type != "cpu", reason="on a GPU the check is a device-side assert: test_gpu_device_side_assert"
+)
 
 # (target dtype, bad value, how the message names it)
 BAD_BINARY = [(torch.uint8, 255, r"255"), (torch.float32, 1.5, r"1\.5"), (torch.float32, -0.25, r"-0\.25"),
@@ -57,10 +59,11 @@ def test_binary_checked_in_every_forward(backend):
     """The per-element focal map (reduction='none') and the per-group losses read
     the target in their own kernels: each checks."""
     x, t = _binary_with(torch.uint8, 255)
-    for call in (lambda: fusedloss.focal_loss(x, t, reduction="none", backend=backend),
-                 lambda: fusedloss.dice_loss(x, t, per_sample=True, per_channel=True, reduction="none",
-                                             backend=backend),
-                 lambda: fusedloss.dice_bce_loss(x, t, per_channel=True, backend=backend)):
+    for call in (
+        lambda: fusedloss.focal_loss(x, t, reduction="none", backend=backend),
+        lambda: fusedloss.dice_loss(x, t, per_sample=True, per_channel=True, reduction="none", backend=backend),
+        lambda: fusedloss.dice_bce_loss(x, t, per_channel=True, backend=backend),
+    ):
         with pytest.raises(ValueError, match=r"target holds 255, outside \[0, 1\]"):
             call()
 
@@ -72,23 +75,28 @@ def test_statistics_op_checks(backend):
     x, t = _binary_with(torch.float32, 3.0)
     y_x, y = _classes_with(5)
     ops = fused_ops(backend)
+    terms = dict(region=True, elem=True, focal_alpha=-1.0, focal_gamma=0.0, check_target=True)
     with pytest.raises(ValueError, match=r"target holds 3(\.0)?, outside \[0, 1\]"):
-        ops.sigmoid_stats(x, t, False, False, True, True, -1.0, 0.0, True)
-    if backend in FUSED_SOFTMAX_BACKENDS:
+        ops.binary_stats(x, t, per_sample=False, per_channel=False, **terms)
+    if backend in FUSED_MULTICLASS_BACKENDS:
         with pytest.raises(ValueError, match=r"target holds class index 5, outside \[0, 3\)"):
-            ops.softmax_stats(y_x, y, False, True, True, -1.0, 0.0, None, True)
+            ops.multiclass_stats(y_x, y, per_sample=False, ignore_index=None, **terms)
 
 
 @on_cpu
 @pytest.mark.parametrize("backend", SOFTMAX_BACKENDS)
 @pytest.mark.parametrize("name", MULTICLASS)
-@pytest.mark.parametrize("target_dtype, value", [(torch.uint8, 3), (torch.int16, -1), (torch.int32, 200),
-                                                 (torch.int64, -100)])
+@pytest.mark.parametrize(
+    "target_dtype, value", [(torch.uint8, 3), (torch.int16, -1), (torch.int32, 200), (torch.int64, -100)]
+)
 def test_class_index_out_of_range(name, backend, target_dtype, value):
     x, y = _classes_with(value, target_dtype)
     options = multiclass_options(name)
-    with pytest.raises(ValueError, match=rf"target holds class index {value}, outside \[0, 3\) and not "
-                                         r"ignore_index=None"):
+    with pytest.raises(
+        ValueError,
+        match=rf"target holds class index {value}, outside \[0, 3\) and not "
+        r"ignore_index=None",
+    ):
         fusedloss.MULTICLASS_LOSSES[name](x, y, backend=backend, **options)
 
 
@@ -131,6 +139,27 @@ def test_switched_off(monkeypatch, backend):
                      fusedloss.dice_ce_loss(x, marked, ignore_index=IGNORE, backend=backend), torch.float32)
 
 
+@on_cpu
+@pytest.mark.parametrize("backend", FUSED_MULTICLASS_BACKENDS)
+def test_unchecked_out_of_range_class_is_ignored_by_the_kernels(backend):
+    """With the target check off (FUSEDLOSS_CHECK_TARGETS=0) the kernels treat an
+    index outside [0, C) as ignored and read nothing with it."""
+    x, y = make_class_pair((2, 3, 5, 6), torch.float64)
+    bad = y.clone()
+    bad[0, 0, :3] = 7
+    marked = y.clone()
+    marked[0, 0, :3] = IGNORE
+    ops = fused_ops(backend)
+    spec = LossSpec(region=True, tv_alpha=0.5, tv_beta=0.5, smooth=0.5, region_gamma=1.0, region_weight=1.0, elem=True,
+                    focal_alpha=-1.0, focal_gamma=0.0, elem_weight=1.0, elem_mean=True)
+    options = dict(
+        weight=None, per_sample=False, **spec._asdict(), include_background=True, exclude_empty=False, reduction="mean"
+    )
+    got, _ = ops.multiclass_loss(x, bad, ignore_index=None, check_target=False, **options)
+    want, _ = ops.multiclass_loss(x, marked, ignore_index=IGNORE, check_target=True, **options)
+    assert_close(got, want, torch.float64)
+
+
 def test_switch_is_read_from_the_environment():
     script = "import fusedloss._checks as c; print(c.CHECK_TARGETS)"
     for value, expected in (("0", "False"), ("1", "True")):
@@ -145,8 +174,9 @@ def test_checked_under_compile(backend):
     """torch.compile(fullgraph=True) keeps the check: inside the fused ops, and as
     torch._assert_async in the reference (a RuntimeError there)."""
     torch._dynamo.reset()
-    compiled = torch.compile(lambda x, t: fusedloss.dice_loss(x, t, backend=backend), fullgraph=True,
-                             backend="aot_eager")
+    compiled = torch.compile(
+        lambda x, t: fusedloss.dice_loss(x, t, backend=backend), fullgraph=True, backend="aot_eager"
+    )
     x, t = _binary_with(torch.float32, 1.0)
     assert torch.isfinite(compiled(x, t))
     t.view(-1)[3] = 4.0
@@ -155,6 +185,7 @@ def test_checked_under_compile(backend):
 
 
 # ---- other bad inputs ----
+
 
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("bad", [-1.0, float("nan"), float("inf")])
@@ -171,12 +202,13 @@ def test_bad_weight_values(backend, bad):
             fusedloss.dice_loss(x, y, mode="multiclass", weight=weight, backend=backend)
 
 
-@pytest.mark.parametrize("target_dtype, ignore_index, message", [
-    (torch.uint8, -100, r"ignore_index=-100 cannot occur in a uint8 target \(values 0..255\)"),
-    (torch.int16, 70000, r"ignore_index=70000 cannot occur in a int16 target"),
-    (torch.int64, 1, r"ignore_index=1 is a class index \(in \[0, 3\)\)"),
-    (torch.int64, 0, r"ignore_index=0 is a class index"),
-])
+@pytest.mark.parametrize(
+    "target_dtype, ignore_index, message",
+    [(torch.uint8, -100, r"ignore_index=-100 cannot occur in a uint8 target \(values 0..255\)"),
+     (torch.int16, 70000, r"ignore_index=70000 cannot occur in a int16 target"),
+     (torch.int64, 1, r"ignore_index=1 is a class index \(in \[0, 3\)\)"),
+     (torch.int64, 0, r"ignore_index=0 is a class index")],
+)
 def test_bad_ignore_index(target_dtype, ignore_index, message):
     x, y = make_class_pair((2, 3, 4, 5), target_dtype=target_dtype)
     for backend in SOFTMAX_BACKENDS:
@@ -198,34 +230,35 @@ def test_fused_backend_refuses_weight_that_requires_grad(backend):
     weight = torch.ones(3, device=DEVICE, requires_grad=True)
     with pytest.raises(ValueError, match=f"backend='{backend}' does not differentiate w.r.t. target or weight"):
         fusedloss.dice_loss(x, t, per_channel=True, weight=weight, backend=backend)
-    if backend in FUSED_SOFTMAX_BACKENDS:
+    if backend in FUSED_MULTICLASS_BACKENDS:
         x, y = make_class_pair((2, 3, 4, 5))
         with pytest.raises(ValueError, match="does not differentiate w.r.t. target or weight"):
             fusedloss.dice_ce_loss(x, y, weight=weight, backend=backend)
 
 
-@pytest.mark.skipif(fusedloss.ops.selection.unavailable_reason("triton", DEVICE, "softmax", 2) is not None,
+@pytest.mark.skipif(fusedloss.ops.selection.unavailable_reason("triton", DEVICE, "multiclass", 2) is not None,
                     reason="Triton does not run here")
 def test_triton_refuses_more_than_4096_classes():
     x = torch.zeros(1, 4097, 1, device=DEVICE)
     y = torch.zeros(1, 1, dtype=torch.int64, device=DEVICE)
-    with pytest.raises(ValueError, match=r"backend='triton' cannot run this call: the Triton softmax kernels take "
-                                         r"at most 4096 classes \(got 4097\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"backend='triton' cannot run this call: the Triton softmax kernels take "
+        r"at most 4096 classes \(got 4097\)",
+    ):
         fusedloss.dice_loss(x, y, mode="multiclass", backend="triton")
-    chosen = fusedloss.ops.resolve("auto", DEVICE, family="softmax", classes=4097)
+    chosen = fusedloss.ops.resolve("auto", DEVICE, family="multiclass", classes=4097)
     assert chosen != "triton"
     assert torch.isfinite(fusedloss.dice_loss(x, y, mode="multiclass"))  # 'auto' runs it elsewhere
 
 
 # ---- on a GPU: the device-side assert ----
 
-_GPU_CASES = {
-    "binary": "fusedloss.dice_loss(x, t, backend=B)",
-    "binary_map": "fusedloss.focal_loss(x, t, reduction='none', backend=B)",
-    "classes": "fusedloss.dice_ce_loss(xm, y, backend=B)",
-    "classes_map": "fusedloss.focal_loss(xm, y, mode='multiclass', reduction='none', backend=B)",
-    "weight": "fusedloss.dice_loss(x, t.clamp(0, 1), per_channel=True, weight=w, backend=B)",
-}
+_GPU_CASES = {"binary": "fusedloss.dice_loss(x, t, backend=B)",
+              "binary_map": "fusedloss.focal_loss(x, t, reduction='none', backend=B)",
+              "classes": "fusedloss.dice_ce_loss(xm, y, backend=B)",
+              "classes_map": "fusedloss.focal_loss(xm, y, mode='multiclass', reduction='none', backend=B)",
+              "weight": "fusedloss.dice_loss(x, t.clamp(0, 1), per_channel=True, weight=w, backend=B)"}
 
 
 @pytest.mark.skipif(DEVICE.type != "cuda", reason="needs a GPU (the CPU raises a ValueError: tests above)")

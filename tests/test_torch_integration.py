@@ -1,70 +1,140 @@
-"""The fused ops as PyTorch ops: torch.library.opcheck (schema, fake tensor,
-autograd registration, AOT dispatch) and torch.compile(fullgraph=True)."""
+"""The fused ops as PyTorch ops, for both families: torch.library.opcheck
+(schema, fake tensor, autograd registration, AOT dispatch) and
+torch.compile(fullgraph=True). The ops are called with keyword arguments, the
+loss spec built by field name (fusedloss._spec.LossSpec)."""
 
-import pytest
 import torch
+from cases import BINARY, FAMILIES, MULTICLASS, parametrize
+from helpers import DEVICE, IGNORE, assert_close, make_class_pair, make_pair, op_kwargs
 
 import fusedloss
+from fusedloss._spec import LossSpec
 from fusedloss.ops import fused_ops
-from helpers import ALL_LOSSES, FUSED_BACKENDS, LOSS_PARAMS, assert_close, loss_fn, make_pair
 
-pytestmark = pytest.mark.parametrize("backend", FUSED_BACKENDS)
-
-
-def sigmoid_loss_args(x, t, weight, per_sample, per_channel, reduction):
-    #       region tv_a tv_b smooth r_gamma r_weight elem f_alpha f_gamma e_weight e_mean
-    spec = (True, 0.3, 0.7, 1.0, 0.75, 0.8, True, 0.25, 2.0, 1.2, True)
-    return (x, t, weight, per_sample, per_channel, *spec, reduction, True)
+# Every term on, non-default constants.
+SPEC = LossSpec(region=True, tv_alpha=0.3, tv_beta=0.7, smooth=1.0, region_gamma=0.75, region_weight=0.8, elem=True,
+                focal_alpha=0.25, focal_gamma=2.0, elem_weight=1.2, elem_mean=True)
+REGION_ONLY = SPEC._replace(elem=False, focal_alpha=-1.0, focal_gamma=0.0, elem_weight=1.0)
 
 
-def opcheck_cases(device):
+def _binary_calls():
     x, t = make_pair((2, 3, 5, 7), torch.float32, torch.uint8)
     x64, t64 = make_pair((2, 3, 4), torch.float64)
-    weight = torch.tensor([1.0, 0.5, 2.0], device=device)
+    weight = torch.tensor([1.0, 0.5, 2.0], device=DEVICE)
     x.requires_grad_(True)
     x64.requires_grad_(True)
+    loss = lambda *args, **kw: op_kwargs(SPEC, **kw, reduction=args[0], check_target=True)  # noqa: E731
     return {
-        "sigmoid_loss": [
-            sigmoid_loss_args(x, t, None, False, False, "mean"),
-            sigmoid_loss_args(x, t, weight, True, True, "none"),
-            sigmoid_loss_args(x64, t64, None, True, False, "sum"),
-        ],
-        "sigmoid_focal_map": [(x, t, 0.25, 2.0, True), (x64, t64, -1.0, 0.5, False)],
+        "binary_loss": [((x, t), loss("mean", weight=None, per_sample=False, per_channel=False)),
+                        ((x, t), loss("none", weight=weight, per_sample=True, per_channel=True)),
+                        ((x64, t64), loss("sum", weight=None, per_sample=True, per_channel=False))],
+        "binary_focal_map": [((x, t), dict(alpha=0.25, gamma=2.0, check_target=True)),
+                             ((x64, t64), dict(alpha=-1.0, gamma=0.5, check_target=False))],
     }
 
 
-@pytest.mark.parametrize("op_name", ["sigmoid_loss", "sigmoid_focal_map"])
-def test_opcheck(backend, op_name):
-    ops = fused_ops(backend)
-    for args in opcheck_cases(torch.device(make_pair((1,))[0].device))[op_name]:
-        torch.library.opcheck(getattr(ops, op_name), args)
+def _multiclass_calls():
+    x, y = make_class_pair((2, 4, 3, 5), torch.float32, torch.uint8, ignore_fraction=0.2)
+    x.requires_grad_(True)
+    weight = torch.tensor([1.0, 0.5, 2.0, 1.0], device=DEVICE)
+    return {
+        "multiclass_loss": [
+            (
+                (x, y),
+                op_kwargs(SPEC, weight=weight, per_sample=True, ignore_index=IGNORE, include_background=False,
+                          exclude_empty=True, reduction="mean", check_target=True),
+            ),
+            (
+                (x, y),
+                op_kwargs(REGION_ONLY, weight=None, per_sample=False, ignore_index=None, include_background=True,
+                          exclude_empty=False, reduction="none", check_target=False),
+            ),
+        ],
+        "multiclass_focal_map": [((x, y), dict(alpha=0.25, gamma=2.0, ignore_index=IGNORE, check_target=True))],
+    }
 
 
-def test_opcheck_backward_ops(backend):
+CALLS = {BINARY: _binary_calls, MULTICLASS: _multiclass_calls}
+
+
+@parametrize(
+    "family, backend, op_name",
+    [
+        (family, backend, f"{family.name}_{op}")
+        for family in FAMILIES
+        for backend in family.backends
+        for op in ("loss", "focal_map")
+    ],
+)
+def test_opcheck(family, backend, op_name):
+    op = getattr(fused_ops(backend), op_name)
+    calls = CALLS[family]()[op_name]
+    for args, kwargs in calls:
+        torch.library.opcheck(op, args, kwargs)
+
+
+@parametrize("family, backend", [(family, backend) for family in FAMILIES for backend in family.backends])
+def test_opcheck_backward_ops(family, backend):
+    """The backward ops have no backward of their own: called on detached inputs."""
     ops = fused_ops(backend)
-    x, t = make_pair((2, 3, 5, 7), torch.float32, torch.bool)
-    loss, coef = ops.sigmoid_loss(*sigmoid_loss_args(x, t, None, True, True, "none"))
-    torch.library.opcheck(ops.sigmoid_loss_backward,
-                          (torch.ones_like(loss), x, t, coef, True, True, True, True, 0.25, 2.0))
-    torch.library.opcheck(ops.sigmoid_focal_map_backward, (torch.ones_like(x), x, t, 0.25, 2.0))
+    if family is BINARY:
+        x, t = make_pair((2, 3, 5, 7), torch.float32, torch.bool)
+        groups = dict(per_sample=True, per_channel=True)
+        loss, coef = ops.binary_loss(
+            x, t, **op_kwargs(SPEC, weight=None, **groups, reduction="none", check_target=True)
+        )
+        torch.library.opcheck(ops.binary_loss_backward, (torch.ones_like(loss), x, t, coef),
+                              dict(**groups, region=True, elem=True, focal_alpha=0.25, focal_gamma=2.0))
+        torch.library.opcheck(ops.binary_focal_map_backward, (torch.ones_like(x), x, t), dict(alpha=0.25, gamma=2.0))
+    else:
+        x, y = make_class_pair((2, 4, 3, 5), torch.float32, torch.uint8, ignore_fraction=0.2)
+        loss, coef = ops.multiclass_loss(
+            x,
+            y,
+            **op_kwargs(SPEC, weight=None, per_sample=True, ignore_index=IGNORE, include_background=True,
+                        exclude_empty=False, reduction="sum", check_target=True),
+        )
+        torch.library.opcheck(
+            ops.multiclass_loss_backward,
+            (torch.ones_like(loss), x, y, coef),
+            dict(per_sample=True, region=True, elem=True, focal_alpha=0.25, focal_gamma=2.0, ignore_index=IGNORE),
+        )
+        torch.library.opcheck(ops.multiclass_focal_map_backward, (torch.ones(y.shape, device=DEVICE), x, y),
+                              dict(alpha=0.25, gamma=2.0, ignore_index=IGNORE))
 
 
 MODULES = {
-    "dice": lambda b: fusedloss.DiceLoss(backend=b),
-    "iou": lambda b: fusedloss.IoULoss(per_sample=True, backend=b),
-    "tversky": lambda b: fusedloss.TverskyLoss(0.3, 0.7, per_channel=True, weight=[1.0, 2.0], backend=b),
-    "focal_tversky": lambda b: fusedloss.FocalTverskyLoss(gamma=0.75, reduction="none", per_channel=True,
-                                                          per_sample=True, backend=b),
-    "focal": lambda b: fusedloss.FocalLoss(backend=b),
-    "dice_bce": lambda b: fusedloss.DiceBCELoss(backend=b),
+    BINARY: {
+        "dice": lambda b: fusedloss.DiceLoss(backend=b),
+        "iou": lambda b: fusedloss.IoULoss(per_sample=True, backend=b),
+        "tversky": lambda b: fusedloss.TverskyLoss(0.3, 0.7, per_channel=True, weight=[1.0, 2.0], backend=b),
+        "focal_tversky": lambda b: fusedloss.FocalTverskyLoss(
+            gamma=0.75, reduction="none", per_channel=True, per_sample=True, backend=b
+        ),
+        "focal": lambda b: fusedloss.FocalLoss(backend=b),
+        "dice_bce": lambda b: fusedloss.DiceBCELoss(backend=b),
+    },
+    MULTICLASS: {
+        "dice": lambda b: fusedloss.DiceLoss(
+            mode="multiclass", include_background=False, ignore_index=IGNORE, backend=b
+        ),
+        "focal": lambda b: fusedloss.FocalLoss(mode="multiclass", ignore_index=IGNORE, backend=b),
+        "dice_ce": lambda b: fusedloss.DiceCELoss(ignore_index=IGNORE, backend=b),
+    },
 }
 
 
-@pytest.mark.parametrize("name", ALL_LOSSES)
-def test_compile_fullgraph(backend, name):
+@parametrize(
+    "family, backend, name",
+    [(family, backend, name) for family in FAMILIES for backend in family.backends for name in MODULES[family]],
+)
+def test_compile_fullgraph(family, backend, name):
     torch._dynamo.reset()
-    criterion = MODULES[name](backend)
-    x, t = make_pair((2, 2, 9, 13), torch.float32, torch.uint8)
+    criterion = MODULES[family][name](backend)
+    if family is BINARY:
+        x, t = make_pair((2, 2, 9, 13), torch.float32, torch.uint8)
+    else:
+        x, t = make_class_pair((2, 4, 9, 7), torch.float32, ignore_fraction=0.1)
     criterion = criterion.to(x.device)
 
     def step(logits, target):
@@ -82,10 +152,15 @@ def test_compile_fullgraph(backend, name):
     assert_close(results[1][1], results[0][1], torch.float32)
 
 
-def test_compile_focal_map(backend):
+@parametrize("family, backend", [(family, backend) for family in FAMILIES for backend in family.backends])
+def test_compile_focal_map(family, backend):
     torch._dynamo.reset()
-    x, t = make_pair((3, 1, 7, 5), torch.float32)
-    fn = lambda logits: fusedloss.focal_loss(logits, t, reduction="none", backend=backend).sum()  # noqa: E731
+    if family is BINARY:
+        x, t = make_pair((3, 1, 7, 5), torch.float32)
+    else:
+        x, t = make_class_pair((3, 4, 7, 5), torch.float32, ignore_fraction=0.1)
+    options = family.options("focal", params=False, ignore=True)
+    fn = lambda logits: fusedloss.focal_loss(logits, t, reduction="none", backend=backend, **options).sum()  # noqa: E731
     compiled = torch.compile(fn, fullgraph=True, backend="aot_eager")
     eager_x, compiled_x = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
     fn(eager_x).backward()

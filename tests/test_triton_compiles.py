@@ -23,9 +23,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import DEVICE, IGNORE, make_class_pair, make_pair
 
 import fusedloss
-from helpers import DEVICE, IGNORE, make_class_pair, make_pair
 
 pytestmark = pytest.mark.skipif(os.environ.get("TRITON_INTERPRET") != "1" or DEVICE.type != "cpu",
                                 reason="on a GPU the Triton kernels are compiled (and run) by every other test")
@@ -60,7 +60,8 @@ def _record_launches(monkeypatch):
     def recording_run(self, *args, grid, warmup, **kwargs):
         parameters = list(inspect.signature(self.fn).parameters.values())
         bound = dict(zip((p.name for p in parameters), args)) | {
-            name: value for name, value in kwargs.items() if name in {p.name for p in parameters}}
+            name: value for name, value in kwargs.items() if name in {p.name for p in parameters}
+        }
         launch = {"module": self.fn.__module__, "name": self.fn.__name__, "num_warps": kwargs.get("num_warps", 4),
                   "args": [[p.name, "constexpr" in str(p.annotation)] + _kind(bound[p.name]) for p in parameters]}
         launches[json.dumps(launch, sort_keys=True)] = launch
@@ -111,8 +112,7 @@ def _loss_calls():
     """Calls that reach every kernel with each flag combination, logit dtype, target dtype
     and class count, with and without the divisibility and alignment a GPU launch specialises."""
     losses, multiclass = fusedloss.LOSSES, fusedloss.MULTICLASS_LOSSES
-    sigmoid_calls = (("dice_bce", {"per_channel": True}), ("focal", {"reduction": "none"}), ("dice", {}),
-                     ("focal", {}))
+    sigmoid_calls = (("dice_bce", {"per_channel": True}), ("focal", {"reduction": "none"}), ("dice", {}), ("focal", {}))
     for j, dtype in enumerate(LOGIT_DTYPES):
         for target_dtype in TARGET_DTYPES:
             x, t = make_pair(SIGMOID_SHAPE, dtype, target_dtype)
@@ -147,8 +147,8 @@ def _loss_calls():
     x, _ = make_class_pair((2, 19, 4, 4), torch.float32)
     y, ignore = _class_map(x, 19, torch.uint8)
     weight = torch.rand(19, generator=torch.Generator().manual_seed(0)).to(x.device)
-    yield multiclass["focal_tversky"], x, y, {"mode": "multiclass", "weight": weight, "per_sample": True,
-                                              "reduction": "none", "ignore_index": ignore}
+    yield (multiclass["focal_tversky"], x, y,
+           {"mode": "multiclass", "weight": weight, "per_sample": True, "reduction": "none", "ignore_index": ignore})
     yield multiclass["focal"], x, y.clamp(max=18), {"mode": "multiclass"}  # no ignore_index
     yield multiclass["dice_ce"], x.to(memory_format=torch.channels_last), y, {"ignore_index": ignore}
     yield multiclass["dice_ce"], _misaligned(x), _misaligned(y), {"ignore_index": ignore}
@@ -162,13 +162,23 @@ def _triton_trees():
 
 
 def _recorded_dtypes(launches, module_suffix, kernel, argument):
-    return {value[0] for launch in launches if launch["module"].endswith(module_suffix) and launch["name"] == kernel
-            for name, _, kind, value in launch["args"] if name == argument and kind == "tensor"}
+    return {
+        value[0]
+        for launch in launches
+        if launch["module"].endswith(module_suffix) and launch["name"] == kernel
+        for name, _, kind, value in launch["args"]
+        if name == argument and kind == "tensor"
+    }
 
 
 def _recorded_values(launches, module_suffix, kernel, argument):
-    return {value for launch in launches if launch["module"].endswith(module_suffix) and launch["name"] == kernel
-            for name, _, _, value in launch["args"] if name == argument}
+    return {
+        value
+        for launch in launches
+        if launch["module"].endswith(module_suffix) and launch["name"] == kernel
+        for name, _, _, value in launch["args"]
+        if name == argument
+    }
 
 
 @pytest.fixture(scope="module")
@@ -185,15 +195,17 @@ def recorded_launches(tmp_path_factory):
     assert len(kernels) == 8, kernels  # stats, finalize, backward and focal map of both families
     # The recording reached what it is meant to cover (not vacuous if a call stops launching).
     logits = {str(dtype) for dtype in LOGIT_DTYPES}
-    for module in ("sigmoid_triton", "softmax_triton"):
+    for module in ("binary_triton", "multiclass_triton"):
         for kernel in ("_stats_kernel", "_backward_kernel", "_focal_map_kernel"):
             assert _recorded_dtypes(launches, module, kernel, "x_ptr") == logits, (module, kernel)
     # bool targets are read as their bytes (uint8)
-    assert _recorded_dtypes(launches, "sigmoid_triton", "_stats_kernel", "t_ptr") == {"torch.uint8", "torch.float32"}
-    assert _recorded_dtypes(launches, "softmax_triton", "_stats_kernel", "y_ptr") == {
-        str(dtype) for dtype in CLASS_MAP_DTYPES}
-    assert _recorded_values(launches, "softmax_triton", "_stats_kernel", "BLOCK_C") == {
-        1 << (classes - 1).bit_length() for classes in CLASS_COUNTS}
+    assert _recorded_dtypes(launches, "binary_triton", "_stats_kernel", "t_ptr") == {"torch.uint8", "torch.float32"}
+    assert _recorded_dtypes(launches, "multiclass_triton", "_stats_kernel", "y_ptr") == {
+        str(dtype) for dtype in CLASS_MAP_DTYPES
+    }
+    assert _recorded_values(launches, "multiclass_triton", "_stats_kernel", "BLOCK_C") == {
+        1 << (classes - 1).bit_length() for classes in CLASS_COUNTS
+    }
     path = tmp_path_factory.mktemp("aot") / "launches.json"
     path.write_text(json.dumps(launches))
     return path
@@ -204,8 +216,7 @@ def recorded_launches(tmp_path_factory):
 # a recording or a specialisation that silently shrinks fails here, not passes on a few kernels.
 MIN_COMPILED = 250
 MIN_PER_KERNEL = 10
-MIN_PER_SPECIALISATION = {"aligned_pointer": 250, "unaligned_pointer": 4, "divisible_int": 150,
-                          "int_as_constexpr": 200}
+MIN_PER_SPECIALISATION = {"aligned_pointer": 250, "unaligned_pointer": 4, "divisible_int": 150, "int_as_constexpr": 200}
 
 
 @pytest.mark.parametrize("tree", _triton_trees(), ids=lambda tree: "installed" if tree is None else Path(tree).name)
@@ -217,7 +228,7 @@ def test_every_triton_kernel_compiles_for_sm90(recorded_launches, tree, tmp_path
     paths = [str(Path(fusedloss.__file__).resolve().parents[1]), env.get("PYTHONPATH")]
     if tree is not None:
         (dist_info,) = Path(tree).glob("triton-*.dist-info")  # the tree must hold one Triton
-        expected_version = dist_info.name[len("triton-"):-len(".dist-info")]
+        expected_version = dist_info.name[len("triton-") : -len(".dist-info")]
         paths.insert(0, tree)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, paths))
     script = Path(__file__).with_name("triton_aot.py")
@@ -235,5 +246,6 @@ def test_every_triton_kernel_compiles_for_sm90(recorded_launches, tree, tmp_path
     assert len(summary["per_kernel"]) == 8 and min(summary["per_kernel"].values()) >= MIN_PER_KERNEL, summary
     # The GPU specialisations are there: pointers aligned to 16 bytes and not (a view at an
     # offset), ints divisible by 16, ints equal to 1 made constexpr.
-    assert all(summary["specialisations"].get(kind, 0) >= minimum
-               for kind, minimum in MIN_PER_SPECIALISATION.items()), summary
+    assert all(
+        summary["specialisations"].get(kind, 0) >= minimum for kind, minimum in MIN_PER_SPECIALISATION.items()
+    ), summary

@@ -42,17 +42,20 @@ from triton.compiler import ASTSource, make_backend
 
 TARGET = GPUTarget("cuda", 90, 32)
 STREAMING_KERNELS = ("_stats_kernel", "_backward_kernel", "_focal_map_kernel")
-CUDA_MAX_BLOCK = 2048  # sigmoid_triton._Plan on CUDA
-CUDA_SOFTMAX_TILE = 4096  # softmax_triton._Plan on CUDA
+CUDA_MAX_BLOCK = 2048  # binary_triton.LaunchPlan on CUDA
+CUDA_SOFTMAX_TILE = 4096  # multiclass_triton.LaunchPlan on CUDA
 CUDA_NUM_WARPS = 8
 # (GROUP_BLOCK, PART_BLOCK) a finalize gets on an H100/H200-sized grid (about 8 x 132 parts):
 # Triton 3.6 crashed compiling the finalize kernels for shapes like these.
 GPU_FINALIZE_BLOCKS = ((1, 1024), (4, 1024), (128, 2))
-_DTYPES = {str(getattr(torch, name)): getattr(torch, name)
-           for name in ("float32", "float64", "float16", "bfloat16", "uint8", "int8", "int16", "int32", "int64",
-                        "bool")}
-_TL_DTYPES = {str(getattr(tl, name)): getattr(tl, name)
-              for name in ("float32", "float64", "float16", "bfloat16", "int8", "int16", "int32", "int64")}
+_DTYPES = {
+    str(getattr(torch, name)): getattr(torch, name)
+    for name in ("float32", "float64", "float16", "bfloat16", "uint8", "int8", "int16", "int32", "int64", "bool")
+}
+_TL_DTYPES = {
+    str(getattr(tl, name)): getattr(tl, name)
+    for name in ("float32", "float64", "float16", "bfloat16", "int8", "int16", "int32", "int64")
+}
 
 
 class GPUPointer:
@@ -114,24 +117,30 @@ def specialise(kernel, values, num_warps):
         _BINDERS[kernel] = backend, create_function_from_signature(kernel.signature, kernel.params, backend)
     backend, binder = _BINDERS[kernel]
     bound_args, specialization, options = binder(*values, num_warps=num_warps)
-    _, signature, constexprs, attrs = kernel._pack_args(backend, {"num_warps": num_warps}, bound_args,
-                                                         specialization, options)
+    _, signature, constexprs, attrs = kernel._pack_args(
+        backend, {"num_warps": num_warps}, bound_args, specialization, options
+    )
     # Empty attribute lists (later versions keep them, 3.6 leaves them out) say nothing.
     return signature, constexprs, {path: attr for path, attr in attrs.items() if attr}
 
 
 def _key(launch, signature, constexprs, attrs, num_warps) -> str:
-    return json.dumps([launch["module"], launch["name"], signature,
-                       sorted((list(path), str(value)) for path, value in constexprs.items()),
-                       sorted((list(path), attr) for path, attr in attrs.items()), num_warps], sort_keys=True)
+    return json.dumps(
+        [launch["module"], launch["name"], signature,
+         sorted((list(path), str(value)) for path, value in constexprs.items()),
+         sorted((list(path), attr) for path, attr in attrs.items()), num_warps],
+        sort_keys=True,
+    )
 
 
 def describe(config) -> str:
     module, name, signature, constexprs, attrs, num_warps = config
     params = list(signature)
     constants = {params[path[0]]: value for path, value in constexprs.items()}
-    return (f"{module}.{name} signature={[signature[p] for p in params if signature[p] != 'constexpr']} "
-            f"constexprs={constants} divisible_by_16={[params[path[0]] for path in attrs]} num_warps={num_warps}")
+    return (
+        f"{module}.{name} signature={[signature[p] for p in params if signature[p] != 'constexpr']} "
+        f"constexprs={constants} divisible_by_16={[params[path[0]] for path in attrs]} num_warps={num_warps}"
+    )
 
 
 def configurations(launches):
@@ -155,10 +164,12 @@ def configurations(launches):
 SPECIALISATIONS = {
     "aligned_pointer": lambda kernel, types, constexprs, attrs: any(types[i].startswith("*") for i, *_ in attrs),
     "unaligned_pointer": lambda kernel, types, constexprs, attrs: any(
-        t.startswith("*") and (i,) not in attrs for i, t in enumerate(types)),
+        t.startswith("*") and (i,) not in attrs for i, t in enumerate(types)
+    ),
     "divisible_int": lambda kernel, types, constexprs, attrs: any(types[i][0] == "i" for i, *_ in attrs),
     "int_as_constexpr": lambda kernel, types, constexprs, attrs: any(
-        not kernel.params[i].is_constexpr for i, *_ in constexprs),
+        not kernel.params[i].is_constexpr for i, *_ in constexprs
+    ),
 }
 
 
@@ -166,8 +177,9 @@ def compile_one(config) -> str | None:
     module, name, signature, constexprs, attrs, num_warps = config
     kernel = getattr(importlib.import_module(module), name)
     try:
-        compiled = triton.compile(ASTSource(kernel, signature, constexprs, attrs), target=TARGET,
-                                  options={"num_warps": num_warps})
+        compiled = triton.compile(
+            ASTSource(kernel, signature, constexprs, attrs), target=TARGET, options={"num_warps": num_warps}
+        )
         assert "cubin" in compiled.asm, "no cubin"
         # The specialisation reached the compiler (an attrs format it does not read would be dropped).
         found = compiled.asm["ttir"].count("tt.divisibility = 16")
@@ -202,7 +214,7 @@ def compile_all(configs: list, jobs: int) -> list:
                     errors[i] = future.result()
                 except BrokenProcessPool:
                     unfinished.append(i)
-        suspects, pending = unfinished[:jobs + 1], unfinished[jobs + 1:]
+        suspects, pending = unfinished[: jobs + 1], unfinished[jobs + 1 :]
         for i in suspects:
             with _pool(1) as pool:
                 try:
@@ -228,13 +240,13 @@ def main(path: str, summary_path: str | None = None) -> int:
     kernels = {}
     for module, name, *_ in configs.values():
         kernels[f"{module}.{name}"] = kernels.get(f"{module}.{name}", 0) + 1
-    summary = {
-        "triton": triton.__version__, "launches": len(launches), "compiled": len(configs), "failed": failures,
-        "per_kernel": kernels, "specialisations": {kind: len(found) for kind, found in kinds.items()},
-        "seconds": round(time.monotonic() - start, 1),
-    }
-    print(f"compiled {len(configs)} configurations for sm_{TARGET.arch}: {failures} failed "
-          f"(triton {triton.__version__}) in {summary['seconds']} s with {jobs} jobs")
+    summary = {"triton": triton.__version__, "launches": len(launches), "compiled": len(configs), "failed": failures,
+               "per_kernel": kernels, "specialisations": {kind: len(found) for kind, found in kinds.items()},
+               "seconds": round(time.monotonic() - start, 1)}
+    print(
+        f"compiled {len(configs)} configurations for sm_{TARGET.arch}: {failures} failed "
+        f"(triton {triton.__version__}) in {summary['seconds']} s with {jobs} jobs"
+    )
     print(json.dumps(summary, sort_keys=True))
     if summary_path:
         with open(summary_path, "w") as f:
