@@ -79,6 +79,24 @@ def test_the_fallback_warning_can_be_silenced(tmp_path):
     assert result.stdout.strip().splitlines()[0] == "0", result.stdout
 
 
+def test_a_compiled_first_call_neither_builds_nor_warns(tmp_path):
+    # torch.compile(fullgraph=True) cannot trace a build or a warning: without the
+    # extension, a compiled first call runs the reference and says nothing.
+    root = _package_without_extension(tmp_path)
+    code = _ONLY_THE_COPY + (
+        "import warnings, torch, fusedloss\n"
+        "x, t = torch.randn(2, 3, 8), torch.rand(2, 3, 8)\n"
+        "with warnings.catch_warnings(record=True) as caught:\n"
+        "    warnings.simplefilter('always')\n"
+        "    got = torch.compile(lambda a, b: fusedloss.dice_loss(a, b), fullgraph=True)(x, t)\n"
+        "torch.testing.assert_close(got, fusedloss.dice_loss(x, t, backend='reference'))\n"
+        "print(sum('fusedloss' in str(w.message) for w in caught))\n"
+    )
+    result = _run(code, root, PYTHONPATH=str(root), FUSEDLOSS_JIT="0")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip().splitlines()[-1] == "0", result.stdout
+
+
 def test_no_warning_where_a_fused_backend_runs():
     import warnings
 

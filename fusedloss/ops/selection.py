@@ -142,11 +142,14 @@ def resolve(
     if backend == "auto":
         if differentiable_target:
             return "reference"  # the fused ops do not differentiate w.r.t. the target
-        if device.type == "cpu":
+        # Building and warning happen in eager calls only: torch.compile cannot trace them (a
+        # compiled call uses what an eager one built, and does not warn).
+        eager = not torch.compiler.is_compiling()
+        if device.type == "cpu" and eager:
             cpp_ops.ensure_built(announce=True)  # no silent slow path where the C++ kernels can be built
         order = AUTO_ORDER.get(device.type, DEFAULT_AUTO_ORDER)
         chosen = next(name for name in order if unavailable_reason(name, device, family, classes) is None)
-        if chosen == "reference" and len(order) > 1:
+        if chosen == "reference" and len(order) > 1 and eager:
             _warn_reference_fallback(device, family, classes, order)
         return chosen
     if backend in ("cpu", "cuda"):
