@@ -93,10 +93,10 @@ def _wrapped(text: str) -> str:
     return textwrap.fill(text, 100, initial_indent=" " * 8, subsequent_indent=" " * 12)
 
 
-def sections(argument_docs: dict, returns: str) -> str:
+def sections(argument_docs: dict, returns: str, returns_heading: str = "Returns") -> str:
     """Args and Returns sections, indented as a docstring's body."""
     args = "\n".join(_wrapped(f"{name}: {text}") for name, text in argument_docs.items())
-    return f"    Args:\n{args}\n\n    Returns:\n{_wrapped(returns)}\n"
+    return f"    Args:\n{args}\n\n    {returns_heading}:\n{_wrapped(returns)}\n"
 
 
 def documented(params: dict, options, returns: str = REGION_RETURNS):

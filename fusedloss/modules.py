@@ -27,12 +27,9 @@ class _FunctionalLoss(nn.Module):
             return
         options = {name: text for name, text in fn.argument_docs.items() if name not in ("input", "target")}
         summary = fn.__doc__.split("\n\n")[0].strip()
-        cls.__doc__ = (
-            f"{summary}\n\n    The module form of ``fusedloss.{fn.__name__}``: "
-            f"``{cls.__name__}(**options)(input, target)``.\n\n{F.sections(options, fn.returns_doc)}".replace(
-                "Returns:", "forward(input, target) returns:"
-            )
-        )
+        cls.__doc__ = (f"{summary}\n\n    The module form of ``fusedloss.{fn.__name__}``: "
+                       f"``{cls.__name__}(**options)(input, target)``.\n\n"
+                       + F.sections(options, fn.returns_doc, returns_heading="forward(input, target) returns"))
 
     def __init__(self, weight=None, **options):
         super().__init__()

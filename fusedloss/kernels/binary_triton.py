@@ -26,7 +26,7 @@ import triton.language as tl
 
 from .._checks import kernel_target_flags
 from .._spec import GroupLayout, binary_operands, group_layout
-from .triton_common import (REDUCTION_CODE, acc_dtypes, check_programs, focal_params, on_input_device, param,
+from .triton_common import (REDUCTION_CODE, acc_dtypes, check_programs, finalize_params, focal_params, on_input_device,
                             region_terms, sm_count, split, store_as, sum_rows, target_flags, writable)
 
 
@@ -133,12 +133,9 @@ def _finalize_kernel(partial_ptr, weight_ptr, loss_ptr, coef_ptr, num_groups, pa
                      REGION: tl.constexpr, ELEM: tl.constexpr, HAS_WEIGHT: tl.constexpr, ELEM_MEAN: tl.constexpr,
                      REDUCTION: tl.constexpr, GROUP_BLOCK: tl.constexpr, PART_BLOCK: tl.constexpr, ACC: tl.constexpr):
     # REDUCTION: 0 = 'none' (one loss per group), 1 = 'mean', 2 = 'sum'.
-    tv_alpha = param(tv_alpha_hi, tv_alpha_lo, ACC)
-    tv_beta = param(tv_beta_hi, tv_beta_lo, ACC)
-    smooth = param(smooth_hi, smooth_lo, ACC)
-    region_gamma = param(region_gamma_hi, region_gamma_lo, ACC)
-    region_weight = param(region_weight_hi, region_weight_lo, ACC)
-    elem_weight = param(elem_weight_hi, elem_weight_lo, ACC)
+    tv_alpha, tv_beta, smooth, region_gamma, region_weight, elem_weight = finalize_params(
+        tv_alpha_hi, tv_alpha_lo, tv_beta_hi, tv_beta_lo, smooth_hi, smooth_lo, region_gamma_hi, region_gamma_lo,
+        region_weight_hi, region_weight_lo, elem_weight_hi, elem_weight_lo, ACC)
     # Integer arguments equal to 1 arrive as constexpr on GPU (no .to()): widen by addition.
     if REDUCTION == 1:
         out_scale = 1.0 / (tl.zeros([], ACC) + num_groups)

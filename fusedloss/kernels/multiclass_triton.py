@@ -30,7 +30,7 @@ import triton.language as tl
 
 from .._checks import kernel_target_flags
 from .._spec import multiclass_operands
-from .triton_common import (REDUCTION_CODE, acc_dtypes, check_programs, focal_params, on_input_device, param,
+from .triton_common import (REDUCTION_CODE, acc_dtypes, check_programs, finalize_params, focal_params, on_input_device,
                             pow_or_zero, region_terms, sm_count, split, store_as, sum_rows, target_flags, writable)
 
 
@@ -157,12 +157,9 @@ def _finalize_kernel(class_partial_ptr, elem_partial_ptr, weight_ptr, loss_ptr, 
                      EXCLUDE_EMPTY: tl.constexpr, REDUCTION: tl.constexpr, GROUP_BLOCK: tl.constexpr,
                      PART_BLOCK: tl.constexpr, ACC: tl.constexpr):
     # REDUCTION: 0 = 'none', 1 = 'mean' (over the groups that count), 2 = 'sum'.
-    tv_alpha = param(tv_alpha_hi, tv_alpha_lo, ACC)
-    tv_beta = param(tv_beta_hi, tv_beta_lo, ACC)
-    smooth = param(smooth_hi, smooth_lo, ACC)
-    region_gamma = param(region_gamma_hi, region_gamma_lo, ACC)
-    region_weight = param(region_weight_hi, region_weight_lo, ACC)
-    elem_weight = param(elem_weight_hi, elem_weight_lo, ACC)
+    tv_alpha, tv_beta, smooth, region_gamma, region_weight, elem_weight = finalize_params(
+        tv_alpha_hi, tv_alpha_lo, tv_beta_hi, tv_beta_lo, smooth_hi, smooth_lo, region_gamma_hi, region_gamma_lo,
+        region_weight_hi, region_weight_lo, elem_weight_hi, elem_weight_lo, ACC)
 
     # The element term: sum over every program, mean over valid pixels.
     elem_sum = tl.zeros([], ACC)

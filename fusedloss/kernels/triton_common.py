@@ -22,6 +22,17 @@ def focal_params(alpha_hi, alpha_lo, gamma_hi, gamma_lo, ACC: tl.constexpr):
 
 
 @triton.jit
+def finalize_params(tv_alpha_hi, tv_alpha_lo, tv_beta_hi, tv_beta_lo, smooth_hi, smooth_lo, region_gamma_hi,
+                    region_gamma_lo, region_weight_hi, region_weight_lo, elem_weight_hi, elem_weight_lo,
+                    ACC: tl.constexpr):
+    """The loss formula's scalars (tv_alpha, tv_beta, smooth, region_gamma, region_weight,
+    elem_weight), as both finalize kernels read them."""
+    return (param(tv_alpha_hi, tv_alpha_lo, ACC), param(tv_beta_hi, tv_beta_lo, ACC), param(smooth_hi, smooth_lo, ACC),
+            param(region_gamma_hi, region_gamma_lo, ACC), param(region_weight_hi, region_weight_lo, ACC),
+            param(elem_weight_hi, elem_weight_lo, ACC))
+
+
+@triton.jit
 def store_as(ptr, value, mask, BF16_BITS: tl.constexpr):
     # bf16 outputs are written as int16 bits rounded to nearest even: the
     # interpreter's bf16 store truncates, and this gives one rounding everywhere.

@@ -94,19 +94,18 @@ def backends() -> dict[str, str]:
     devices = ("cuda", "cpu")
     report = {}
     for name in BACKENDS:
-        reasons = {}
+        reasons = {}  # device -> why the backend cannot run there (empty: it can)
         for device in devices:
-            reason = unavailable_reason(name, torch.device(device))
-            if device == "cuda" and not torch.cuda.is_available():
-                reason = "; ".join(filter(None, ("no CUDA GPU here", reason)))
-            reasons[device] = reason
+            why = unavailable_reason(name, torch.device(device))
+            no_gpu = device == "cuda" and not torch.cuda.is_available()
+            reasons[device] = (["no CUDA GPU here"] if no_gpu else []) + ([why] if why else [])
         usable = [device for device in devices if not reasons[device]]
         if usable:
             report[name] = "available on " + ", ".join(usable)
-        else:  # a C++ backend's reason on the other device is only that it is the other one
-            shown = [reasons[device] for device in devices if name not in ("cpu", "cuda") or device == name]
-            report[name] = "unavailable: " + "; ".join(dict.fromkeys(  # each reason once
-                part for reason in shown for part in reason.split("; ")))
+        else:  # a C++ backend's reason on the other device is only that it is the other one; each reason once
+            shown = [why for device in devices if name not in ("cpu", "cuda") or device == name
+                     for why in reasons[device]]
+            report[name] = "unavailable: " + "; ".join(dict.fromkeys(shown))
     return report
 
 
