@@ -50,11 +50,10 @@ def extension_and_cmdclass():
         return _skip(
             "torch is not importable at build time (install torch first, then pip install --no-build-isolation .)"
         )
-    compiler = os.environ.get("CXX", "c++")  # what torch.utils.cpp_extension calls
-    if shutil.which(compiler) is None and _switch("FUSEDLOSS_BUILD_CPU") != "1":
-        return _skip(f"no C++ compiler ({compiler!r} is not on PATH; install g++ or set CXX)")
-
     flags = _build_flags()
+    missing = flags.missing_compiler()
+    if missing is not None and _switch("FUSEDLOSS_BUILD_CPU") != "1":
+        return _skip(missing)
     sources = flags.cpp_sources(".")
     cuda = _switch("FUSEDLOSS_BUILD_CUDA")
     nvcc_found = CUDA_HOME is not None and (

@@ -6,6 +6,7 @@ from __future__ import annotations
 import glob
 import os
 import re
+import shutil
 import sys
 import sysconfig
 
@@ -38,6 +39,15 @@ def nvcc() -> list[str]:
     if os.environ.get("FUSEDLOSS_PTXAS_VERBOSE") == "1":
         flags.append("-Xptxas=-v")  # register / shared memory / spill report per kernel
     return flags
+
+
+def missing_compiler() -> str | None:
+    """Why the C++ compiler torch.utils.cpp_extension would call ($CXX, default c++) is
+    not there, or None: asked by setup.py and by the build on first use alike."""
+    compiler = os.environ.get("CXX", "c++")
+    if shutil.which(compiler) is None:
+        return f"no C++ compiler ({compiler!r} is not on PATH; install g++ or set CXX)"
+    return None
 
 
 def cpp_sources(root) -> list[str]:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import importlib
 import os
-import shutil
 import sys
 import time
 import warnings
@@ -82,9 +81,11 @@ def build_impossible() -> str | None:
         return "FUSEDLOSS_JIT=0 turns the build on first use off"
     if not (CSRC / "schema.cpp").exists():
         return f"its sources are not at {CSRC}"
-    compiler = os.environ.get("CXX", "c++")  # what torch.utils.cpp_extension calls
-    if shutil.which(compiler) is None:
-        return f"no C++ compiler ({compiler!r} is not on PATH; install g++ or set CXX)"
+    from .. import _build_flags
+
+    missing = _build_flags.missing_compiler()
+    if missing is not None:
+        return missing
     from torch.utils.cpp_extension import is_ninja_available
 
     if not is_ninja_available():
