@@ -190,3 +190,38 @@ def assert_matches_reference(loss, x, t, backend, *, finite=True, compare_loss=T
 def op_kwargs(spec, **others):
     """An op call's keyword arguments: the LossSpec's fields by name, and the others."""
     return {**spec._asdict(), **others}
+
+
+# ---- a copy of the package without its extension, run in a fresh process ----
+
+# An editable install's finder would find the prebuilt _C beside the original package.
+ONLY_THE_COPY = (
+    "import sys\nsys.meta_path = [f for f in sys.meta_path if '__editable__' not in getattr(f, '__module__', '')]\n"
+)
+
+
+def package_without_extension(tmp_path):
+    """A copy of the package (and csrc/) without fusedloss/_C*.so: an install that skipped it.
+    Run code against it with ``run_python(ONLY_THE_COPY + code, root, PYTHONPATH=str(root))``."""
+    import shutil
+    from pathlib import Path
+
+    root = Path(fusedloss.__file__).resolve().parents[1]
+    shutil.copytree(root / "fusedloss", tmp_path / "fusedloss", ignore=shutil.ignore_patterns("*.so", "__pycache__"))
+    shutil.copytree(root / "csrc", tmp_path / "csrc")
+    return tmp_path
+
+
+def run_python(code: str, cwd, timeout: int = 300, **env):
+    """``python -c code`` in ``cwd`` with ``env`` added, without the suite's interpreter and
+    backend settings (the real kernels, backends chosen by the code)."""
+    import os
+    import subprocess
+    import sys
+
+    environment = {**os.environ, **env}
+    environment.pop("TRITON_INTERPRET", None)
+    environment.pop("FUSEDLOSS_BACKEND", None)
+    return subprocess.run([sys.executable, "-c", code], cwd=cwd, env=environment, capture_output=True, text=True,
+                          timeout=timeout)
+

@@ -6,6 +6,7 @@ import os
 
 import pytest
 import torch
+from helpers import ONLY_THE_COPY, package_without_extension, run_python
 
 import fusedloss
 from fusedloss.ops import cpp_ops
@@ -47,17 +48,9 @@ def test_builds_on_first_use_without_prebuilt(tmp_path):
     the first time backend='auto' runs on CPU tensors (as naming a C++ backend
     would), says so and how long it took, then runs the C++ kernels: no silent
     fallback to the reference."""
-    import shutil
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    root = Path(fusedloss.__file__).resolve().parents[1]
-    shutil.copytree(root / "fusedloss", tmp_path / "fusedloss", ignore=shutil.ignore_patterns("*.so", "__pycache__"))
-    shutil.copytree(root / "csrc", tmp_path / "csrc")
-    script = (
-        "import sys, warnings\n"  # an editable install's finder would find the prebuilt _C beside the original
-        "sys.meta_path = [f for f in sys.meta_path if '__editable__' not in getattr(f, '__module__', '')]\n"
+    root = package_without_extension(tmp_path)
+    script = ONLY_THE_COPY + (
+        "import warnings\n"
         "import torch, fusedloss\n"
         "from fusedloss.ops import cpp_ops\n"
         "assert cpp_ops.unavailable_reason('cpu') is not None, 'expected no prebuilt extension'\n"
@@ -72,13 +65,8 @@ def test_builds_on_first_use_without_prebuilt(tmp_path):
         "assert torch.equal(fused, fusedloss.dice_loss(x, t, backend='cpu'))\n"
         "print('built and ran')\n"
     )
-    env = dict(
-        os.environ, PYTHONPATH=str(tmp_path), TORCH_EXTENSIONS_DIR=str(tmp_path / "build"), FUSEDLOSS_BUILD_CUDA="0"
-    )
-    env.pop("TRITON_INTERPRET", None)
-    result = subprocess.run(
-        [sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600
-    )
+    result = run_python(script, root, timeout=600, PYTHONPATH=str(root), TORCH_EXTENSIONS_DIR=str(root / "build"),
+                        FUSEDLOSS_BUILD_CUDA="0")
     assert result.returncode == 0, result.stderr[-3000:]
     assert "built and ran" in result.stdout
     assert "fusedloss: compiling the C++ kernels (csrc/) for their first use" in result.stderr

@@ -4,14 +4,11 @@ to the reference, and ``python -m fusedloss`` reports what runs and checks it.""
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+from helpers import ONLY_THE_COPY, package_without_extension, run_python
 
 import fusedloss
 from fusedloss import info
@@ -20,28 +17,7 @@ ROOT = Path(fusedloss.__file__).resolve().parents[1]
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def _run(code: str, cwd, **env) -> subprocess.CompletedProcess:
-    environment = {**os.environ, **env}
-    environment.pop("TRITON_INTERPRET", None)
-    environment.pop("FUSEDLOSS_BACKEND", None)
-    return subprocess.run(
-        [sys.executable, "-c", code], cwd=cwd, env=environment, capture_output=True, text=True, timeout=300
-    )
-
-
-def _package_without_extension(tmp_path) -> Path:
-    """A copy of the package without fusedloss/_C*.so (an install that skipped it)."""
-    shutil.copytree(ROOT / "fusedloss", tmp_path / "fusedloss", ignore=shutil.ignore_patterns("*.so", "__pycache__"))
-    shutil.copytree(ROOT / "csrc", tmp_path / "csrc")
-    return tmp_path
-
-
-# An editable install's finder would find the prebuilt _C beside the original package.
-_ONLY_THE_COPY = (
-    "import sys\nsys.meta_path = [f for f in sys.meta_path if '__editable__' not in getattr(f, '__module__', '')]\n"
-)
-
-_FALLBACK = _ONLY_THE_COPY + (
+_FALLBACK = ONLY_THE_COPY + (
     "import warnings, torch, fusedloss\n"
     "x, t = torch.randn(2, 3, 8), torch.rand(2, 3, 8)\n"
     "with warnings.catch_warnings(record=True) as caught:\n"
@@ -61,8 +37,8 @@ _FALLBACK = _ONLY_THE_COPY + (
      ("no compiler", dict(CXX="/nonexistent/c++"), "no C++ compiler ('/nonexistent/c++' is not on PATH")],
 )
 def test_auto_warns_once_when_it_falls_back_to_the_reference(tmp_path, cause, env, expected):
-    root = _package_without_extension(tmp_path)
-    result = _run(_FALLBACK, root, PYTHONPATH=str(root), **env)
+    root = package_without_extension(tmp_path)
+    result = run_python(_FALLBACK, root, PYTHONPATH=str(root), **env)
     assert result.returncode == 0, result.stderr[-3000:]
     count, *messages = result.stdout.strip().splitlines()
     assert count == "1", result.stdout  # once, not at every call
@@ -73,8 +49,8 @@ def test_auto_warns_once_when_it_falls_back_to_the_reference(tmp_path, cause, en
 
 
 def test_the_fallback_warning_can_be_silenced(tmp_path):
-    root = _package_without_extension(tmp_path)
-    result = _run(_FALLBACK, root, PYTHONPATH=str(root), FUSEDLOSS_JIT="0", FUSEDLOSS_ALLOW_REFERENCE="1")
+    root = package_without_extension(tmp_path)
+    result = run_python(_FALLBACK, root, PYTHONPATH=str(root), FUSEDLOSS_JIT="0", FUSEDLOSS_ALLOW_REFERENCE="1")
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.strip().splitlines()[0] == "0", result.stdout
 
@@ -82,8 +58,8 @@ def test_the_fallback_warning_can_be_silenced(tmp_path):
 def test_a_compiled_first_call_neither_builds_nor_warns(tmp_path):
     # torch.compile(fullgraph=True) cannot trace a build or a warning: without the
     # extension, a compiled first call runs the reference and says nothing.
-    root = _package_without_extension(tmp_path)
-    code = _ONLY_THE_COPY + (
+    root = package_without_extension(tmp_path)
+    code = ONLY_THE_COPY + (
         "import warnings, torch, fusedloss\n"
         "x, t = torch.randn(2, 3, 8), torch.rand(2, 3, 8)\n"
         "with warnings.catch_warnings(record=True) as caught:\n"
@@ -92,7 +68,7 @@ def test_a_compiled_first_call_neither_builds_nor_warns(tmp_path):
         "torch.testing.assert_close(got, fusedloss.dice_loss(x, t, backend='reference'))\n"
         "print(sum('fusedloss' in str(w.message) for w in caught))\n"
     )
-    result = _run(code, root, PYTHONPATH=str(root), FUSEDLOSS_JIT="0")
+    result = run_python(code, root, PYTHONPATH=str(root), FUSEDLOSS_JIT="0")
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.strip().splitlines()[-1] == "0", result.stdout
 
@@ -116,7 +92,7 @@ def test_setup_says_why_it_builds_without_the_extension(cause, prelude, env, exp
         "import runpy, sys\n" + prelude + "sys.argv = ['setup.py', '--name']\n"
         "runpy.run_path('setup.py', run_name='__main__')\n"
     )
-    result = _run(code, ROOT, **{"FUSEDLOSS_BUILD_CPU": "", **env})
+    result = run_python(code, ROOT, **{"FUSEDLOSS_BUILD_CPU": "", **env})
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.strip().splitlines()[-1] == "fusedloss"
     lines = [line for line in result.stderr.splitlines() if line.startswith("fusedloss:")]
@@ -124,7 +100,7 @@ def test_setup_says_why_it_builds_without_the_extension(cause, prelude, env, exp
 
 
 def test_info_reports_versions_and_every_backend():
-    result = _run("import runpy; runpy.run_module('fusedloss', run_name='__main__')", ROOT)
+    result = run_python("import runpy; runpy.run_module('fusedloss', run_name='__main__')", ROOT)
     assert result.returncode == 0, result.stderr[-3000:]
     out = result.stdout
     assert f"torch {torch.__version__}" in out and "fusedloss " in out and "C++ extension fusedloss._C:" in out
