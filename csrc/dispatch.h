@@ -88,27 +88,66 @@ void dispatch_multiclass_data(const at::Tensor& input, const at::Tensor& target,
   });
 }
 
-// Which terms a binary loss has, as a template argument of the CPU loops.
-enum Terms : int { kRegion = 1, kElem = 2, kModulated = 4 };  // kModulated: focal gamma != 0
+// Which terms a binary loss has and how it reads its input (BinaryInput), as a
+// template argument of the CPU loops: each combination is a loop of its own, so
+// the default one (logits, no squared_pred) is the same code as before the options.
+enum Terms : int {
+  kRegion = 1,
+  kElem = 2,
+  kModulated = 4,  // focal gamma != 0
+  kSquared = 8,    // squared_pred (with kRegion only)
+};
+constexpr int kInputShift = 4;  // the BinaryInput, in the bits from here up
+constexpr int kTermBits = (1 << kInputShift) - 1;
 
 constexpr bool has(int terms, Terms term) { return (terms & term) != 0; }
+constexpr BinaryInput input_of(int terms) { return static_cast<BinaryInput>(terms >> kInputShift); }
 
 inline int terms_of(const LossParams& lp) {
-  return (lp.region ? kRegion : 0) | (lp.elem ? kElem : 0) | (lp.elem && lp.focal_gamma != 0 ? kModulated : 0);
+  return (lp.region ? kRegion : 0) | (lp.region && lp.squared_pred ? kSquared : 0) | (lp.elem ? kElem : 0) |
+         (lp.elem && lp.focal_gamma != 0 ? kModulated : 0) | (binary_input(lp) << kInputShift);
+}
+
+// Calls fn(std::integral_constant<BinaryInput, INPUT>{}) for the runtime `input`.
+template <typename Fn>
+C10_ALWAYS_INLINE decltype(auto) with_binary_input(BinaryInput input, Fn&& fn) {
+  switch (input) {
+    case kSigmoidClampedLog: return fn(std::integral_constant<BinaryInput, kSigmoidClampedLog>{});
+    case kProbabilities: return fn(std::integral_constant<BinaryInput, kProbabilities>{});
+    default: return fn(std::integral_constant<BinaryInput, kLogitBce>{});
+  }
+}
+
+// Calls fn(std::integral_constant<MulticlassInput, INPUT>{}) for the runtime `input`.
+template <typename Fn>
+C10_ALWAYS_INLINE decltype(auto) with_multiclass_input(MulticlassInput input, Fn&& fn) {
+  if (input == kClassProbabilities) return fn(std::integral_constant<MulticlassInput, kClassProbabilities>{});
+  return fn(std::integral_constant<MulticlassInput, kSoftmax>{});
 }
 
 // Calls fn(std::integral_constant<int, TERMS>{}) for the runtime `terms` (from
-// terms_of; no term at all runs as all three).
-// fn must be always-inline where it holds a loop meant to vectorise per target clone.
+// terms_of; no term at all runs as region and modulated element terms). The CPU
+// calls a function template per TERMS, each its own set of target clones.
+template <int INPUT_BITS, typename Fn>
+C10_ALWAYS_INLINE decltype(auto) with_terms_for_input(int terms, Fn&& fn) {
+  constexpr int kAll = kRegion | kElem | kModulated;
+  switch (terms & kTermBits) {
+    case kRegion: return fn(std::integral_constant<int, INPUT_BITS | kRegion>{});
+    case kRegion | kSquared: return fn(std::integral_constant<int, INPUT_BITS | kRegion | kSquared>{});
+    case kElem: return fn(std::integral_constant<int, INPUT_BITS | kElem>{});
+    case kElem | kModulated: return fn(std::integral_constant<int, INPUT_BITS | kElem | kModulated>{});
+    case kRegion | kElem: return fn(std::integral_constant<int, INPUT_BITS | kRegion | kElem>{});
+    case kRegion | kSquared | kElem: return fn(std::integral_constant<int, INPUT_BITS | kRegion | kSquared | kElem>{});
+    case kAll | kSquared: return fn(std::integral_constant<int, INPUT_BITS | kAll | kSquared>{});
+    default: return fn(std::integral_constant<int, INPUT_BITS | kAll>{});
+  }
+}
+
 template <typename Fn>
 C10_ALWAYS_INLINE decltype(auto) with_terms(int terms, Fn&& fn) {
-  switch (terms) {
-    case kRegion: return fn(std::integral_constant<int, kRegion>{});
-    case kElem: return fn(std::integral_constant<int, kElem>{});
-    case kElem | kModulated: return fn(std::integral_constant<int, kElem | kModulated>{});
-    case kRegion | kElem: return fn(std::integral_constant<int, kRegion | kElem>{});
-    default: return fn(std::integral_constant<int, kRegion | kElem | kModulated>{});
-  }
+  return with_binary_input(input_of(terms), [&](auto input_tag) C10_ALWAYS_INLINE_ATTRIBUTE -> decltype(auto) {
+    return with_terms_for_input<decltype(input_tag)::value << kInputShift>(terms, fn);
+  });
 }
 
 }  // namespace fusedloss

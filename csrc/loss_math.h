@@ -1,10 +1,12 @@
 // The loss arithmetic of both families, written once for the CPU and CUDA
 // kernels (host and device). It mirrors fusedloss/_spec.py: every loss is
-//   loss_g = region_weight * (1 - TI_g)^region_gamma + elem_scale * E_g,
-// TI the Tversky index of I = sum(p*t), P = sum(p), T = sum(t), and E the sum
-// of per-element focal losses (BCE is focal with gamma = 0, no alpha). Binary
-// (sigmoid: binary and multi-label) per element; multiclass (softmax over the
-// classes) per pixel, its groups being classes.
+//   loss_g = region_weight * R(TI_g) + elem_scale * E_g,
+// TI the Tversky index of I = sum(p*t), P = sum(p), T = sum(t) (squared_pred:
+// sum(p^2), sum(t^2)), R = (1 - TI)^region_gamma or -log(max(TI, 1e-7)), and E
+// the sum of per-element focal losses (BCE is focal with gamma = 0, no alpha).
+// Binary (sigmoid, or probabilities: binary and multi-label) per element;
+// multiclass (softmax over the classes, or probabilities) per pixel, its groups
+// being classes.
 #pragma once
 
 #include <c10/macros/Macros.h>
@@ -27,42 +29,67 @@ namespace fusedloss {
 // keeps its neutral default). A new parameter: a field, its factories, and the
 // kernels that read it.
 struct LossParams {
-  // The region term: region_weight * (1 - TI)^region_gamma, TI with alpha, beta and smooth.
+  // The region term: region_weight * R(TI), TI the Tversky index with alpha, beta and
+  // smooth_nr / smooth_dr; R = (1 - TI)^region_gamma, or -log(max(TI, 1e-7)) with log_loss.
   bool region = false;
-  double tv_alpha = 0, tv_beta = 0, smooth = 0, region_gamma = 1, region_weight = 1;
+  double tv_alpha = 0, tv_beta = 0, smooth_nr = 0, smooth_dr = 0, region_gamma = 1, region_weight = 1;
+  bool log_loss = false;
+  bool squared_pred = false;  // P = sum(p^2), T = sum(t^2)
   // The element term: elem_weight * the focal losses' sum (their mean with elem_mean).
   bool elem = false;
   double focal_alpha = 0, focal_gamma = 0, elem_weight = 1;
   bool elem_mean = false;
+  // How the input becomes probabilities and which logs the element term takes (BinaryInput,
+  // MulticlassInput below).
+  bool from_logits = true, clamped_log = false;
 
-  // What the per-element passes read (statistics, backward): which terms, and the
-  // focal parameters.
-  static LossParams per_element(bool region, bool elem, double focal_alpha, double focal_gamma) {
-    return {.region = region, .elem = elem, .focal_alpha = focal_alpha, .focal_gamma = focal_gamma};
+  // What the per-element passes read (statistics, backward): which terms, the focal
+  // parameters, and how the input is read.
+  static LossParams per_element(bool region, bool squared_pred, bool elem, double focal_alpha, double focal_gamma,
+                                bool from_logits, bool clamped_log) {
+    return {.region = region,
+            .squared_pred = squared_pred,
+            .elem = elem,
+            .focal_alpha = focal_alpha,
+            .focal_gamma = focal_gamma,
+            .from_logits = from_logits,
+            .clamped_log = clamped_log};
   }
 
-  // What the finalize ops take: everything but the focal parameters (already in the sums).
-  static LossParams for_finalize(bool region, double tv_alpha, double tv_beta, double smooth, double region_gamma,
-                                 double region_weight, bool elem, double elem_weight, bool elem_mean) {
+  // The focal map ops: the element term alone.
+  static LossParams focal_map(double focal_alpha, double focal_gamma, bool from_logits, bool clamped_log) {
+    return per_element(false, false, true, focal_alpha, focal_gamma, from_logits, clamped_log);
+  }
+
+  // What the finalize ops take: the formula's parameters (the per-element ones are already in the sums).
+  static LossParams for_finalize(bool region, double tv_alpha, double tv_beta, double smooth_nr, double smooth_dr,
+                                 double region_gamma, double region_weight, bool log_loss, bool elem,
+                                 double elem_weight, bool elem_mean) {
     return {.region = region,
             .tv_alpha = tv_alpha,
             .tv_beta = tv_beta,
-            .smooth = smooth,
+            .smooth_nr = smooth_nr,
+            .smooth_dr = smooth_dr,
             .region_gamma = region_gamma,
             .region_weight = region_weight,
+            .log_loss = log_loss,
             .elem = elem,
             .elem_weight = elem_weight,
             .elem_mean = elem_mean};
   }
 
   // Every parameter, as the loss ops (binary_loss, multiclass_loss) take them.
-  static LossParams from_op(bool region, double tv_alpha, double tv_beta, double smooth, double region_gamma,
-                            double region_weight, bool elem, double focal_alpha, double focal_gamma, double elem_weight,
-                            bool elem_mean) {
-    LossParams lp =
-        for_finalize(region, tv_alpha, tv_beta, smooth, region_gamma, region_weight, elem, elem_weight, elem_mean);
+  static LossParams from_op(bool region, double tv_alpha, double tv_beta, double smooth_nr, double smooth_dr,
+                            double region_gamma, double region_weight, bool log_loss, bool squared_pred, bool elem,
+                            double focal_alpha, double focal_gamma, double elem_weight, bool elem_mean,
+                            bool from_logits, bool clamped_log) {
+    LossParams lp = for_finalize(region, tv_alpha, tv_beta, smooth_nr, smooth_dr, region_gamma, region_weight, log_loss,
+                                 elem, elem_weight, elem_mean);
+    lp.squared_pred = squared_pred;
     lp.focal_alpha = focal_alpha;
     lp.focal_gamma = focal_gamma;
+    lp.from_logits = from_logits;
+    lp.clamped_log = clamped_log;
     return lp;
   }
 
@@ -73,6 +100,30 @@ struct LossParams {
     return lp;
   }
 };
+
+// How a binary input becomes p, and which BCE its element term is.
+enum BinaryInput : int {
+  kLogitBce = 0,           // from_logits: the two-sided sigmoid, BCE on the logits (softplus, exact in the tails)
+  kSigmoidClampedLog = 1,  // from_logits and clamped_log: torch.sigmoid, then F.binary_cross_entropy
+  kProbabilities = 2,      // not from_logits: p = the input, F.binary_cross_entropy (clamped_log implied)
+};
+
+inline BinaryInput binary_input(const LossParams& lp) {
+  if (!lp.from_logits) return kProbabilities;
+  return lp.clamped_log ? kSigmoidClampedLog : kLogitBce;
+}
+
+// How a multiclass input becomes p: softmax of logits (log_softmax in the element
+// term), or probabilities as they are (logs clamped at -100). No other pairing exists.
+enum MulticlassInput : int { kSoftmax = 0, kClassProbabilities = 1 };
+
+inline MulticlassInput multiclass_input(const LossParams& lp) {
+  TORCH_CHECK(lp.from_logits != lp.clamped_log,
+              "fusedloss: a multi-class loss takes from_logits=True with clamped_log=False (softmax) or "
+              "from_logits=False with clamped_log=True (probabilities), got from_logits=",
+              lp.from_logits, ", clamped_log=", lp.clamped_log);
+  return lp.from_logits ? kSoftmax : kClassProbabilities;
+}
 
 enum class Reduction : int { None = 0, Mean = 1, Sum = 2 };
 
@@ -173,6 +224,86 @@ FUSEDLOSS_INLINE FocalTerms<acc_t> focal_terms(acc_t x, acc_t t, const SigmoidPa
   return {alpha_t * modulator * bce, alpha_t * (modulator * (s.p - t) + slope)};
 }
 
+// One binary element's p, q = 1 - p and dp/dx for the input mode; e = exp(-|x|) for
+// the logit BCE (kLogitBce) only.
+template <typename acc_t>
+struct BinaryProbability {
+  acc_t p, q, dp_dx, e;
+};
+
+template <typename Math, BinaryInput INPUT, typename acc_t>
+FUSEDLOSS_INLINE BinaryProbability<acc_t> binary_probability(acc_t x) {
+  const acc_t one = 1;
+  if constexpr (INPUT == kProbabilities) {
+    return {x, one - x, one, acc_t(0)};
+  } else if constexpr (INPUT == kSigmoidClampedLog) {
+    // One-sided, as torch.sigmoid rounds it (p = 1 from x ~ 16.6 in fp32, 0 below ~ -88.7:
+    // exp overflows), so the clamped logs see the p that F.binary_cross_entropy would.
+    const acc_t p = one / (one + Math::exp(-x));
+    const acc_t q = one - p;
+    return {p, q, p * q, acc_t(0)};
+  } else {
+    const SigmoidParts<acc_t> s = sigmoid_parts<Math>(x);
+    return {s.p, s.q, s.p * s.q, s.e};
+  }
+}
+
+// F.binary_cross_entropy's focal loss from p and q = 1 - p (as computed):
+// bce = -(t max(log p, -100) + (1-t) max(log1p(-p), -100)), dbce/dp = (p - t) / max(p q, 1e-12f)
+// (torch's backward); loss = alpha_t q_t^gamma bce;
+// dloss/dp = alpha_t (q_t^gamma dbce/dp + gamma q_t^(gamma-1) (1 - 2t) bce). dloss is in p.
+template <typename Math, bool MODULATED, typename acc_t>
+FUSEDLOSS_INLINE FocalTerms<acc_t> clamped_focal_terms(acc_t p, acc_t q, acc_t t, acc_t alpha, acc_t gamma) {
+  const acc_t one = 1, floor = -100;
+  const acc_t log_p = Math::log(p), log_q = Math::log1p(-p);  // torch's log1p(-p): exact for a tiny p
+  // The clamps let NaN through.
+  const acc_t lp = log_p < floor ? floor : log_p, lq = log_q < floor ? floor : log_q;
+  const acc_t bce = -(t * lp + (one - t) * lq);
+  // torch's epsilon is the float 1e-12f (in fp64 too).
+  const acc_t pq = p * q, epsilon = acc_t(1e-12f);
+  const acc_t dbce = (p - t) / (pq < epsilon ? epsilon : pq);
+  const acc_t alpha_t = alpha >= acc_t(0) ? alpha * t + (one - alpha) * (one - t) : one;
+  if (!MODULATED) return {alpha_t * bce, alpha_t * dbce};
+  const acc_t q_t = p * (one - t) + q * t;
+  const bool positive = q_t > acc_t(0);
+  const acc_t powered = Math::pow(positive ? q_t : one, gamma);
+  const acc_t modulator = positive ? powered : (gamma == acc_t(0) ? one : acc_t(0));
+  // bce / q_t stays bounded as q_t -> 0 (bce -> 0 with it, at most ~100 q_t), where
+  // modulator / q_t alone overflows for gamma < 1 and a subnormal q_t.
+  const acc_t slope = gamma != acc_t(0) && positive ? gamma * modulator * (bce / q_t) * (one - acc_t(2) * t) : acc_t(0);
+  return {alpha_t * modulator * bce, alpha_t * (modulator * dbce + slope)};
+}
+
+// A binary element's focal loss and its derivative in x, for the input mode.
+template <typename Math, BinaryInput INPUT, bool MODULATED, typename acc_t>
+FUSEDLOSS_INLINE FocalTerms<acc_t> binary_element_terms(acc_t x, acc_t t, const BinaryProbability<acc_t>& s,
+                                                        acc_t alpha, acc_t gamma) {
+  if constexpr (INPUT == kLogitBce) {
+    return focal_terms<Math, MODULATED>(x, t, SigmoidParts<acc_t>{s.p, s.q, s.e}, alpha, gamma);
+  } else {
+    const FocalTerms<acc_t> in_p = clamped_focal_terms<Math, MODULATED>(s.p, s.q, t, alpha, gamma);
+    return {in_p.loss, in_p.dloss * s.dp_dx};
+  }
+}
+
+// The statistics' share of one value: p (or t) in P (T), p^2 with squared_pred.
+template <bool SQUARED, typename acc_t>
+FUSEDLOSS_INLINE acc_t region_share(acc_t v) {
+  return SQUARED ? v * v : v;
+}
+
+// The region term's dL/dp of one element: coef_I t + coef_P dP/dp.
+template <bool SQUARED, typename acc_t>
+FUSEDLOSS_INLINE acc_t region_dp(acc_t coef_i, acc_t coef_p, acc_t t, acc_t p) {
+  return coef_i * t + (SQUARED ? coef_p * (acc_t(2) * p) : coef_p);
+}
+
+// The same for one class of a multiclass pixel, its t one-hot: hit = [c = y].
+template <bool SQUARED, typename acc_t>
+FUSEDLOSS_INLINE acc_t region_dp_one_hot(acc_t coef_i, acc_t coef_p, bool hit, acc_t p) {
+  return (hit ? coef_i : acc_t(0)) + (SQUARED ? coef_p * (acc_t(2) * p) : coef_p);
+}
+
 // Multiclass, per pixel: the focal loss -alpha (1 - p_y)^gamma log p_y (alpha < 0:
 // no alpha; gamma = 0: cross-entropy) and A, its gradient being
 // dloss/dx_c = A (p_c - [c = y]): A = alpha ((1-p_y)^gamma - gamma (1-p_y)^(gamma-1) p_y log p_y).
@@ -189,6 +320,24 @@ FUSEDLOSS_INLINE FocalTerms<acc_t> multiclass_focal_terms(acc_t log_p_y, acc_t r
   const acc_t slope = positive && gamma != acc_t(0) ? gamma * (modulator / rest) * p_y * log_p_y : acc_t(0);
   const acc_t scale = alpha >= acc_t(0) ? alpha : one;
   return {-scale * modulator * log_p_y, scale * (modulator - slope)};
+}
+
+// Multiclass on probabilities (from_logits = False), per pixel: the focal loss
+// -alpha (1 - p_y)^gamma max(log p_y, -100) (gamma = 0: F.nll_loss of the clamped log)
+// and its derivative in p_y (the clamp's: 0 where log p_y < -100).
+template <typename Math, typename acc_t>
+FUSEDLOSS_INLINE FocalTerms<acc_t> multiclass_clamped_focal_terms(acc_t p_y, acc_t alpha, acc_t gamma) {
+  const acc_t one = 1, floor = -100;
+  const acc_t log_p = Math::log(p_y);
+  const acc_t lp = log_p < floor ? floor : log_p;  // NaN stays NaN
+  const acc_t dlp = log_p >= floor ? one / p_y : acc_t(0);
+  const acc_t rest = one - p_y;
+  const bool positive = !(rest <= acc_t(0));  // NaN takes the pow: stays NaN
+  const acc_t powered = Math::pow(positive ? rest : one, gamma);
+  const acc_t modulator = positive ? powered : (gamma == acc_t(0) ? one : acc_t(0));
+  const acc_t slope = positive && gamma != acc_t(0) ? gamma * (modulator / rest) * lp : acc_t(0);
+  const acc_t scale = alpha >= acc_t(0) ? alpha : one;
+  return {-scale * modulator * lp, -scale * (modulator * dlp - slope)};
 }
 
 // The output's scale (1 / the groups counted, for a mean) and the element term's
@@ -220,31 +369,38 @@ FUSEDLOSS_INLINE GroupResult<acc_t> finalize_group(acc_t sum_i, acc_t sum_p, acc
   const acc_t scale = group_weight * out_scale;
   acc_t loss = 0, coef_i = 0, coef_p = 0;
   if (lp.region) {
-    const acc_t a = lp.tv_alpha, b = lp.tv_beta, smooth = lp.smooth, gamma = lp.region_gamma;
-    const acc_t rw = lp.region_weight;
+    const acc_t a = lp.tv_alpha, b = lp.tv_beta, gamma = lp.region_gamma;
+    const acc_t smooth_nr = lp.smooth_nr, smooth_dr = lp.smooth_dr, rw = lp.region_weight;
     // NaN sums (a NaN logit) give NaN: every clamp and test below lets NaN through.
     const acc_t false_pos = sum_p - sum_i < acc_t(0) ? acc_t(0) : sum_p - sum_i;
     const acc_t false_neg = sum_t - sum_i < acc_t(0) ? acc_t(0) : sum_t - sum_i;
-    const acc_t numer = sum_i + smooth;
-    // smooth = 0 with nothing predicted and nothing to find: 0/0, scored as a perfect match.
-    const bool defined = !(sum_i + a * false_pos + b * false_neg + smooth <= acc_t(0));
-    const acc_t denom = defined ? sum_i + a * false_pos + b * false_neg + smooth : acc_t(1);
-    acc_t tversky = defined ? acc_t(1) - numer / denom : acc_t(0);
-    tversky = tversky < acc_t(0) ? acc_t(0) : tversky;
-    acc_t region, dregion;
-    if (gamma == acc_t(1)) {
-      region = tversky;
+    const acc_t numer = sum_i + smooth_nr;
+    // smooth_dr = 0 with nothing predicted and nothing to find: 0/0, scored as a perfect match.
+    const bool defined = !(sum_i + a * false_pos + b * false_neg + smooth_dr <= acc_t(0));
+    const acc_t denom = defined ? sum_i + a * false_pos + b * false_neg + smooth_dr : acc_t(1);
+    const acc_t ratio = numer / denom;  // TI
+    acc_t region, dregion;              // R and dR/d(1 - TI)
+    if (lp.log_loss) {
+      const acc_t floor = 1e-7;
+      region = defined ? -std::log(ratio < floor ? floor : ratio) : acc_t(0);
+      dregion = defined && ratio > floor ? acc_t(1) / ratio : acc_t(0);
+    } else if (gamma == acc_t(1)) {
+      // Not clamped: 1 - TI < 0 where smooth_nr > smooth_dr (its gradient stays).
+      region = defined ? acc_t(1) - ratio : acc_t(0);
       dregion = defined ? acc_t(1) : acc_t(0);
-    } else if (!(tversky <= acc_t(0))) {
-      region = std::pow(tversky, gamma);
-      dregion = gamma * region / tversky;
     } else {
-      region = gamma == acc_t(0) ? acc_t(1) : acc_t(0);
-      dregion = 0;
+      acc_t tversky = defined ? acc_t(1) - ratio : acc_t(0);
+      tversky = tversky < acc_t(0) ? acc_t(0) : tversky;
+      if (!(tversky <= acc_t(0))) {
+        region = std::pow(tversky, gamma);
+        dregion = gamma * region / tversky;
+      } else {
+        region = gamma == acc_t(0) ? acc_t(1) : acc_t(0);
+        dregion = 0;
+      }
     }
     // d(1 - TI)/dI = -(1 - TI (1 - a - b)) / denom, d(1 - TI)/dP = TI a / denom: written
     // with the ratio, so a tiny denom does not overflow denom^2.
-    const acc_t ratio = numer / denom;
     const acc_t dtv_di = -(acc_t(1) - ratio * (acc_t(1) - a - b)) / denom;
     const acc_t dtv_dp = ratio * a / denom;
     loss += rw * region;

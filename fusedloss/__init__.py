@@ -6,14 +6,16 @@ which backends run on this machine.
 """
 
 from . import functional, reference
-from .functional import (LOSSES, MULTICLASS_LOSSES, dice_bce_loss, dice_ce_loss, dice_loss, focal_loss,
-                         focal_tversky_loss, iou_loss, jaccard_loss, tversky_loss)
-from .modules import DiceBCELoss, DiceCELoss, DiceLoss, FocalLoss, FocalTverskyLoss, IoULoss, JaccardLoss, TverskyLoss
+from .functional import (LOSSES, MULTICLASS_LOSSES, dice_bce_loss, dice_ce_loss, dice_focal_loss, dice_loss,
+                         focal_loss, focal_tversky_loss, generalized_dice_loss, iou_loss, jaccard_loss, tversky_loss)
+from .modules import (DiceBCELoss, DiceCELoss, DiceFocalLoss, DiceLoss, FocalLoss, FocalTverskyLoss,
+                      GeneralizedDiceLoss, IoULoss, JaccardLoss, TverskyLoss)
 from .ops import BACKENDS, available_backends, backends, build_extension
 
 __version__ = "0.1.0"
 
-__all__ = ["BACKENDS", "LOSSES", "MULTICLASS_LOSSES", "DiceBCELoss", "DiceCELoss", "DiceLoss", "FocalLoss",
-           "FocalTverskyLoss", "IoULoss", "JaccardLoss", "TverskyLoss", "available_backends", "backends",
-           "build_extension", "dice_bce_loss", "dice_ce_loss", "dice_loss", "focal_loss", "focal_tversky_loss",
-           "functional", "iou_loss", "jaccard_loss", "reference", "tversky_loss"]
+__all__ = ["BACKENDS", "LOSSES", "MULTICLASS_LOSSES", "DiceBCELoss", "DiceCELoss", "DiceFocalLoss", "DiceLoss",
+           "FocalLoss", "FocalTverskyLoss", "GeneralizedDiceLoss", "IoULoss", "JaccardLoss", "TverskyLoss",
+           "available_backends", "backends", "build_extension", "dice_bce_loss", "dice_ce_loss",
+           "dice_focal_loss", "dice_loss", "focal_loss", "focal_tversky_loss", "functional",
+           "generalized_dice_loss", "iou_loss", "jaccard_loss", "reference", "tversky_loss"]

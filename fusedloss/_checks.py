@@ -126,6 +126,32 @@ def mode(value: str) -> bool:
     return value == "multiclass"
 
 
+def activation(value, multiclass: bool) -> str:
+    """Check ``activation`` against the mode; return it resolved (None: the mode's own)."""
+    own = "softmax" if multiclass else "sigmoid"
+    if value is None:
+        return own
+    if value not in (own, "none"):
+        mode_name = "'multiclass'" if multiclass else "'binary' or 'multilabel'"
+        raise ValueError(f"activation must be None, {own!r} or 'none' with mode={mode_name}, got {value!r}")
+    return value
+
+
+def smoothing(smooth, smooth_nr, smooth_dr, default: float = 1.0) -> tuple:
+    """(smooth_nr, smooth_dr): ``smooth`` is both; each defaults to ``default``."""
+    if smooth is not None and (smooth_nr is not None or smooth_dr is not None):
+        raise ValueError(
+            "smooth sets both smooth_nr and smooth_dr: pass either smooth or smooth_nr / smooth_dr, not both"
+        )
+    if smooth is not None:
+        non_negative(smooth=smooth)
+        return smooth, smooth
+    smooth_nr = default if smooth_nr is None else smooth_nr
+    smooth_dr = default if smooth_dr is None else smooth_dr
+    non_negative(smooth_nr=smooth_nr, smooth_dr=smooth_dr)
+    return smooth_nr, smooth_dr
+
+
 def binary_only_defaults(include_background, ignore_index, exclude_empty) -> None:
     if not include_background or ignore_index is not None or exclude_empty:
         raise ValueError("include_background, ignore_index and exclude_empty are options of mode='multiclass'")

@@ -3,18 +3,31 @@
 Every built-in loss, in both families (binary: sigmoid, binary and multi-label;
 multiclass: softmax over class-map targets), is one ``LossSpec``:
 
-    loss_g = region_weight * (1 - TI_g) ** region_gamma  +  elem_scale * E_g
+    loss_g = region_weight * R(TI_g)  +  elem_scale * E_g
 
-where, over the elements of group g, TI_g = (I + s) / (I + a*(P - I) + b*(T - I) + s)
-is the Tversky index of I = sum(p*t), P = sum(p), T = sum(t), and E_g is the sum of
-per-element focal losses: binary, alpha_t * (1 - p_t)**gamma * BCE (BCE alone is
-gamma = 0 without alpha); multiclass, -alpha (1 - p_y)**gamma log p_y (CE at
-gamma = 0). ``elem_scale`` is ``elem_weight / group size`` when ``elem_mean``,
-else ``elem_weight``. Per-group losses are multiplied by ``weight[channel]`` and
-reduced over groups ('mean' divides by the number of groups, MONAI's convention).
+over the elements of group g, with p the probabilities (sigmoid / softmax of the
+input, or the input itself when ``from_logits`` is False):
 
-Dice is the Tversky index with a = b = 1/2 and s/2: (I + s/2) / ((P + T)/2 + s/2)
-= (2I + s) / (P + T + s); IoU is a = b = 1 with s.
+  TI_g = (I + smooth_nr) / (I + a*(P - I) + b*(T - I) + smooth_dr), the Tversky index
+       of I = sum(p*t), P = sum(p), T = sum(t) (``squared_pred``: P = sum(p**2),
+       T = sum(t**2), V-Net's denominator);
+  R = (1 - TI) ** region_gamma, or with ``log_loss`` -log(max(TI, 1e-7)) (smp's);
+  E_g = the sum of per-element focal losses: binary, alpha_t * (1 - p_t)**gamma * BCE
+       (BCE alone is gamma = 0 without alpha); multiclass, -alpha (1 - p_y)**gamma
+       log p_y (CE at gamma = 0). The BCE is on logits (softplus, exact in the
+       tails) unless ``clamped_log``: then it is F.binary_cross_entropy of p, each
+       log clamped at -100, and its gradient torch's (p - t) / max(p (1 - p), 1e-12)
+       (always so for probability inputs; with a sigmoid it is the tutorial's
+       F.binary_cross_entropy(torch.sigmoid(x)), p = 1 / (1 + exp(-x)) rounded as torch does).
+       ``elem_scale`` is ``elem_weight / group size`` when ``elem_mean``, else ``elem_weight``.
+
+Per-group losses are multiplied by ``weight[channel]`` and reduced over groups
+('mean' divides by the number of groups, MONAI's convention).
+
+Dice is the Tversky index with a = b = 1/2 and halved smoothing:
+(I + n/2) / ((P + T)/2 + d/2) = (2I + n) / (P + T + d); IoU is a = b = 1.
+An undefined index (denominator <= 0: nothing predicted, nothing to find and
+smooth_dr = 0) scores as a perfect match.
 
 The field names are the op schemas' argument names (``ops/schema.py`` checks
 this at import), so a spec is passed to an op by name: ``**spec_arguments(op, spec)``.
@@ -33,43 +46,54 @@ class LossSpec(NamedTuple):
     region: bool = False  # the Tversky region term is on
     tv_alpha: float = 0.5  # a: weight of false positives
     tv_beta: float = 0.5  # b: weight of false negatives
-    smooth: float = 1.0
+    smooth_nr: float = 1.0  # added to the index's numerator
+    smooth_dr: float = 1.0  # added to its denominator
     region_gamma: float = 1.0  # focal Tversky exponent
     region_weight: float = 1.0
+    log_loss: bool = False  # R = -log(max(TI, 1e-7)) instead of (1 - TI) ** region_gamma
+    squared_pred: bool = False  # P = sum(p**2), T = sum(t**2)
     elem: bool = False  # the per-element focal / BCE / CE term is on
     focal_alpha: float = -1.0  # < 0: no alpha weighting
     focal_gamma: float = 0.0
     elem_weight: float = 1.0
     elem_mean: bool = True  # element sum divided by the group size (or the pixels not ignored)
+    from_logits: bool = True  # False: the input holds probabilities (activation='none')
+    clamped_log: bool = False  # element terms from log p, log(1 - p) clamped at -100
 
 
-def tversky_spec(alpha: float, beta: float, smooth: float, gamma: float = 1.0) -> LossSpec:
-    return LossSpec(region=True, tv_alpha=alpha, tv_beta=beta, smooth=smooth, region_gamma=gamma)
+def activation_spec(activation: str) -> dict:
+    """The spec fields of a public ``activation`` ('sigmoid', 'softmax' or 'none')."""
+    if activation == "none":
+        return dict(from_logits=False, clamped_log=True)
+    return dict(from_logits=True, clamped_log=False)
 
 
-def dice_spec(smooth: float) -> LossSpec:
-    return tversky_spec(0.5, 0.5, smooth / 2)
+def tversky_spec(alpha: float, beta: float, smooth_nr: float, smooth_dr: float, gamma: float = 1.0,
+                 **options) -> LossSpec:
+    """``options``: other LossSpec fields (log_loss, squared_pred, from_logits, ...)."""
+    return LossSpec(region=True, tv_alpha=alpha, tv_beta=beta, smooth_nr=smooth_nr, smooth_dr=smooth_dr,
+                    region_gamma=gamma, **options)
 
 
-def iou_spec(smooth: float) -> LossSpec:
-    return tversky_spec(1.0, 1.0, smooth)
+def dice_spec(smooth_nr: float, smooth_dr: float, **options) -> LossSpec:
+    return tversky_spec(0.5, 0.5, smooth_nr / 2, smooth_dr / 2, **options)
 
 
-def dice_bce_spec(smooth: float, dice_weight: float, bce_weight: float) -> LossSpec:
-    return dice_spec(smooth)._replace(region_weight=dice_weight, elem=True, elem_weight=bce_weight)
+def iou_spec(smooth_nr: float, smooth_dr: float, **options) -> LossSpec:
+    return tversky_spec(1.0, 1.0, smooth_nr, smooth_dr, **options)
 
 
-def dice_ce_spec(smooth: float, dice_weight: float, ce_weight: float, reduction: str) -> LossSpec:
-    """Multi-class Dice + cross-entropy (focal with gamma = 0, no alpha); 'mean'
-    divides the CE sum by the number of pixels not ignored."""
-    return dice_spec(smooth)._replace(
-        region_weight=dice_weight, elem=True, elem_weight=ce_weight, elem_mean=reduction == "mean"
-    )
+def dice_elem_spec(smooth_nr: float, smooth_dr: float, dice_weight: float, elem_weight: float,
+                   alpha: float | None = None, gamma: float = 0.0, elem_mean: bool = True, **options) -> LossSpec:
+    """Dice + an element term (BCE or CE at gamma = 0 without alpha; focal otherwise)."""
+    return dice_spec(smooth_nr, smooth_dr, **options)._replace(
+        region_weight=dice_weight, elem=True, elem_weight=elem_weight, focal_alpha=-1.0 if alpha is None else alpha,
+        focal_gamma=gamma, elem_mean=elem_mean)
 
 
-def focal_spec(alpha: float | None, gamma: float, reduction: str) -> LossSpec:
+def focal_spec(alpha: float | None, gamma: float, reduction: str, **options) -> LossSpec:
     return LossSpec(elem=True, focal_alpha=-1.0 if alpha is None else alpha, focal_gamma=gamma,
-                    elem_mean=reduction == "mean")
+                    elem_mean=reduction == "mean", **options)
 
 
 class GroupLayout(NamedTuple):

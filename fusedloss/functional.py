@@ -37,11 +37,14 @@ import torch
 from . import _checks, _spec, reference
 from .ops import fused_ops, resolve
 from .ops.schema import spec_arguments
+from .ops.generalized_dice import WEIGHT_TYPES, GeneralizedDiceLoss
 from .ops.synced import SyncedBinaryLoss, SyncedMulticlassLoss
 
 Mode = Literal["binary", "multilabel", "multiclass"]
 Reduction = Literal["mean", "sum", "none"]
 Backend = Literal["auto", "triton", "cuda", "cpu", "reference"]
+Activation = Literal["sigmoid", "softmax", "none"]
+WeightType = Literal["square", "simple", "uniform"]
 
 # Each option's documentation, written once and formatted into the __doc__ of every
 # loss that takes it (and of its module) by ``documented``.
@@ -52,7 +55,23 @@ OPTION_DOCS = {
         "probabilities in [0, 1] (float, bool or uint8). multiclass: (N, *spatial) class indices "
         "(uint8, int16, int32, int64) in [0, C), or ignore_index."
     ),
-    "smooth": "added to the numerator and the denominator of the index (>= 0).",
+    "smooth": (
+        "added to the numerator and the denominator of the index (>= 0; None: 1.0, or smooth_nr / smooth_dr; "
+        "not with them)."
+    ),
+    "smooth_nr": "added to the index's numerator only (>= 0; None: 1.0 unless smooth is given).",
+    "smooth_dr": (
+        "added to the index's denominator only (>= 0; None: 1.0 unless smooth is given). A zero "
+        "denominator (nothing predicted, nothing to find, smooth_dr = 0) scores as a perfect match."
+    ),
+    "activation": (
+        "None (the mode's own: 'sigmoid' for binary/multilabel, 'softmax' for multiclass), or 'none': "
+        "the input already holds probabilities in [0, 1] (per class along dim 1 for multiclass), the "
+        "gradient is taken w.r.t. them, and element terms follow F.binary_cross_entropy / F.nll_loss "
+        "of log(p) (logs clamped at -100). Probabilities outside [0, 1] are not checked."
+    ),
+    "squared_pred": "V-Net's denominator: P = sum(p**2), T = sum(t**2) (MONAI's squared_pred).",
+    "log_loss": "-log(max(score, 1e-7)) per group instead of 1 - score, score the index (smp's log_loss).",
     "mode": (
         "'binary' or 'multilabel' (the same: a sigmoid per element), or 'multiclass' (a softmax over "
         "dim 1 and a class-map target)."
@@ -166,11 +185,30 @@ def _run_multiclass(reference_loss, params: dict, spec: _spec.LossSpec, input, t
     return loss
 
 
-def _run_region(name: str, spec: _spec.LossSpec, input, target, *, mode, per_sample, per_channel, weight, reduction,
-                include_background, ignore_index, exclude_empty, sync, process_group, backend, **params):
+def _resolved(mode, activation, smooth, smooth_nr, smooth_dr, squared_pred) -> tuple:
+    """(multiclass, spec options, the same for the reference) of the options every
+    loss with a Dice term shares."""
+    multiclass = _checks.mode(mode)
+    activation = _checks.activation(activation, multiclass)
+    smooth_nr, smooth_dr = _checks.smoothing(smooth, smooth_nr, smooth_dr)
+    activation_fields = _spec.activation_spec(activation)
+    spec_options = dict(smooth_nr=smooth_nr, smooth_dr=smooth_dr, squared_pred=bool(squared_pred), **activation_fields)
+    reference_options = dict(smooth_nr=smooth_nr, smooth_dr=smooth_dr, squared_pred=bool(squared_pred),
+                             from_logits=activation_fields["from_logits"])
+    return multiclass, spec_options, reference_options
+
+
+def _run_region(name: str, make_spec, input, target, *, mode, activation, smooth, smooth_nr, smooth_dr, squared_pred,
+                per_sample, per_channel, weight, reduction, include_background, ignore_index, exclude_empty, sync,
+                process_group, backend, **params):
     """Run the region loss ``name`` (its reference function's name) in ``mode``;
-    ``params``: the loss's own parameters, for the reference."""
-    if _checks.mode(mode):
+    ``params``: the loss's own parameters (alpha, beta, gamma, log_loss), for
+    ``make_spec`` (a ``_spec`` factory) and the reference."""
+    multiclass, spec_options, reference_options = _resolved(mode, activation, smooth, smooth_nr, smooth_dr,
+                                                            squared_pred)
+    spec = make_spec(**params, **spec_options)
+    params = {**params, **reference_options}
+    if multiclass:
         return _run_multiclass(getattr(reference, f"multiclass_{name}"), params, spec, input, target,
                                per_sample=per_sample, per_channel=per_channel, weight=weight, reduction=reduction,
                                include_background=include_background, ignore_index=ignore_index,
@@ -181,34 +219,42 @@ def _run_region(name: str, spec: _spec.LossSpec, input, target, *, mode, per_sam
                        process_group=process_group)
 
 
-# The region losses pass their own arguments on as ``**locals()`` (taken first thing,
-# so it holds exactly the arguments): each option is spelled once, in the signature.
+# The losses pass their own arguments on as ``**locals()`` (taken first thing, so it
+# holds exactly the arguments): each option is spelled once, in the signature.
+
+SMOOTHING = ("smooth", "smooth_nr", "smooth_dr")
+INDEX_OPTIONS = ("activation", "squared_pred")  # after the smoothing, in every loss with a Dice / Tversky index
+LOG_LOSS = dict(log_loss=OPTION_DOCS["log_loss"])
 
 
-@documented(dict(smooth=OPTION_DOCS["smooth"]), REGION_OPTIONS)
-def dice_loss(input: torch.Tensor, target: torch.Tensor, smooth: float = 1.0, *, mode: Mode = "binary",
-              per_sample: bool = False, per_channel: bool = False, weight: torch.Tensor | None = None,
-              reduction: Reduction = "mean", include_background: bool = True, ignore_index: int | None = None,
-              exclude_empty: bool = False, sync: bool = False, process_group=None,
-              backend: Backend = "auto") -> torch.Tensor:
-    """Dice loss 1 - (2*I + smooth) / (P + T + smooth) per group, I = sum(p*t),
+def _docs(*names) -> dict:
+    return {name: OPTION_DOCS[name] for name in names}
+
+
+@documented({**_docs(*SMOOTHING, "mode", *INDEX_OPTIONS), **LOG_LOSS}, REGION_OPTIONS[1:])
+def dice_loss(input: torch.Tensor, target: torch.Tensor, smooth: float | None = None, *, mode: Mode = "binary",
+              activation: Activation | None = None, smooth_nr: float | None = None, smooth_dr: float | None = None,
+              squared_pred: bool = False, log_loss: bool = False, per_sample: bool = False,
+              per_channel: bool = False, weight: torch.Tensor | None = None, reduction: Reduction = "mean",
+              include_background: bool = True, ignore_index: int | None = None, exclude_empty: bool = False,
+              sync: bool = False, process_group=None, backend: Backend = "auto") -> torch.Tensor:
+    """Dice loss 1 - (2*I + smooth_nr) / (P + T + smooth_dr) per group, I = sum(p*t),
     P = sum(p), T = sum(t) over the group's elements (p = sigmoid(input), or
     softmax(input, dim=1) with the one-hot target per class)."""
     arguments = locals()
-    _checks.non_negative(smooth=smooth)
-    return _run_region("dice_loss", _spec.dice_spec(smooth), **arguments)
+    return _run_region("dice_loss", _spec.dice_spec, **arguments)
 
 
-@documented(dict(smooth=OPTION_DOCS["smooth"]), REGION_OPTIONS)
-def iou_loss(input: torch.Tensor, target: torch.Tensor, smooth: float = 1.0, *, mode: Mode = "binary",
-             per_sample: bool = False, per_channel: bool = False, weight: torch.Tensor | None = None,
-             reduction: Reduction = "mean", include_background: bool = True, ignore_index: int | None = None,
-             exclude_empty: bool = False, sync: bool = False, process_group=None,
+@documented({**_docs(*SMOOTHING, "mode", *INDEX_OPTIONS), **LOG_LOSS}, REGION_OPTIONS[1:])
+def iou_loss(input: torch.Tensor, target: torch.Tensor, smooth: float | None = None, *, mode: Mode = "binary",
+             activation: Activation | None = None, smooth_nr: float | None = None, smooth_dr: float | None = None,
+             squared_pred: bool = False, log_loss: bool = False, per_sample: bool = False, per_channel: bool = False,
+             weight: torch.Tensor | None = None, reduction: Reduction = "mean", include_background: bool = True,
+             ignore_index: int | None = None, exclude_empty: bool = False, sync: bool = False, process_group=None,
              backend: Backend = "auto") -> torch.Tensor:
-    """IoU (Jaccard) loss 1 - (I + smooth) / (P + T - I + smooth) per group."""
+    """IoU (Jaccard) loss 1 - (I + smooth_nr) / (P + T - I + smooth_dr) per group."""
     arguments = locals()
-    _checks.non_negative(smooth=smooth)
-    return _run_region("iou_loss", _spec.iou_spec(smooth), **arguments)
+    return _run_region("iou_loss", _spec.iou_spec, **arguments)
 
 
 jaccard_loss = iou_loss
@@ -217,92 +263,180 @@ _TVERSKY_PARAMS = dict(alpha="weight of the false positives FP = P - I (>= 0).",
                        beta="weight of the false negatives FN = T - I (>= 0); alpha = beta = 0.5 is Dice, 1 is IoU.")
 
 
-@documented(dict(**_TVERSKY_PARAMS, smooth=OPTION_DOCS["smooth"]), REGION_OPTIONS)
-def tversky_loss(input: torch.Tensor, target: torch.Tensor, alpha: float = 0.5, beta: float = 0.5, smooth: float = 1.0,
-                 *, mode: Mode = "binary", per_sample: bool = False, per_channel: bool = False,
+@documented({**_TVERSKY_PARAMS, **_docs(*SMOOTHING, "mode", *INDEX_OPTIONS), **LOG_LOSS}, REGION_OPTIONS[1:])
+def tversky_loss(input: torch.Tensor, target: torch.Tensor, alpha: float = 0.5, beta: float = 0.5,
+                 smooth: float | None = None, *, mode: Mode = "binary", activation: Activation | None = None,
+                 smooth_nr: float | None = None, smooth_dr: float | None = None, squared_pred: bool = False,
+                 log_loss: bool = False, per_sample: bool = False, per_channel: bool = False,
                  weight: torch.Tensor | None = None, reduction: Reduction = "mean", include_background: bool = True,
                  ignore_index: int | None = None, exclude_empty: bool = False, sync: bool = False, process_group=None,
                  backend: Backend = "auto") -> torch.Tensor:
-    """Tversky loss 1 - (I + smooth) / (I + alpha*FP + beta*FN + smooth) per group."""
+    """Tversky loss 1 - (I + smooth_nr) / (I + alpha*FP + beta*FN + smooth_dr) per group."""
     arguments = locals()
-    _checks.non_negative(alpha=alpha, beta=beta, smooth=smooth)
-    return _run_region("tversky_loss", _spec.tversky_spec(alpha, beta, smooth), **arguments)
+    _checks.non_negative(alpha=alpha, beta=beta)
+    return _run_region("tversky_loss", _spec.tversky_spec, **arguments)
 
 
 @documented(
-    dict(**_TVERSKY_PARAMS, gamma="exponent of the Tversky loss (>= 0; 1: the Tversky loss).",
-         smooth=OPTION_DOCS["smooth"]),
-    REGION_OPTIONS,
+    dict(**_TVERSKY_PARAMS,
+         gamma="exponent of the Tversky loss (>= 0; 1: the Tversky loss; otherwise a negative loss counts as 0).",
+         **_docs(*SMOOTHING, "mode", *INDEX_OPTIONS)),
+    REGION_OPTIONS[1:],
 )
 def focal_tversky_loss(input: torch.Tensor, target: torch.Tensor, alpha: float = 0.5, beta: float = 0.5,
-                       gamma: float = 1.0, smooth: float = 1.0, *, mode: Mode = "binary", per_sample: bool = False,
+                       gamma: float = 1.0, smooth: float | None = None, *, mode: Mode = "binary",
+                       activation: Activation | None = None, smooth_nr: float | None = None,
+                       smooth_dr: float | None = None, squared_pred: bool = False, per_sample: bool = False,
                        per_channel: bool = False, weight: torch.Tensor | None = None, reduction: Reduction = "mean",
                        include_background: bool = True, ignore_index: int | None = None, exclude_empty: bool = False,
                        sync: bool = False, process_group=None, backend: Backend = "auto") -> torch.Tensor:
     """Focal Tversky loss (Tversky loss) ** gamma per group."""
     arguments = locals()
-    _checks.non_negative(alpha=alpha, beta=beta, gamma=gamma, smooth=smooth)
-    return _run_region("focal_tversky_loss", _spec.tversky_spec(alpha, beta, smooth, gamma), **arguments)
+    _checks.non_negative(alpha=alpha, beta=beta, gamma=gamma)
+    return _run_region("focal_tversky_loss", _spec.tversky_spec, **arguments)
 
 
-@documented(
-    dict(smooth=OPTION_DOCS["smooth"], dice_weight="weight of the Dice term (>= 0).",
-         bce_weight="weight of the BCE term (>= 0)."),
-    ("per_sample", "per_channel", "weight", "reduction", "sync", "process_group", "backend"),
-)
-def dice_bce_loss(input: torch.Tensor, target: torch.Tensor, smooth: float = 1.0, *, per_sample: bool = False,
-                  per_channel: bool = False, weight: torch.Tensor | None = None, reduction: Reduction = "mean",
-                  dice_weight: float = 1.0, bce_weight: float = 1.0, sync: bool = False, process_group=None,
-                  backend: Backend = "auto") -> torch.Tensor:
-    """Binary / multi-label: bce_weight * BCE-with-logits (mean over the group) +
-    dice_weight * Dice loss, per group, in one pass. With the defaults: the mean
-    BCE over the tensor + the Dice loss of the tensor."""
-    _checks.non_negative(smooth=smooth, dice_weight=dice_weight, bce_weight=bce_weight)
-    return _run_binary(reference.dice_bce_loss, dict(smooth=smooth, dice_weight=dice_weight, bce_weight=bce_weight),
-                       _spec.dice_bce_spec(smooth, dice_weight, bce_weight), input, target, per_sample=per_sample,
+# Dice + an element term (BCE, CE or focal) in one pass.
+
+_DICE_WEIGHT = dict(dice_weight="weight of the Dice term (>= 0).")
+_MULTICLASS_COMBINED_RETURNS = "the loss, a 0-d tensor (reduction 'mean' or 'sum'; 'none' is refused)."
+
+
+def _run_dice_and_element(name: str, input, target, *, mode, activation, smooth, smooth_nr, smooth_dr, squared_pred,
+                          dice_weight, element_weight, alpha, gamma, per_sample, per_channel, weight, reduction,
+                          include_background, ignore_index, exclude_empty, sync, process_group, backend,
+                          reference_params):
+    """Dice + element term: binary per group (the element losses' mean per group);
+    multiclass the element losses' mean over the pixels not ignored (sum with 'sum')."""
+    multiclass, spec_options, reference_options = _resolved(mode, activation, smooth, smooth_nr, smooth_dr,
+                                                            squared_pred)
+    if alpha is not None:
+        _checks.non_negative(alpha=alpha)
+    term_weights = {key: value for key, value in reference_params.items() if key.endswith("_weight")}
+    _checks.non_negative(gamma=gamma, **term_weights)
+    params = {**reference_params, **reference_options}
+    if multiclass:
+        if reduction == "none":
+            raise ValueError(
+                f"reduction='none' is not defined for {name} with mode='multiclass' (a per-class Dice and a "
+                f"per-pixel element loss); use 'mean' or 'sum'"
+            )
+        spec = _spec.dice_elem_spec(dice_weight=dice_weight, elem_weight=element_weight, alpha=alpha, gamma=gamma,
+                                    elem_mean=reduction == "mean", **spec_options)
+        reference_name = name if name == "dice_ce_loss" else f"multiclass_{name}"
+        return _run_multiclass(getattr(reference, reference_name), params, spec, input, target, per_sample=per_sample,
+                               per_channel=per_channel, weight=weight, reduction=reduction,
+                               include_background=include_background, ignore_index=ignore_index,
+                               exclude_empty=exclude_empty, sync=sync, process_group=process_group, backend=backend)
+    _checks.binary_only_defaults(include_background, ignore_index, exclude_empty)
+    spec = _spec.dice_elem_spec(dice_weight=dice_weight, elem_weight=element_weight, alpha=alpha, gamma=gamma,
+                                **spec_options)
+    params["clamped_log"] = spec.clamped_log
+    return _run_binary(getattr(reference, name), params, spec, input, target, per_sample=per_sample,
                        per_channel=per_channel, weight=weight, reduction=reduction, backend=backend, sync=sync,
                        process_group=process_group)
 
 
 @documented(
-    dict(smooth=OPTION_DOCS["smooth"], dice_weight="weight of the Dice term (>= 0).",
-         ce_weight="weight of the cross-entropy term (>= 0)."),
+    dict(**_docs(*SMOOTHING), **_DICE_WEIGHT, bce_weight="weight of the BCE term (>= 0).",
+         **_docs(*INDEX_OPTIONS)),
+    ("per_sample", "per_channel", "weight", "reduction", "sync", "process_group", "backend"),
+)
+def dice_bce_loss(input: torch.Tensor, target: torch.Tensor, smooth: float | None = None, *,
+                  activation: Activation | None = None, smooth_nr: float | None = None,
+                  smooth_dr: float | None = None, squared_pred: bool = False, per_sample: bool = False,
+                  per_channel: bool = False, weight: torch.Tensor | None = None, reduction: Reduction = "mean",
+                  dice_weight: float = 1.0, bce_weight: float = 1.0, sync: bool = False, process_group=None,
+                  backend: Backend = "auto") -> torch.Tensor:
+    """Binary / multi-label: bce_weight * BCE (mean over the group; with logits
+    BCE-with-logits) + dice_weight * Dice loss, per group, in one pass. With the
+    defaults: the mean BCE over the tensor + the Dice loss of the tensor."""
+    return _run_dice_and_element("dice_bce_loss", input, target, mode="binary", activation=activation, smooth=smooth,
+                                 smooth_nr=smooth_nr, smooth_dr=smooth_dr, squared_pred=squared_pred,
+                                 dice_weight=dice_weight, element_weight=bce_weight, alpha=None, gamma=0.0,
+                                 per_sample=per_sample, per_channel=per_channel, weight=weight, reduction=reduction,
+                                 include_background=True, ignore_index=None, exclude_empty=False, sync=sync,
+                                 process_group=process_group, backend=backend,
+                                 reference_params=dict(dice_weight=dice_weight, bce_weight=bce_weight))
+
+
+@documented(
+    dict(**_docs(*SMOOTHING), **_DICE_WEIGHT, ce_weight="weight of the cross-entropy term (>= 0).",
+         **_docs(*INDEX_OPTIONS)),
     ("per_sample", "weight", "reduction", "include_background", "ignore_index", "exclude_empty", "sync",
      "process_group", "backend"),
-    returns="the loss, a 0-d tensor (reduction 'mean' or 'sum'; 'none' is refused).",
+    returns=_MULTICLASS_COMBINED_RETURNS,
 )
-def dice_ce_loss(input: torch.Tensor, target: torch.Tensor, smooth: float = 1.0, *, per_sample: bool = False,
-                 weight: torch.Tensor | None = None, reduction: Reduction = "mean", include_background: bool = True,
-                 ignore_index: int | None = None, exclude_empty: bool = False, dice_weight: float = 1.0,
-                 ce_weight: float = 1.0, sync: bool = False, process_group=None,
-                 backend: Backend = "auto") -> torch.Tensor:
+def dice_ce_loss(input: torch.Tensor, target: torch.Tensor, smooth: float | None = None, *,
+                 activation: Activation | None = None, smooth_nr: float | None = None, smooth_dr: float | None = None,
+                 squared_pred: bool = False, per_sample: bool = False, weight: torch.Tensor | None = None,
+                 reduction: Reduction = "mean", include_background: bool = True, ignore_index: int | None = None,
+                 exclude_empty: bool = False, dice_weight: float = 1.0, ce_weight: float = 1.0, sync: bool = False,
+                 process_group=None, backend: Backend = "auto") -> torch.Tensor:
     """Multi-class: ce_weight * cross-entropy (as F.cross_entropy, 'mean' over the
     pixels not ignored) + dice_weight * multi-class Dice loss, in one pass.
     ``input`` (N, C, *spatial) logits, ``target`` (N, *spatial) class indices;
     reduction 'mean' or 'sum' (both terms)."""
-    _checks.non_negative(smooth=smooth, dice_weight=dice_weight, ce_weight=ce_weight)
-    if reduction == "none":
-        raise ValueError(
-            "reduction='none' is not defined for dice_ce_loss (a per-class Dice and a per-pixel CE); "
-            "use 'mean' or 'sum'"
-        )
-    spec = _spec.dice_ce_spec(smooth, dice_weight, ce_weight, reduction)
-    return _run_multiclass(reference.dice_ce_loss, dict(smooth=smooth, dice_weight=dice_weight, ce_weight=ce_weight),
-                           spec, input, target, per_sample=per_sample, per_channel=False, weight=weight,
-                           reduction=reduction, include_background=include_background, ignore_index=ignore_index,
-                           exclude_empty=exclude_empty, sync=sync, process_group=process_group, backend=backend)
+    return _run_dice_and_element("dice_ce_loss", input, target, mode="multiclass", activation=activation,
+                                 smooth=smooth, smooth_nr=smooth_nr, smooth_dr=smooth_dr, squared_pred=squared_pred,
+                                 dice_weight=dice_weight, element_weight=ce_weight, alpha=None, gamma=0.0,
+                                 per_sample=per_sample, per_channel=False, weight=weight, reduction=reduction,
+                                 include_background=include_background, ignore_index=ignore_index,
+                                 exclude_empty=exclude_empty, sync=sync, process_group=process_group, backend=backend,
+                                 reference_params=dict(dice_weight=dice_weight, ce_weight=ce_weight))
+
+
+_FOCAL_PARAMS = dict(
+    alpha=(
+        "binary: weight of the positives, in [0, 1] (negatives: 1 - alpha); multiclass: a "
+        "factor of every pixel's loss; None: no alpha weighting."
+    ),
+    gamma="focusing exponent (>= 0; 0 with alpha=None: BCE or cross-entropy).",
+)
 
 
 @documented(
-    dict(
-        alpha=(
-            "binary: weight of the positives, in [0, 1] (negatives: 1 - alpha); multiclass: a "
-            "factor of every pixel's loss; None: no alpha weighting."
-        ),
-        gamma="focusing exponent (>= 0; 0 with alpha=None: BCE or cross-entropy).",
-        mode=OPTION_DOCS["mode"],
-        reduction="'mean' (see Returns), 'sum' or 'none'.",
+    dict(**_FOCAL_PARAMS, **_docs(*SMOOTHING, "mode", *INDEX_OPTIONS), **_DICE_WEIGHT,
+         focal_weight="weight of the focal term (>= 0)."),
+    REGION_OPTIONS[1:],
+    returns=(
+        "the loss: a 0-d tensor, or with reduction='none' (binary/multilabel only) one per group, "
+        "in float32 (float64 for a float64 input)."
     ),
+)
+def dice_focal_loss(input: torch.Tensor, target: torch.Tensor, alpha: float | None = 0.25, gamma: float = 2.0,
+                    smooth: float | None = None, *, mode: Mode = "binary", activation: Activation | None = None,
+                    smooth_nr: float | None = None, smooth_dr: float | None = None, squared_pred: bool = False,
+                    dice_weight: float = 1.0, focal_weight: float = 1.0, per_sample: bool = False,
+                    per_channel: bool = False, weight: torch.Tensor | None = None, reduction: Reduction = "mean",
+                    include_background: bool = True, ignore_index: int | None = None, exclude_empty: bool = False,
+                    sync: bool = False, process_group=None, backend: Backend = "auto") -> torch.Tensor:
+    """focal_weight * focal loss + dice_weight * Dice loss in one pass, with the
+    defaults of ``focal_loss`` and ``dice_loss`` (so with the defaults, their sum).
+    binary/multilabel: per group, the focal losses' mean over the group + the
+    group's Dice loss; multiclass: the softmax focal loss's mean over the pixels
+    not ignored ('sum': its sum) + the multi-class Dice loss (as ``dice_ce_loss``)."""
+    _check_alpha(alpha)
+    return _run_dice_and_element("dice_focal_loss", input, target, mode=mode, activation=activation, smooth=smooth,
+                                 smooth_nr=smooth_nr, smooth_dr=smooth_dr, squared_pred=squared_pred,
+                                 dice_weight=dice_weight, element_weight=focal_weight, alpha=alpha, gamma=gamma,
+                                 per_sample=per_sample, per_channel=per_channel, weight=weight, reduction=reduction,
+                                 include_background=include_background, ignore_index=ignore_index,
+                                 exclude_empty=exclude_empty, sync=sync, process_group=process_group, backend=backend,
+                                 reference_params=dict(alpha=alpha, gamma=gamma, dice_weight=dice_weight,
+                                                       focal_weight=focal_weight))
+
+
+def _check_alpha(alpha) -> None:
+    if alpha is not None:
+        _checks.non_negative(alpha=alpha)
+        if alpha > 1:
+            raise ValueError(f"alpha must be in [0, 1] or None, got {alpha!r}")
+
+
+@documented(
+    dict(**_FOCAL_PARAMS, mode=OPTION_DOCS["mode"], activation=OPTION_DOCS["activation"],
+         reduction="'mean' (see Returns), 'sum' or 'none'."),
     ("ignore_index", "backend"),
     returns=(
         "the loss: a 0-d tensor ('mean': over the elements, or the pixels not ignored; 'sum'), or "
@@ -311,8 +445,8 @@ def dice_ce_loss(input: torch.Tensor, target: torch.Tensor, smooth: float = 1.0,
     ),
 )
 def focal_loss(input: torch.Tensor, target: torch.Tensor, alpha: float | None = 0.25, gamma: float = 2.0, *,
-               mode: Mode = "binary", reduction: Reduction = "mean", ignore_index: int | None = None,
-               backend: Backend = "auto") -> torch.Tensor:
+               mode: Mode = "binary", activation: Activation | None = None, reduction: Reduction = "mean",
+               ignore_index: int | None = None, backend: Backend = "auto") -> torch.Tensor:
     """Focal loss (Lin et al. 2017).
 
     binary: as torchvision.ops.sigmoid_focal_loss, alpha_t * (1 - p_t)**gamma *
@@ -320,26 +454,23 @@ def focal_loss(input: torch.Tensor, target: torch.Tensor, alpha: float | None = 
     (1-alpha)*(1-t).
     multiclass: -alpha * (1 - p_y)**gamma * log p_y per pixel, not divided by C
     (MONAI and kornia average over classes too, so theirs is ours / C)."""
-    if alpha is not None:
-        _checks.non_negative(alpha=alpha)
-        if alpha > 1:
-            raise ValueError(f"alpha must be in [0, 1] or None, got {alpha!r}")
+    _check_alpha(alpha)
     _checks.non_negative(gamma=gamma)
     _checks.reduction(reduction)
-    spec = _spec.focal_spec(alpha, gamma, reduction)
-    if _checks.mode(mode):
+    multiclass = _checks.mode(mode)
+    activation_fields = _spec.activation_spec(_checks.activation(activation, multiclass))
+    spec = _spec.focal_spec(alpha, gamma, reduction, **activation_fields)
+    if multiclass:
         target = _checks.input_and_class_map(input, target, ignore_index)
         chosen = resolve(backend, input.device, family="multiclass", classes=input.shape[1])
         if chosen == "reference":
             _checks.target_values(target, input.shape[1], ignore_index)
-            return reference.multiclass_focal_loss(
-                input, target, alpha=alpha, gamma=gamma, reduction=reduction, ignore_index=ignore_index
-            )
+            return reference.multiclass_focal_loss(input, target, alpha=alpha, gamma=gamma, reduction=reduction,
+                                                   ignore_index=ignore_index, from_logits=spec.from_logits)
         ops = fused_ops(chosen)
         if reduction == "none":
-            return ops.multiclass_focal_map(
-                input, target, spec.focal_alpha, spec.focal_gamma, ignore_index, _checks.CHECK_TARGETS
-            )
+            return ops.multiclass_focal_map(input, target, spec.focal_alpha, spec.focal_gamma, spec.from_logits,
+                                            spec.clamped_log, ignore_index, _checks.CHECK_TARGETS)
         loss, _coef = ops.multiclass_loss(input, target, None, False, **spec_arguments("multiclass_loss", spec),
                                           ignore_index=ignore_index, include_background=True, exclude_empty=False,
                                           reduction="sum", check_target=_checks.CHECK_TARGETS)
@@ -349,18 +480,71 @@ def focal_loss(input: torch.Tensor, target: torch.Tensor, alpha: float | None = 
     chosen = resolve(backend, input.device, differentiable_target=target.requires_grad)
     if chosen == "reference":
         _checks.target_values(target)
-        return reference.focal_loss(input, target, alpha=alpha, gamma=gamma, reduction=reduction)
+        return reference.focal_loss(input, target, alpha=alpha, gamma=gamma, reduction=reduction,
+                                    from_logits=spec.from_logits, clamped_log=spec.clamped_log)
     ops = fused_ops(chosen)
     if reduction == "none":
-        return ops.binary_focal_map(input, target, spec.focal_alpha, spec.focal_gamma, _checks.CHECK_TARGETS)
+        return ops.binary_focal_map(input, target, spec.focal_alpha, spec.focal_gamma, spec.from_logits,
+                                    spec.clamped_log, _checks.CHECK_TARGETS)
     loss, _coef = ops.binary_loss(input, target, None, False, False, **spec_arguments("binary_loss", spec),
                                   reduction="sum", check_target=_checks.CHECK_TARGETS)
     return loss
 
 
+@documented(
+    dict(smooth="added to the numerator and the denominator (>= 0; None: 1e-5, MONAI's, as the weights make "
+                "the sums small; not with smooth_nr / smooth_dr).",
+         mode=OPTION_DOCS["mode"] + " binary/multilabel: the classes are the channels (dim 1).",
+         activation=OPTION_DOCS["activation"],
+         smooth_nr="added to the numerator only (>= 0; None: 1e-5 unless smooth is given).",
+         smooth_dr="added to the denominator only (>= 0; None: 1e-5 unless smooth is given).",
+         weight_type="w_c = 1/T_c**2 ('square', Sudre's), 1/T_c ('simple') or 1 ('uniform'); a class absent "
+                     "from the target takes the largest finite weight of its group (MONAI's rule); the weights "
+                     "carry no gradient.",
+         per_sample="one loss per sample (its classes' sums), reduced over samples; else one for the batch.",
+         reduction="'mean' over the groups, 'sum', or 'none' ((N,) with per_sample, else ()).",
+         include_background="False leaves class (channel) 0 out of the sums.",
+         ignore_index="multiclass: pixels whose target is this value count nowhere."),
+    ("sync", "process_group", "backend"),
+    returns="the loss: a 0-d tensor, or with reduction='none' one per group, in float32 (float64 for float64 input).",
+)
+def generalized_dice_loss(input: torch.Tensor, target: torch.Tensor, smooth: float | None = None, *,
+                          mode: Mode = "binary", activation: Activation | None = None, smooth_nr: float | None = None,
+                          smooth_dr: float | None = None, weight_type: WeightType = "square",
+                          per_sample: bool = False, reduction: Reduction = "mean", include_background: bool = True,
+                          ignore_index: int | None = None, sync: bool = False, process_group=None,
+                          backend: Backend = "auto") -> torch.Tensor:
+    """Generalized Dice loss (Sudre et al. 2017) per group, over its classes:
+    1 - (2 sum_c w_c I_c + smooth_nr) / (sum_c w_c (P_c + T_c) + smooth_dr)."""
+    multiclass = _checks.mode(mode)
+    activation_fields = _spec.activation_spec(_checks.activation(activation, multiclass))
+    smooth_nr, smooth_dr = _checks.smoothing(smooth, smooth_nr, smooth_dr, default=1e-5)
+    if weight_type not in WEIGHT_TYPES:
+        raise ValueError(f"weight_type must be one of {WEIGHT_TYPES}, got {weight_type!r}")
+    _checks.reduction(reduction)
+    if multiclass:
+        target = _checks.input_and_class_map(input, target, ignore_index)
+    else:
+        _checks.binary_only_defaults(True, ignore_index, False)
+        target = _checks.input_and_target(input, target)
+        _checks.groups(input, per_sample, True, None)
+    group = _checks.sync_group(sync, process_group, per_sample)
+    family = "multiclass" if multiclass else "binary"
+    chosen = resolve(backend, input.device, differentiable_target=not multiclass and target.requires_grad,
+                     family=family, classes=input.shape[1] if multiclass else 0)
+    if chosen == "reference":
+        _checks.target_values(target, *((input.shape[1], ignore_index) if multiclass else ()))
+        return reference.generalized_dice_loss(input, target, smooth_nr, smooth_dr, weight_type, per_sample,
+                                               include_background, ignore_index, reduction, multiclass,
+                                               activation_fields["from_logits"], group)
+    spec = _spec.LossSpec(region=True, smooth_nr=smooth_nr, smooth_dr=smooth_dr, **activation_fields)
+    return GeneralizedDiceLoss.apply(input, target, fused_ops(chosen), family, spec, per_sample, weight_type,
+                                     include_background, ignore_index, reduction, group, _checks.CHECK_TARGETS)
+
+
 LOSSES = {"dice": dice_loss, "iou": iou_loss, "tversky": tversky_loss, "focal_tversky": focal_tversky_loss,
-          "focal": focal_loss, "dice_bce": dice_bce_loss}
+          "focal": focal_loss, "dice_bce": dice_bce_loss, "dice_focal": dice_focal_loss}
 
 # The losses that take mode='multiclass', and the multi-class-only Dice+CE.
 MULTICLASS_LOSSES = {"dice": dice_loss, "iou": iou_loss, "tversky": tversky_loss, "focal_tversky": focal_tversky_loss,
-                     "focal": focal_loss, "dice_ce": dice_ce_loss}
+                     "focal": focal_loss, "dice_ce": dice_ce_loss, "dice_focal": dice_focal_loss}

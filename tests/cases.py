@@ -103,7 +103,7 @@ def _make_multiclass(shape, dtype=torch.float32, target_dtype=torch.int64, **kwa
 BINARY = Family("binary", dict(fusedloss.LOSSES), LOSS_PARAMS, tuple(REGION_LOSSES), tuple(FUSED_BACKENDS),
                 tuple(TARGET_DTYPES), _make_binary, None)
 MULTICLASS = Family("multiclass", dict(fusedloss.MULTICLASS_LOSSES), MULTICLASS_PARAMS,
-                    tuple(MULTICLASS_REGION_LOSSES) + ("dice_ce",), tuple(FUSED_MULTICLASS_BACKENDS),
+                    tuple(MULTICLASS_REGION_LOSSES) + ("dice_ce", "dice_focal"), tuple(FUSED_MULTICLASS_BACKENDS),
                     tuple(CLASS_MAP_DTYPES), _make_multiclass, IGNORE)
 FAMILIES = (BINARY, MULTICLASS)
 assert set(BINARY.losses) == set(ALL_LOSSES) and set(MULTICLASS.losses) == set(MULTICLASS_PARAMS), (

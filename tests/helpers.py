@@ -18,13 +18,14 @@ if not FUSED_BACKENDS:
 INPUT_DTYPES = [torch.float64, torch.float32, torch.float16, torch.bfloat16]
 TARGET_DTYPES = [torch.float32, torch.bool, torch.uint8]
 
-REGION_LOSSES = ["dice", "iou", "tversky", "focal_tversky", "dice_bce"]
+REGION_LOSSES = ["dice", "iou", "tversky", "focal_tversky", "dice_bce", "dice_focal"]
 ALL_LOSSES = REGION_LOSSES + ["focal"]
 
 # Non-default parameters, so the formulas' constants are exercised.
 LOSS_PARAMS = {"dice": dict(smooth=0.5), "iou": dict(smooth=1.0), "tversky": dict(alpha=0.3, beta=0.7, smooth=1.0),
                "focal_tversky": dict(alpha=0.3, beta=0.7, gamma=0.75, smooth=1.0),
-               "dice_bce": dict(smooth=1.0, dice_weight=0.7, bce_weight=1.3), "focal": dict(alpha=0.25, gamma=2.0)}
+               "dice_bce": dict(smooth=1.0, dice_weight=0.7, bce_weight=1.3), "focal": dict(alpha=0.25, gamma=2.0),
+               "dice_focal": dict(alpha=0.3, gamma=1.5, smooth=0.5, dice_weight=0.7, focal_weight=1.3)}
 
 GROUPINGS = [dict(), dict(per_sample=True), dict(per_channel=True), dict(per_sample=True, per_channel=True)]
 
@@ -85,7 +86,8 @@ MULTICLASS_REGION_LOSSES = ["dice", "iou", "tversky", "focal_tversky"]
 MULTICLASS_PARAMS = {"dice": dict(smooth=0.5), "iou": dict(smooth=1.0),
                      "tversky": dict(alpha=0.3, beta=0.7, smooth=1.0),
                      "focal_tversky": dict(alpha=0.3, beta=0.7, gamma=0.75, smooth=1.0),
-                     "focal": dict(alpha=0.25, gamma=2.0), "dice_ce": dict(smooth=1.0, dice_weight=0.7, ce_weight=1.3)}
+                     "focal": dict(alpha=0.25, gamma=2.0), "dice_ce": dict(smooth=1.0, dice_weight=0.7, ce_weight=1.3),
+                     "dice_focal": dict(alpha=0.3, gamma=1.5, smooth=0.5, dice_weight=0.7, focal_weight=1.3)}
 IGNORE = 255
 
 

@@ -15,18 +15,33 @@ MASKS = ["random", "empty", "full", "soft"]
 
 # The parameters each loss takes beyond its options, as strategies.
 _unit = st.one_of(st.just(0.0), st.floats(0.01, 1.0))  # no subnormal weights
-_smooth = st.sampled_from([0.0, 1e-5, 0.5, 1.0, 10.0])
+_smooth_values = st.sampled_from([0.0, 1e-5, 0.5, 1.0, 10.0])
+# smooth, or smooth_nr / smooth_dr apart (MONAI's 0 / 1e-5 among them), with or without V-Net's squares.
+_smoothing = st.one_of(st.fixed_dictionaries({"smooth": _smooth_values}),
+                       st.fixed_dictionaries({"smooth_nr": _smooth_values, "smooth_dr": _smooth_values}))
+_index_options = st.fixed_dictionaries({"squared_pred": st.booleans()})
+_log_loss = st.fixed_dictionaries({"log_loss": st.booleans()})
 _gamma = st.sampled_from([0.0, 0.5, 1.0, 2.0, 3.0])
+
+
+def _merged(*strategies):
+    return st.tuples(*strategies).map(lambda dicts: {key: value for d in dicts for key, value in d.items()})
+
+
 LOSS_PARAMETERS = {
-    "dice": st.fixed_dictionaries({"smooth": _smooth}),
-    "iou": st.fixed_dictionaries({"smooth": _smooth}),
-    "tversky": st.fixed_dictionaries({"alpha": _unit, "beta": _unit, "smooth": _smooth}),
-    "focal_tversky": st.fixed_dictionaries(
-        {"alpha": _unit, "beta": _unit, "gamma": st.sampled_from([0.5, 1.0, 2.0]), "smooth": _smooth}
-    ),
+    "dice": _merged(_smoothing, _index_options, _log_loss),
+    "iou": _merged(_smoothing, _index_options, _log_loss),
+    "tversky": _merged(st.fixed_dictionaries({"alpha": _unit, "beta": _unit}), _smoothing, _index_options, _log_loss),
+    "focal_tversky": _merged(
+        st.fixed_dictionaries({"alpha": _unit, "beta": _unit, "gamma": st.sampled_from([0.5, 1.0, 2.0])}), _smoothing,
+        _index_options),
     "focal": st.fixed_dictionaries({"alpha": st.one_of(st.none(), _unit), "gamma": _gamma}),
-    "dice_bce": st.fixed_dictionaries({"smooth": _smooth, "dice_weight": _unit, "bce_weight": _unit}),
-    "dice_ce": st.fixed_dictionaries({"smooth": _smooth, "dice_weight": _unit, "ce_weight": _unit}),
+    "dice_bce": _merged(st.fixed_dictionaries({"dice_weight": _unit, "bce_weight": _unit}), _smoothing,
+                        _index_options),
+    "dice_ce": _merged(st.fixed_dictionaries({"dice_weight": _unit, "ce_weight": _unit}), _smoothing, _index_options),
+    "dice_focal": _merged(
+        st.fixed_dictionaries({"alpha": st.one_of(st.none(), _unit), "gamma": _gamma, "dice_weight": _unit,
+                               "focal_weight": _unit}), _smoothing, _index_options),
 }
 
 
@@ -65,9 +80,12 @@ def binary_calls(draw, losses):
     dtype = draw(st.sampled_from(FLOAT_DTYPES))
     target_dtype = draw(st.sampled_from(BINARY_TARGET_DTYPES))
     mask = draw(st.sampled_from(MASKS))
-    scale = draw(st.sampled_from([0.1, 1.0, 3.0]))  # saturated tails: test_extremes
+    probabilities = draw(st.booleans())  # activation='none': the input holds sigmoid(logits)
+    # Saturated tails: test_extremes (probabilities near 0 or 1 have gradients beyond fp16).
+    scale = draw(st.sampled_from([0.1, 1.0] if probabilities else [0.1, 1.0, 3.0]))
     gen = _seeded(draw(st.integers(0, 2**16)))
-    x = (torch.randn(shape, generator=gen, dtype=torch.float64) * scale).to(dtype)
+    x = torch.randn(shape, generator=gen, dtype=torch.float64) * scale
+    x = (torch.sigmoid(x) if probabilities else x).to(dtype)
     if mask == "empty":
         t = torch.zeros(shape)
     elif mask == "full":
@@ -77,6 +95,8 @@ def binary_calls(draw, losses):
     else:
         t = (torch.rand(shape, generator=gen) < 0.5).float()
     options = dict(draw(LOSS_PARAMETERS[name]))
+    if probabilities:
+        options["activation"] = "none"
     if name != "focal":
         options["per_sample"] = draw(st.booleans())
         options["per_channel"] = ndim >= 2 and draw(st.booleans())
@@ -100,11 +120,11 @@ def multiclass_calls(draw, losses, ignore_index=255):
     batch = draw(st.integers(1, 3))
     dtype = draw(st.sampled_from(FLOAT_DTYPES))
     target_dtype = draw(st.sampled_from(CLASS_MAP_DTYPES))
+    probabilities = draw(st.booleans())  # activation='none': the input holds softmax(logits)
     gen = _seeded(draw(st.integers(0, 2**16)))
-    x = (
-        torch.randn((batch, classes) + spatial, generator=gen, dtype=torch.float64)
-        * draw(st.sampled_from([0.1, 1.0, 3.0]))
-    ).to(dtype)
+    x = torch.randn((batch, classes) + spatial, generator=gen, dtype=torch.float64) * draw(
+        st.sampled_from([0.1, 1.0] if probabilities else [0.1, 1.0, 3.0]))
+    x = (torch.softmax(x, dim=1) if probabilities else x).to(dtype)
     layout = draw(st.sampled_from(["random", "one_class", "ignored_some", "ignored_all"]))
     y = torch.randint(0, classes, (batch,) + spatial, generator=gen)
     if layout == "one_class":
@@ -115,9 +135,11 @@ def multiclass_calls(draw, losses, ignore_index=255):
     options = dict(draw(LOSS_PARAMETERS[name]))
     if name != "dice_ce":
         options["mode"] = "multiclass"
+    if probabilities:
+        options["activation"] = "none"
     if layout.startswith("ignored") or draw(st.booleans()):
         options["ignore_index"] = ignore_index
-    reductions = ["mean", "sum"] if name == "dice_ce" else ["mean", "sum", "none"]
+    reductions = ["mean", "sum"] if name in ("dice_ce", "dice_focal") else ["mean", "sum", "none"]
     options["reduction"] = draw(st.sampled_from(reductions))
     if name != "focal":
         options["per_sample"] = draw(st.booleans())

@@ -12,6 +12,7 @@ from helpers import DEVICE, assert_close, assert_matches_reference, op_kwargs
 
 import fusedloss
 from fusedloss._spec import LossSpec
+from fusedloss.ops.schema import spec_arguments
 
 LAYOUTS = {
     "channels_last": lambda a: a.to(memory_format=torch.channels_last),
@@ -96,8 +97,8 @@ def test_views_and_broadcast_targets(case, backend):
         assert result.grad.is_contiguous()
 
 
-SPEC = LossSpec(region=True, tv_alpha=0.5, tv_beta=0.5, smooth=0.5, region_gamma=1.0, region_weight=1.0, elem=True,
-                focal_alpha=0.25, focal_gamma=2.0, elem_weight=1.0, elem_mean=True)
+SPEC = LossSpec(region=True, tv_alpha=0.5, tv_beta=0.5, smooth_nr=0.5, smooth_dr=0.5, region_gamma=1.0,
+                region_weight=1.0, elem=True, focal_alpha=0.25, focal_gamma=2.0, elem_weight=1.0, elem_mean=True)
 OPCHECK_LAYOUTS = [
     (BINARY, "channels_last", grouping)
     for grouping in [dict(per_sample=False, per_channel=False), dict(per_sample=True, per_channel=False),
@@ -116,19 +117,17 @@ OPCHECK_LAYOUTS = [
 def test_opcheck_output_layouts(family, backend, layout, grouping):
     """The fake kernels promise the layouts the real kernels return."""
     ops = fusedloss.ops.fused_ops(backend)
-    focal = dict(focal_alpha=SPEC.focal_alpha, focal_gamma=SPEC.focal_gamma)
     if family is BINARY:
         x, t = _binary_layout(layout)(*BINARY.make_pair((2, 3, 5, 6), torch.float32, torch.uint8))
         loss, coef = ops.binary_loss(
             x, t, **op_kwargs(SPEC, weight=None, **grouping, reduction="mean", check_target=True)
         )
         torch.library.opcheck(ops.binary_loss_backward, (torch.ones_like(loss), x, t, coef),
-                              dict(**grouping, region=True, elem=True, **focal))
-        torch.library.opcheck(
-            ops.binary_focal_map, (x.requires_grad_(True), t), dict(alpha=0.25, gamma=2.0, check_target=True)
-        )
+                              dict(**grouping, **spec_arguments("binary_loss_backward", SPEC)))
+        torch.library.opcheck(ops.binary_focal_map, (x.requires_grad_(True), t),
+                              dict(alpha=0.25, gamma=2.0, from_logits=True, clamped_log=False, check_target=True))
         torch.library.opcheck(ops.binary_focal_map_backward, (torch.ones(x.shape, device=DEVICE), x.detach(), t),
-                              dict(alpha=0.25, gamma=2.0))
+                              dict(alpha=0.25, gamma=2.0, from_logits=True, clamped_log=False))
     else:
         x, y = MULTICLASS_LAYOUTS[layout](*MULTICLASS.make_pair((2, 4, 5, 6), torch.float32, torch.int64))
         loss, coef = ops.multiclass_loss(
@@ -138,9 +137,9 @@ def test_opcheck_output_layouts(family, backend, layout, grouping):
                         reduction="mean", check_target=True),
         )
         torch.library.opcheck(ops.multiclass_loss_backward, (torch.ones_like(loss), x, y, coef),
-                              dict(**grouping, region=True, elem=True, **focal, ignore_index=None))
+                              dict(**grouping, **spec_arguments("multiclass_loss_backward", SPEC), ignore_index=None))
         torch.library.opcheck(ops.multiclass_focal_map_backward, (torch.ones(y.shape, device=DEVICE), x, y),
-                              dict(alpha=0.25, gamma=2.0, ignore_index=None))
+                              dict(alpha=0.25, gamma=2.0, from_logits=True, clamped_log=False, ignore_index=None))
 
 
 @parametrize("backend", BINARY.backends)

@@ -75,7 +75,8 @@ def test_statistics_op_checks(backend):
     x, t = _binary_with(torch.float32, 3.0)
     y_x, y = _classes_with(5)
     ops = fused_ops(backend)
-    terms = dict(region=True, elem=True, focal_alpha=-1.0, focal_gamma=0.0, check_target=True)
+    terms = dict(region=True, squared_pred=False, elem=True, focal_alpha=-1.0, focal_gamma=0.0, from_logits=True,
+                 clamped_log=False, check_target=True)
     with pytest.raises(ValueError, match=r"target holds 3(\.0)?, outside \[0, 1\]"):
         ops.binary_stats(x, t, per_sample=False, per_channel=False, **terms)
     if backend in FUSED_MULTICLASS_BACKENDS:
@@ -150,8 +151,8 @@ def test_unchecked_out_of_range_class_is_ignored_by_the_kernels(backend):
     marked = y.clone()
     marked[0, 0, :3] = IGNORE
     ops = fused_ops(backend)
-    spec = LossSpec(region=True, tv_alpha=0.5, tv_beta=0.5, smooth=0.5, region_gamma=1.0, region_weight=1.0, elem=True,
-                    focal_alpha=-1.0, focal_gamma=0.0, elem_weight=1.0, elem_mean=True)
+    spec = LossSpec(region=True, tv_alpha=0.5, tv_beta=0.5, smooth_nr=0.5, smooth_dr=0.5, region_gamma=1.0,
+                    region_weight=1.0, elem=True, focal_alpha=-1.0, focal_gamma=0.0, elem_weight=1.0, elem_mean=True)
     options = dict(
         weight=None, per_sample=False, **spec._asdict(), include_background=True, exclude_empty=False, reduction="mean"
     )

@@ -10,11 +10,17 @@ from helpers import DEVICE, IGNORE, assert_close, make_class_pair, make_pair, op
 import fusedloss
 from fusedloss._spec import LossSpec
 from fusedloss.ops import fused_ops
+from fusedloss.ops.schema import spec_arguments
 
 # Every term on, non-default constants.
-SPEC = LossSpec(region=True, tv_alpha=0.3, tv_beta=0.7, smooth=1.0, region_gamma=0.75, region_weight=0.8, elem=True,
-                focal_alpha=0.25, focal_gamma=2.0, elem_weight=1.2, elem_mean=True)
+SPEC = LossSpec(region=True, tv_alpha=0.3, tv_beta=0.7, smooth_nr=1.0, smooth_dr=1.0, region_gamma=0.75,
+                region_weight=0.8, elem=True, focal_alpha=0.25, focal_gamma=2.0, elem_weight=1.2, elem_mean=True)
 REGION_ONLY = SPEC._replace(elem=False, focal_alpha=-1.0, focal_gamma=0.0, elem_weight=1.0)
+# The options of issue 13 together, on probability inputs (activation='none').
+OPTIONS = SPEC._replace(smooth_nr=0.0, smooth_dr=1e-5, region_gamma=1.0, log_loss=True, squared_pred=True,
+                        from_logits=False, clamped_log=True)
+LOGITS = dict(from_logits=True, clamped_log=False)
+PROBABILITIES = dict(from_logits=False, clamped_log=True)
 
 
 def _binary_calls():
@@ -23,19 +29,28 @@ def _binary_calls():
     weight = torch.tensor([1.0, 0.5, 2.0], device=DEVICE)
     x.requires_grad_(True)
     x64.requires_grad_(True)
+    p = torch.sigmoid(x.detach()).requires_grad_(True)  # probability inputs: activation='none'
     loss = lambda *args, **kw: op_kwargs(SPEC, **kw, reduction=args[0], check_target=True)  # noqa: E731
     return {
         "binary_loss": [((x, t), loss("mean", weight=None, per_sample=False, per_channel=False)),
                         ((x, t), loss("none", weight=weight, per_sample=True, per_channel=True)),
-                        ((x64, t64), loss("sum", weight=None, per_sample=True, per_channel=False))],
-        "binary_focal_map": [((x, t), dict(alpha=0.25, gamma=2.0, check_target=True)),
-                             ((x64, t64), dict(alpha=-1.0, gamma=0.5, check_target=False))],
+                        ((x64, t64), loss("sum", weight=None, per_sample=True, per_channel=False)),
+                        ((p, t), op_kwargs(OPTIONS, weight=weight, per_sample=False, per_channel=True, reduction="mean",
+                                           check_target=True))],
+        "binary_focal_map": [((x, t), dict(alpha=0.25, gamma=2.0, **LOGITS, check_target=True)),
+                             ((x64, t64), dict(alpha=-1.0, gamma=0.5, **LOGITS, check_target=False)),
+                             ((p, t), dict(alpha=0.25, gamma=2.0, **PROBABILITIES, check_target=True))],
+        "binary_stats": [((x, t), dict(per_sample=True, per_channel=True, **spec_arguments("binary_stats", SPEC),
+                                       check_target=True)),
+                         ((p, t), dict(per_sample=False, per_channel=True, **spec_arguments("binary_stats", OPTIONS),
+                                       check_target=False))],
     }
 
 
 def _multiclass_calls():
     x, y = make_class_pair((2, 4, 3, 5), torch.float32, torch.uint8, ignore_fraction=0.2)
     x.requires_grad_(True)
+    p = torch.softmax(x.detach(), dim=1).requires_grad_(True)
     weight = torch.tensor([1.0, 0.5, 2.0, 1.0], device=DEVICE)
     return {
         "multiclass_loss": [
@@ -49,8 +64,22 @@ def _multiclass_calls():
                 op_kwargs(REGION_ONLY, weight=None, per_sample=False, ignore_index=None, include_background=True,
                           exclude_empty=False, reduction="none", check_target=False),
             ),
+            (
+                (p, y),
+                op_kwargs(OPTIONS, weight=None, per_sample=False, ignore_index=IGNORE, include_background=True,
+                          exclude_empty=False, reduction="sum", check_target=True),
+            ),
         ],
-        "multiclass_focal_map": [((x, y), dict(alpha=0.25, gamma=2.0, ignore_index=IGNORE, check_target=True))],
+        "multiclass_focal_map": [
+            ((x, y), dict(alpha=0.25, gamma=2.0, **LOGITS, ignore_index=IGNORE, check_target=True)),
+            ((p, y), dict(alpha=0.25, gamma=2.0, **PROBABILITIES, ignore_index=IGNORE, check_target=True)),
+        ],
+        "multiclass_stats": [
+            ((x, y), dict(per_sample=True, **spec_arguments("multiclass_stats", SPEC), ignore_index=IGNORE,
+                          check_target=True)),
+            ((p, y), dict(per_sample=False, **spec_arguments("multiclass_stats", OPTIONS), ignore_index=None,
+                          check_target=False)),
+        ],
     }
 
 
@@ -63,7 +92,7 @@ CALLS = {BINARY: _binary_calls, MULTICLASS: _multiclass_calls}
         (family, backend, f"{family.name}_{op}")
         for family in FAMILIES
         for backend in family.backends
-        for op in ("loss", "focal_map")
+        for op in ("loss", "focal_map", "stats")
     ],
 )
 def test_opcheck(family, backend, op_name):
@@ -84,8 +113,9 @@ def test_opcheck_backward_ops(family, backend):
             x, t, **op_kwargs(SPEC, weight=None, **groups, reduction="none", check_target=True)
         )
         torch.library.opcheck(ops.binary_loss_backward, (torch.ones_like(loss), x, t, coef),
-                              dict(**groups, region=True, elem=True, focal_alpha=0.25, focal_gamma=2.0))
-        torch.library.opcheck(ops.binary_focal_map_backward, (torch.ones_like(x), x, t), dict(alpha=0.25, gamma=2.0))
+                              dict(**groups, **spec_arguments("binary_loss_backward", SPEC)))
+        torch.library.opcheck(ops.binary_focal_map_backward, (torch.ones_like(x), x, t),
+                              dict(alpha=0.25, gamma=2.0, **LOGITS))
     else:
         x, y = make_class_pair((2, 4, 3, 5), torch.float32, torch.uint8, ignore_fraction=0.2)
         loss, coef = ops.multiclass_loss(
@@ -97,10 +127,10 @@ def test_opcheck_backward_ops(family, backend):
         torch.library.opcheck(
             ops.multiclass_loss_backward,
             (torch.ones_like(loss), x, y, coef),
-            dict(per_sample=True, region=True, elem=True, focal_alpha=0.25, focal_gamma=2.0, ignore_index=IGNORE),
+            dict(per_sample=True, **spec_arguments("multiclass_loss_backward", SPEC), ignore_index=IGNORE),
         )
         torch.library.opcheck(ops.multiclass_focal_map_backward, (torch.ones(y.shape, device=DEVICE), x, y),
-                              dict(alpha=0.25, gamma=2.0, ignore_index=IGNORE))
+                              dict(alpha=0.25, gamma=2.0, **LOGITS, ignore_index=IGNORE))
 
 
 MODULES = {

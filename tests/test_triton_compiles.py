@@ -133,6 +133,13 @@ def _loss_calls():
     yield losses["focal"], _misaligned(x), _misaligned(t), {"reduction": "none"}
     x, t = make_pair(SIGMOID_SHAPE, torch.float16, torch.bool)
     yield losses["tversky"], x.to(memory_format=torch.channels_last), t.to(memory_format=torch.channels_last), {}
+    # The option constexprs once each, not crossed with the rest: SQUARED_PRED and LOG_LOSS;
+    # probabilities (FROM_LOGITS false, CLAMPED_LOG); the sigmoid with the clamped BCE.
+    x, t = make_pair(SIGMOID_SHAPE, torch.float32, torch.uint8)
+    yield losses["dice"], x, t, {"squared_pred": True, "log_loss": True}
+    yield losses["dice_bce"], torch.sigmoid(x), t, {"activation": "none"}
+    yield losses["focal"], torch.sigmoid(x), t, {"activation": "none", "reduction": "none"}
+    yield _clamped_sigmoid_dice_focal, x, t, {}
 
     multiclass_calls = (("dice", {"mode": "multiclass", "exclude_empty": True, "include_background": False}),
                         ("focal", {"mode": "multiclass", "reduction": "none"}), ("dice_ce", {"per_sample": True}))
@@ -152,6 +159,26 @@ def _loss_calls():
     yield multiclass["focal"], x, y.clamp(max=18), {"mode": "multiclass"}  # no ignore_index
     yield multiclass["dice_ce"], x.to(memory_format=torch.channels_last), y, {"ignore_index": ignore}
     yield multiclass["dice_ce"], _misaligned(x), _misaligned(y), {"ignore_index": ignore}
+    yield multiclass["dice"], x, y, {"mode": "multiclass", "squared_pred": True, "log_loss": True,
+                                     "ignore_index": ignore}
+    probabilities = torch.softmax(x, dim=1)
+    yield multiclass["dice_ce"], probabilities, y, {"activation": "none", "ignore_index": ignore}
+    yield (multiclass["focal"], probabilities, y,
+           {"mode": "multiclass", "activation": "none", "reduction": "none", "ignore_index": ignore})
+
+
+def _clamped_sigmoid_dice_focal(x, t, backend):
+    """from_logits with clamped_log (no public option yet): the op itself."""
+    from fusedloss._spec import LossSpec
+    from fusedloss.ops import triton_ops
+    from fusedloss.ops.schema import spec_arguments
+
+    spec = LossSpec(region=True, elem=True, focal_alpha=0.25, focal_gamma=2.0, clamped_log=True)
+    ops = triton_ops.load()
+    assert backend == "triton"
+    loss, _ = ops.binary_loss(x, t, None, False, False, **spec_arguments("binary_loss", spec), reduction="mean",
+                              check_target=False)
+    return loss + ops.binary_focal_map(x, t, 0.25, 2.0, True, True, False).sum()
 
 
 def _triton_trees():
@@ -211,7 +238,7 @@ def recorded_launches(tmp_path_factory):
     return path
 
 
-# What each Triton must compile at least (about 340 configurations with Triton 3.6 and 3.8, of
+# What each Triton must compile at least (about 370 configurations with Triton 3.6 and 3.8, of
 # which about 230 have an int divisible by 16, 290 an int equal to 1, 6 a misaligned pointer):
 # a recording or a specialisation that silently shrinks fails here, not passes on a few kernels.
 MIN_COMPILED = 250

@@ -40,19 +40,24 @@ using Stats = std::array<double, 4>;  // I, P, T, E
 // ---- the loops, written once for float (VectorMath) and double (StdMath) ----
 
 template <typename Math, int TERMS, typename acc_t>
-C10_ALWAYS_INLINE FocalTerms<acc_t> element_terms(acc_t x, acc_t t, const SigmoidParts<acc_t>& s, acc_t alpha,
+C10_ALWAYS_INLINE BinaryProbability<acc_t> probability(acc_t x) {
+  return binary_probability<Math, input_of(TERMS)>(x);
+}
+
+template <typename Math, int TERMS, typename acc_t>
+C10_ALWAYS_INLINE FocalTerms<acc_t> element_terms(acc_t x, acc_t t, const BinaryProbability<acc_t>& s, acc_t alpha,
                                                   acc_t gamma) {
-  return focal_terms<Math, has(TERMS, kModulated)>(x, t, s, alpha, gamma);
+  return binary_element_terms<Math, input_of(TERMS), has(TERMS, kModulated)>(x, t, s, alpha, gamma);
 }
 
 template <typename Math, int TERMS, typename acc_t>
 C10_ALWAYS_INLINE void accumulate(acc_t xv, acc_t tv, acc_t alpha, acc_t gamma, acc_t& sum_i, acc_t& sum_p,
                                   acc_t& sum_t, acc_t& sum_e) {
-  const auto s = sigmoid_parts<Math>(xv);
+  const auto s = probability<Math, TERMS>(xv);
   if (has(TERMS, kRegion)) {
     sum_i += s.p * tv;
-    sum_p += s.p;
-    sum_t += tv;
+    sum_p += region_share<has(TERMS, kSquared)>(s.p);
+    sum_t += region_share<has(TERMS, kSquared)>(tv);
   }
   if (has(TERMS, kElem)) sum_e += element_terms<Math, TERMS>(xv, tv, s, alpha, gamma).loss;
 }
@@ -84,9 +89,9 @@ template <typename Math, int TERMS, typename acc_t>
 C10_ALWAYS_INLINE void grad_loop(const acc_t* x, const acc_t* t, int64_t n, acc_t ci, acc_t cp, acc_t ce, acc_t alpha,
                                  acc_t gamma, acc_t* out) {
   for (int64_t i = 0; i < n; ++i) {
-    const auto s = sigmoid_parts<Math>(x[i]);
+    const auto s = probability<Math, TERMS>(x[i]);
     acc_t g = 0;
-    if (has(TERMS, kRegion)) g += (ci * t[i] + cp) * (s.p * s.q);
+    if (has(TERMS, kRegion)) g += region_dp<has(TERMS, kSquared)>(ci, cp, t[i], s.p) * s.dp_dx;
     if (has(TERMS, kElem)) g += ce * element_terms<Math, TERMS>(x[i], t[i], s, alpha, gamma).dloss;
     out[i] = g;
   }
@@ -98,77 +103,73 @@ C10_ALWAYS_INLINE void focal_map_loop(const acc_t* x, const acc_t* t, const acc_
                                       acc_t gamma, acc_t* out) {
   if (upstream == nullptr) {
     for (int64_t i = 0; i < n; ++i) {
-      out[i] = element_terms<Math, TERMS>(x[i], t[i], sigmoid_parts<Math>(x[i]), alpha, gamma).loss;
+      out[i] = element_terms<Math, TERMS>(x[i], t[i], probability<Math, TERMS>(x[i]), alpha, gamma).loss;
     }
   } else {
     for (int64_t i = 0; i < n; ++i) {
-      out[i] = upstream[i] * element_terms<Math, TERMS>(x[i], t[i], sigmoid_parts<Math>(x[i]), alpha, gamma).dloss;
+      out[i] = upstream[i] * element_terms<Math, TERMS>(x[i], t[i], probability<Math, TERMS>(x[i]), alpha, gamma).dloss;
     }
   }
 }
 
-// Runtime terms to the loop instantiated for them (always inlined: into each target clone).
-template <typename Math, typename acc_t>
-C10_ALWAYS_INLINE Stats stats_any(const acc_t* x, const acc_t* t, int64_t n, acc_t alpha, acc_t gamma, int terms) {
-  return with_terms(terms, [&](auto terms_tag) C10_ALWAYS_INLINE_ATTRIBUTE {
-    return stats_loop<Math, decltype(terms_tag)::value>(x, t, n, alpha, gamma);
+// ---- one function per TERMS: float with one vectorised clone per instruction set,
+// double with the standard functions ----
+
+template <int TERMS>
+FUSEDLOSS_CLONES Stats stats_terms(const float* x, const float* t, int64_t n, float alpha, float gamma) {
+  return stats_loop<VectorMath, TERMS>(x, t, n, alpha, gamma);
+}
+template <int TERMS>
+Stats stats_terms(const double* x, const double* t, int64_t n, double alpha, double gamma) {
+  return stats_loop<StdMath, TERMS>(x, t, n, alpha, gamma);
+}
+
+template <int TERMS>
+FUSEDLOSS_CLONES void grad_terms(const float* x, const float* t, int64_t n, float ci, float cp, float ce, float alpha,
+                                 float gamma, float* out) {
+  grad_loop<VectorMath, TERMS>(x, t, n, ci, cp, ce, alpha, gamma, out);
+}
+template <int TERMS>
+void grad_terms(const double* x, const double* t, int64_t n, double ci, double cp, double ce, double alpha,
+                double gamma, double* out) {
+  grad_loop<StdMath, TERMS>(x, t, n, ci, cp, ce, alpha, gamma, out);
+}
+
+template <int TERMS>
+FUSEDLOSS_CLONES void focal_map_terms(const float* x, const float* t, const float* upstream, int64_t n, float alpha,
+                                      float gamma, float* out) {
+  focal_map_loop<VectorMath, TERMS>(x, t, upstream, n, alpha, gamma, out);
+}
+template <int TERMS>
+void focal_map_terms(const double* x, const double* t, const double* upstream, int64_t n, double alpha, double gamma,
+                     double* out) {
+  focal_map_loop<StdMath, TERMS>(x, t, upstream, n, alpha, gamma, out);
+}
+
+// Runtime terms (terms_of) to the function instantiated for them.
+template <typename acc_t>
+Stats stats_chunk(const acc_t* x, const acc_t* t, int64_t n, acc_t alpha, acc_t gamma, int terms) {
+  return with_terms(terms, [&](auto tag) { return stats_terms<decltype(tag)::value>(x, t, n, alpha, gamma); });
+}
+
+template <typename acc_t>
+void grad_chunk(const acc_t* x, const acc_t* t, int64_t n, acc_t ci, acc_t cp, acc_t ce, acc_t alpha, acc_t gamma,
+                int terms, acc_t* out) {
+  with_terms(terms, [&](auto tag) { grad_terms<decltype(tag)::value>(x, t, n, ci, cp, ce, alpha, gamma, out); });
+}
+
+// The element term alone: input mode x modulated.
+template <typename acc_t>
+void focal_map_chunk(const acc_t* x, const acc_t* t, const acc_t* upstream, int64_t n, acc_t alpha, acc_t gamma,
+                     int terms, acc_t* out) {
+  with_binary_input(input_of(terms), [&](auto input_tag) {
+    constexpr int kInput = decltype(input_tag)::value << kInputShift;
+    if (has(terms, kModulated)) {
+      focal_map_terms<kInput | kElem | kModulated>(x, t, upstream, n, alpha, gamma, out);
+    } else {
+      focal_map_terms<kInput | kElem>(x, t, upstream, n, alpha, gamma, out);
+    }
   });
-}
-
-template <typename Math, typename acc_t>
-C10_ALWAYS_INLINE void grad_any(const acc_t* x, const acc_t* t, int64_t n, acc_t ci, acc_t cp, acc_t ce, acc_t alpha,
-                                acc_t gamma, int terms, acc_t* out) {
-  with_terms(terms, [&](auto terms_tag) C10_ALWAYS_INLINE_ATTRIBUTE {
-    grad_loop<Math, decltype(terms_tag)::value>(x, t, n, ci, cp, ce, alpha, gamma, out);
-  });
-}
-
-template <typename Math, typename acc_t>
-C10_ALWAYS_INLINE void focal_map_any(const acc_t* x, const acc_t* t, const acc_t* upstream, int64_t n, acc_t alpha,
-                                     acc_t gamma, int terms, acc_t* out) {
-  if (has(terms, kModulated)) return focal_map_loop<Math, kElem | kModulated>(x, t, upstream, n, alpha, gamma, out);
-  focal_map_loop<Math, kElem>(x, t, upstream, n, alpha, gamma, out);
-}
-
-// ---- float: one vectorised clone per instruction set; double: the standard functions ----
-
-FUSEDLOSS_CLONES Stats stats_f32(const float* x, const float* t, int64_t n, float alpha, float gamma, int terms) {
-  return stats_any<VectorMath>(x, t, n, alpha, gamma, terms);
-}
-
-FUSEDLOSS_CLONES void grad_f32(const float* x, const float* t, int64_t n, float ci, float cp, float ce, float alpha,
-                               float gamma, int terms, float* out) {
-  grad_any<VectorMath>(x, t, n, ci, cp, ce, alpha, gamma, terms, out);
-}
-
-FUSEDLOSS_CLONES void focal_map_f32(const float* x, const float* t, const float* upstream, int64_t n, float alpha,
-                                    float gamma, int terms, float* out) {
-  focal_map_any<VectorMath>(x, t, upstream, n, alpha, gamma, terms, out);
-}
-
-Stats stats_chunk(const double* x, const double* t, int64_t n, double alpha, double gamma, int terms) {
-  return stats_any<StdMath>(x, t, n, alpha, gamma, terms);
-}
-Stats stats_chunk(const float* x, const float* t, int64_t n, float alpha, float gamma, int terms) {
-  return stats_f32(x, t, n, alpha, gamma, terms);
-}
-
-void grad_chunk(const double* x, const double* t, int64_t n, double ci, double cp, double ce, double alpha,
-                double gamma, int terms, double* out) {
-  grad_any<StdMath>(x, t, n, ci, cp, ce, alpha, gamma, terms, out);
-}
-void grad_chunk(const float* x, const float* t, int64_t n, float ci, float cp, float ce, float alpha, float gamma,
-                int terms, float* out) {
-  grad_f32(x, t, n, ci, cp, ce, alpha, gamma, terms, out);
-}
-
-void focal_map_chunk(const double* x, const double* t, const double* upstream, int64_t n, double alpha, double gamma,
-                     int terms, double* out) {
-  focal_map_any<StdMath>(x, t, upstream, n, alpha, gamma, terms, out);
-}
-void focal_map_chunk(const float* x, const float* t, const float* upstream, int64_t n, float alpha, float gamma,
-                     int terms, float* out) {
-  focal_map_f32(x, t, upstream, n, alpha, gamma, terms, out);
 }
 
 // check_target: the first staged target outside [0, 1] in a chunk, or -1.
@@ -294,12 +295,14 @@ std::tuple<Tensor, Tensor> finalize(const double* sums, int64_t num_groups, cons
 
 std::tuple<Tensor, Tensor> binary_loss_cpu(const Tensor& input, const Tensor& target,
                                            const std::optional<Tensor>& weight, bool per_sample, bool per_channel,
-                                           bool region, double tv_alpha, double tv_beta, double smooth,
-                                           double region_gamma, double region_weight, bool elem, double focal_alpha,
-                                           double focal_gamma, double elem_weight, bool elem_mean,
+                                           bool region, double tv_alpha, double tv_beta, double smooth_nr,
+                                           double smooth_dr, double region_gamma, double region_weight, bool log_loss,
+                                           bool squared_pred, bool elem, double focal_alpha, double focal_gamma,
+                                           double elem_weight, bool elem_mean, bool from_logits, bool clamped_log,
                                            c10::string_view reduction, bool check_target) {
-  const LossParams lp = LossParams::from_op(region, tv_alpha, tv_beta, smooth, region_gamma, region_weight, elem,
-                                            focal_alpha, focal_gamma, elem_weight, elem_mean);
+  const LossParams lp = LossParams::from_op(region, tv_alpha, tv_beta, smooth_nr, smooth_dr, region_gamma,
+                                            region_weight, log_loss, squared_pred, elem, focal_alpha, focal_gamma,
+                                            elem_weight, elem_mean, from_logits, clamped_log);
   const GroupLayout layout = group_layout(input.sizes(), per_sample, per_channel);
   const std::vector<double> sums = group_sums(input, target, per_sample, per_channel, lp, check_target);
   return finalize(sums.data(), layout.num_groups, weight, layout.num_channels,
@@ -309,10 +312,12 @@ std::tuple<Tensor, Tensor> binary_loss_cpu(const Tensor& input, const Tensor& ta
 
 // The two halves on their own, for statistics summed across processes (ops/synced.py).
 Tensor binary_stats_cpu(const Tensor& input, const Tensor& target, bool per_sample, bool per_channel, bool region,
-                        bool elem, double focal_alpha, double focal_gamma, bool check_target) {
-  const std::vector<double> sums =
-      group_sums(input, target, per_sample, per_channel,
-                 LossParams::per_element(region, elem, focal_alpha, focal_gamma), check_target);
+                        bool squared_pred, bool elem, double focal_alpha, double focal_gamma, bool from_logits,
+                        bool clamped_log, bool check_target) {
+  const std::vector<double> sums = group_sums(
+      input, target, per_sample, per_channel,
+      LossParams::per_element(region, squared_pred, elem, focal_alpha, focal_gamma, from_logits, clamped_log),
+      check_target);
   const int64_t groups = static_cast<int64_t>(sums.size() / 4);
   return at::from_blob(const_cast<double*>(sums.data()), {groups, 4}, at::TensorOptions().dtype(at::kDouble))
       .to(accumulation_options(input), /*non_blocking=*/false, /*copy=*/true);  // own the memory
@@ -320,20 +325,22 @@ Tensor binary_stats_cpu(const Tensor& input, const Tensor& target, bool per_samp
 
 std::tuple<Tensor, Tensor> binary_finalize_cpu(const Tensor& sums, const std::optional<Tensor>& weight,
                                                int64_t num_channels, int64_t group_size, bool region, double tv_alpha,
-                                               double tv_beta, double smooth, double region_gamma, double region_weight,
-                                               bool elem, double elem_weight, bool elem_mean,
-                                               c10::string_view reduction, c10::IntArrayRef loss_shape) {
+                                               double tv_beta, double smooth_nr, double smooth_dr, double region_gamma,
+                                               double region_weight, bool log_loss, bool elem, double elem_weight,
+                                               bool elem_mean, c10::string_view reduction,
+                                               c10::IntArrayRef loss_shape) {
   const Tensor sums_d = sums.to(at::kDouble).contiguous();
-  const LossParams lp = LossParams::for_finalize(region, tv_alpha, tv_beta, smooth, region_gamma, region_weight, elem,
-                                                 elem_weight, elem_mean);
+  const LossParams lp = LossParams::for_finalize(region, tv_alpha, tv_beta, smooth_nr, smooth_dr, region_gamma,
+                                                 region_weight, log_loss, elem, elem_weight, elem_mean);
   return finalize(sums_d.const_data_ptr<double>(), sums.size(0), weight, num_channels, group_size, lp,
                   parse_reduction(reduction), loss_shape, sums.options());
 }
 
 Tensor binary_loss_backward_cpu(const Tensor& grad_loss, const Tensor& input_, const Tensor& target_,
-                                const Tensor& coef, bool per_sample, bool per_channel, bool region, bool elem,
-                                double focal_alpha, double focal_gamma) {
-  const LossParams lp = LossParams::per_element(region, elem, focal_alpha, focal_gamma);
+                                const Tensor& coef, bool per_sample, bool per_channel, bool region, bool squared_pred,
+                                bool elem, double focal_alpha, double focal_gamma, bool from_logits, bool clamped_log) {
+  const LossParams lp =
+      LossParams::per_element(region, squared_pred, elem, focal_alpha, focal_gamma, from_logits, clamped_log);
   const BinaryOperands operands = binary_operands(input_, target_, per_sample, per_channel);
   const Tensor &input = operands.input, &target = operands.target;
   const GroupLayout layout = group_layout(input.sizes(), per_sample, per_channel);
@@ -361,9 +368,8 @@ Tensor binary_loss_backward_cpu(const Tensor& grad_loss, const Tensor& input_, c
 
 // The per-element focal loss (reduction='none'), and its backward (which does not
 // check the target: its forward did).
-Tensor focal_map_cpu(const Tensor* grad_map_, const Tensor& input_, const Tensor& target_, double focal_alpha,
-                     double focal_gamma, bool check_target) {
-  const LossParams lp = LossParams::per_element(false, true, focal_alpha, focal_gamma);
+Tensor focal_map_cpu(const Tensor* grad_map_, const Tensor& input_, const Tensor& target_, const LossParams& lp,
+                     bool check_target) {
   const BinaryOperands operands = binary_operands(input_, target_, false, false);
   const Tensor &input = operands.input, &target = operands.target;
   Tensor out = at::empty_like(input, operands.format);
@@ -396,13 +402,15 @@ Tensor focal_map_cpu(const Tensor* grad_map_, const Tensor& input_, const Tensor
   return out;
 }
 
-Tensor binary_focal_map_cpu(const Tensor& input, const Tensor& target, double alpha, double gamma, bool check_target) {
-  return focal_map_cpu(nullptr, input, target, alpha, gamma, check_target);
+Tensor binary_focal_map_cpu(const Tensor& input, const Tensor& target, double alpha, double gamma, bool from_logits,
+                            bool clamped_log, bool check_target) {
+  return focal_map_cpu(nullptr, input, target, LossParams::focal_map(alpha, gamma, from_logits, clamped_log),
+                       check_target);
 }
 
 Tensor binary_focal_map_backward_cpu(const Tensor& grad_map, const Tensor& input, const Tensor& target, double alpha,
-                                     double gamma) {
-  return focal_map_cpu(&grad_map, input, target, alpha, gamma, false);
+                                     double gamma, bool from_logits, bool clamped_log) {
+  return focal_map_cpu(&grad_map, input, target, LossParams::focal_map(alpha, gamma, from_logits, clamped_log), false);
 }
 
 }  // namespace

@@ -1,10 +1,11 @@
-// CPU kernels of the multiclass ops (softmax over the classes). Input (N, C, S) logits, read
+// CPU kernels of the multiclass ops (softmax over the classes, or probabilities
+// as they are with from_logits=False). Input (N, C, S) logits, read
 // through (sample, class, pixel) strides (../layout.h: contiguous and
 // channels_last in place), target (N, S) class indices. Work is cut into fixed
 // chunks of kPixels pixels of one sample, so the result does not depend on the
 // thread count. A chunk's logits are staged as a [C][kPixels] block in the
 // accumulation type, so every class loop runs over contiguous pixels whatever
-// the layout; the chunk's softmax lives in a second such block: no one-hot
+// the layout; the chunk's probabilities live in a second such block: no one-hot
 // target and no full softmax tensor exist. The float loops are compiled for
 // AVX-512, AVX2 and the baseline and picked at load time (target_clones), with
 // vector_math.h's exp / log / pow; their sums use kLanes independent
@@ -20,7 +21,9 @@
 #include <ATen/ops/from_blob.h>
 #include <torch/library.h>
 
+#include <algorithm>
 #include <limits>
+#include <type_traits>
 #include <vector>
 
 #include "../dispatch.h"
@@ -131,10 +134,28 @@ C10_ALWAYS_INLINE void softmax_block(Chunk<acc_t>& chunk) {
   for (int64_t i = 0; i < m; ++i) weight[i] = label[i] >= 0 ? acc_t(1) / total[i] : acc_t(0);
 }
 
-// Per counted pixel: the focal loss -alpha (1 - p_y)^gamma log p_y and its gradient
-// factor A (0 elsewhere). The target class's logit and exp are gathered first, so
-// the arithmetic loop has no indirect access.
-template <typename Math, typename acc_t>
+// Probability inputs as they are: e = x (0 where not counted: staged so), weight = 1
+// where counted, so that p = e * weight as after the softmax.
+template <typename acc_t>
+C10_ALWAYS_INLINE void probability_block(Chunk<acc_t>& chunk) {
+  std::copy(chunk.x.begin(), chunk.x.end(), chunk.e.begin());
+  for (int64_t i = 0; i < chunk.m; ++i) chunk.weight[i] = chunk.label[i] >= 0 ? acc_t(1) : acc_t(0);
+}
+
+template <typename Math, MulticlassInput INPUT, typename acc_t>
+C10_ALWAYS_INLINE void probabilities_block(Chunk<acc_t>& chunk) {
+  if constexpr (INPUT == kSoftmax) {
+    softmax_block<Math>(chunk);
+  } else {
+    probability_block(chunk);
+  }
+}
+
+// Per counted pixel: the focal loss and its gradient factor (0 elsewhere): softmax,
+// -alpha (1 - p_y)^gamma log p_y and A (dloss/dx_c = A (p_c - [c = y])); probabilities,
+// the clamped-log loss and dloss/dp_y. The target class's logit and exp are gathered
+// first, so the arithmetic loop has no indirect access.
+template <typename Math, MulticlassInput INPUT, typename acc_t>
 C10_ALWAYS_INLINE void focal_block(Chunk<acc_t>& chunk, acc_t alpha, acc_t gamma) {
   alignas(64) acc_t x_y[kPixels], e_y[kPixels];
   for (int64_t i = 0; i < chunk.m; ++i) {
@@ -148,19 +169,24 @@ C10_ALWAYS_INLINE void focal_block(Chunk<acc_t>& chunk, acc_t alpha, acc_t gamma
   acc_t* __restrict__ loss = chunk.loss;
   acc_t* __restrict__ factor = chunk.factor;
   for (int64_t i = 0; i < chunk.m; ++i) {
-    const acc_t log_p_y = (x_y[i] - top[i]) - Math::log(total[i]);
-    const acc_t rest = (total[i] - e_y[i]) / total[i];  // 1 - p_y without cancellation
-    const auto terms = multiclass_focal_terms<Math>(log_p_y, rest, alpha, gamma);
+    FocalTerms<acc_t> terms;
+    if constexpr (INPUT == kSoftmax) {
+      const acc_t log_p_y = (x_y[i] - top[i]) - Math::log(total[i]);
+      const acc_t rest = (total[i] - e_y[i]) / total[i];  // 1 - p_y without cancellation
+      terms = multiclass_focal_terms<Math>(log_p_y, rest, alpha, gamma);
+    } else {
+      terms = multiclass_clamped_focal_terms<Math>(x_y[i], alpha, gamma);
+    }
     loss[i] = label[i] >= 0 ? terms.loss : acc_t(0);
     factor[i] = label[i] >= 0 ? terms.dloss : acc_t(0);
   }
 }
 
 // The chunk's I, P, T per class (class_sums[3c..3c+2]) and [E, counted pixels].
-template <typename Math, typename acc_t>
+template <typename Math, MulticlassInput INPUT, bool SQUARED, typename acc_t>
 C10_ALWAYS_INLINE void stats_block(Chunk<acc_t>& chunk, bool region, bool elem, acc_t alpha, acc_t gamma,
                                    double* class_sums, double* elem_sums) {
-  softmax_block<Math>(chunk);
+  probabilities_block<Math, INPUT>(chunk);
   if (region) {
     for (int64_t c = 0; c < chunk.classes; ++c) {
       const acc_t* e = chunk.e.data() + c * kPixels;
@@ -172,8 +198,8 @@ C10_ALWAYS_INLINE void stats_block(Chunk<acc_t>& chunk, bool region, bool elem, 
           const acc_t p = e[i] * chunk.weight[i];
           const acc_t hit = chunk.label[i] == cls ? acc_t(1) : acc_t(0);
           sum_i[j] += p * hit;
-          sum_p[j] += p;
-          sum_t[j] += hit;
+          sum_p[j] += region_share<SQUARED>(p);
+          sum_t[j] += hit;  // a one-hot t: t^2 = t
         }
       }
       double total_i = 0, total_p = 0, total_t = 0;
@@ -189,7 +215,7 @@ C10_ALWAYS_INLINE void stats_block(Chunk<acc_t>& chunk, bool region, bool elem, 
   }
   double total_e = 0, counted = 0;
   if (elem) {
-    focal_block<Math>(chunk, alpha, gamma);
+    focal_block<Math, INPUT>(chunk, alpha, gamma);
     acc_t sum_e[kLanes] = {}, count[kLanes] = {};
     for (int64_t start = 0; start < chunk.m; start += kLanes) {
       for (int64_t j = 0; j < kLanes; ++j) {
@@ -206,71 +232,111 @@ C10_ALWAYS_INLINE void stats_block(Chunk<acc_t>& chunk, bool region, bool elem, 
   elem_sums[1] = counted;
 }
 
-// The gradient into chunk.x: dL/dx_c = p_c (g_c - sum_k p_k g_k) + A' (p_c - [c = y]),
-// g_c = ci[c] [c = y] + cp[c] (the region term), A' = A * elem_scale (the element
-// term), A' = A * upstream[i] for the focal map (upstream non-null).
-template <typename Math, typename acc_t>
+// The gradient into chunk.x, g_c = region_dp (ci[c] [c = y] + cp[c] dP/dp_c) the region
+// term's dL/dp_c, F the focal factor times elem_scale (the element term), or times
+// upstream[i] for the focal map (upstream non-null):
+//   softmax:       dL/dx_c = p_c (g_c - sum_k p_k g_k) + F (p_c - [c = y]);
+//   probabilities: dL/dx_c = g_c + F [c = y] on counted pixels, 0 elsewhere.
+template <typename Math, MulticlassInput INPUT, bool SQUARED, typename acc_t>
 C10_ALWAYS_INLINE void backward_block(Chunk<acc_t>& chunk, const acc_t* ci, const acc_t* cp, bool elem, acc_t alpha,
                                       acc_t gamma, acc_t elem_scale, const acc_t* upstream) {
-  softmax_block<Math>(chunk);
+  probabilities_block<Math, INPUT>(chunk);
   if (elem) {
-    focal_block<Math>(chunk, alpha, gamma);
+    focal_block<Math, INPUT>(chunk, alpha, gamma);
     for (int64_t i = 0; i < chunk.m; ++i) chunk.factor[i] *= upstream != nullptr ? upstream[i] : elem_scale;
   } else {
     for (int64_t i = 0; i < chunk.m; ++i) chunk.factor[i] = 0;  // so the gradient loop needs no branch
   }
-  alignas(64) acc_t dot[kPixels];  // sum_k p_k g_k
   const acc_t* __restrict__ weight = chunk.weight;
   const acc_t* __restrict__ factor = chunk.factor;
   const int32_t* __restrict__ label = chunk.label;
+  if constexpr (INPUT == kClassProbabilities) {
+    for (int64_t c = 0; c < chunk.classes; ++c) {
+      const acc_t* __restrict__ e = chunk.e.data() + c * kPixels;
+      acc_t* __restrict__ grad = chunk.x.data() + c * kPixels;
+      const int32_t cls = static_cast<int32_t>(c);
+      const acc_t coef_i = ci != nullptr ? ci[c] : acc_t(0), coef_p = ci != nullptr ? cp[c] : acc_t(0);
+      for (int64_t i = 0; i < chunk.m; ++i) {
+        const bool hit = label[i] == cls;
+        const acc_t g = region_dp_one_hot<SQUARED>(coef_i, coef_p, hit, e[i]);
+        grad[i] = label[i] >= 0 ? g + (hit ? factor[i] : acc_t(0)) : acc_t(0);
+      }
+    }
+    return;
+  }
+  alignas(64) acc_t dot[kPixels];  // sum_k p_k g_k
   for (int64_t i = 0; i < chunk.m; ++i) dot[i] = 0;
   if (ci != nullptr) {
     for (int64_t c = 0; c < chunk.classes; ++c) {
       const acc_t* __restrict__ e = chunk.e.data() + c * kPixels;
       const int32_t cls = static_cast<int32_t>(c);
       const acc_t g_hit = ci[c] + cp[c], g_miss = cp[c];
-      for (int64_t i = 0; i < chunk.m; ++i) dot[i] += e[i] * weight[i] * (label[i] == cls ? g_hit : g_miss);
+      for (int64_t i = 0; i < chunk.m; ++i) {
+        const acc_t p = e[i] * weight[i];
+        if constexpr (SQUARED) {
+          dot[i] += p * region_dp_one_hot<true>(ci[c], cp[c], label[i] == cls, p);
+        } else {
+          dot[i] += p * (label[i] == cls ? g_hit : g_miss);
+        }
+      }
     }
   }
   for (int64_t c = 0; c < chunk.classes; ++c) {
     const acc_t* __restrict__ e = chunk.e.data() + c * kPixels;
     acc_t* __restrict__ grad = chunk.x.data() + c * kPixels;
     const int32_t cls = static_cast<int32_t>(c);
-    const acc_t g_hit = ci != nullptr ? ci[c] + cp[c] : acc_t(0), g_miss = ci != nullptr ? cp[c] : acc_t(0);
+    const acc_t coef_i = ci != nullptr ? ci[c] : acc_t(0), coef_p = ci != nullptr ? cp[c] : acc_t(0);
+    const acc_t g_hit = coef_i + coef_p, g_miss = coef_p;
     for (int64_t i = 0; i < chunk.m; ++i) {
       const acc_t p = e[i] * weight[i];
       const bool hit = label[i] == cls;
-      grad[i] = p * ((hit ? g_hit : g_miss) - dot[i]) + factor[i] * (p - (hit ? acc_t(1) : acc_t(0)));
+      const acc_t g = SQUARED ? region_dp_one_hot<true>(coef_i, coef_p, hit, p) : (hit ? g_hit : g_miss);
+      grad[i] = p * (g - dot[i]) + factor[i] * (p - (hit ? acc_t(1) : acc_t(0)));
     }
   }
 }
 
-// Entry points per accumulation type: float through target_clones, double as is.
+// Entry points per variant (input mode, squared_pred) and accumulation type: float
+// through target_clones (one set per variant), double as is.
+template <MulticlassInput INPUT, bool SQUARED>
 FUSEDLOSS_CLONES void stats_chunk(Chunk<float>& chunk, bool region, bool elem, float alpha, float gamma,
                                   double* class_sums, double* elem_sums) {
-  stats_block<VectorMath>(chunk, region, elem, alpha, gamma, class_sums, elem_sums);
+  stats_block<VectorMath, INPUT, SQUARED>(chunk, region, elem, alpha, gamma, class_sums, elem_sums);
 }
+template <MulticlassInput INPUT, bool SQUARED>
 void stats_chunk(Chunk<double>& chunk, bool region, bool elem, double alpha, double gamma, double* class_sums,
                  double* elem_sums) {
-  stats_block<StdMath>(chunk, region, elem, alpha, gamma, class_sums, elem_sums);
+  stats_block<StdMath, INPUT, SQUARED>(chunk, region, elem, alpha, gamma, class_sums, elem_sums);
 }
 
+template <MulticlassInput INPUT, bool SQUARED>
 FUSEDLOSS_CLONES void backward_chunk(Chunk<float>& chunk, const float* ci, const float* cp, bool elem, float alpha,
                                      float gamma, float elem_scale, const float* upstream) {
-  backward_block<VectorMath>(chunk, ci, cp, elem, alpha, gamma, elem_scale, upstream);
+  backward_block<VectorMath, INPUT, SQUARED>(chunk, ci, cp, elem, alpha, gamma, elem_scale, upstream);
 }
+template <MulticlassInput INPUT, bool SQUARED>
 void backward_chunk(Chunk<double>& chunk, const double* ci, const double* cp, bool elem, double alpha, double gamma,
                     double elem_scale, const double* upstream) {
-  backward_block<StdMath>(chunk, ci, cp, elem, alpha, gamma, elem_scale, upstream);
+  backward_block<StdMath, INPUT, SQUARED>(chunk, ci, cp, elem, alpha, gamma, elem_scale, upstream);
 }
 
+template <MulticlassInput INPUT>
 FUSEDLOSS_CLONES void focal_map_chunk(Chunk<float>& chunk, float alpha, float gamma) {
-  softmax_block<VectorMath>(chunk);
-  focal_block<VectorMath>(chunk, alpha, gamma);
+  probabilities_block<VectorMath, INPUT>(chunk);
+  focal_block<VectorMath, INPUT>(chunk, alpha, gamma);
 }
+template <MulticlassInput INPUT>
 void focal_map_chunk(Chunk<double>& chunk, double alpha, double gamma) {
-  softmax_block<StdMath>(chunk);
-  focal_block<StdMath>(chunk, alpha, gamma);
+  probabilities_block<StdMath, INPUT>(chunk);
+  focal_block<StdMath, INPUT>(chunk, alpha, gamma);
+}
+
+// Runtime input mode and squared_pred to the variant instantiated for them:
+// fn(std::integral_constant<MulticlassInput, INPUT>, std::bool_constant<SQUARED>).
+template <typename Fn>
+void with_variant(MulticlassInput input, bool squared, Fn&& fn) {
+  with_multiclass_input(
+      input, [&](auto input_tag) { squared ? fn(input_tag, std::true_type{}) : fn(input_tag, std::false_type{}); });
 }
 
 // check_target: the first class index outside [0, C) that is not ignore_index, or -1;
@@ -329,6 +395,7 @@ MulticlassSums multiclass_group_sums(const Tensor& input_, const Tensor& target_
   const int64_t C = shape.classes, jobs = shape.jobs;
   // Per job: C x (I, P, T), then (E, valid pixels).
   std::vector<double> class_partials(lp.region ? jobs * C * 3 : 0), elem_partials(jobs * 2);
+  const MulticlassInput mode = multiclass_input(lp);
 
   dispatch_multiclass_data(input, target, "multiclass_stats_cpu", [&](const auto* x, const auto* y) {
     using input_t = pointee_t<decltype(x)>;
@@ -339,8 +406,11 @@ MulticlassSums multiclass_group_sums(const Tensor& input_, const Tensor& target_
       const target_t* labels = y + sample * shape.spatial + first;
       chunk.stage(x + operands.strides.at(sample, first), labels, operands.strides, n, ignore_index);
       const int64_t job = sample * shape.chunks_per_sample + index;
-      stats_chunk(chunk, lp.region, lp.elem, static_cast<acc_t>(lp.focal_alpha), static_cast<acc_t>(lp.focal_gamma),
-                  lp.region ? class_partials.data() + job * C * 3 : nullptr, elem_partials.data() + job * 2);
+      with_variant(mode, lp.region && lp.squared_pred, [&](auto input_tag, auto squared_tag) {
+        stats_chunk<decltype(input_tag)::value, decltype(squared_tag)::value>(
+            chunk, lp.region, lp.elem, static_cast<acc_t>(lp.focal_alpha), static_cast<acc_t>(lp.focal_gamma),
+            lp.region ? class_partials.data() + job * C * 3 : nullptr, elem_partials.data() + job * 2);
+      });
       if (bad.checking()) scan_classes(bad, job, labels, n, C, ignore_index);
     });
     check_classes(bad, C, ignore_index);
@@ -402,13 +472,15 @@ std::vector<int64_t> loss_shape_of(const Tensor& input, bool per_sample) {
 
 std::tuple<Tensor, Tensor> multiclass_loss_cpu(const Tensor& input, const Tensor& target,
                                                const std::optional<Tensor>& weight, bool per_sample, bool region,
-                                               double tv_alpha, double tv_beta, double smooth, double region_gamma,
-                                               double region_weight, bool elem, double focal_alpha, double focal_gamma,
-                                               double elem_weight, bool elem_mean, std::optional<int64_t> ignore_index,
-                                               bool include_background, bool exclude_empty, c10::string_view reduction,
-                                               bool check_target) {
-  const LossParams lp = LossParams::from_op(region, tv_alpha, tv_beta, smooth, region_gamma, region_weight, elem,
-                                            focal_alpha, focal_gamma, elem_weight, elem_mean);
+                                               double tv_alpha, double tv_beta, double smooth_nr, double smooth_dr,
+                                               double region_gamma, double region_weight, bool log_loss,
+                                               bool squared_pred, bool elem, double focal_alpha, double focal_gamma,
+                                               double elem_weight, bool elem_mean, bool from_logits, bool clamped_log,
+                                               std::optional<int64_t> ignore_index, bool include_background,
+                                               bool exclude_empty, c10::string_view reduction, bool check_target) {
+  const LossParams lp = LossParams::from_op(region, tv_alpha, tv_beta, smooth_nr, smooth_dr, region_gamma,
+                                            region_weight, log_loss, squared_pred, elem, focal_alpha, focal_gamma,
+                                            elem_weight, elem_mean, from_logits, clamped_log);
   const MulticlassSums sums = multiclass_group_sums(input, target, per_sample, lp, ignore_index, check_target);
   return finalize(sums.classes.data(), static_cast<int64_t>(sums.classes.size() / 3), sums.elem_sum, sums.valid_pixels,
                   weight, MulticlassRules{input.size(1), include_background, exclude_empty}, lp,
@@ -417,11 +489,13 @@ std::tuple<Tensor, Tensor> multiclass_loss_cpu(const Tensor& input, const Tensor
 
 // The two halves on their own, for statistics summed across processes (ops/synced.py).
 std::tuple<Tensor, Tensor> multiclass_stats_cpu(const Tensor& input, const Tensor& target, bool per_sample, bool region,
-                                                bool elem, double focal_alpha, double focal_gamma,
-                                                std::optional<int64_t> ignore_index, bool check_target) {
-  MulticlassSums sums =
-      multiclass_group_sums(input, target, per_sample, LossParams::per_element(region, elem, focal_alpha, focal_gamma),
-                            ignore_index, check_target);
+                                                bool squared_pred, bool elem, double focal_alpha, double focal_gamma,
+                                                bool from_logits, bool clamped_log, std::optional<int64_t> ignore_index,
+                                                bool check_target) {
+  MulticlassSums sums = multiclass_group_sums(
+      input, target, per_sample,
+      LossParams::per_element(region, squared_pred, elem, focal_alpha, focal_gamma, from_logits, clamped_log),
+      ignore_index, check_target);
   const at::TensorOptions options = accumulation_options(input);
   const int64_t groups = static_cast<int64_t>(sums.classes.size() / 3);
   Tensor class_sums = at::from_blob(sums.classes.data(), {groups, 3}, at::TensorOptions().dtype(at::kDouble))
@@ -435,14 +509,14 @@ std::tuple<Tensor, Tensor> multiclass_stats_cpu(const Tensor& input, const Tenso
 std::tuple<Tensor, Tensor> multiclass_finalize_cpu(const Tensor& class_sums, const Tensor& elem_sums,
                                                    const std::optional<Tensor>& weight, int64_t num_classes,
                                                    bool per_sample, bool region, double tv_alpha, double tv_beta,
-                                                   double smooth, double region_gamma, double region_weight, bool elem,
-                                                   double elem_weight, bool elem_mean, bool include_background,
-                                                   bool exclude_empty, c10::string_view reduction,
-                                                   c10::IntArrayRef loss_shape) {
+                                                   double smooth_nr, double smooth_dr, double region_gamma,
+                                                   double region_weight, bool log_loss, bool elem, double elem_weight,
+                                                   bool elem_mean, bool include_background, bool exclude_empty,
+                                                   c10::string_view reduction, c10::IntArrayRef loss_shape) {
   const Tensor classes_d = class_sums.to(at::kDouble).contiguous();
   const Tensor elem_d = elem_sums.to(at::kDouble).contiguous();
-  const LossParams lp = LossParams::for_finalize(region, tv_alpha, tv_beta, smooth, region_gamma, region_weight, elem,
-                                                 elem_weight, elem_mean);
+  const LossParams lp = LossParams::for_finalize(region, tv_alpha, tv_beta, smooth_nr, smooth_dr, region_gamma,
+                                                 region_weight, log_loss, elem, elem_weight, elem_mean);
   return finalize(classes_d.const_data_ptr<double>(), class_sums.size(0), elem_d.const_data_ptr<double>()[0],
                   elem_d.const_data_ptr<double>()[1], weight,
                   MulticlassRules{num_classes, include_background, exclude_empty}, lp, parse_reduction(reduction),
@@ -458,6 +532,7 @@ Tensor multiclass_backward_cpu(const Tensor& upstream_, const Tensor& input_, co
   const Tensor &input = operands.input, &target = operands.target;
   const ClassMapChunks shape(input);
   const int64_t C = shape.classes;
+  const MulticlassInput mode = multiclass_input(lp);
   Tensor grad = at::empty_like(input, operands.format);  // the input's strides: written at the offsets read
   const at::ScalarType acc_dtype = accumulation_type(input);
   // The focal map's upstream stays in the input's dtype (a full-size map); the per-group one is tiny.
@@ -487,10 +562,13 @@ Tensor multiclass_backward_cpu(const Tensor& upstream_, const Tensor& input_, co
           upstream_chunk[i] = i < n ? static_cast<acc_t>(up[sample * shape.spatial + first + i]) : acc_t(0);
         }
       }
-      backward_chunk(chunk, with_region ? coef_i.const_data_ptr<acc_t>() + group : nullptr,
-                     with_region ? coef_p.const_data_ptr<acc_t>() + group : nullptr, lp.elem || MAP,
-                     static_cast<acc_t>(lp.focal_alpha), static_cast<acc_t>(lp.focal_gamma),
-                     static_cast<acc_t>(elem_scale), MAP ? upstream_chunk : nullptr);
+      with_variant(mode, with_region && lp.squared_pred, [&](auto input_tag, auto squared_tag) {
+        backward_chunk<decltype(input_tag)::value, decltype(squared_tag)::value>(
+            chunk, with_region ? coef_i.const_data_ptr<acc_t>() + group : nullptr,
+            with_region ? coef_p.const_data_ptr<acc_t>() + group : nullptr, lp.elem || MAP,
+            static_cast<acc_t>(lp.focal_alpha), static_cast<acc_t>(lp.focal_gamma), static_cast<acc_t>(elem_scale),
+            MAP ? upstream_chunk : nullptr);
+      });
       chunk.unstage(out + base, operands.strides);
     });
   });
@@ -498,20 +576,26 @@ Tensor multiclass_backward_cpu(const Tensor& upstream_, const Tensor& input_, co
 }
 
 Tensor multiclass_loss_backward_cpu(const Tensor& grad_loss, const Tensor& input, const Tensor& target,
-                                    const Tensor& coef, bool per_sample, bool region, bool elem, double focal_alpha,
-                                    double focal_gamma, std::optional<int64_t> ignore_index) {
-  return multiclass_backward_cpu<false>(grad_loss, input, target, &coef, per_sample,
-                                        LossParams::per_element(region, elem, focal_alpha, focal_gamma), ignore_index);
+                                    const Tensor& coef, bool per_sample, bool region, bool squared_pred, bool elem,
+                                    double focal_alpha, double focal_gamma, bool from_logits, bool clamped_log,
+                                    std::optional<int64_t> ignore_index) {
+  return multiclass_backward_cpu<false>(
+      grad_loss, input, target, &coef, per_sample,
+      LossParams::per_element(region, squared_pred, elem, focal_alpha, focal_gamma, from_logits, clamped_log),
+      ignore_index);
 }
 
 Tensor multiclass_focal_map_backward_cpu(const Tensor& grad_map, const Tensor& input, const Tensor& target,
-                                         double alpha, double gamma, std::optional<int64_t> ignore_index) {
+                                         double alpha, double gamma, bool from_logits, bool clamped_log,
+                                         std::optional<int64_t> ignore_index) {
   return multiclass_backward_cpu<true>(grad_map, input, target, nullptr, false,
-                                       LossParams::per_element(false, true, alpha, gamma), ignore_index);
+                                       LossParams::focal_map(alpha, gamma, from_logits, clamped_log), ignore_index);
 }
 
 Tensor multiclass_focal_map_cpu(const Tensor& input_, const Tensor& target_, double alpha, double gamma,
-                                std::optional<int64_t> ignore_index, bool check_target) {
+                                bool from_logits, bool clamped_log, std::optional<int64_t> ignore_index,
+                                bool check_target) {
+  const MulticlassInput mode = multiclass_input(LossParams::focal_map(alpha, gamma, from_logits, clamped_log));
   const MulticlassOperands operands = multiclass_operands(input_, target_);
   const Tensor &input = operands.input, &target = operands.target;
   const ClassMapChunks shape(input);
@@ -525,7 +609,9 @@ Tensor multiclass_focal_map_cpu(const Tensor& input_, const Tensor& target_, dou
     for_each_chunk<acc_t>(shape, [&](Chunk<acc_t>& chunk, int64_t sample, int64_t index, int64_t first, int64_t n) {
       const target_t* labels = y + sample * shape.spatial + first;
       chunk.stage(x + operands.strides.at(sample, first), labels, operands.strides, n, ignore_index);
-      focal_map_chunk(chunk, static_cast<acc_t>(alpha), static_cast<acc_t>(gamma));
+      with_multiclass_input(mode, [&](auto input_tag) {
+        focal_map_chunk<decltype(input_tag)::value>(chunk, static_cast<acc_t>(alpha), static_cast<acc_t>(gamma));
+      });
       for (int64_t i = 0; i < n; ++i) o[sample * shape.spatial + first + i] = static_cast<input_t>(chunk.loss[i]);
       if (bad.checking()) {
         scan_classes(bad, sample * shape.chunks_per_sample + index, labels, n, shape.classes, ignore_index);

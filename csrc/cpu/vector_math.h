@@ -29,12 +29,13 @@ struct VectorMath {
   // 2^k for k in [-126, 127].
   C10_ALWAYS_INLINE static float pow2(int32_t k) { return from_bits((k + 127) << 23); }
 
-  // exp(x), x <= 88.7: 2^k * exp(r), r = x - k*ln2 (Cody-Waite), Cephes polynomial.
-  // NaN gives NaN (a NaN logit must show in the loss).
+  // exp(x): 2^k * exp(r), r = x - k*ln2 (Cody-Waite), Cephes polynomial; +inf past
+  // log(FLT_MAX) ~ 88.72 (k = 128 there: the two factors below overflow only in the
+  // product, as the true value does). NaN gives NaN (a NaN logit must show in the loss).
   C10_ALWAYS_INLINE static float exp(float x_in) {
     const bool nan = x_in != x_in;
     float x = nan ? 0.0f : x_in;  // no NaN reaches the integer conversion below
-    x = x < -104.0f ? -104.0f : (x > 88.7f ? 88.7f : x);
+    x = x < -104.0f ? -104.0f : (x > 89.0f ? 89.0f : x);
     constexpr float round_magic = 12582912.0f;  // 1.5 * 2^23: adding it rounds to an integer
     const float k = (x * 1.44269504088896341f + round_magic) - round_magic;
     const float r = (x - k * 0.693359375f) - k * -2.12194440e-4f;
@@ -76,7 +77,8 @@ struct VectorMath {
     return special ? x : result;
   }
 
-  // log(1 + z), z >= 0, accurate for tiny z (Goldberg: log(w) * z / (w - 1)).
+  // log(1 + z), z >= -1, accurate for tiny z (Goldberg: log(w) * z / (w - 1)); log1p(-1)
+  // is log(0), about -104 here, which every caller clamps at -100.
   C10_ALWAYS_INLINE static float log1p(float z) {
     const float w = 1.0f + z;
     const bool exact = w == 1.0f;

@@ -6,9 +6,11 @@
 //   (torch sums each group's block partials: a parallel fixed-order reduction)
 //   finalize_kernel  one block: the formula per group (a thread each), then
 //                    thread 0 reduces the groups in order;
-//   backward_kernel  one block per (row, chunk): re-reads, recomputes sigmoid,
+//   backward_kernel  one block per (row, chunk): re-reads, recomputes p,
 //                    writes dL/dx;
 //   focal_map_kernel the per-element focal loss (reduction='none') and its backward.
+// The input mode (logits / torch.sigmoid then clamped logs / probabilities) is a
+// template argument of the per-element kernels; the other options are uniform branches.
 // 64-bit offsets, the current stream and the input's device, no host sync.
 // With check_target, the forward kernels (stats, focal map) also flag targets
 // outside [0, 1], one flag per block, for a device-side assert (target_check_cuda.h).
@@ -88,7 +90,8 @@ __device__ __forceinline__ acc_t block_sum(acc_t value, acc_t* shared) {
   return total;  // valid in thread 0
 }
 
-template <typename input_t, typename acc_t>
+// INPUT: how the input becomes p and which BCE the element term is (loss_math.h).
+template <typename input_t, typename acc_t, BinaryInput INPUT>
 __global__ void __launch_bounds__(kThreads)
     stats_kernel(const input_t* __restrict__ x, TargetReader t, acc_t* __restrict__ partials, int64_t row_len,
                  int64_t chunks_per_row, int64_t num_groups, int64_t members, int64_t steps, LossParams lp,
@@ -99,6 +102,7 @@ __global__ void __launch_bounds__(kThreads)
   const int64_t row_start = row * row_len;
   const int64_t chunk_start = chunk * steps * kStep;
   const acc_t alpha = lp.focal_alpha, gamma = lp.focal_gamma;
+  const bool squared = lp.squared_pred;
   const bool check = valid_flags != nullptr;
   bool bad = false;
   acc_t sum_i = 0, sum_p = 0, sum_t = 0, sum_e = 0;
@@ -110,13 +114,13 @@ __global__ void __launch_bounds__(kThreads)
         const acc_t xv = static_cast<acc_t>(x[row_start + offset]);
         const acc_t tv = t.template operator()<acc_t>(row_start + offset);
         if (check) bad |= bad_probability(tv);
-        const auto s = sigmoid_parts(xv);
+        const auto s = binary_probability<StdMath, INPUT>(xv);
         if (lp.region) {
           sum_i += s.p * tv;
-          sum_p += s.p;
-          sum_t += tv;
+          sum_p += squared ? region_share<true>(s.p) : s.p;
+          sum_t += squared ? region_share<true>(tv) : tv;
         }
-        if (lp.elem) sum_e += focal_terms(xv, tv, s, alpha, gamma).loss;
+        if (lp.elem) sum_e += binary_element_terms<StdMath, INPUT, true>(xv, tv, s, alpha, gamma).loss;
       }
     }
   }
@@ -155,7 +159,7 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
-template <typename input_t, typename acc_t>
+template <typename input_t, typename acc_t, BinaryInput INPUT>
 __global__ void __launch_bounds__(kThreads)
     backward_kernel(const input_t* __restrict__ x, TargetReader t, const acc_t* __restrict__ coef,
                     const acc_t* __restrict__ grad_loss, int64_t grad_loss_group_stride, input_t* __restrict__ grad,
@@ -167,6 +171,7 @@ __global__ void __launch_bounds__(kThreads)
   const acc_t ci = coef[3 * group] * upstream, cp = coef[3 * group + 1] * upstream;
   const acc_t ce = coef[3 * group + 2] * upstream;
   const acc_t alpha = lp.focal_alpha, gamma = lp.focal_gamma;
+  const bool squared = lp.squared_pred;
   const int64_t row_start = row * row_len;
   const int64_t chunk_start = chunk * steps * kStep;
   for (int64_t step = 0; step < steps; ++step) {
@@ -177,17 +182,19 @@ __global__ void __launch_bounds__(kThreads)
         const int64_t i = row_start + offset;
         const acc_t xv = static_cast<acc_t>(x[i]);
         const acc_t tv = t.template operator()<acc_t>(i);
-        const auto s = sigmoid_parts(xv);
+        const auto s = binary_probability<StdMath, INPUT>(xv);
         acc_t g = 0;
-        if (lp.region) g += (ci * tv + cp) * (s.p * s.q);
-        if (lp.elem) g += ce * focal_terms(xv, tv, s, alpha, gamma).dloss;
+        if (lp.region) {
+          g += (squared ? region_dp<true>(ci, cp, tv, s.p) : region_dp<false>(ci, cp, tv, s.p)) * s.dp_dx;
+        }
+        if (lp.elem) g += ce * binary_element_terms<StdMath, INPUT, true>(xv, tv, s, alpha, gamma).dloss;
         grad[i] = static_cast<input_t>(g);
       }
     }
   }
 }
 
-template <typename input_t, typename acc_t, bool BACKWARD>
+template <typename input_t, typename acc_t, BinaryInput INPUT, bool BACKWARD>
 __global__ void __launch_bounds__(kThreads)
     focal_map_kernel(const input_t* __restrict__ x, TargetReader t, const input_t* __restrict__ upstream,
                      input_t* __restrict__ out, int64_t numel, acc_t alpha, acc_t gamma,
@@ -199,7 +206,8 @@ __global__ void __launch_bounds__(kThreads)
     const acc_t xv = static_cast<acc_t>(x[i]);
     const acc_t tv = t.template operator()<acc_t>(i);
     if (check) bad |= bad_probability(tv);
-    const auto terms = focal_terms(xv, tv, sigmoid_parts(xv), alpha, gamma);
+    const auto terms =
+        binary_element_terms<StdMath, INPUT, true>(xv, tv, binary_probability<StdMath, INPUT>(xv), alpha, gamma);
     out[i] = static_cast<input_t>(BACKWARD ? static_cast<acc_t>(upstream[i]) * terms.dloss : terms.loss);
   }
   if (check) write_block_flag(valid_flags, bad);
@@ -224,10 +232,13 @@ Tensor stats(const Tensor& input_, const Tensor& target_, bool per_sample, bool 
   dispatch_input(input, "binary_stats_cuda", [&](auto input_tag) {
     using input_t = decltype(input_tag);
     using acc_t = at::opmath_type<input_t>;
-    stats_kernel<input_t, acc_t><<<plan.blocks, kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
-        input.const_data_ptr<input_t>(), target_reader(target), partials.mutable_data_ptr<acc_t>(), layout.row_len,
-        plan.chunks_per_row, layout.num_groups, members, plan.steps, lp, flags.data());
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    with_binary_input(binary_input(lp), [&](auto mode) {
+      stats_kernel<input_t, acc_t, decltype(mode)::value>
+          <<<plan.blocks, kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
+              input.const_data_ptr<input_t>(), target_reader(target), partials.mutable_data_ptr<acc_t>(),
+              layout.row_len, plan.chunks_per_row, layout.num_groups, members, plan.steps, lp, flags.data());
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+    });
   });
   flags.assert_valid(kBadProbabilityMessage);
   return partials.view({layout.num_groups, members * plan.chunks_per_row, 4}).sum(1);
@@ -257,30 +268,35 @@ std::tuple<Tensor, Tensor> finalize(const Tensor& sums_, const std::optional<Ten
 }
 
 Tensor binary_stats_cuda(const Tensor& input, const Tensor& target, bool per_sample, bool per_channel, bool region,
-                         bool elem, double focal_alpha, double focal_gamma, bool check_target) {
-  return stats(input, target, per_sample, per_channel, LossParams::per_element(region, elem, focal_alpha, focal_gamma),
+                         bool squared_pred, bool elem, double focal_alpha, double focal_gamma, bool from_logits,
+                         bool clamped_log, bool check_target) {
+  return stats(input, target, per_sample, per_channel,
+               LossParams::per_element(region, squared_pred, elem, focal_alpha, focal_gamma, from_logits, clamped_log),
                check_target);
 }
 
 std::tuple<Tensor, Tensor> binary_finalize_cuda(const Tensor& sums, const std::optional<Tensor>& weight,
                                                 int64_t num_channels, int64_t group_size, bool region, double tv_alpha,
-                                                double tv_beta, double smooth, double region_gamma,
-                                                double region_weight, bool elem, double elem_weight, bool elem_mean,
-                                                c10::string_view reduction, c10::IntArrayRef loss_shape) {
+                                                double tv_beta, double smooth_nr, double smooth_dr, double region_gamma,
+                                                double region_weight, bool log_loss, bool elem, double elem_weight,
+                                                bool elem_mean, c10::string_view reduction,
+                                                c10::IntArrayRef loss_shape) {
   return finalize(sums, weight, num_channels, group_size,
-                  LossParams::for_finalize(region, tv_alpha, tv_beta, smooth, region_gamma, region_weight, elem,
-                                           elem_weight, elem_mean),
+                  LossParams::for_finalize(region, tv_alpha, tv_beta, smooth_nr, smooth_dr, region_gamma, region_weight,
+                                           log_loss, elem, elem_weight, elem_mean),
                   parse_reduction(reduction), loss_shape);
 }
 
 std::tuple<Tensor, Tensor> binary_loss_cuda(const Tensor& input, const Tensor& target,
                                             const std::optional<Tensor>& weight, bool per_sample, bool per_channel,
-                                            bool region, double tv_alpha, double tv_beta, double smooth,
-                                            double region_gamma, double region_weight, bool elem, double focal_alpha,
-                                            double focal_gamma, double elem_weight, bool elem_mean,
+                                            bool region, double tv_alpha, double tv_beta, double smooth_nr,
+                                            double smooth_dr, double region_gamma, double region_weight, bool log_loss,
+                                            bool squared_pred, bool elem, double focal_alpha, double focal_gamma,
+                                            double elem_weight, bool elem_mean, bool from_logits, bool clamped_log,
                                             c10::string_view reduction, bool check_target) {
-  const LossParams lp = LossParams::from_op(region, tv_alpha, tv_beta, smooth, region_gamma, region_weight, elem,
-                                            focal_alpha, focal_gamma, elem_weight, elem_mean);
+  const LossParams lp = LossParams::from_op(region, tv_alpha, tv_beta, smooth_nr, smooth_dr, region_gamma,
+                                            region_weight, log_loss, squared_pred, elem, focal_alpha, focal_gamma,
+                                            elem_weight, elem_mean, from_logits, clamped_log);
   const GroupLayout layout = group_layout(input.sizes(), per_sample, per_channel);
   const Tensor sums = stats(input, target, per_sample, per_channel, lp, check_target);
   return finalize(sums, weight, layout.num_channels, layout.rows / layout.num_groups * layout.row_len, lp,
@@ -288,8 +304,9 @@ std::tuple<Tensor, Tensor> binary_loss_cuda(const Tensor& input, const Tensor& t
 }
 
 Tensor binary_loss_backward_cuda(const Tensor& grad_loss_, const Tensor& input_, const Tensor& target_,
-                                 const Tensor& coef_, bool per_sample, bool per_channel, bool region, bool elem,
-                                 double focal_alpha, double focal_gamma) {
+                                 const Tensor& coef_, bool per_sample, bool per_channel, bool region, bool squared_pred,
+                                 bool elem, double focal_alpha, double focal_gamma, bool from_logits,
+                                 bool clamped_log) {
   const c10::cuda::CUDAGuard device_guard(input_.device());
   const BinaryOperands operands = binary_operands(input_, target_, per_sample, per_channel);
   const Tensor &input = operands.input, &target = operands.target;
@@ -299,23 +316,26 @@ Tensor binary_loss_backward_cuda(const Tensor& grad_loss_, const Tensor& input_,
   TORCH_CHECK(coef.numel() == layout.num_groups * 3, "fusedloss: coef must be (groups, 3), got ", coef_.sizes());
   const Tensor grad_loss = grad_loss_.to(acc_dtype).contiguous();
   const LaunchPlan plan = launch_plan(layout, input);
-  const LossParams lp = LossParams::per_element(region, elem, focal_alpha, focal_gamma);
+  const LossParams lp =
+      LossParams::per_element(region, squared_pred, elem, focal_alpha, focal_gamma, from_logits, clamped_log);
   Tensor grad = at::empty_like(input, operands.format);
   const auto stream = at::cuda::getCurrentCUDAStream();
   dispatch_input(input, "binary_loss_backward_cuda", [&](auto input_tag) {
     using input_t = decltype(input_tag);
     using acc_t = at::opmath_type<input_t>;
-    backward_kernel<input_t, acc_t><<<plan.blocks, kThreads, 0, stream>>>(
-        input.const_data_ptr<input_t>(), target_reader(target), coef.const_data_ptr<acc_t>(),
-        grad_loss.const_data_ptr<acc_t>(), grad_loss.dim() > 0 ? 1 : 0, grad.mutable_data_ptr<input_t>(),
-        layout.row_len, plan.chunks_per_row, layout.num_groups, plan.steps, lp);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    with_binary_input(binary_input(lp), [&](auto mode) {
+      backward_kernel<input_t, acc_t, decltype(mode)::value><<<plan.blocks, kThreads, 0, stream>>>(
+          input.const_data_ptr<input_t>(), target_reader(target), coef.const_data_ptr<acc_t>(),
+          grad_loss.const_data_ptr<acc_t>(), grad_loss.dim() > 0 ? 1 : 0, grad.mutable_data_ptr<input_t>(),
+          layout.row_len, plan.chunks_per_row, layout.num_groups, plan.steps, lp);
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+    });
   });
   return grad;
 }
 
 template <bool BACKWARD>
-Tensor focal_map_cuda(const Tensor* grad_map_, const Tensor& input_, const Tensor& target_, double alpha, double gamma,
+Tensor focal_map_cuda(const Tensor* grad_map_, const Tensor& input_, const Tensor& target_, const LossParams& lp,
                       bool check_target) {
   TORCH_CHECK(input_.numel() > 0, "fusedloss: input must not be empty, got sizes ", input_.sizes());  // as the CPU's
   const c10::cuda::CUDAGuard device_guard(input_.device());
@@ -336,22 +356,28 @@ Tensor focal_map_cuda(const Tensor* grad_map_, const Tensor& input_, const Tenso
   dispatch_input(input, "binary_focal_map_cuda", [&](auto input_tag) {
     using input_t = decltype(input_tag);
     using acc_t = at::opmath_type<input_t>;
-    focal_map_kernel<input_t, acc_t, BACKWARD><<<blocks, kThreads, 0, stream>>>(
-        input.const_data_ptr<input_t>(), target_reader(target), BACKWARD ? upstream.const_data_ptr<input_t>() : nullptr,
-        out.mutable_data_ptr<input_t>(), numel, static_cast<acc_t>(alpha), static_cast<acc_t>(gamma), flags.data());
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    with_binary_input(binary_input(lp), [&](auto mode) {
+      focal_map_kernel<input_t, acc_t, decltype(mode)::value, BACKWARD><<<blocks, kThreads, 0, stream>>>(
+          input.const_data_ptr<input_t>(), target_reader(target),
+          BACKWARD ? upstream.const_data_ptr<input_t>() : nullptr, out.mutable_data_ptr<input_t>(), numel,
+          static_cast<acc_t>(lp.focal_alpha), static_cast<acc_t>(lp.focal_gamma), flags.data());
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+    });
   });
   flags.assert_valid(kBadProbabilityMessage);
   return out;
 }
 
-Tensor binary_focal_map_cuda(const Tensor& input, const Tensor& target, double alpha, double gamma, bool check_target) {
-  return focal_map_cuda<false>(nullptr, input, target, alpha, gamma, check_target);
+Tensor binary_focal_map_cuda(const Tensor& input, const Tensor& target, double alpha, double gamma, bool from_logits,
+                             bool clamped_log, bool check_target) {
+  return focal_map_cuda<false>(nullptr, input, target, LossParams::focal_map(alpha, gamma, from_logits, clamped_log),
+                               check_target);
 }
 
 Tensor binary_focal_map_backward_cuda(const Tensor& grad_map, const Tensor& input, const Tensor& target, double alpha,
-                                      double gamma) {
-  return focal_map_cuda<true>(&grad_map, input, target, alpha, gamma, false);
+                                      double gamma, bool from_logits, bool clamped_log) {
+  return focal_map_cuda<true>(&grad_map, input, target, LossParams::focal_map(alpha, gamma, from_logits, clamped_log),
+                              false);
 }
 
 }  // namespace

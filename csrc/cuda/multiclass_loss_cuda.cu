@@ -1,4 +1,5 @@
-// CUDA kernels of the multiclass ops (softmax over the classes). Input (N, C, S) logits, read
+// CUDA kernels of the multiclass ops (softmax over the classes, or probabilities
+// as they are with from_logits=False: a template argument). Input (N, C, S) logits, read
 // through (sample, class, pixel) strides (../layout.h: contiguous and
 // channels_last in place), target (N, S) class indices; one thread per pixel,
 // looping over the classes (contiguous: reads of x[c * S + pixel] coalesced
@@ -11,6 +12,7 @@
 //   finalize_kernel  one block: the formula per group, weights, background /
 //                    empty-class exclusion, reduction, coefficients
 //   backward_kernel  dL/dx_c = p_c (g_c - sum_k p_k g_k) + A (p_c - [c = y])
+//                    (probabilities: g_c + F [c = y])
 //   focal_map_kernel per-pixel focal loss (reduction='none')
 // Class indices outside [0, C) that are not ignore_index are treated as ignored
 // (they never index memory); with check_target, the forward kernels (stats,
@@ -64,8 +66,9 @@ LaunchPlan launch_plan(const ClassMapShape& shape, const Tensor& input) {
   return LaunchPlan(shape.batch, (shape.spatial + kThreads - 1) / kThreads, input.device(), "sample");
 }
 
-// One pixel's softmax pieces: max logit and sum of exp(x - max), and its label.
-template <typename input_t, typename acc_t>
+// One pixel's probabilities and its label: softmax (the max logit and the sum of
+// exp(x - max)), or probabilities as they are (INPUT = kClassProbabilities).
+template <typename input_t, typename acc_t, MulticlassInput INPUT>
 struct Pixel {
   const input_t* x;  // this pixel's logit of class 0; class c at x[c * cls]
   int64_t label;
@@ -78,15 +81,22 @@ struct Pixel {
     valid = inside && counted_class(label, classes, has_ignore, ignore_index);
     top = -INFINITY;
     total = 0;
-    if (!inside) return;
+    if (!inside || INPUT == kClassProbabilities) return;
     for (int64_t c = 0; c < classes; ++c) top = max(top, static_cast<acc_t>(x[c * cls]));
     for (int64_t c = 0; c < classes; ++c) total += std::exp(static_cast<acc_t>(x[c * cls]) - top);
   }
 
-  __device__ acc_t p(int64_t c, int64_t cls) const { return std::exp(static_cast<acc_t>(x[c * cls]) - top) / total; }
+  __device__ acc_t p(int64_t c, int64_t cls) const {
+    if constexpr (INPUT == kClassProbabilities) return static_cast<acc_t>(x[c * cls]);
+    return std::exp(static_cast<acc_t>(x[c * cls]) - top) / total;
+  }
 
-  // The focal loss and its gradient factor A (loss_math.h), valid pixels only.
+  // The focal loss and its gradient factor (loss_math.h), valid pixels only: softmax,
+  // A (dloss/dx_c = A (p_c - [c = y])); probabilities, dloss/dp_y.
   __device__ FocalTerms<acc_t> focal(int64_t cls, acc_t alpha, acc_t gamma) const {
+    if constexpr (INPUT == kClassProbabilities) {
+      return multiclass_clamped_focal_terms<StdMath>(static_cast<acc_t>(x[label * cls]), alpha, gamma);
+    }
     const acc_t shifted = static_cast<acc_t>(x[label * cls]) - top;
     const acc_t log_p_y = shifted - std::log(total);
     const acc_t rest = (total - std::exp(shifted)) / total;
@@ -100,12 +110,12 @@ __device__ __forceinline__ acc_t warp_sum(acc_t value) {
   return value;  // valid in lane 0
 }
 
-template <typename input_t, typename acc_t>
+template <typename input_t, typename acc_t, MulticlassInput INPUT>
 __global__ void __launch_bounds__(kThreads)
     stats_kernel(const input_t* __restrict__ x, ClassMapReader y, acc_t* __restrict__ class_partials,
                  acc_t* __restrict__ elem_partials, int64_t classes, int64_t spatial, ClassStrides strides,
-                 int64_t chunks_per_row, int64_t steps, bool has_ignore, int64_t ignore_index, bool region, bool elem,
-                 acc_t alpha, acc_t gamma, int32_t* __restrict__ valid_flags) {
+                 int64_t chunks_per_row, int64_t steps, bool has_ignore, int64_t ignore_index, bool region,
+                 bool squared, bool elem, acc_t alpha, acc_t gamma, int32_t* __restrict__ valid_flags) {
   const int64_t sample = blockIdx.x / chunks_per_row, chunk = blockIdx.x % chunks_per_row;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int64_t part = int64_t(blockIdx.x) * kWarps + warp;               // this warp's slots: one writer each
@@ -119,16 +129,16 @@ __global__ void __launch_bounds__(kThreads)
   for (int64_t step = 0; step < steps; ++step) {
     const int64_t pixel = (chunk * steps + step) * kThreads + threadIdx.x;
     const bool inside = pixel < spatial;
-    const Pixel<input_t, acc_t> px(x + strides.at(sample, inside ? pixel : 0),
-                                   inside ? y(sample * spatial + pixel) : -1, inside, classes, strides.cls, has_ignore,
-                                   ignore_index);
+    const Pixel<input_t, acc_t, INPUT> px(x + strides.at(sample, inside ? pixel : 0),
+                                          inside ? y(sample * spatial + pixel) : -1, inside, classes, strides.cls,
+                                          has_ignore, ignore_index);
     if (check && inside) bad |= bad_class(px.label, classes, has_ignore, ignore_index);
     if (region) {
       for (int64_t c = 0; c < classes; ++c) {
         const acc_t p = px.valid ? px.p(c, strides.cls) : acc_t(0);
         const bool hit = px.valid && px.label == c;
         const acc_t sum_i = warp_sum(hit ? p : acc_t(0));
-        const acc_t sum_p = warp_sum(p);
+        const acc_t sum_p = warp_sum(squared ? region_share<true>(p) : p);
         const acc_t sum_t = warp_sum(hit ? acc_t(1) : acc_t(0));
         if (lane == 0) {
           slots[3 * c] += sum_i;
@@ -185,13 +195,17 @@ __global__ void __launch_bounds__(kThreads)
 }
 
 // MAP: the focal map's backward (upstream is a per-pixel map).
-template <typename input_t, typename acc_t, bool MAP>
+// dL/dx_c from g_c = the region term's dL/dp_c and F = the focal factor times its scale:
+//   softmax:       p_c (g_c - sum_k p_k g_k) + F (p_c - [c = y]);
+//   probabilities: g_c + F [c = y];
+// 0 on pixels that do not count.
+template <typename input_t, typename acc_t, MulticlassInput INPUT, bool MAP>
 __global__ void __launch_bounds__(kThreads)
     backward_kernel(const input_t* __restrict__ x, ClassMapReader y, const acc_t* __restrict__ coef,
                     const acc_t* __restrict__ grad_loss, int64_t grad_loss_group_stride,
                     const input_t* __restrict__ grad_map, input_t* __restrict__ grad, int64_t classes, int64_t spatial,
                     ClassStrides strides, int64_t chunks_per_row, int64_t steps, bool has_ignore, int64_t ignore_index,
-                    bool per_sample, bool region, bool elem, acc_t alpha, acc_t gamma) {
+                    bool per_sample, bool region, bool squared, bool elem, acc_t alpha, acc_t gamma) {
   const int64_t sample = blockIdx.x / chunks_per_row, chunk = blockIdx.x % chunks_per_row;
   const int64_t group_base = per_sample ? sample * classes : 0;
   const acc_t elem_coef = MAP ? acc_t(1) : coef[2] * grad_loss[0];
@@ -199,18 +213,23 @@ __global__ void __launch_bounds__(kThreads)
     const int64_t pixel = (chunk * steps + step) * kThreads + threadIdx.x;
     if (pixel >= spatial) continue;                  // no warp-wide operations below
     const int64_t base = strides.at(sample, pixel);  // the gradient has the input's strides
-    const Pixel<input_t, acc_t> px(x + base, y(sample * spatial + pixel), true, classes, strides.cls, has_ignore,
-                                   ignore_index);
-    // g_c = c_I[c = y] + c_P, times the upstream gradient of the group.
-    auto g = [&](int64_t c) {
+    const Pixel<input_t, acc_t, INPUT> px(x + base, y(sample * spatial + pixel), true, classes, strides.cls, has_ignore,
+                                          ignore_index);
+    // g_c = c_I [c = y] + c_P dP/dp_c, times the upstream gradient of the group.
+    auto g = [&](int64_t c, acc_t p) {
       const int64_t group = group_base + c;
       const acc_t upstream = grad_loss[group * grad_loss_group_stride];
-      return ((px.label == c ? coef[3 * group] : acc_t(0)) + coef[3 * group + 1]) * upstream;
+      const bool hit = px.label == c;
+      const acc_t ci = coef[3 * group], cp = coef[3 * group + 1];
+      return (squared ? region_dp_one_hot<true>(ci, cp, hit, p) : region_dp_one_hot<false>(ci, cp, hit, p)) * upstream;
     };
     acc_t dot = 0, factor = 0;
     if (px.valid) {
-      if (!MAP && region) {
-        for (int64_t c = 0; c < classes; ++c) dot += px.p(c, strides.cls) * g(c);
+      if (!MAP && region && INPUT == kSoftmax) {
+        for (int64_t c = 0; c < classes; ++c) {
+          const acc_t p = px.p(c, strides.cls);
+          dot += p * g(c, p);
+        }
       }
       if (MAP || elem) {
         factor = px.focal(strides.cls, alpha, gamma).dloss *
@@ -221,15 +240,20 @@ __global__ void __launch_bounds__(kThreads)
       acc_t value = 0;
       if (px.valid) {
         const acc_t p = px.p(c, strides.cls);
-        if (!MAP && region) value += p * (g(c) - dot);
-        if (MAP || elem) value += factor * (p - (px.label == c ? acc_t(1) : acc_t(0)));
+        if constexpr (INPUT == kClassProbabilities) {
+          if (!MAP && region) value += g(c, p);
+          if ((MAP || elem) && px.label == c) value += factor;
+        } else {
+          if (!MAP && region) value += p * (g(c, p) - dot);
+          if (MAP || elem) value += factor * (p - (px.label == c ? acc_t(1) : acc_t(0)));
+        }
       }
       grad[base + c * strides.cls] = static_cast<input_t>(value);
     }
   }
 }
 
-template <typename input_t, typename acc_t>
+template <typename input_t, typename acc_t, MulticlassInput INPUT>
 __global__ void __launch_bounds__(kThreads)
     focal_map_kernel(const input_t* __restrict__ x, ClassMapReader y, input_t* __restrict__ out, int64_t classes,
                      int64_t spatial, ClassStrides strides, int64_t chunks_per_row, int64_t steps, bool has_ignore,
@@ -240,8 +264,8 @@ __global__ void __launch_bounds__(kThreads)
   for (int64_t step = 0; step < steps; ++step) {
     const int64_t pixel = (chunk * steps + step) * kThreads + threadIdx.x;
     if (pixel >= spatial) continue;
-    const Pixel<input_t, acc_t> px(x + strides.at(sample, pixel), y(sample * spatial + pixel), true, classes,
-                                   strides.cls, has_ignore, ignore_index);
+    const Pixel<input_t, acc_t, INPUT> px(x + strides.at(sample, pixel), y(sample * spatial + pixel), true, classes,
+                                          strides.cls, has_ignore, ignore_index);
     if (check) bad |= bad_class(px.label, classes, has_ignore, ignore_index);
     out[sample * spatial + pixel] =
         static_cast<input_t>(px.valid ? px.focal(strides.cls, alpha, gamma).loss : acc_t(0));
@@ -265,12 +289,15 @@ Partials launch_stats(const MulticlassOperands& operands, const ClassMapShape& s
   dispatch_input(input, "multiclass_stats_cuda", [&](auto input_tag) {
     using input_t = decltype(input_tag);
     using acc_t = at::opmath_type<input_t>;
-    stats_kernel<input_t, acc_t><<<plan.blocks, kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
-        input.const_data_ptr<input_t>(), class_map_reader(target), partials.classes.mutable_data_ptr<acc_t>(),
-        partials.elems.mutable_data_ptr<acc_t>(), C, shape.spatial, operands.strides, plan.chunks_per_row, plan.steps,
-        ignore_index.has_value(), ignore_index.value_or(0), lp.region, lp.elem, static_cast<acc_t>(lp.focal_alpha),
-        static_cast<acc_t>(lp.focal_gamma), flags.data());
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    with_multiclass_input(multiclass_input(lp), [&](auto mode) {
+      stats_kernel<input_t, acc_t, decltype(mode)::value>
+          <<<plan.blocks, kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
+              input.const_data_ptr<input_t>(), class_map_reader(target), partials.classes.mutable_data_ptr<acc_t>(),
+              partials.elems.mutable_data_ptr<acc_t>(), C, shape.spatial, operands.strides, plan.chunks_per_row,
+              plan.steps, ignore_index.has_value(), ignore_index.value_or(0), lp.region, lp.squared_pred, lp.elem,
+              static_cast<acc_t>(lp.focal_alpha), static_cast<acc_t>(lp.focal_gamma), flags.data());
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+    });
   });
   flags.assert_valid(kBadClassMessage);
   return partials;
@@ -330,34 +357,38 @@ std::tuple<Tensor, Tensor> finalize(const Tensor& class_sums_, const Tensor& ele
 }
 
 std::tuple<Tensor, Tensor> multiclass_stats_cuda(const Tensor& input, const Tensor& target, bool per_sample,
-                                                 bool region, bool elem, double focal_alpha, double focal_gamma,
+                                                 bool region, bool squared_pred, bool elem, double focal_alpha,
+                                                 double focal_gamma, bool from_logits, bool clamped_log,
                                                  std::optional<int64_t> ignore_index, bool check_target) {
-  return stats(input, target, per_sample, LossParams::per_element(region, elem, focal_alpha, focal_gamma), ignore_index,
-               check_target);
+  return stats(input, target, per_sample,
+               LossParams::per_element(region, squared_pred, elem, focal_alpha, focal_gamma, from_logits, clamped_log),
+               ignore_index, check_target);
 }
 
 std::tuple<Tensor, Tensor> multiclass_finalize_cuda(const Tensor& class_sums, const Tensor& elem_sums,
                                                     const std::optional<Tensor>& weight, int64_t num_classes,
                                                     bool per_sample, bool region, double tv_alpha, double tv_beta,
-                                                    double smooth, double region_gamma, double region_weight, bool elem,
-                                                    double elem_weight, bool elem_mean, bool include_background,
-                                                    bool exclude_empty, c10::string_view reduction,
-                                                    c10::IntArrayRef loss_shape) {
+                                                    double smooth_nr, double smooth_dr, double region_gamma,
+                                                    double region_weight, bool log_loss, bool elem, double elem_weight,
+                                                    bool elem_mean, bool include_background, bool exclude_empty,
+                                                    c10::string_view reduction, c10::IntArrayRef loss_shape) {
   return finalize(class_sums, elem_sums, weight, MulticlassRules{num_classes, include_background, exclude_empty},
-                  LossParams::for_finalize(region, tv_alpha, tv_beta, smooth, region_gamma, region_weight, elem,
-                                           elem_weight, elem_mean),
+                  LossParams::for_finalize(region, tv_alpha, tv_beta, smooth_nr, smooth_dr, region_gamma, region_weight,
+                                           log_loss, elem, elem_weight, elem_mean),
                   parse_reduction(reduction), loss_shape);
 }
 
 std::tuple<Tensor, Tensor> multiclass_loss_cuda(const Tensor& input, const Tensor& target,
                                                 const std::optional<Tensor>& weight, bool per_sample, bool region,
-                                                double tv_alpha, double tv_beta, double smooth, double region_gamma,
-                                                double region_weight, bool elem, double focal_alpha, double focal_gamma,
-                                                double elem_weight, bool elem_mean, std::optional<int64_t> ignore_index,
-                                                bool include_background, bool exclude_empty, c10::string_view reduction,
-                                                bool check_target) {
-  const LossParams lp = LossParams::from_op(region, tv_alpha, tv_beta, smooth, region_gamma, region_weight, elem,
-                                            focal_alpha, focal_gamma, elem_weight, elem_mean);
+                                                double tv_alpha, double tv_beta, double smooth_nr, double smooth_dr,
+                                                double region_gamma, double region_weight, bool log_loss,
+                                                bool squared_pred, bool elem, double focal_alpha, double focal_gamma,
+                                                double elem_weight, bool elem_mean, bool from_logits, bool clamped_log,
+                                                std::optional<int64_t> ignore_index, bool include_background,
+                                                bool exclude_empty, c10::string_view reduction, bool check_target) {
+  const LossParams lp = LossParams::from_op(region, tv_alpha, tv_beta, smooth_nr, smooth_dr, region_gamma,
+                                            region_weight, log_loss, squared_pred, elem, focal_alpha, focal_gamma,
+                                            elem_weight, elem_mean, from_logits, clamped_log);
   const auto [class_sums, elem_sums] = stats(input, target, per_sample, lp, ignore_index, check_target);
   return finalize(class_sums, elem_sums, weight, MulticlassRules{input.size(1), include_background, exclude_empty}, lp,
                   parse_reduction(reduction), loss_shape_of(input, per_sample));
@@ -385,33 +416,41 @@ Tensor multiclass_backward_cuda(const Tensor& upstream_, const Tensor& input_, c
   dispatch_input(input, "multiclass_backward_cuda", [&](auto input_tag) {
     using input_t = decltype(input_tag);
     using acc_t = at::opmath_type<input_t>;
-    backward_kernel<input_t, acc_t, MAP><<<plan.blocks, kThreads, 0, stream>>>(
-        input.const_data_ptr<input_t>(), class_map_reader(target), MAP ? nullptr : coef.const_data_ptr<acc_t>(),
-        MAP ? nullptr : upstream.const_data_ptr<acc_t>(), upstream.dim() > 0 ? 1 : 0,
-        MAP ? upstream.const_data_ptr<input_t>() : nullptr, grad.mutable_data_ptr<input_t>(), shape.classes,
-        shape.spatial, operands.strides, plan.chunks_per_row, plan.steps, ignore_index.has_value(),
-        ignore_index.value_or(0), per_sample, lp.region, lp.elem, static_cast<acc_t>(lp.focal_alpha),
-        static_cast<acc_t>(lp.focal_gamma));
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    with_multiclass_input(multiclass_input(lp), [&](auto mode) {
+      backward_kernel<input_t, acc_t, decltype(mode)::value, MAP><<<plan.blocks, kThreads, 0, stream>>>(
+          input.const_data_ptr<input_t>(), class_map_reader(target), MAP ? nullptr : coef.const_data_ptr<acc_t>(),
+          MAP ? nullptr : upstream.const_data_ptr<acc_t>(), upstream.dim() > 0 ? 1 : 0,
+          MAP ? upstream.const_data_ptr<input_t>() : nullptr, grad.mutable_data_ptr<input_t>(), shape.classes,
+          shape.spatial, operands.strides, plan.chunks_per_row, plan.steps, ignore_index.has_value(),
+          ignore_index.value_or(0), per_sample, lp.region, lp.squared_pred, lp.elem, static_cast<acc_t>(lp.focal_alpha),
+          static_cast<acc_t>(lp.focal_gamma));
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+    });
   });
   return grad;
 }
 
 Tensor multiclass_loss_backward_cuda(const Tensor& grad_loss, const Tensor& input, const Tensor& target,
-                                     const Tensor& coef, bool per_sample, bool region, bool elem, double focal_alpha,
-                                     double focal_gamma, std::optional<int64_t> ignore_index) {
-  return multiclass_backward_cuda<false>(grad_loss, input, target, &coef, per_sample,
-                                         LossParams::per_element(region, elem, focal_alpha, focal_gamma), ignore_index);
+                                     const Tensor& coef, bool per_sample, bool region, bool squared_pred, bool elem,
+                                     double focal_alpha, double focal_gamma, bool from_logits, bool clamped_log,
+                                     std::optional<int64_t> ignore_index) {
+  return multiclass_backward_cuda<false>(
+      grad_loss, input, target, &coef, per_sample,
+      LossParams::per_element(region, squared_pred, elem, focal_alpha, focal_gamma, from_logits, clamped_log),
+      ignore_index);
 }
 
 Tensor multiclass_focal_map_backward_cuda(const Tensor& grad_map, const Tensor& input, const Tensor& target,
-                                          double alpha, double gamma, std::optional<int64_t> ignore_index) {
+                                          double alpha, double gamma, bool from_logits, bool clamped_log,
+                                          std::optional<int64_t> ignore_index) {
   return multiclass_backward_cuda<true>(grad_map, input, target, nullptr, false,
-                                        LossParams::per_element(false, true, alpha, gamma), ignore_index);
+                                        LossParams::focal_map(alpha, gamma, from_logits, clamped_log), ignore_index);
 }
 
 Tensor multiclass_focal_map_cuda(const Tensor& input_, const Tensor& target_, double alpha, double gamma,
-                                 std::optional<int64_t> ignore_index, bool check_target) {
+                                 bool from_logits, bool clamped_log, std::optional<int64_t> ignore_index,
+                                 bool check_target) {
+  const MulticlassInput mode = multiclass_input(LossParams::focal_map(alpha, gamma, from_logits, clamped_log));
   const c10::cuda::CUDAGuard device_guard(input_.device());
   const MulticlassOperands operands = multiclass_operands(input_, target_);
   const Tensor &input = operands.input, &target = operands.target;
@@ -423,11 +462,13 @@ Tensor multiclass_focal_map_cuda(const Tensor& input_, const Tensor& target_, do
   dispatch_input(input, "multiclass_focal_map_cuda", [&](auto input_tag) {
     using input_t = decltype(input_tag);
     using acc_t = at::opmath_type<input_t>;
-    focal_map_kernel<input_t, acc_t><<<plan.blocks, kThreads, 0, stream>>>(
-        input.const_data_ptr<input_t>(), class_map_reader(target), out.mutable_data_ptr<input_t>(), shape.classes,
-        shape.spatial, operands.strides, plan.chunks_per_row, plan.steps, ignore_index.has_value(),
-        ignore_index.value_or(0), static_cast<acc_t>(alpha), static_cast<acc_t>(gamma), flags.data());
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    with_multiclass_input(mode, [&](auto mode_tag) {
+      focal_map_kernel<input_t, acc_t, decltype(mode_tag)::value><<<plan.blocks, kThreads, 0, stream>>>(
+          input.const_data_ptr<input_t>(), class_map_reader(target), out.mutable_data_ptr<input_t>(), shape.classes,
+          shape.spatial, operands.strides, plan.chunks_per_row, plan.steps, ignore_index.has_value(),
+          ignore_index.value_or(0), static_cast<acc_t>(alpha), static_cast<acc_t>(gamma), flags.data());
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+    });
   });
   flags.assert_valid(kBadClassMessage);
   return out;

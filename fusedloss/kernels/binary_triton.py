@@ -1,4 +1,5 @@
-"""Triton kernels for the binary family: binary and multi-label losses, p = sigmoid(x).
+"""Triton kernels for the binary family: binary and multi-label losses, p = sigmoid(x)
+(or p = x for probability inputs, FROM_LOGITS false).
 
 Every loss of the family is one point in a single parameter space (see
 ``fusedloss/_spec.py``): a *region* term, the focal-Tversky loss of the
@@ -12,7 +13,7 @@ Three passes, no float atomics, so results are bitwise reproducible:
      a fixed order, applies the loss formula and the reduction, and writes the
      loss and the per-group backward coefficients [dL/dI, dL/dP, dL/dE].
   3. ``_backward_kernel``: re-reads input and target, recomputes the sigmoid
-     and writes dL/dx = (cI*t + cP) * p*(1-p) + cE * dE/dx.
+     and writes dL/dx = (cI*t + cP) * dp/dx + cE * dE/dx (squared_pred: cP * 2p).
 ``_focal_map_kernel`` is the element-wise forward of reduction='none'.
 
 The tensor is seen as ``rows`` contiguous rows of ``row_len`` elements; row r
@@ -78,6 +79,63 @@ def _focal_terms(x, t, p, q, softplus_neg_abs, alpha, gamma):
 
 
 @triton.jit
+def _clamped_focal_terms(p, q, t, alpha, gamma):
+    """Focal loss of one element on F.binary_cross_entropy (log p and log1p(-p) clamped at -100) and
+    its derivative in p, torch's: dbce/dp = (p - t) / max(p*q, 1e-12).
+    loss = alpha_t * q_t**gamma * bce, d loss/dp = alpha_t * (q_t**gamma * dbce/dp
+    + gamma * q_t**(gamma-1) * (1-2t) * bce)."""
+    log_p = tl.maximum(tl.log(p), -100.0, propagate_nan=tl.PropagateNan.ALL)
+    log_q = tl.maximum(_log1p(-p), -100.0, propagate_nan=tl.PropagateNan.ALL)  # torch's log1p(-p)
+    bce = -(t * log_p + (1.0 - t) * log_q)
+    dbce = (p - t) / tl.maximum(p * q, 1e-12, propagate_nan=tl.PropagateNan.ALL)
+    q_t = p * (1.0 - t) + q * t
+    positive = q_t > 0.0
+    safe_q_t = tl.where(positive, q_t, 1.0)
+    modulator = tl.where(positive, tl.exp2(gamma * tl.log2(safe_q_t)), tl.where(gamma == 0.0, 1.0, 0.0))
+    alpha_t = tl.where(alpha >= 0.0, alpha * t + (1.0 - alpha) * (1.0 - t), 1.0)
+    # q_t**(gamma-1) * bce = modulator * (bce / q_t): bce is at most about 100 q_t (q_t >= p,
+    # t*q), so the ratio stays finite where 1 / q_t alone overflows (a subnormal probability).
+    slope = tl.where(positive, gamma * modulator * (1.0 - 2.0 * t) * (bce / safe_q_t), 0.0)
+    slope = tl.where(gamma == 0.0, 0.0, slope)
+    loss = alpha_t * modulator * bce
+    dloss = alpha_t * (modulator * dbce + slope)
+    return loss, dloss
+
+
+@triton.jit
+def _probabilities(x, FROM_LOGITS: tl.constexpr, CLAMPED_LOG: tl.constexpr):
+    """p, q = 1 - p, dp/dx and softplus(-|x|) (the logit BCE's; a placeholder when clamped).
+    Logits: the accurate two-sided sigmoid; CLAMPED_LOG: torch.sigmoid's 1 / (1 + exp(-x))
+    (p == 1 for x > ~16.6 in fp32) and q rounded from it, as the tutorial's BCE sees them.
+    Probabilities (not FROM_LOGITS): p = x."""
+    if not CLAMPED_LOG:
+        p, q, softplus_neg_abs = _sigmoid_parts(x)
+        dp_dx = p * q
+    elif FROM_LOGITS:
+        p = 1.0 / (1.0 + tl.exp(-x))
+        q = 1.0 - p
+        dp_dx = p * q
+        softplus_neg_abs = q
+    else:
+        p = x
+        q = 1.0 - p
+        dp_dx = tl.full(x.shape, 1.0, x.dtype)
+        softplus_neg_abs = q
+    return p, q, dp_dx, softplus_neg_abs
+
+
+@triton.jit
+def _element_terms(x, t, p, q, dp_dx, softplus_neg_abs, alpha, gamma, CLAMPED_LOG: tl.constexpr):
+    """The element loss (focal; BCE at gamma = 0) and its derivative in x."""
+    if CLAMPED_LOG:
+        loss, dloss_dp = _clamped_focal_terms(p, q, t, alpha, gamma)
+        dloss = dloss_dp * dp_dx
+    else:
+        loss, dloss = _focal_terms(x, t, p, q, softplus_neg_abs, alpha, gamma)
+    return loss, dloss
+
+
+@triton.jit
 def _outside_unit(t, mask):
     # A target value no probability has: < 0, > 1 or NaN (a 0/255 mask read as is).
     return mask & ((t < 0.0) | (t > 1.0) | (t != t))
@@ -86,7 +144,8 @@ def _outside_unit(t, mask):
 @triton.jit
 def _stats_kernel(x_ptr, t_ptr, partial_ptr, ok_ptr, row_len, chunks_per_row, num_groups, members, steps,
                   focal_alpha_hi, focal_alpha_lo, focal_gamma_hi, focal_gamma_lo, REGION: tl.constexpr,
-                  ELEM: tl.constexpr, CHECK_TARGET: tl.constexpr, BLOCK: tl.constexpr, ACC: tl.constexpr):
+                  SQUARED_PRED: tl.constexpr, ELEM: tl.constexpr, FROM_LOGITS: tl.constexpr,
+                  CLAMPED_LOG: tl.constexpr, CHECK_TARGET: tl.constexpr, BLOCK: tl.constexpr, ACC: tl.constexpr):
     focal_alpha, focal_gamma = focal_params(focal_alpha_hi, focal_alpha_lo, focal_gamma_hi, focal_gamma_lo, ACC)
     pid = tl.program_id(0).to(tl.int64)
     row = pid // chunks_per_row
@@ -106,14 +165,19 @@ def _stats_kernel(x_ptr, t_ptr, partial_ptr, ok_ptr, row_len, chunks_per_row, nu
         t = tl.load(t_ptr + row_start + offs, mask=mask, other=0).to(ACC)
         if CHECK_TARGET:
             ok = tl.where(_outside_unit(t, mask), 0, ok)
-        p, q, softplus_neg_abs = _sigmoid_parts(x)
+        p, q, dp_dx, softplus_neg_abs = _probabilities(x, FROM_LOGITS, CLAMPED_LOG)
         if REGION:
             p = tl.where(mask, p, 0.0)  # sigmoid(0) = 0.5 on masked lanes
             sum_pt += p * t
-            sum_p += p
-            sum_t += t
+            if SQUARED_PRED:
+                sum_p += p * p
+                sum_t += t * t
+            else:
+                sum_p += p
+                sum_t += t
         if ELEM:
-            loss, _ = _focal_terms(x, t, p, q, softplus_neg_abs, focal_alpha, focal_gamma)
+            # Masked lanes' losses (log(0) of a probability 0 among them) never reach the sum.
+            loss, _ = _element_terms(x, t, p, q, dp_dx, softplus_neg_abs, focal_alpha, focal_gamma, CLAMPED_LOG)
             sum_e += tl.where(mask, loss, 0.0)
     group = row % num_groups
     member = row // num_groups
@@ -128,14 +192,15 @@ def _stats_kernel(x_ptr, t_ptr, partial_ptr, ok_ptr, row_len, chunks_per_row, nu
 
 @triton.jit
 def _finalize_kernel(partial_ptr, weight_ptr, loss_ptr, coef_ptr, num_groups, parts_per_group, num_channels, group_size,
-                     tv_alpha_hi, tv_alpha_lo, tv_beta_hi, tv_beta_lo, smooth_hi, smooth_lo, region_gamma_hi,
-                     region_gamma_lo, region_weight_hi, region_weight_lo, elem_weight_hi, elem_weight_lo,
-                     REGION: tl.constexpr, ELEM: tl.constexpr, HAS_WEIGHT: tl.constexpr, ELEM_MEAN: tl.constexpr,
-                     REDUCTION: tl.constexpr, GROUP_BLOCK: tl.constexpr, PART_BLOCK: tl.constexpr, ACC: tl.constexpr):
+                     tv_alpha_hi, tv_alpha_lo, tv_beta_hi, tv_beta_lo, smooth_nr_hi, smooth_nr_lo, smooth_dr_hi,
+                     smooth_dr_lo, region_gamma_hi, region_gamma_lo, region_weight_hi, region_weight_lo,
+                     elem_weight_hi, elem_weight_lo, REGION: tl.constexpr, LOG_LOSS: tl.constexpr, ELEM: tl.constexpr,
+                     HAS_WEIGHT: tl.constexpr, ELEM_MEAN: tl.constexpr, REDUCTION: tl.constexpr,
+                     GROUP_BLOCK: tl.constexpr, PART_BLOCK: tl.constexpr, ACC: tl.constexpr):
     # REDUCTION: 0 = 'none' (one loss per group), 1 = 'mean', 2 = 'sum'.
-    tv_alpha, tv_beta, smooth, region_gamma, region_weight, elem_weight = finalize_params(
-        tv_alpha_hi, tv_alpha_lo, tv_beta_hi, tv_beta_lo, smooth_hi, smooth_lo, region_gamma_hi, region_gamma_lo,
-        region_weight_hi, region_weight_lo, elem_weight_hi, elem_weight_lo, ACC)
+    tv_alpha, tv_beta, smooth_nr, smooth_dr, region_gamma, region_weight, elem_weight = finalize_params(
+        tv_alpha_hi, tv_alpha_lo, tv_beta_hi, tv_beta_lo, smooth_nr_hi, smooth_nr_lo, smooth_dr_hi, smooth_dr_lo,
+        region_gamma_hi, region_gamma_lo, region_weight_hi, region_weight_lo, elem_weight_hi, elem_weight_lo, ACC)
     # Integer arguments equal to 1 arrive as constexpr on GPU (no .to()): widen by addition.
     if REDUCTION == 1:
         out_scale = 1.0 / (tl.zeros([], ACC) + num_groups)
@@ -171,7 +236,8 @@ def _finalize_kernel(partial_ptr, weight_ptr, loss_ptr, coef_ptr, num_groups, pa
         coef_i = tl.zeros([GROUP_BLOCK], ACC)
         coef_p = tl.zeros([GROUP_BLOCK], ACC)
         if REGION:
-            region, dregion_di, dregion_dp = region_terms(sum_i, sum_p, sum_t, tv_alpha, tv_beta, smooth, region_gamma)
+            region, dregion_di, dregion_dp = region_terms(sum_i, sum_p, sum_t, tv_alpha, tv_beta, smooth_nr,
+                                                          smooth_dr, region_gamma, LOG_LOSS)
             group_loss += region_weight * region
             coef_i = scale * region_weight * dregion_di
             coef_p = scale * region_weight * dregion_dp
@@ -194,7 +260,8 @@ def _finalize_kernel(partial_ptr, weight_ptr, loss_ptr, coef_ptr, num_groups, pa
 @triton.jit
 def _backward_kernel(x_ptr, t_ptr, coef_ptr, grad_out_ptr, grad_ptr, row_len, chunks_per_row, num_groups, steps,
                      grad_out_group_stride, focal_alpha_hi, focal_alpha_lo, focal_gamma_hi, focal_gamma_lo,
-                     REGION: tl.constexpr, ELEM: tl.constexpr, GRAD_OUT_PER_ELEMENT: tl.constexpr, BLOCK: tl.constexpr,
+                     REGION: tl.constexpr, SQUARED_PRED: tl.constexpr, ELEM: tl.constexpr, FROM_LOGITS: tl.constexpr,
+                     CLAMPED_LOG: tl.constexpr, GRAD_OUT_PER_ELEMENT: tl.constexpr, BLOCK: tl.constexpr,
                      ACC: tl.constexpr, GRAD_BF16: tl.constexpr):
     focal_alpha, focal_gamma = focal_params(focal_alpha_hi, focal_alpha_lo, focal_gamma_hi, focal_gamma_lo, ACC)
     pid = tl.program_id(0).to(tl.int64)
@@ -219,12 +286,15 @@ def _backward_kernel(x_ptr, t_ptr, coef_ptr, grad_out_ptr, grad_ptr, row_len, ch
         mask = offs < row_len
         x = tl.load(x_ptr + row_start + offs, mask=mask, other=0.0).to(ACC)
         t = tl.load(t_ptr + row_start + offs, mask=mask, other=0).to(ACC)
-        p, q, softplus_neg_abs = _sigmoid_parts(x)
+        p, q, dp_dx, softplus_neg_abs = _probabilities(x, FROM_LOGITS, CLAMPED_LOG)
         grad = tl.zeros([BLOCK], ACC)
         if REGION:
-            grad += (coef_i * t + coef_p) * (p * q)
+            if SQUARED_PRED:  # dP/dp = 2p
+                grad += (coef_i * t + coef_p * (2.0 * p)) * dp_dx
+            else:
+                grad += (coef_i * t + coef_p) * dp_dx
         if ELEM:
-            _, dloss = _focal_terms(x, t, p, q, softplus_neg_abs, focal_alpha, focal_gamma)
+            _, dloss = _element_terms(x, t, p, q, dp_dx, softplus_neg_abs, focal_alpha, focal_gamma, CLAMPED_LOG)
             if GRAD_OUT_PER_ELEMENT:
                 upstream_map = tl.load(grad_out_ptr + row_start + offs, mask=mask, other=0.0).to(ACC)
                 grad += upstream_map * dloss
@@ -235,16 +305,16 @@ def _backward_kernel(x_ptr, t_ptr, coef_ptr, grad_out_ptr, grad_ptr, row_len, ch
 
 @triton.jit
 def _focal_map_kernel(x_ptr, t_ptr, out_ptr, ok_ptr, numel, focal_alpha_hi, focal_alpha_lo, focal_gamma_hi,
-                      focal_gamma_lo, CHECK_TARGET: tl.constexpr, BLOCK: tl.constexpr, ACC: tl.constexpr,
-                      OUT_BF16: tl.constexpr):
+                      focal_gamma_lo, FROM_LOGITS: tl.constexpr, CLAMPED_LOG: tl.constexpr, CHECK_TARGET: tl.constexpr,
+                      BLOCK: tl.constexpr, ACC: tl.constexpr, OUT_BF16: tl.constexpr):
     focal_alpha, focal_gamma = focal_params(focal_alpha_hi, focal_alpha_lo, focal_gamma_hi, focal_gamma_lo, ACC)
     pid = tl.program_id(0).to(tl.int64)
     offs = pid * BLOCK + tl.arange(0, BLOCK)
     mask = offs < numel
     x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(ACC)
     t = tl.load(t_ptr + offs, mask=mask, other=0).to(ACC)
-    p, q, softplus_neg_abs = _sigmoid_parts(x)
-    loss, _ = _focal_terms(x, t, p, q, softplus_neg_abs, focal_alpha, focal_gamma)
+    p, q, dp_dx, softplus_neg_abs = _probabilities(x, FROM_LOGITS, CLAMPED_LOG)
+    loss, _ = _element_terms(x, t, p, q, dp_dx, softplus_neg_abs, focal_alpha, focal_gamma, CLAMPED_LOG)
     store_as(out_ptr + offs, loss, mask, OUT_BF16)
     if CHECK_TARGET:
         tl.store(ok_ptr + pid, tl.min(tl.where(_outside_unit(t, mask), 0, 1), axis=0))
@@ -282,7 +352,8 @@ def _as_loadable(target: torch.Tensor) -> torch.Tensor:
     return target.view(torch.uint8) if target.dtype == torch.bool else target
 
 
-def _stats(input, target, per_sample, per_channel, region, elem, focal_alpha, focal_gamma, check_target):
+def _stats(input, target, per_sample, per_channel, region, squared_pred, elem, focal_alpha, focal_gamma, from_logits,
+           clamped_log, check_target):
     """Launch the statistics kernel: partial sums (groups * parts_per_group, 4) and parts_per_group."""
     layout = group_layout(input.shape, per_sample, per_channel)
     acc, ACC = acc_dtypes(input)
@@ -295,15 +366,21 @@ def _stats(input, target, per_sample, per_channel, region, elem, focal_alpha, fo
     ok = target_flags(plan.programs, x.device, check_target)
     _stats_kernel[(plan.programs,)](x, target, partials, ok, layout.row_len, plan.chunks_per_row, layout.num_groups,
                                     members, plan.steps, *split(focal_alpha), *split(focal_gamma), REGION=region,
-                                    ELEM=elem, CHECK_TARGET=check_target, BLOCK=plan.block, ACC=ACC,
-                                    num_warps=plan.num_warps)
+                                    SQUARED_PRED=region and squared_pred, ELEM=elem, FROM_LOGITS=from_logits,
+                                    CLAMPED_LOG=_clamped(from_logits, clamped_log), CHECK_TARGET=check_target,
+                                    BLOCK=plan.block, ACC=ACC, num_warps=plan.num_warps)
     if check_target:
         kernel_target_flags(ok, target)
     return partials, members * plan.chunks_per_row
 
 
-def _finalize(partials, parts_per_group, weight, num_channels, group_size, region, tv_alpha, tv_beta, smooth,
-              region_gamma, region_weight, elem, elem_weight, elem_mean, reduction, loss_shape):
+def _clamped(from_logits, clamped_log):
+    # Probabilities have no logit BCE: their element term is always the clamped one.
+    return clamped_log or not from_logits
+
+
+def _finalize(partials, parts_per_group, weight, num_channels, group_size, region, tv_alpha, tv_beta, smooth_nr,
+              smooth_dr, region_gamma, region_weight, log_loss, elem, elem_weight, elem_mean, reduction, loss_shape):
     """Launch the finalize kernel over partials laid out (groups, parts_per_group, 4)."""
     num_groups = partials.shape[0] // parts_per_group
     ACC = tl.float64 if partials.dtype == torch.float64 else tl.float32
@@ -314,44 +391,46 @@ def _finalize(partials, parts_per_group, weight, num_channels, group_size, regio
     group_block = min(triton.next_power_of_2(num_groups), max(1, 4096 // part_block))
     has_weight = weight is not None
     _finalize_kernel[(1,)](partials, weight.contiguous() if has_weight else partials, loss, coef, num_groups,
-                           parts_per_group, num_channels, group_size, *split(tv_alpha), *split(tv_beta), *split(smooth),
-                           *split(region_gamma), *split(region_weight), *split(elem_weight), REGION=region, ELEM=elem,
+                           parts_per_group, num_channels, group_size, *split(tv_alpha), *split(tv_beta),
+                           *split(smooth_nr), *split(smooth_dr), *split(region_gamma), *split(region_weight),
+                           *split(elem_weight), REGION=region, LOG_LOSS=region and log_loss, ELEM=elem,
                            HAS_WEIGHT=has_weight, ELEM_MEAN=elem_mean, REDUCTION=code, GROUP_BLOCK=group_block,
                            PART_BLOCK=part_block, ACC=ACC, num_warps=4)
     return loss, coef
 
 
 @on_input_device
-def binary_loss(input, target, weight, per_sample, per_channel, region, tv_alpha, tv_beta, smooth, region_gamma,
-                region_weight, elem, focal_alpha, focal_gamma, elem_weight, elem_mean, reduction, check_target):
+def binary_loss(input, target, weight, per_sample, per_channel, region, tv_alpha, tv_beta, smooth_nr, smooth_dr,
+                region_gamma, region_weight, log_loss, squared_pred, elem, focal_alpha, focal_gamma, elem_weight,
+                elem_mean, from_logits, clamped_log, reduction, check_target):
     layout = group_layout(input.shape, per_sample, per_channel)
-    partials, parts_per_group = _stats(
-        input, target, per_sample, per_channel, region, elem, focal_alpha, focal_gamma, check_target
-    )
+    partials, parts_per_group = _stats(input, target, per_sample, per_channel, region, squared_pred, elem, focal_alpha,
+                                       focal_gamma, from_logits, clamped_log, check_target)
     return _finalize(partials, parts_per_group, weight, layout.num_channels,
-                     layout.rows // layout.num_groups * layout.row_len, region, tv_alpha, tv_beta, smooth, region_gamma,
-                     region_weight, elem, elem_weight, elem_mean, reduction, layout.shape)
+                     layout.rows // layout.num_groups * layout.row_len, region, tv_alpha, tv_beta, smooth_nr,
+                     smooth_dr, region_gamma, region_weight, log_loss, elem, elem_weight, elem_mean, reduction,
+                     layout.shape)
 
 
 @on_input_device
-def binary_stats(input, target, per_sample, per_channel, region, elem, focal_alpha, focal_gamma, check_target):
-    partials, parts_per_group = _stats(
-        input, target, per_sample, per_channel, region, elem, focal_alpha, focal_gamma, check_target
-    )
+def binary_stats(input, target, per_sample, per_channel, region, squared_pred, elem, focal_alpha, focal_gamma,
+                 from_logits, clamped_log, check_target):
+    partials, parts_per_group = _stats(input, target, per_sample, per_channel, region, squared_pred, elem, focal_alpha,
+                                       focal_gamma, from_logits, clamped_log, check_target)
     return partials.view(-1, parts_per_group, 4).sum(1)  # fixed order: deterministic
 
 
 @on_input_device
-def binary_finalize(sums, weight, num_channels, group_size, region, tv_alpha, tv_beta, smooth, region_gamma,
-                    region_weight, elem, elem_weight, elem_mean, reduction, loss_shape):
-    return _finalize(sums.contiguous(), 1, weight, num_channels, group_size, region, tv_alpha, tv_beta, smooth,
-                     region_gamma, region_weight, elem, elem_weight, elem_mean, reduction, loss_shape)
+def binary_finalize(sums, weight, num_channels, group_size, region, tv_alpha, tv_beta, smooth_nr, smooth_dr,
+                    region_gamma, region_weight, log_loss, elem, elem_weight, elem_mean, reduction, loss_shape):
+    return _finalize(sums.contiguous(), 1, weight, num_channels, group_size, region, tv_alpha, tv_beta, smooth_nr,
+                     smooth_dr, region_gamma, region_weight, log_loss, elem, elem_weight, elem_mean, reduction,
+                     loss_shape)
 
 
 @on_input_device
-def binary_loss_backward(
-    grad_loss, input, target, coef, per_sample, per_channel, region, elem, focal_alpha, focal_gamma
-):
+def binary_loss_backward(grad_loss, input, target, coef, per_sample, per_channel, region, squared_pred, elem,
+                         focal_alpha, focal_gamma, from_logits, clamped_log):
     layout = group_layout(input.shape, per_sample, per_channel)
     _, ACC = acc_dtypes(input)
     x, target, memory_format = binary_operands(input, target, per_sample, per_channel)
@@ -361,7 +440,9 @@ def binary_loss_backward(
     _backward_kernel[(plan.programs,)](x, target, coef, grad_loss.contiguous(), writable(grad), layout.row_len,
                                        plan.chunks_per_row, layout.num_groups, plan.steps,
                                        1 if grad_loss.dim() > 0 else 0, *split(focal_alpha), *split(focal_gamma),
-                                       REGION=region, ELEM=elem, GRAD_OUT_PER_ELEMENT=False, BLOCK=plan.block, ACC=ACC,
+                                       REGION=region, SQUARED_PRED=region and squared_pred, ELEM=elem,
+                                       FROM_LOGITS=from_logits, CLAMPED_LOG=_clamped(from_logits, clamped_log),
+                                       GRAD_OUT_PER_ELEMENT=False, BLOCK=plan.block, ACC=ACC,
                                        GRAD_BF16=x.dtype == torch.bfloat16, num_warps=plan.num_warps)
     return grad
 
@@ -371,7 +452,7 @@ def _map_plan(x):
 
 
 @on_input_device
-def binary_focal_map(input, target, alpha, gamma, check_target):
+def binary_focal_map(input, target, alpha, gamma, from_logits, clamped_log, check_target):
     _, ACC = acc_dtypes(input)
     x, target, memory_format = binary_operands(input, target, False, False)
     check_target = check_target and target.dtype != torch.bool
@@ -381,6 +462,7 @@ def binary_focal_map(input, target, alpha, gamma, check_target):
     programs = triton.cdiv(x.numel(), plan.block)
     ok = target_flags(programs, x.device, check_target)
     _focal_map_kernel[(programs,)](x, target, writable(out), ok, x.numel(), *split(alpha), *split(gamma),
+                                   FROM_LOGITS=from_logits, CLAMPED_LOG=_clamped(from_logits, clamped_log),
                                    CHECK_TARGET=check_target, BLOCK=plan.block, ACC=ACC,
                                    OUT_BF16=x.dtype == torch.bfloat16, num_warps=plan.num_warps)
     if check_target:
@@ -389,7 +471,7 @@ def binary_focal_map(input, target, alpha, gamma, check_target):
 
 
 @on_input_device
-def binary_focal_map_backward(grad_map, input, target, alpha, gamma):
+def binary_focal_map_backward(grad_map, input, target, alpha, gamma, from_logits, clamped_log):
     _, ACC = acc_dtypes(input)
     x, target, memory_format = binary_operands(input, target, False, False)
     target = _as_loadable(target)
@@ -398,7 +480,9 @@ def binary_focal_map_backward(grad_map, input, target, alpha, gamma):
         grad_map = torch.empty_like(x, memory_format=memory_format).copy_(grad_map)
     plan = _map_plan(x)
     _backward_kernel[(plan.programs,)](x, target, x, grad_map, writable(grad), x.numel(), plan.chunks_per_row, 1,
-                                       plan.steps, 0, *split(alpha), *split(gamma), REGION=False, ELEM=True,
-                                       GRAD_OUT_PER_ELEMENT=True, BLOCK=plan.block, ACC=ACC,
-                                       GRAD_BF16=x.dtype == torch.bfloat16, num_warps=plan.num_warps)
+                                       plan.steps, 0, *split(alpha), *split(gamma), REGION=False,
+                                       SQUARED_PRED=False, ELEM=True, FROM_LOGITS=from_logits,
+                                       CLAMPED_LOG=_clamped(from_logits, clamped_log), GRAD_OUT_PER_ELEMENT=True,
+                                       BLOCK=plan.block, ACC=ACC, GRAD_BF16=x.dtype == torch.bfloat16,
+                                       num_warps=plan.num_warps)
     return grad

@@ -9,7 +9,10 @@ accumulates every class's I, P, T and the element loss (-alpha (1 - p_y)**gamma
 log p_y; CE is gamma = 0) of its pixels: no one-hot target and no softmax
 tensor ever exists in memory. Ignored pixels (target == ignore_index) count
 nowhere; an index outside [0, C) is flagged per program when the target is
-checked (check_target), and otherwise counts nowhere too.
+checked (check_target), and otherwise counts nowhere too. FROM_LOGITS false: the
+input holds probabilities, p = x (no softmax), the element loss takes
+max(log p_y, -100) as F.nll_loss(log(p).clamp(min=-100)) does, and the backward
+has no softmax Jacobian: dL/dx_c = g_c + [c = y] c_E dloss/dp_y.
 
   _stats_kernel     partials per program: [C, 3] class sums and [2] = (E, valid pixels)
   _finalize_kernel  one program: fixed-order combine per group (class, or
@@ -17,8 +20,9 @@ checked (check_target), and otherwise counts nowhere too.
                     background / empty-class exclusion, the reduction, and the
                     backward coefficients
   _backward_kernel  recomputes the softmax; dL/dx_c = p_c (g_c - sum_k p_k g_k)
-                    + c_E * A * (p_c - [c = y]), g_c = c_I[y = c] + c_P; also the
-                    focal map's backward (a per-pixel upstream gradient)
+                    + c_E * A * (p_c - [c = y]), g_c = c_I[y = c] + c_P (squared_pred:
+                    c_P * 2 p_c); also the focal map's backward (a per-pixel
+                    upstream gradient)
   _focal_map_kernel the per-pixel element loss (reduction='none')
 """
 
@@ -35,12 +39,14 @@ from .triton_common import (REDUCTION_CODE, acc_dtypes, check_programs, finalize
 
 
 @triton.jit
-def _pixel_softmax(x_ptr, y_ptr, sample, pixels, num_classes, spatial, sample_stride, class_stride, pixel_stride,
-                   ignore_index, HAS_IGNORE: tl.constexpr, BLOCK_C: tl.constexpr, ACC: tl.constexpr):
-    """Softmax of a [classes, pixels] tile. Returns x, p, e (unnormalised exp),
-    the log-sum-exp pieces (max, total), the target's one-hot tile `hit`, the
-    valid-pixel mask, the tile offsets and `bad`: pixels whose class index is
-    outside [0, C) and not ignore_index (counted nowhere; an error when checked)."""
+def _pixel_probabilities(x_ptr, y_ptr, sample, pixels, num_classes, spatial, sample_stride, class_stride,
+                         pixel_stride, ignore_index, HAS_IGNORE: tl.constexpr, FROM_LOGITS: tl.constexpr,
+                         BLOCK_C: tl.constexpr, ACC: tl.constexpr):
+    """Probabilities of a [classes, pixels] tile: its softmax. Returns x, p, e
+    (unnormalised exp), the log-sum-exp pieces (max, total), the target's one-hot
+    tile `hit`, the valid-pixel mask, the tile offsets and `bad`: pixels whose class index is
+    outside [0, C) and not ignore_index (counted nowhere; an error when checked).
+    Not FROM_LOGITS: the tile holds probabilities, p = x (e, max, total unused)."""
     classes = tl.arange(0, BLOCK_C)
     class_mask = classes < num_classes
     pixel_mask = pixels < spatial
@@ -57,13 +63,20 @@ def _pixel_softmax(x_ptr, y_ptr, sample, pixels, num_classes, spatial, sample_st
         + pixels.to(tl.int64)[None, :] * pixel_stride
     )
     tile_mask = class_mask[:, None] & pixel_mask[None, :]
-    x = tl.load(x_ptr + offsets, mask=tile_mask, other=float("-inf")).to(ACC)
-    top = tl.max(x, axis=0)
-    top = tl.where(pixel_mask, top, 0.0)
-    e = tl.where(tile_mask, tl.exp(x - top[None, :]), 0.0)
-    total = tl.sum(e, axis=0)
-    total = tl.where(pixel_mask, total, 1.0)
-    p = e / total[None, :]
+    if FROM_LOGITS:
+        x = tl.load(x_ptr + offsets, mask=tile_mask, other=float("-inf")).to(ACC)
+        top = tl.max(x, axis=0)
+        top = tl.where(pixel_mask, top, 0.0)
+        e = tl.where(tile_mask, tl.exp(x - top[None, :]), 0.0)
+        total = tl.sum(e, axis=0)
+        total = tl.where(pixel_mask, total, 1.0)
+        p = e / total[None, :]
+    else:
+        x = tl.load(x_ptr + offsets, mask=tile_mask, other=0.0).to(ACC)
+        p = x
+        e = x
+        top = tl.zeros(pixels.shape, ACC)
+        total = top + 1.0
     hit = (classes[:, None] == y[None, :]) & valid[None, :]
     return x, p, e, top, total, hit, valid, offsets, tile_mask, bad
 
@@ -85,10 +98,40 @@ def _focal_terms(x, e, top, total, hit, alpha, gamma):
 
 
 @triton.jit
+def _prob_focal_terms(p, hit, alpha, gamma):
+    """Per pixel of a probability tile: the focal loss -alpha (1 - p_y)**gamma lp,
+    lp = max(log p_y, -100) (gamma = 0: F.nll_loss(log(p).clamp(min=-100))), and its
+    derivative in p_y: -alpha ((1 - p_y)**gamma dlp/dp_y - gamma (1 - p_y)**(gamma - 1) lp),
+    dlp/dp_y = 1 / p_y above the clamp, 0 on it (torch's clamp backward)."""
+    p_y = tl.sum(tl.where(hit, p, 0.0), axis=0)  # 0 at ignored pixels, whatever p holds there
+    log_p_y = tl.log(p_y)
+    clamped_log_p_y = tl.maximum(log_p_y, -100.0, propagate_nan=tl.PropagateNan.ALL)
+    rest = 1.0 - p_y
+    modulator = pow_or_zero(rest, gamma)
+    slope = tl.where(rest > 0.0, gamma * (modulator / tl.where(rest > 0.0, rest, 1.0)) * clamped_log_p_y, 0.0)
+    slope = tl.where(gamma == 0.0, 0.0, slope)  # not 0 * lp (NaN at a NaN p_y is kept by the modulator)
+    dlog = tl.where(log_p_y >= -100.0, 1.0 / tl.where(p_y > 0.0, p_y, 1.0), 0.0)
+    scale = tl.where(alpha >= 0.0, alpha, 1.0)
+    return -scale * modulator * clamped_log_p_y, -scale * (modulator * dlog - slope)
+
+
+@triton.jit
+def _pixel_losses(x, p, e, top, total, hit, alpha, gamma, FROM_LOGITS: tl.constexpr):
+    """The per-pixel element loss and its backward factor: softmax's A (dloss/dx_c =
+    A (p_c - [c = y])), or for probabilities dloss/dp_y."""
+    if FROM_LOGITS:
+        loss, factor = _focal_terms(x, e, top, total, hit, alpha, gamma)
+    else:
+        loss, factor = _prob_focal_terms(p, hit, alpha, gamma)
+    return loss, factor
+
+
+@triton.jit
 def _stats_kernel(x_ptr, y_ptr, class_partial_ptr, elem_partial_ptr, ok_ptr, num_classes, spatial, sample_stride,
                   class_stride, pixel_stride, chunks_per_sample, steps, ignore_index, focal_alpha_hi, focal_alpha_lo,
-                  focal_gamma_hi, focal_gamma_lo, REGION: tl.constexpr, ELEM: tl.constexpr, HAS_IGNORE: tl.constexpr,
-                  CHECK_TARGET: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_S: tl.constexpr, ACC: tl.constexpr):
+                  focal_gamma_hi, focal_gamma_lo, REGION: tl.constexpr, SQUARED_PRED: tl.constexpr,
+                  ELEM: tl.constexpr, FROM_LOGITS: tl.constexpr, HAS_IGNORE: tl.constexpr, CHECK_TARGET: tl.constexpr,
+                  BLOCK_C: tl.constexpr, BLOCK_S: tl.constexpr, ACC: tl.constexpr):
     focal_alpha, focal_gamma = focal_params(focal_alpha_hi, focal_alpha_lo, focal_gamma_hi, focal_gamma_lo, ACC)
     pid = tl.program_id(0).to(tl.int64)
     sample = pid // chunks_per_sample
@@ -101,15 +144,18 @@ def _stats_kernel(x_ptr, y_ptr, class_partial_ptr, elem_partial_ptr, ok_ptr, num
     ok = tl.full([BLOCK_S], 1, tl.int32)
     for step in range(0, steps):
         pixels = (chunk * steps + step) * BLOCK_S + tl.arange(0, BLOCK_S)
-        x, p, e, top, total, hit, valid, _, _, bad = _pixel_softmax(x_ptr, y_ptr, sample, pixels, num_classes, spatial,
-                                                                    sample_stride, class_stride, pixel_stride,
-                                                                    ignore_index, HAS_IGNORE, BLOCK_C, ACC)
+        x, p, e, top, total, hit, valid, _, _, bad = _pixel_probabilities(
+            x_ptr, y_ptr, sample, pixels, num_classes, spatial, sample_stride, class_stride, pixel_stride, ignore_index,
+            HAS_IGNORE, FROM_LOGITS, BLOCK_C, ACC)
         if REGION:
             sum_i += tl.where(hit, p, 0.0)
-            sum_p += tl.where(valid[None, :], p, 0.0)
+            if SQUARED_PRED:  # T is unchanged: a one-hot t squared is t
+                sum_p += tl.where(valid[None, :], p * p, 0.0)
+            else:
+                sum_p += tl.where(valid[None, :], p, 0.0)
             sum_t += tl.where(hit, 1.0, 0.0)
         if ELEM:
-            loss, _ = _focal_terms(x, e, top, total, hit, focal_alpha, focal_gamma)
+            loss, _ = _pixel_losses(x, p, e, top, total, hit, focal_alpha, focal_gamma, FROM_LOGITS)
             sum_e += tl.where(valid, loss, 0.0)
             count += tl.where(valid, 1.0, 0.0)
         if CHECK_TARGET:
@@ -151,15 +197,15 @@ def _group_sums(class_partial_ptr, groups, group_mask, num_classes, chunks_per_s
 @triton.jit
 def _finalize_kernel(class_partial_ptr, elem_partial_ptr, weight_ptr, loss_ptr, coef_ptr, num_groups, num_classes,
                      chunks_per_sample, parts_per_group, num_parts, tv_alpha_hi, tv_alpha_lo, tv_beta_hi, tv_beta_lo,
-                     smooth_hi, smooth_lo, region_gamma_hi, region_gamma_lo, region_weight_hi, region_weight_lo,
-                     elem_weight_hi, elem_weight_lo, REGION: tl.constexpr, ELEM: tl.constexpr, HAS_WEIGHT: tl.constexpr,
-                     ELEM_MEAN: tl.constexpr, PER_SAMPLE: tl.constexpr, INCLUDE_BACKGROUND: tl.constexpr,
-                     EXCLUDE_EMPTY: tl.constexpr, REDUCTION: tl.constexpr, GROUP_BLOCK: tl.constexpr,
-                     PART_BLOCK: tl.constexpr, ACC: tl.constexpr):
+                     smooth_nr_hi, smooth_nr_lo, smooth_dr_hi, smooth_dr_lo, region_gamma_hi, region_gamma_lo,
+                     region_weight_hi, region_weight_lo, elem_weight_hi, elem_weight_lo, REGION: tl.constexpr,
+                     LOG_LOSS: tl.constexpr, ELEM: tl.constexpr, HAS_WEIGHT: tl.constexpr, ELEM_MEAN: tl.constexpr,
+                     PER_SAMPLE: tl.constexpr, INCLUDE_BACKGROUND: tl.constexpr, EXCLUDE_EMPTY: tl.constexpr,
+                     REDUCTION: tl.constexpr, GROUP_BLOCK: tl.constexpr, PART_BLOCK: tl.constexpr, ACC: tl.constexpr):
     # REDUCTION: 0 = 'none', 1 = 'mean' (over the groups that count), 2 = 'sum'.
-    tv_alpha, tv_beta, smooth, region_gamma, region_weight, elem_weight = finalize_params(
-        tv_alpha_hi, tv_alpha_lo, tv_beta_hi, tv_beta_lo, smooth_hi, smooth_lo, region_gamma_hi, region_gamma_lo,
-        region_weight_hi, region_weight_lo, elem_weight_hi, elem_weight_lo, ACC)
+    tv_alpha, tv_beta, smooth_nr, smooth_dr, region_gamma, region_weight, elem_weight = finalize_params(
+        tv_alpha_hi, tv_alpha_lo, tv_beta_hi, tv_beta_lo, smooth_nr_hi, smooth_nr_lo, smooth_dr_hi, smooth_dr_lo,
+        region_gamma_hi, region_gamma_lo, region_weight_hi, region_weight_lo, elem_weight_hi, elem_weight_lo, ACC)
 
     # The element term: sum over every program, mean over valid pixels.
     elem_sum = tl.zeros([], ACC)
@@ -218,7 +264,8 @@ def _finalize_kernel(class_partial_ptr, elem_partial_ptr, weight_ptr, loss_ptr, 
         coef_p = tl.zeros([GROUP_BLOCK], ACC)
         weighted = tl.zeros([GROUP_BLOCK], ACC)
         if REGION:
-            region, dregion_di, dregion_dp = region_terms(sum_i, sum_p, sum_t, tv_alpha, tv_beta, smooth, region_gamma)
+            region, dregion_di, dregion_dp = region_terms(sum_i, sum_p, sum_t, tv_alpha, tv_beta, smooth_nr,
+                                                          smooth_dr, region_gamma, LOG_LOSS)
             weighted = group_weight * region_weight * region
             # Groups that do not count get exactly 0 (not 0 * a huge coefficient).
             coef_i = tl.where(keep, group_weight * out_scale * region_weight * dregion_di, 0.0)
@@ -238,8 +285,9 @@ def _finalize_kernel(class_partial_ptr, elem_partial_ptr, weight_ptr, loss_ptr, 
 @triton.jit
 def _backward_kernel(x_ptr, y_ptr, coef_ptr, grad_out_ptr, grad_ptr, num_classes, spatial, sample_stride, class_stride,
                      pixel_stride, chunks_per_sample, steps, ignore_index, grad_out_group_stride, focal_alpha_hi,
-                     focal_alpha_lo, focal_gamma_hi, focal_gamma_lo, REGION: tl.constexpr, ELEM: tl.constexpr,
-                     HAS_IGNORE: tl.constexpr, PER_SAMPLE: tl.constexpr, GRAD_OUT_PER_PIXEL: tl.constexpr,
+                     focal_alpha_lo, focal_gamma_hi, focal_gamma_lo, REGION: tl.constexpr, SQUARED_PRED: tl.constexpr,
+                     ELEM: tl.constexpr, FROM_LOGITS: tl.constexpr, HAS_IGNORE: tl.constexpr, PER_SAMPLE: tl.constexpr,
+                     GRAD_OUT_PER_PIXEL: tl.constexpr,
                      BLOCK_C: tl.constexpr, BLOCK_S: tl.constexpr, ACC: tl.constexpr, GRAD_BF16: tl.constexpr):
     focal_alpha, focal_gamma = focal_params(focal_alpha_hi, focal_alpha_lo, focal_gamma_hi, focal_gamma_lo, ACC)
     pid = tl.program_id(0).to(tl.int64)
@@ -262,22 +310,32 @@ def _backward_kernel(x_ptr, y_ptr, coef_ptr, grad_out_ptr, grad_ptr, num_classes
         coef_e = tl.load(coef_ptr + 2) * tl.load(grad_out_ptr).to(ACC)  # element term: scalar outputs only
     for step in range(0, steps):
         pixels = (chunk * steps + step) * BLOCK_S + tl.arange(0, BLOCK_S)
-        x, p, e, top, total, hit, valid, offsets, tile_mask, _ = _pixel_softmax(
+        x, p, e, top, total, hit, valid, offsets, tile_mask, _ = _pixel_probabilities(
             x_ptr, y_ptr, sample, pixels, num_classes, spatial, sample_stride, class_stride, pixel_stride, ignore_index,
-            HAS_IGNORE, BLOCK_C, ACC)
+            HAS_IGNORE, FROM_LOGITS, BLOCK_C, ACC)
         grad = tl.zeros([BLOCK_C, BLOCK_S], ACC)
         if REGION:
-            g = tl.where(hit, coef_i[:, None], 0.0) + coef_p[:, None]
+            # g_c = dL/dp_c of the region term: c_I [y = c] + c_P (squared_pred: c_P * 2 p_c)
+            if SQUARED_PRED:
+                g = tl.where(hit, coef_i[:, None], 0.0) + coef_p[:, None] * (2.0 * p)
+            else:
+                g = tl.where(hit, coef_i[:, None], 0.0) + coef_p[:, None]
             g = tl.where(valid[None, :], g, 0.0)
-            grad += p * (g - tl.sum(p * g, axis=0)[None, :])
+            if FROM_LOGITS:  # through the softmax's Jacobian
+                grad += p * (g - tl.sum(p * g, axis=0)[None, :])
+            else:
+                grad += g
         if ELEM:
-            _, factor = _focal_terms(x, e, top, total, hit, focal_alpha, focal_gamma)
+            _, factor = _pixel_losses(x, p, e, top, total, hit, focal_alpha, focal_gamma, FROM_LOGITS)
             if GRAD_OUT_PER_PIXEL:
                 factor = factor * tl.load(
                     grad_out_ptr + sample * spatial + pixels, mask=pixels < spatial, other=0.0
                 ).to(ACC)
             factor = tl.where(valid, factor * coef_e, 0.0)
-            grad += factor[None, :] * (p - tl.where(hit, 1.0, 0.0))
+            if FROM_LOGITS:
+                grad += factor[None, :] * (p - tl.where(hit, 1.0, 0.0))
+            else:  # dloss/dp_y, on the target class only
+                grad += tl.where(hit, factor[None, :], 0.0)
         # Ignored pixels count nowhere, whatever their logits (a NaN there is NaN in p).
         store_as(grad_ptr + offsets, tl.where(valid[None, :], grad, 0.0), tile_mask, GRAD_BF16)
 
@@ -285,16 +343,16 @@ def _backward_kernel(x_ptr, y_ptr, coef_ptr, grad_out_ptr, grad_ptr, num_classes
 @triton.jit
 def _focal_map_kernel(x_ptr, y_ptr, out_ptr, ok_ptr, num_classes, spatial, sample_stride, class_stride, pixel_stride,
                       chunks_per_sample, ignore_index, focal_alpha_hi, focal_alpha_lo, focal_gamma_hi, focal_gamma_lo,
-                      HAS_IGNORE: tl.constexpr, CHECK_TARGET: tl.constexpr, BLOCK_C: tl.constexpr,
-                      BLOCK_S: tl.constexpr, ACC: tl.constexpr, OUT_BF16: tl.constexpr):
+                      FROM_LOGITS: tl.constexpr, HAS_IGNORE: tl.constexpr, CHECK_TARGET: tl.constexpr,
+                      BLOCK_C: tl.constexpr, BLOCK_S: tl.constexpr, ACC: tl.constexpr, OUT_BF16: tl.constexpr):
     focal_alpha, focal_gamma = focal_params(focal_alpha_hi, focal_alpha_lo, focal_gamma_hi, focal_gamma_lo, ACC)
     pid = tl.program_id(0).to(tl.int64)
     sample = pid // chunks_per_sample
     pixels = (pid % chunks_per_sample) * BLOCK_S + tl.arange(0, BLOCK_S)
-    x, p, e, top, total, hit, valid, _, _, bad = _pixel_softmax(x_ptr, y_ptr, sample, pixels, num_classes, spatial,
-                                                                sample_stride, class_stride, pixel_stride, ignore_index,
-                                                                HAS_IGNORE, BLOCK_C, ACC)
-    loss, _ = _focal_terms(x, e, top, total, hit, focal_alpha, focal_gamma)
+    x, p, e, top, total, hit, valid, _, _, bad = _pixel_probabilities(
+        x_ptr, y_ptr, sample, pixels, num_classes, spatial, sample_stride, class_stride, pixel_stride, ignore_index,
+        HAS_IGNORE, FROM_LOGITS, BLOCK_C, ACC)
+    loss, _ = _pixel_losses(x, p, e, top, total, hit, focal_alpha, focal_gamma, FROM_LOGITS)
     store_as(out_ptr + sample * spatial + pixels, tl.where(valid, loss, 0.0), pixels < spatial, OUT_BF16)
     if CHECK_TARGET:
         tl.store(ok_ptr + pid, tl.min(tl.where(bad, 0, 1), axis=0))
@@ -331,7 +389,19 @@ def _ignore(ignore_index):
     return (ignore_index, True) if ignore_index is not None else (0, False)
 
 
-def _stats(input, target, region, elem, focal_alpha, focal_gamma, ignore_index, check_target):
+def _from_logits(from_logits, clamped_log) -> bool:
+    """The kernels take softmax logits with the exact log-softmax, or probabilities with
+    the clamped log (as F.nll_loss(log(p).clamp(min=-100))): no other combination."""
+    if from_logits == clamped_log:
+        raise ValueError(
+            f"multiclass kernels take from_logits=True with clamped_log=False (softmax) or from_logits=False with "
+            f"clamped_log=True (probabilities), not from_logits={from_logits}, clamped_log={clamped_log}"
+        )
+    return from_logits
+
+
+def _stats(input, target, region, squared_pred, elem, focal_alpha, focal_gamma, from_logits, clamped_log, ignore_index,
+           check_target):
     """Launch the statistics kernel: class partials (programs, C, 3), element partials
     (programs, 2) and the plan."""
     acc, ACC = acc_dtypes(input)
@@ -343,17 +413,18 @@ def _stats(input, target, region, elem, focal_alpha, focal_gamma, ignore_index, 
     ok = target_flags(plan.programs, x.device, check_target)
     _stats_kernel[(plan.programs,)](x, y, class_partials, elem_partials, ok, x.shape[1], plan.spatial, *strides,
                                     plan.chunks_per_sample, plan.steps, ignore_value, *split(focal_alpha),
-                                    *split(focal_gamma), REGION=region, ELEM=elem, HAS_IGNORE=has_ignore,
-                                    CHECK_TARGET=check_target, BLOCK_C=plan.block_c, BLOCK_S=plan.block_s, ACC=ACC,
-                                    num_warps=plan.num_warps)
+                                    *split(focal_gamma), REGION=region, SQUARED_PRED=region and squared_pred,
+                                    ELEM=elem, FROM_LOGITS=_from_logits(from_logits, clamped_log),
+                                    HAS_IGNORE=has_ignore, CHECK_TARGET=check_target, BLOCK_C=plan.block_c,
+                                    BLOCK_S=plan.block_s, ACC=ACC, num_warps=plan.num_warps)
     if check_target:
         kernel_target_flags(ok, y, x.shape[1], ignore_index)
     return class_partials, elem_partials, plan
 
 
 def _finalize(class_partials, elem_partials, chunks_per_sample, weight, num_classes, per_sample, region, tv_alpha,
-              tv_beta, smooth, region_gamma, region_weight, elem, elem_weight, elem_mean, include_background,
-              exclude_empty, reduction, loss_shape):
+              tv_beta, smooth_nr, smooth_dr, region_gamma, region_weight, log_loss, elem, elem_weight, elem_mean,
+              include_background, exclude_empty, reduction, loss_shape):
     """Launch the finalize kernel over class partials (samples * chunks_per_sample, C, 3)."""
     parts = class_partials.shape[0]
     groups = parts // chunks_per_sample * num_classes if per_sample else num_classes
@@ -366,11 +437,11 @@ def _finalize(class_partials, elem_partials, chunks_per_sample, weight, num_clas
     group_block = min(triton.next_power_of_2(groups), max(1, 4096 // part_block))
     _finalize_kernel[(1,)](class_partials, elem_partials, weight.contiguous() if weight is not None else elem_partials,
                            loss, coef, groups, num_classes, chunks_per_sample, parts_per_group, elem_partials.shape[0],
-                           *split(tv_alpha), *split(tv_beta), *split(smooth), *split(region_gamma),
-                           *split(region_weight), *split(elem_weight), REGION=region, ELEM=elem,
-                           HAS_WEIGHT=weight is not None, ELEM_MEAN=elem_mean, PER_SAMPLE=per_sample,
-                           INCLUDE_BACKGROUND=include_background, EXCLUDE_EMPTY=exclude_empty, REDUCTION=code,
-                           GROUP_BLOCK=group_block, PART_BLOCK=part_block, ACC=ACC, num_warps=4)
+                           *split(tv_alpha), *split(tv_beta), *split(smooth_nr), *split(smooth_dr),
+                           *split(region_gamma), *split(region_weight), *split(elem_weight), REGION=region,
+                           LOG_LOSS=region and log_loss, ELEM=elem, HAS_WEIGHT=weight is not None, ELEM_MEAN=elem_mean,
+                           PER_SAMPLE=per_sample, INCLUDE_BACKGROUND=include_background, EXCLUDE_EMPTY=exclude_empty,
+                           REDUCTION=code, GROUP_BLOCK=group_block, PART_BLOCK=part_block, ACC=ACC, num_warps=4)
     return loss, coef
 
 
@@ -379,22 +450,21 @@ def _loss_shape(input, per_sample):
 
 
 @on_input_device
-def multiclass_loss(input, target, weight, per_sample, region, tv_alpha, tv_beta, smooth, region_gamma, region_weight,
-                    elem, focal_alpha, focal_gamma, elem_weight, elem_mean, ignore_index, include_background,
-                    exclude_empty, reduction, check_target):
-    class_partials, elem_partials, plan = _stats(
-        input, target, region, elem, focal_alpha, focal_gamma, ignore_index, check_target
-    )
+def multiclass_loss(input, target, weight, per_sample, region, tv_alpha, tv_beta, smooth_nr, smooth_dr, region_gamma,
+                    region_weight, log_loss, squared_pred, elem, focal_alpha, focal_gamma, elem_weight, elem_mean,
+                    from_logits, clamped_log, ignore_index, include_background, exclude_empty, reduction, check_target):
+    class_partials, elem_partials, plan = _stats(input, target, region, squared_pred, elem, focal_alpha, focal_gamma,
+                                                 from_logits, clamped_log, ignore_index, check_target)
     return _finalize(class_partials, elem_partials, plan.chunks_per_sample, weight, input.shape[1], per_sample, region,
-                     tv_alpha, tv_beta, smooth, region_gamma, region_weight, elem, elem_weight, elem_mean,
-                     include_background, exclude_empty, reduction, _loss_shape(input, per_sample))
+                     tv_alpha, tv_beta, smooth_nr, smooth_dr, region_gamma, region_weight, log_loss, elem, elem_weight,
+                     elem_mean, include_background, exclude_empty, reduction, _loss_shape(input, per_sample))
 
 
 @on_input_device
-def multiclass_stats(input, target, per_sample, region, elem, focal_alpha, focal_gamma, ignore_index, check_target):
-    class_partials, elem_partials, plan = _stats(
-        input, target, region, elem, focal_alpha, focal_gamma, ignore_index, check_target
-    )
+def multiclass_stats(input, target, per_sample, region, squared_pred, elem, focal_alpha, focal_gamma, from_logits,
+                     clamped_log, ignore_index, check_target):
+    class_partials, elem_partials, plan = _stats(input, target, region, squared_pred, elem, focal_alpha, focal_gamma,
+                                                 from_logits, clamped_log, ignore_index, check_target)
     classes = input.shape[1]
     if per_sample:  # one row per (sample, class)
         class_sums = class_partials.view(input.shape[0], plan.chunks_per_sample, classes, 3).sum(1)
@@ -404,19 +474,19 @@ def multiclass_stats(input, target, per_sample, region, elem, focal_alpha, focal
 
 
 @on_input_device
-def multiclass_finalize(class_sums, elem_sums, weight, num_classes, per_sample, region, tv_alpha, tv_beta, smooth,
-                        region_gamma, region_weight, elem, elem_weight, elem_mean, include_background, exclude_empty,
-                        reduction, loss_shape):
+def multiclass_finalize(class_sums, elem_sums, weight, num_classes, per_sample, region, tv_alpha, tv_beta, smooth_nr,
+                        smooth_dr, region_gamma, region_weight, log_loss, elem, elem_weight, elem_mean,
+                        include_background, exclude_empty, reduction, loss_shape):
     # Sums laid out as partials of one chunk per sample (or one for all).
     return _finalize(class_sums.contiguous().view(-1, num_classes, 3), elem_sums.contiguous().view(1, 2), 1, weight,
-                     num_classes, per_sample, region, tv_alpha, tv_beta, smooth, region_gamma, region_weight, elem,
-                     elem_weight, elem_mean, include_background, exclude_empty, reduction, loss_shape)
+                     num_classes, per_sample, region, tv_alpha, tv_beta, smooth_nr, smooth_dr, region_gamma,
+                     region_weight, log_loss, elem, elem_weight, elem_mean, include_background, exclude_empty,
+                     reduction, loss_shape)
 
 
 @on_input_device
-def multiclass_loss_backward(
-    grad_loss, input, target, coef, per_sample, region, elem, focal_alpha, focal_gamma, ignore_index
-):
+def multiclass_loss_backward(grad_loss, input, target, coef, per_sample, region, squared_pred, elem, focal_alpha,
+                             focal_gamma, from_logits, clamped_log, ignore_index):
     _, ACC = acc_dtypes(input)
     x, y, strides, _ = multiclass_operands(input, target)
     plan = LaunchPlan(x)
@@ -425,9 +495,11 @@ def multiclass_loss_backward(
     _backward_kernel[(plan.programs,)](x, y, coef, grad_loss.contiguous(), writable(grad), x.shape[1], plan.spatial,
                                        *strides, plan.chunks_per_sample, plan.steps, ignore_value,
                                        1 if grad_loss.dim() > 0 else 0, *split(focal_alpha), *split(focal_gamma),
-                                       REGION=region, ELEM=elem, HAS_IGNORE=has_ignore, PER_SAMPLE=per_sample,
-                                       GRAD_OUT_PER_PIXEL=False, BLOCK_C=plan.block_c, BLOCK_S=plan.block_s, ACC=ACC,
-                                       GRAD_BF16=x.dtype == torch.bfloat16, num_warps=plan.num_warps)
+                                       REGION=region, SQUARED_PRED=region and squared_pred, ELEM=elem,
+                                       FROM_LOGITS=_from_logits(from_logits, clamped_log), HAS_IGNORE=has_ignore,
+                                       PER_SAMPLE=per_sample, GRAD_OUT_PER_PIXEL=False, BLOCK_C=plan.block_c,
+                                       BLOCK_S=plan.block_s, ACC=ACC, GRAD_BF16=x.dtype == torch.bfloat16,
+                                       num_warps=plan.num_warps)
     return grad
 
 
@@ -454,13 +526,14 @@ def _map_launch(input, target, ignore_index) -> _MapLaunch:
 
 
 @on_input_device
-def multiclass_focal_map(input, target, alpha, gamma, ignore_index, check_target):
+def multiclass_focal_map(input, target, alpha, gamma, from_logits, clamped_log, ignore_index, check_target):
     launch = _map_launch(input, target, ignore_index)
     x, y, plan = launch.x, launch.y, launch.plan
     out = torch.empty(y.shape, dtype=x.dtype, device=x.device)
     ok = target_flags(launch.grid[0], x.device, check_target)
     _focal_map_kernel[launch.grid](x, y, writable(out), ok, x.shape[1], plan.spatial, *launch.strides, launch.tiles,
-                                   launch.ignore_value, *split(alpha), *split(gamma), HAS_IGNORE=launch.has_ignore,
+                                   launch.ignore_value, *split(alpha), *split(gamma),
+                                   FROM_LOGITS=_from_logits(from_logits, clamped_log), HAS_IGNORE=launch.has_ignore,
                                    CHECK_TARGET=check_target, BLOCK_C=plan.block_c, BLOCK_S=plan.block_s,
                                    ACC=launch.acc, OUT_BF16=x.dtype == torch.bfloat16, num_warps=plan.num_warps)
     if check_target:
@@ -469,13 +542,14 @@ def multiclass_focal_map(input, target, alpha, gamma, ignore_index, check_target
 
 
 @on_input_device
-def multiclass_focal_map_backward(grad_map, input, target, alpha, gamma, ignore_index):
+def multiclass_focal_map_backward(grad_map, input, target, alpha, gamma, from_logits, clamped_log, ignore_index):
     launch = _map_launch(input, target, ignore_index)
     x, y, plan = launch.x, launch.y, launch.plan
     grad = torch.empty_like(x)  # x's strides: written at the offsets read
     _backward_kernel[launch.grid](x, y, x, grad_map.contiguous(), writable(grad), x.shape[1], plan.spatial,
                                   *launch.strides, launch.tiles, 1, launch.ignore_value, 0, *split(alpha),
-                                  *split(gamma), REGION=False, ELEM=True, HAS_IGNORE=launch.has_ignore,
+                                  *split(gamma), REGION=False, SQUARED_PRED=False, ELEM=True,
+                                  FROM_LOGITS=_from_logits(from_logits, clamped_log), HAS_IGNORE=launch.has_ignore,
                                   PER_SAMPLE=False, GRAD_OUT_PER_PIXEL=True, BLOCK_C=plan.block_c, BLOCK_S=plan.block_s,
                                   ACC=launch.acc, GRAD_BF16=x.dtype == torch.bfloat16, num_warps=plan.num_warps)
     return grad

@@ -22,12 +22,13 @@ def focal_params(alpha_hi, alpha_lo, gamma_hi, gamma_lo, ACC: tl.constexpr):
 
 
 @triton.jit
-def finalize_params(tv_alpha_hi, tv_alpha_lo, tv_beta_hi, tv_beta_lo, smooth_hi, smooth_lo, region_gamma_hi,
-                    region_gamma_lo, region_weight_hi, region_weight_lo, elem_weight_hi, elem_weight_lo,
-                    ACC: tl.constexpr):
-    """The loss formula's scalars (tv_alpha, tv_beta, smooth, region_gamma, region_weight,
-    elem_weight), as both finalize kernels read them."""
-    return (param(tv_alpha_hi, tv_alpha_lo, ACC), param(tv_beta_hi, tv_beta_lo, ACC), param(smooth_hi, smooth_lo, ACC),
+def finalize_params(tv_alpha_hi, tv_alpha_lo, tv_beta_hi, tv_beta_lo, smooth_nr_hi, smooth_nr_lo, smooth_dr_hi,
+                    smooth_dr_lo, region_gamma_hi, region_gamma_lo, region_weight_hi, region_weight_lo, elem_weight_hi,
+                    elem_weight_lo, ACC: tl.constexpr):
+    """The loss formula's scalars (tv_alpha, tv_beta, smooth_nr, smooth_dr, region_gamma,
+    region_weight, elem_weight), as both finalize kernels read them."""
+    return (param(tv_alpha_hi, tv_alpha_lo, ACC), param(tv_beta_hi, tv_beta_lo, ACC),
+            param(smooth_nr_hi, smooth_nr_lo, ACC), param(smooth_dr_hi, smooth_dr_lo, ACC),
             param(region_gamma_hi, region_gamma_lo, ACC), param(region_weight_hi, region_weight_lo, ACC),
             param(elem_weight_hi, elem_weight_lo, ACC))
 
@@ -64,27 +65,36 @@ def pow_or_zero(base, exponent):
 
 
 @triton.jit
-def region_terms(sum_i, sum_p, sum_t, tv_alpha, tv_beta, smooth, gamma):
-    """The region loss R = (1 - TI)**gamma of the Tversky index
-    TI = (I + s) / (I + a*FP + b*FN + s), FP = P - I, FN = T - I (Dice and IoU are
-    special cases), and dR/dI, dR/dP (T carries no gradient). NaN sums (a NaN
+def region_terms(sum_i, sum_p, sum_t, tv_alpha, tv_beta, smooth_nr, smooth_dr, gamma, LOG_LOSS: tl.constexpr):
+    """The region loss R of the Tversky index TI = (I + n) / (I + a*FP + b*FN + d),
+    FP = P - I, FN = T - I (Dice and IoU are special cases), and dR/dI, dR/dP (T
+    carries no gradient). R = 1 - TI (gamma = 1: negative when n > d), else
+    max(1 - TI, 0)**gamma; LOG_LOSS: R = -log(max(TI, 1e-7)). NaN sums (a NaN
     logit) give NaN: the clamps propagate it (a GPU's max() would drop it)."""
     false_pos = tl.maximum(sum_p - sum_i, 0.0, propagate_nan=tl.PropagateNan.ALL)
     false_neg = tl.maximum(sum_t - sum_i, 0.0, propagate_nan=tl.PropagateNan.ALL)
-    numer = sum_i + smooth
-    denom = sum_i + tv_alpha * false_pos + tv_beta * false_neg + smooth
-    # smooth = 0 with nothing predicted and nothing to find: 0/0, scored as a perfect match.
+    numer = sum_i + smooth_nr
+    denom = sum_i + tv_alpha * false_pos + tv_beta * false_neg + smooth_dr
+    # smooth_dr = 0 with nothing predicted and nothing to find: 0/0, scored as a perfect
+    # match. A NaN denom is not undefined: NaN propagates.
     undefined = denom <= 0.0
     denom = tl.where(undefined, 1.0, denom)
-    tversky = tl.where(undefined, 0.0, tl.maximum(1.0 - numer / denom, 0.0, propagate_nan=tl.PropagateNan.ALL))
-    region = tl.where(gamma == 1.0, tversky, pow_or_zero(tversky, gamma))
-    dregion = tl.where(
-        gamma == 1.0, 1.0, tl.where(tversky > 0.0, gamma * region / tl.where(tversky > 0.0, tversky, 1.0), 0.0)
-    )
+    ratio = numer / denom
+    if LOG_LOSS:
+        clamped = tl.maximum(ratio, 1e-7, propagate_nan=tl.PropagateNan.ALL)
+        region = tl.where(undefined, 0.0, -tl.log(clamped))
+        # dR/d(1 - TI) = 1 / TI above the clamp, 0 on it.
+        dregion = tl.where(ratio > 1e-7, 1.0 / clamped, 0.0)
+    else:
+        one_minus = 1.0 - ratio
+        tversky = tl.where(undefined, 0.0, tl.maximum(one_minus, 0.0, propagate_nan=tl.PropagateNan.ALL))
+        region = tl.where(gamma == 1.0, tl.where(undefined, 0.0, one_minus), pow_or_zero(tversky, gamma))
+        dregion = tl.where(
+            gamma == 1.0, 1.0, tl.where(tversky > 0.0, gamma * region / tl.where(tversky > 0.0, tversky, 1.0), 0.0)
+        )
     dregion = tl.where(undefined, 0.0, dregion)
     # d(1 - TI)/dI = -(1 - TI * (1 - a - b)) / denom, d(1 - TI)/dP = TI * a / denom:
     # written with the ratio, so a tiny denom does not overflow denom**2.
-    ratio = numer / denom
     dtv_di = -(1.0 - ratio * (1.0 - tv_alpha - tv_beta)) / denom
     dtv_dp = ratio * tv_alpha / denom
     return region, dregion * dtv_di, dregion * dtv_dp

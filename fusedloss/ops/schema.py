@@ -28,35 +28,46 @@ from .._spec import LossSpec, binary_operands, group_layout, multiclass_operands
 BINARY_SCHEMAS = {
     "binary_loss": (
         "(Tensor input, Tensor target, Tensor? weight, bool per_sample, bool per_channel, "
-        "bool region, float tv_alpha, float tv_beta, float smooth, float region_gamma, float region_weight, "
-        "bool elem, float focal_alpha, float focal_gamma, float elem_weight, bool elem_mean, str reduction, "
-        "bool check_target) -> (Tensor, Tensor)"
+        "bool region, float tv_alpha, float tv_beta, float smooth_nr, float smooth_dr, float region_gamma, "
+        "float region_weight, bool log_loss, bool squared_pred, bool elem, float focal_alpha, float focal_gamma, "
+        "float elem_weight, bool elem_mean, bool from_logits, bool clamped_log, str reduction, bool check_target) "
+        "-> (Tensor, Tensor)"
     ),
     "binary_loss_backward": (
         "(Tensor grad_loss, Tensor input, Tensor target, Tensor coef, bool per_sample, bool per_channel, "
-        "bool region, bool elem, float focal_alpha, float focal_gamma) -> Tensor"
+        "bool region, bool squared_pred, bool elem, float focal_alpha, float focal_gamma, bool from_logits, "
+        "bool clamped_log) -> Tensor"
     ),
-    "binary_focal_map": "(Tensor input, Tensor target, float alpha, float gamma, bool check_target) -> Tensor",
-    "binary_focal_map_backward": ("(Tensor grad_map, Tensor input, Tensor target, float alpha, float gamma) -> Tensor"),
+    "binary_focal_map": (
+        "(Tensor input, Tensor target, float alpha, float gamma, bool from_logits, bool clamped_log, "
+        "bool check_target) -> Tensor"
+    ),
+    "binary_focal_map_backward": (
+        "(Tensor grad_map, Tensor input, Tensor target, float alpha, float gamma, bool from_logits, "
+        "bool clamped_log) -> Tensor"
+    ),
 }
 
 MULTICLASS_SCHEMAS = {
     "multiclass_loss": (
         "(Tensor input, Tensor target, Tensor? weight, bool per_sample, "
-        "bool region, float tv_alpha, float tv_beta, float smooth, float region_gamma, float region_weight, "
-        "bool elem, float focal_alpha, float focal_gamma, float elem_weight, bool elem_mean, "
-        "int? ignore_index, bool include_background, bool exclude_empty, str reduction, bool check_target) "
-        "-> (Tensor, Tensor)"
+        "bool region, float tv_alpha, float tv_beta, float smooth_nr, float smooth_dr, float region_gamma, "
+        "float region_weight, bool log_loss, bool squared_pred, bool elem, float focal_alpha, float focal_gamma, "
+        "float elem_weight, bool elem_mean, bool from_logits, bool clamped_log, int? ignore_index, "
+        "bool include_background, bool exclude_empty, str reduction, bool check_target) -> (Tensor, Tensor)"
     ),
     "multiclass_loss_backward": (
-        "(Tensor grad_loss, Tensor input, Tensor target, Tensor coef, bool per_sample, bool region, bool elem, "
-        "float focal_alpha, float focal_gamma, int? ignore_index) -> Tensor"
+        "(Tensor grad_loss, Tensor input, Tensor target, Tensor coef, bool per_sample, bool region, "
+        "bool squared_pred, bool elem, float focal_alpha, float focal_gamma, bool from_logits, bool clamped_log, "
+        "int? ignore_index) -> Tensor"
     ),
     "multiclass_focal_map": (
-        "(Tensor input, Tensor target, float alpha, float gamma, int? ignore_index, bool check_target) -> Tensor"
+        "(Tensor input, Tensor target, float alpha, float gamma, bool from_logits, bool clamped_log, "
+        "int? ignore_index, bool check_target) -> Tensor"
     ),
     "multiclass_focal_map_backward": (
-        "(Tensor grad_map, Tensor input, Tensor target, float alpha, float gamma, int? ignore_index) -> Tensor"
+        "(Tensor grad_map, Tensor input, Tensor target, float alpha, float gamma, bool from_logits, "
+        "bool clamped_log, int? ignore_index) -> Tensor"
     ),
 }
 
@@ -66,23 +77,25 @@ FAMILIES = ("binary", "multiclass")
 # (ops/synced.py): per-group sums, then the formula from (all-reduced) sums.
 SYNC_SCHEMAS = {
     "binary_stats": (
-        "(Tensor input, Tensor target, bool per_sample, bool per_channel, bool region, bool elem, "
-        "float focal_alpha, float focal_gamma, bool check_target) -> Tensor"
+        "(Tensor input, Tensor target, bool per_sample, bool per_channel, bool region, bool squared_pred, "
+        "bool elem, float focal_alpha, float focal_gamma, bool from_logits, bool clamped_log, bool check_target) "
+        "-> Tensor"
     ),
     "binary_finalize": (
         "(Tensor sums, Tensor? weight, int num_channels, int group_size, bool region, float tv_alpha, "
-        "float tv_beta, float smooth, float region_gamma, float region_weight, bool elem, float elem_weight, "
-        "bool elem_mean, str reduction, int[] loss_shape) -> (Tensor, Tensor)"
+        "float tv_beta, float smooth_nr, float smooth_dr, float region_gamma, float region_weight, bool log_loss, "
+        "bool elem, float elem_weight, bool elem_mean, str reduction, int[] loss_shape) -> (Tensor, Tensor)"
     ),
     "multiclass_stats": (
-        "(Tensor input, Tensor target, bool per_sample, bool region, bool elem, float focal_alpha, "
-        "float focal_gamma, int? ignore_index, bool check_target) -> (Tensor, Tensor)"
+        "(Tensor input, Tensor target, bool per_sample, bool region, bool squared_pred, bool elem, "
+        "float focal_alpha, float focal_gamma, bool from_logits, bool clamped_log, int? ignore_index, "
+        "bool check_target) -> (Tensor, Tensor)"
     ),
     "multiclass_finalize": (
         "(Tensor class_sums, Tensor elem_sums, Tensor? weight, int num_classes, bool per_sample, bool region, "
-        "float tv_alpha, float tv_beta, float smooth, float region_gamma, float region_weight, bool elem, "
-        "float elem_weight, bool elem_mean, bool include_background, bool exclude_empty, str reduction, "
-        "int[] loss_shape) -> (Tensor, Tensor)"
+        "float tv_alpha, float tv_beta, float smooth_nr, float smooth_dr, float region_gamma, float region_weight, "
+        "bool log_loss, bool elem, float elem_weight, bool elem_mean, bool include_background, bool exclude_empty, "
+        "str reduction, int[] loss_shape) -> (Tensor, Tensor)"
     ),
 }
 SCHEMAS = {**BINARY_SCHEMAS, **MULTICLASS_SCHEMAS}
@@ -143,6 +156,21 @@ def _fake_multiclass_focal_map(input, target, **_):
     return input.new_empty(target.shape)
 
 
+def _fake_binary_stats(input, per_sample, per_channel, **_):
+    groups = group_layout(input.shape, per_sample, per_channel).num_groups
+    return input.new_empty((groups, 4), dtype=accumulation_dtype(input))
+
+
+def _fake_multiclass_stats(input, per_sample, **_):
+    groups = input.shape[0] * input.shape[1] if per_sample else input.shape[1]
+    dtype = accumulation_dtype(input)
+    return input.new_empty((groups, 3), dtype=dtype), input.new_empty((2,), dtype=dtype)  # [E, valid pixels]
+
+
+def _fake_finalize(sums, reduction, loss_shape):
+    return sums.new_empty(tuple(loss_shape) if reduction == "none" else ()), sums.new_empty((sums.shape[0], 3))
+
+
 FAKES = {
     "binary_loss": _fake_binary_loss,
     "binary_loss_backward": _fake_binary_gradient,
@@ -152,6 +180,12 @@ FAKES = {
     "multiclass_loss_backward": _fake_multiclass_gradient,
     "multiclass_focal_map": _fake_multiclass_focal_map,
     "multiclass_focal_map_backward": _fake_multiclass_gradient,
+    # The forward's halves (sync=True, Generalized Dice): traceable by torch.compile too.
+    "binary_stats": _fake_binary_stats,
+    "binary_finalize": lambda sums, reduction, loss_shape, **_: _fake_finalize(sums, reduction, loss_shape),
+    "multiclass_stats": _fake_multiclass_stats,
+    "multiclass_finalize": lambda class_sums, reduction, loss_shape, **_: _fake_finalize(class_sums, reduction,
+                                                                                          loss_shape),
 }
 
 
@@ -163,7 +197,7 @@ def _by_name(op: str, fake):
 
 def register_fake_and_autograd(namespace: str) -> None:
     """Fake kernels and autograd for the loss ops of ``namespace`` (both families)."""
-    for name in SCHEMAS:
+    for name in ALL_SCHEMAS:
         torch.library.register_fake(f"{namespace}::{name}", _by_name(name, FAKES[name]))
     for family in FAMILIES:
         _register_autograd(namespace, f"{family}_loss", saves_output=True)
