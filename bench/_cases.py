@@ -19,7 +19,8 @@ MULTICLASS = "multiclass"
 # prefix keeps them apart from the binary losses of the same kind in tables and JSON
 # (binary names are the keys of fusedloss.LOSSES). dice_ce exists only as multi-class.
 MULTICLASS_LOSSES = {"multiclass_dice": "dice", "multiclass_iou": "iou", "multiclass_tversky": "tversky",
-                     "multiclass_focal_tversky": "focal_tversky", "multiclass_focal": "focal", "dice_ce": "dice_ce"}
+                     "multiclass_focal_tversky": "focal_tversky", "multiclass_focal": "focal", "dice_ce": "dice_ce",
+                     "multiclass_dice_focal": "dice_focal"}
 
 
 def loss_family(loss: str) -> str:
@@ -32,6 +33,24 @@ def loss_family(loss: str) -> str:
 CONTIGUOUS = "contiguous"
 CHANNELS_LAST = "channels_last"  # channels_last_3d for 5-D logits
 LAYOUTS = (CONTIGUOUS, CHANNELS_LAST)
+
+# Variants: a named set of options of the loss call, by their public names (keyword
+# arguments of the fusedloss function; the eager and compile providers pass the
+# reference's own names, see _providers). "" is the plain call, every option at its
+# default: the rows, labels and keys of plain cases carry no variant. No variant changes
+# the floor: the same tensors are read and written.
+PLAIN = ""
+PROBABILITIES = "probabilities"  # the input holds probabilities: sigmoid / softmax(dim=1) of the logits
+SQUARED_PRED = "squared_pred"  # V-Net's denominator: sums of p**2 and t**2
+VARIANTS = {PLAIN: {}, PROBABILITIES: {"activation": "none"}, SQUARED_PRED: {"squared_pred": True}}
+# Losses a variant does not apply to (their function has no such option): a group that
+# asks for both leaves that pair out.
+_VARIANT_NOT_FOR = {SQUARED_PRED: ("focal", "multiclass_focal")}
+
+
+def variant_applies(loss: str, variant: str) -> bool:
+    return loss not in _VARIANT_NOT_FOR.get(variant, ())
+
 
 # Shapes by a short name, (N, C, *spatial); numel of the logits in the comment. The binary
 # cases' realistic shapes are a 2-D batch (16x1x512x512) and a 3-D volume of 4 independent
@@ -68,10 +87,15 @@ class Case:
     target_dtype: str
     mode: str  # FWD_BWD or FWD
     layout: str = CONTIGUOUS  # of the logits (and of a binary target): a key of LAYOUTS
+    variant: str = PLAIN  # options of the call: a key of VARIANTS
 
     def __post_init__(self):
         if self.layout not in LAYOUTS:
             raise ValueError(f"unknown layout {self.layout!r}; expected one of {sorted(LAYOUTS)}")
+        if self.variant not in VARIANTS:
+            raise ValueError(f"unknown variant {self.variant!r}; expected one of {sorted(VARIANTS)}")
+        if not variant_applies(self.loss, self.variant):
+            raise ValueError(f"{self.loss} has no variant {self.variant!r}")
         if self.multiclass:
             target_dtype = DTYPES[self.target_dtype]
             if target_dtype.is_floating_point or target_dtype == torch.bool:
@@ -124,8 +148,13 @@ class Case:
         return DTYPES[self.target_dtype].itemsize
 
     @property
+    def options(self) -> dict:
+        """The variant's keyword arguments of the public loss function ({} for the plain call)."""
+        return dict(VARIANTS[self.variant])
+
+    @property
     def floor_bytes(self) -> int:
-        """Fewest bytes the op must move through memory.
+        """Fewest bytes the op must move through memory (whatever the variant).
 
         Forward reads input and target once; backward reads them again and writes the
         gradient (same dtype as the input): 3*s_x*numel + 2*s_t*target_numel. Forward
@@ -139,7 +168,8 @@ class Case:
     @property
     def label(self) -> str:
         layout = "" if self.layout == CONTIGUOUS else f" {self.layout}"
-        return f"{self.loss} {self.shape_str}{layout} {self.dtype}/{self.target_dtype} {self.mode}"
+        variant = f" {self.variant}" if self.variant else ""
+        return f"{self.loss} {self.shape_str}{layout}{variant} {self.dtype}/{self.target_dtype} {self.mode}"
 
     def rough_peak_bytes(self) -> int:
         """Generous estimate of the memory one run needs (inputs, gradient, eager temporaries).
@@ -157,8 +187,9 @@ class Case:
 @dataclass(frozen=True)
 class CaseGroup:
     """A block of a preset: every shape x every (dtype, target dtype) x every mode, for
-    the losses of one family. `losses` is the group's default (None: every loss of the
-    family); losses asked for by name replace it (those of the family)."""
+    the losses of one family, each in every variant of `variants` that applies to it.
+    `losses` is the group's default (None: every loss of the family); losses asked for by
+    name replace it (those of the family)."""
 
     shapes: tuple[str, ...]
     dtype_pairs: tuple[tuple[str, str], ...]
@@ -166,6 +197,7 @@ class CaseGroup:
     family: str = BINARY
     losses: tuple[str, ...] | None = None
     layout: str = CONTIGUOUS
+    variants: tuple[str, ...] = (PLAIN,)
 
 
 @dataclass(frozen=True)
@@ -190,11 +222,15 @@ _ALL_MULTICLASS_PAIRS = tuple((d, t) for d in ("float32", "bfloat16", "float16")
 # Quick runs these three multi-class losses; multiclass_iou, multiclass_tversky and multiclass_focal_tversky run
 # the same fused pass as multiclass_dice with other coefficients (full runs them all).
 _QUICK_MULTICLASS = ("multiclass_dice", "multiclass_focal", "dice_ce")
+# Quick's binary groups run the binary losses it had before dice_focal came (full runs every
+# one): dice_focal, whose pass is dice_bce's with a focal term, runs in its variant group
+# below, so that a run cut short by a time budget loses no older row to it.
+_QUICK_BINARY = ("dice", "iou", "tversky", "focal_tversky", "focal", "dice_bce")
 
 # Presets per device type. "quick" is what `make bench` runs. Its groups run in order of
 # interest, so a run cut short by a time budget keeps the most useful rows: the realistic
 # binary shapes, the realistic multi-class shapes, then the dtype matrices, the rest of
-# the size sweep, then forward only. Kept small because every new (loss, dtype, rank,
+# the size sweep, then forward only, then the variants. Kept small because every new (loss, dtype, rank,
 # target dtype, mode) costs the compile provider a recompile.
 # Every shape x dtype pair x mode, the same on every device (cases that do not fit are left out).
 # channels_last logits, read in place by every fused backend (quick and full run them).
@@ -202,8 +238,19 @@ _LAYOUT_GROUPS = (
     CaseGroup(("seg3d",), (("float32", "uint8"),), (FWD_BWD,), losses=("dice",), layout=CHANNELS_LAST),
     CaseGroup(("mc19",), (("float32", "uint8"),), (FWD_BWD,), MULTICLASS, ("multiclass_dice",), CHANNELS_LAST),
 )
+# The loss options (variants) and Dice+Focal, at the realistic 2-D shapes, fp32 logits and a
+# uint8 target, fwd+bwd: the last groups of quick (a time budget cuts them first) and full.
+_VARIANT_GROUPS = (
+    CaseGroup(("seg2d",), (("float32", "uint8"),), (FWD_BWD,), losses=("dice", "dice_bce"),
+              variants=(PROBABILITIES, SQUARED_PRED)),
+    CaseGroup(("seg2d",), (("float32", "uint8"),), (FWD_BWD,), losses=("dice_focal",)),
+    CaseGroup(("mc19",), (("float32", "uint8"),), (FWD_BWD,), MULTICLASS, ("multiclass_dice", "dice_ce"),
+              variants=(PROBABILITIES,)),
+    CaseGroup(("mc19",), (("float32", "uint8"),), (FWD_BWD,), MULTICLASS, ("multiclass_dice_focal",)),
+)
 _FULL_GROUPS = (CaseGroup(_BINARY_SHAPES, _ALL_PAIRS, (FWD_BWD, FWD)),
-                CaseGroup(_MULTICLASS_SHAPES, _ALL_MULTICLASS_PAIRS, (FWD_BWD, FWD), MULTICLASS), *_LAYOUT_GROUPS)
+                CaseGroup(_MULTICLASS_SHAPES, _ALL_MULTICLASS_PAIRS, (FWD_BWD, FWD), MULTICLASS), *_LAYOUT_GROUPS,
+                *_VARIANT_GROUPS)
 
 _PRESETS = {
     ("smoke", "cpu"): Preset(
@@ -222,26 +269,28 @@ _PRESETS = {
     ),
     ("quick", "cpu"): Preset(
         name="quick",
-        groups=(CaseGroup(("seg2d", "seg3d"), (("float32", "float32"),), (FWD_BWD,)),
+        groups=(CaseGroup(("seg2d", "seg3d"), (("float32", "float32"),), (FWD_BWD,), losses=_QUICK_BINARY),
                 CaseGroup(("mc19", "mc150"), (("float32", "uint8"),), (FWD_BWD,), MULTICLASS, _QUICK_MULTICLASS),
-                CaseGroup(("seg2d",), (("bfloat16", "uint8"),), (FWD_BWD,)),
+                CaseGroup(("seg2d",), (("bfloat16", "uint8"),), (FWD_BWD,), losses=_QUICK_BINARY),
                 CaseGroup(("mc14_3d",), (("float32", "uint8"),), (FWD_BWD,), MULTICLASS, _QUICK_MULTICLASS),
-                *_LAYOUT_GROUPS, CaseGroup(("64K",), (("float32", "float32"),), (FWD_BWD,)),
-                CaseGroup(("seg2d",), (("float32", "float32"),), (FWD,))),
+                *_LAYOUT_GROUPS, CaseGroup(("64K",), (("float32", "float32"),), (FWD_BWD,), losses=_QUICK_BINARY),
+                CaseGroup(("seg2d",), (("float32", "float32"),), (FWD,), losses=_QUICK_BINARY), *_VARIANT_GROUPS),
         timing=Timing(warmup=1, repeats=7, min_repeats=3, max_seconds=1.5),
     ),
     ("quick", "cuda"): Preset(
         name="quick",
         groups=(
-            CaseGroup(("seg2d", "seg3d"), (("float32", "float32"),), (FWD_BWD,)),
+            CaseGroup(("seg2d", "seg3d"), (("float32", "float32"),), (FWD_BWD,), losses=_QUICK_BINARY),
             CaseGroup(("mc19", "mc150", "mc14_3d"), (("float32", "uint8"),), (FWD_BWD,), MULTICLASS, _QUICK_MULTICLASS),
-            CaseGroup(("seg2d",), (("bfloat16", "uint8"), ("float16", "uint8"), ("float32", "uint8")), (FWD_BWD,)),
+            CaseGroup(("seg2d",), (("bfloat16", "uint8"), ("float16", "uint8"), ("float32", "uint8")), (FWD_BWD,),
+                      losses=_QUICK_BINARY),
             CaseGroup(("mc19", "mc150"), (("bfloat16", "uint8"), ("float32", "int64")), (FWD_BWD,), MULTICLASS,
                       _QUICK_MULTICLASS),
             *_LAYOUT_GROUPS,
-            CaseGroup(("64K", "67M"), (("float32", "float32"),), (FWD_BWD,)),
-            CaseGroup(("seg2d",), (("float32", "float32"),), (FWD,)),
+            CaseGroup(("64K", "67M"), (("float32", "float32"),), (FWD_BWD,), losses=_QUICK_BINARY),
+            CaseGroup(("seg2d",), (("float32", "float32"),), (FWD,), losses=_QUICK_BINARY),
             CaseGroup(("mc19",), (("float32", "uint8"),), (FWD,), MULTICLASS, _QUICK_MULTICLASS),
+            *_VARIANT_GROUPS,
         ),
         timing=Timing(warmup=5, repeats=50, min_repeats=10, max_seconds=0.25),
     ),
@@ -272,7 +321,8 @@ def group_losses(group: CaseGroup, requested: list[str] | None, known: list[str]
 
 
 def build_cases(preset: Preset, requested: list[str] | None, known: list[str]) -> list[Case]:
-    """Cases in run order: group by group, shape by shape, loss by loss.
+    """Cases in run order: group by group, shape by shape, loss by loss, variant by variant
+    (those of a group that apply to the loss).
 
     `requested`: loss names asked for (None: each group's default); `known`: every loss
     name this fusedloss has, in table order. Every provider runs one case before the next
@@ -286,19 +336,26 @@ def build_cases(preset: Preset, requested: list[str] | None, known: list[str]) -
             for dtype, target_dtype in group.dtype_pairs:
                 for mode in group.modes:
                     for loss in losses:
-                        case = Case(loss, SHAPES[shape_name], dtype, target_dtype, mode, group.layout)
-                        if case not in cases:
-                            cases.append(case)
+                        for variant in group.variants:
+                            if not variant_applies(loss, variant):
+                                continue
+                            case = Case(loss, SHAPES[shape_name], dtype, target_dtype, mode, group.layout, variant)
+                            if case not in cases:
+                                cases.append(case)
     return cases
 
 
 def make_inputs(case: Case, device: torch.device, seed: int = 0):
     """Random logits (never zeros: they can run faster than real data) and a target:
     a binary mask (about 30% ones), or for a multi-class case a class map with every class
-    equally likely."""
+    equally likely. The "probabilities" variant gets, in place of the logits, their
+    sigmoid (multi-class: softmax over dim 1), computed in fp32 then cast to the case's
+    dtype; its target is the plain case's."""
     generator = torch.Generator(device=device).manual_seed(seed)
-    logits = torch.randn(case.shape, generator=generator, device=device, dtype=torch.float32)
-    logits = (2.0 * logits).to(DTYPES[case.dtype])
+    logits = 2.0 * torch.randn(case.shape, generator=generator, device=device, dtype=torch.float32)
+    if case.variant == PROBABILITIES:
+        logits = torch.softmax(logits, dim=1) if case.multiclass else torch.sigmoid(logits)
+    logits = logits.to(DTYPES[case.dtype])
     if case.multiclass:
         target = torch.randint(
             0, case.classes, case.target_shape, generator=generator, device=device, dtype=DTYPES[case.target_dtype]

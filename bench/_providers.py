@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from _cases import BINARY, MULTICLASS, MULTICLASS_LOSSES, Case
+from _cases import BINARY, MULTICLASS, MULTICLASS_LOSSES, PROBABILITIES, SQUARED_PRED, Case
 
 EAGER = "eager"
 COMPILE = "compile"
@@ -21,6 +22,14 @@ INTERPRETER_MAX_NUMEL = 1 << 20
 
 # Multi-class only: takes no mode= and its reference has no multiclass_ prefix.
 _MULTICLASS_ONLY = ("dice_ce",)
+
+# A variant's options under the reference's own names (fusedloss.reference): (what every
+# reference must take, what is passed only to those that take it). Probabilities:
+# from_logits=False; the element terms (BCE, focal) of the binary references also
+# clamped_log=True, the clamped logs of F.binary_cross_entropy that activation='none'
+# means (the region-only and the multi-class references have no such argument).
+_REFERENCE_OPTIONS = {PROBABILITIES: ({"from_logits": False}, {"clamped_log": True}),
+                      SQUARED_PRED: ({"squared_pred": True}, {})}
 
 
 class RequestError(ValueError):
@@ -53,6 +62,25 @@ def loss_functions(fusedloss, loss: str):
     if key in _MULTICLASS_ONLY:
         return functional, {}, getattr(fusedloss.reference, functional.__name__)
     return functional, {"mode": "multiclass"}, getattr(fusedloss.reference, f"multiclass_{functional.__name__}")
+
+
+def _parameters(function) -> set:
+    return set(inspect.signature(function).parameters)
+
+
+def variant_options(functional, reference, case: Case) -> tuple[dict, dict]:
+    """(keyword arguments of the fusedloss function, those of the reference) that make a
+    call the case's variant; ({}, {}) for the plain call. Raises Unavailable where the
+    loss has no such option (either function does not take it)."""
+    public = case.options
+    if not public:
+        return {}, {}
+    required, optional = _REFERENCE_OPTIONS[case.variant]
+    missing = sorted(set(public) - _parameters(functional)) + sorted(set(required) - _parameters(reference))
+    if missing:
+        raise Unavailable(f"{case.loss} takes no {', '.join(missing)} (variant {case.variant})")
+    accepted = _parameters(reference)
+    return public, {**required, **{name: value for name, value in optional.items() if name in accepted}}
 
 
 def _why_not(fusedloss, backend: str, device: torch.device, case: Case) -> str:
@@ -99,8 +127,16 @@ class Provider:
     _compile_errors: dict = field(default_factory=dict, repr=False)
 
     def loss_fn(self, case: Case):
-        """A callable (logits, target) -> loss for this case, or raise Unavailable."""
+        """A callable (logits, target) -> loss for this case (its variant's options passed
+        by the names each function takes), or raise Unavailable."""
         functional, options, reference = loss_functions(self.fusedloss, case.loss)
+        public, internal = variant_options(functional, reference, case)
+        if internal:
+            plain_reference = reference
+
+            def reference(logits, target):
+                return plain_reference(logits, target, **internal)
+
         if self.kind == EAGER:
             return reference
         if self.kind == COMPILE:
@@ -111,12 +147,13 @@ class Provider:
         if self.device.type == "cpu" and self.name == "triton" and case.numel > INTERPRETER_MAX_NUMEL:
             raise Unavailable(f"Triton interpreter: over {INTERPRETER_MAX_NUMEL} elements")
         backend = self.name
+        options = {**options, **public}
         return lambda logits, target: functional(logits, target, backend=backend, **options)
 
     def _compiled_fn(self, case: Case, reference):
-        # Compiled once per (loss, dtype) with dynamic shapes; the first call of each case
-        # (where recompiles for a new rank or target dtype happen) is excluded from timing.
-        key = (case.loss, case.dtype)
+        # Compiled once per (loss, dtype, variant) with dynamic shapes; the first call of each
+        # case (where recompiles for a new rank or target dtype happen) is excluded from timing.
+        key = (case.loss, case.dtype, case.variant)
         if key in self._compile_errors:
             raise self._compile_errors[key]
         if key not in self._compiled:

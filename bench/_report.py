@@ -29,7 +29,8 @@ def _fmt(spec, suffix=""):
 
 # (row key, header, formatter): the one definition of the table, shared by the console
 # and the Markdown output.
-COLUMNS = (("loss", "loss", str), ("shape", "shape", str), ("layout", "layout", str), ("dtype", "dtype", str),
+COLUMNS = (("loss", "loss", str), ("shape", "shape", str), ("layout", "layout", str),
+           ("variant", "variant", lambda value: value or "-"), ("dtype", "dtype", str),
            ("target_dtype", "target", str), ("mode", "mode", str), ("provider", "provider", str),
            ("time_ms", "time (ms)", _fmt(".4g")), ("gbps", "GB/s", _fmt(".3g")),
            ("roofline", "% roofline", lambda v: "-" if v is None else f"{100 * v:.1f}%"),
@@ -38,7 +39,9 @@ COLUMNS = (("loss", "loss", str), ("shape", "shape", str), ("layout", "layout", 
 
 
 def _case_key(row):
-    return (row["loss"], row["shape"], row.get("layout"), row["dtype"], row["target_dtype"], row["mode"])
+    # Rows written before variants existed have no "variant": the plain call.
+    return (row["loss"], row["shape"], row.get("layout"), row.get("variant") or "", row["dtype"], row["target_dtype"],
+            row["mode"])
 
 
 def add_comparisons(rows: list[dict]):
@@ -122,8 +125,8 @@ def write_markdown(path: Path, meta: dict, rows: list[dict], notes: list[str]):
 def write_plot(path: Path, meta: dict, rows: list[dict]) -> str | None:
     """Throughput against size, one panel per loss: a colour per provider, a marker per
     (dtype, target dtype), solid for forward+backward and dashed for forward only; a
-    multi-class series per class count (its label says C). Returns why no plot was
-    written, or None."""
+    multi-class series per class count (its label says C), a series per layout and per
+    variant. Returns why no plot was written, or None."""
     try:
         import matplotlib
 
@@ -148,9 +151,9 @@ def write_plot(path: Path, meta: dict, rows: list[dict]) -> str | None:
         for row in timed:
             if row["loss"] == loss:
                 key = (row["provider"], row["dtype"], row["target_dtype"], row["mode"], row.get("classes"),
-                       row.get("layout"))
+                       row.get("layout"), row.get("variant") or "")
                 series.setdefault(key, []).append((row["numel"], row["gbps"]))
-        for (provider, dtype, target_dtype, mode, classes, layout), points in series.items():
+        for (provider, dtype, target_dtype, mode, classes, layout, variant), points in series.items():
             points.sort()
             axis.plot(
                 [numel for numel, _ in points],
@@ -161,7 +164,8 @@ def write_plot(path: Path, meta: dict, rows: list[dict]) -> str | None:
                 markersize=4,
                 label=f"{provider} {dtype}/{target_dtype} {mode}"
                 + ("" if classes is None else f" C={classes}")
-                + ("" if layout in (None, "contiguous") else f" {layout}"),
+                + ("" if layout in (None, "contiguous") else f" {layout}")
+                + (f" {variant}" if variant else ""),
             )
         if meta.get("copy_gbps"):
             axis.axhline(meta["copy_gbps"], color="grey", linestyle=":", linewidth=1, label="measured copy bandwidth")

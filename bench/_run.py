@@ -20,6 +20,7 @@ def base_row(case: Case, provider: Provider) -> dict:
         "classes": case.classes,
         "target_shape": case.target_shape_str,
         "layout": case.layout,
+        "variant": case.variant,
         "dtype": case.dtype,
         "target_dtype": case.target_dtype,
         "mode": case.mode,

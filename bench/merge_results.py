@@ -5,7 +5,8 @@ and eager first, torch.compile last, each with its own time budget):
     python bench/merge_results.py OUTDIR first/results.json second/results.json ...
 
 Rows keep their measurements; the comparisons are recomputed across the runs ("vs
-compile" of a fused row comes from the compile run's row of the same case), and each
+compile" of a fused row comes from the compile run's row of the same case: loss, shape,
+layout, variant, dtypes and mode), and each
 later run's rows follow the first run's rows of the same case. Metadata is the first
 run's, with each run's own under "runs"; notes are prefixed with their run.
 """
@@ -30,6 +31,7 @@ def merge(documents: list[dict]) -> tuple[dict, list[dict], list[str]]:
     by_case = []
     for document in documents:
         for row in document["rows"]:
+            row.setdefault("variant", "")  # a run from before variants: the plain call
             key = _report._case_key(row)
             if key not in order:
                 order[key] = len(by_case)

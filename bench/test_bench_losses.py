@@ -19,7 +19,7 @@ import _timing
 import pytest
 
 PLAN_KEY = pytest.StashKey()
-EXTRA_INFO_KEYS = ("numel", "classes", "floor_bytes", "gbps", "roofline", "extra_mem_bytes", "first_call_s",
+EXTRA_INFO_KEYS = ("variant", "numel", "classes", "floor_bytes", "gbps", "roofline", "extra_mem_bytes", "first_call_s",
                    "loss_value")
 
 
