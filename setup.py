@@ -61,9 +61,9 @@ def extension_and_cmdclass():
     )
     if cuda == "1" or (cuda is None and torch.version.cuda is not None and bool(nvcc_found)):
         extension = CUDAExtension("fusedloss._C", sources + flags.cuda_sources("."), include_dirs=flags.include_dirs(),
-                                  extra_compile_args={"cxx": flags.CXX, "nvcc": flags.nvcc()})
+                                  extra_compile_args={"cxx": flags.cxx(), "nvcc": flags.nvcc()})
     else:
-        extension = CppExtension("fusedloss._C", sources, extra_compile_args={"cxx": flags.CXX})
+        extension = CppExtension("fusedloss._C", sources, extra_compile_args={"cxx": flags.cxx()})
     return [extension], {"build_ext": BuildExtension}
 
 

@@ -96,12 +96,13 @@ enum Terms : int {
   kElem = 2,
   kModulated = 4,  // focal gamma != 0
   kSquared = 8,    // squared_pred (with kRegion only)
+  kIgnored = 64,   // ignore_index given (a bit above the BinaryInput's): a loop of its own
 };
 constexpr int kInputShift = 4;  // the BinaryInput, in the bits from here up
 constexpr int kTermBits = (1 << kInputShift) - 1;
 
 constexpr bool has(int terms, Terms term) { return (terms & term) != 0; }
-constexpr BinaryInput input_of(int terms) { return static_cast<BinaryInput>(terms >> kInputShift); }
+constexpr BinaryInput input_of(int terms) { return static_cast<BinaryInput>((terms >> kInputShift) & 3); }
 
 inline int terms_of(const LossParams& lp) {
   return (lp.region ? kRegion : 0) | (lp.region && lp.squared_pred ? kSquared : 0) | (lp.elem ? kElem : 0) |
@@ -125,8 +126,38 @@ C10_ALWAYS_INLINE decltype(auto) with_multiclass_input(MulticlassInput input, Fn
   return fn(std::integral_constant<MulticlassInput, kSoftmax>{});
 }
 
+// A multiclass element term's form, as a template argument: the labelled class alone
+// (kLabel: scalar alpha, today's code; kLabelWeighted: a_y = class_weight[y]), or a sum
+// over the classes, each weighed by a_c t'_c (kPerClass: cross-entropy, label smoothing on a
+// class map or a dense target; kPerClassFocal: a dense target's focal loss). The per-class
+// forms read t_c from a staged target (a class map's one-hot), in the region term too.
+enum MulticlassElem : int { kLabel = 0, kLabelWeighted = 1, kPerClass = 2, kPerClassFocal = 3 };
+
+constexpr bool is_per_class(MulticlassElem kind) { return kind >= kPerClass; }
+
+inline MulticlassElem multiclass_elem(const LossParams& lp, bool dense_target, bool has_class_weight) {
+  TORCH_CHECK(lp.label_smoothing == 0 || lp.focal_gamma == 0,
+              "fusedloss: label_smoothing needs focal_gamma == 0 (cross-entropy), got focal_gamma=", lp.focal_gamma);
+  if (dense_target) return lp.elem && lp.focal_gamma != 0 ? kPerClassFocal : kPerClass;
+  if (!lp.elem) return kLabel;
+  if (lp.label_smoothing != 0) return kPerClass;
+  return has_class_weight ? kLabelWeighted : kLabel;
+}
+
+// Calls fn(std::integral_constant<MulticlassElem, KIND>{}) for the runtime `kind`.
+template <typename Fn>
+C10_ALWAYS_INLINE decltype(auto) with_multiclass_elem(MulticlassElem kind, Fn&& fn) {
+  switch (kind) {
+    case kLabelWeighted: return fn(std::integral_constant<MulticlassElem, kLabelWeighted>{});
+    case kPerClass: return fn(std::integral_constant<MulticlassElem, kPerClass>{});
+    case kPerClassFocal: return fn(std::integral_constant<MulticlassElem, kPerClassFocal>{});
+    default: return fn(std::integral_constant<MulticlassElem, kLabel>{});
+  }
+}
+
 // Calls fn(std::integral_constant<int, TERMS>{}) for the runtime `terms` (from
-// terms_of; no term at all runs as region and modulated element terms). The CPU
+// terms_of, | kIgnored with an ignore_index; no term at all runs as region and
+// modulated element terms). The CPU
 // calls a function template per TERMS, each its own set of target clones.
 template <int INPUT_BITS, typename Fn>
 C10_ALWAYS_INLINE decltype(auto) with_terms_for_input(int terms, Fn&& fn) {
@@ -146,7 +177,9 @@ C10_ALWAYS_INLINE decltype(auto) with_terms_for_input(int terms, Fn&& fn) {
 template <typename Fn>
 C10_ALWAYS_INLINE decltype(auto) with_terms(int terms, Fn&& fn) {
   return with_binary_input(input_of(terms), [&](auto input_tag) C10_ALWAYS_INLINE_ATTRIBUTE -> decltype(auto) {
-    return with_terms_for_input<decltype(input_tag)::value << kInputShift>(terms, fn);
+    constexpr int kInput = decltype(input_tag)::value << kInputShift;
+    if (has(terms, kIgnored)) return with_terms_for_input<kInput | kIgnored>(terms, fn);
+    return with_terms_for_input<kInput>(terms, fn);
   });
 }
 

@@ -6,7 +6,9 @@
 //   multiclass: logit (n, c, pixel p) at n * sample + c * cls + p * pixel when
 //               the input is dense and its spatial dims one run of equal steps
 //               (contiguous, channels_last, channels_last_3d), else a
-//               contiguous copy; the target contiguous.
+//               contiguous copy; a class map target contiguous, a dense target
+//               (the input's shape) read at the input's offsets when it has the
+//               input's strides, else both as contiguous copies.
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -71,6 +73,7 @@ struct MulticlassOperands {
   at::Tensor input, target;
   ClassStrides strides;
   at::MemoryFormat format;  // of the gradient: the input's own when read in place
+  bool dense_target;        // (N, C, spatial...) per-class values, at the input's offsets; else (N, S) class indices
 };
 
 // Whether the input is dense with its spatial dims one run of equal steps; if so,
@@ -94,12 +97,33 @@ inline bool class_strides(const at::Tensor& input, int64_t* pixel_stride) {
 inline MulticlassOperands multiclass_operands(const at::Tensor& input_, const at::Tensor& target) {
   // The Python API says so first; called directly, an empty batch would divide by zero.
   TORCH_CHECK(input_.numel() > 0, "fusedloss: input must not be empty, got sizes ", input_.sizes());
+  const bool dense_target = target.dim() == input_.dim();  // _spec.is_dense_target
+  bool same_strides = true;                                // size-1 dims: any stride
+  if (dense_target) {
+    TORCH_CHECK(target.sizes() == input_.sizes(), "fusedloss: a per-class target must have the input's shape ",
+                input_.sizes(), ", got ", target.sizes());
+    for (int64_t d = 0; d < input_.dim(); ++d) {
+      if (input_.size(d) > 1 && input_.stride(d) != target.stride(d)) same_strides = false;
+    }
+  }
   int64_t pixel = 1;
-  if (class_strides(input_, &pixel)) {
-    return {input_, target.contiguous(), {input_.stride(0), input_.stride(1), pixel}, at::MemoryFormat::Preserve};
+  if (same_strides && class_strides(input_, &pixel)) {
+    return {input_,
+            dense_target ? target : target.contiguous(),
+            {input_.stride(0), input_.stride(1), pixel},
+            at::MemoryFormat::Preserve,
+            dense_target};
   }
   const at::Tensor input = input_.contiguous();  // (N, C, S) in order: pixel stride 1
-  return {input, target.contiguous(), {input.stride(0), input.stride(1), 1}, at::MemoryFormat::Contiguous};
+  return {
+      input, target.contiguous(), {input.stride(0), input.stride(1), 1}, at::MemoryFormat::Contiguous, dense_target};
+}
+
+// The per-pixel shape (N, spatial...) of a multiclass input: the focal map's.
+inline std::vector<int64_t> pixel_shape(const at::Tensor& input) {
+  std::vector<int64_t> shape(input.sizes().begin(), input.sizes().end());
+  shape.erase(shape.begin() + 1);
+  return shape;
 }
 
 }  // namespace fusedloss

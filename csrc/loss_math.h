@@ -39,6 +39,10 @@ struct LossParams {
   bool elem = false;
   double focal_alpha = 0, focal_gamma = 0, elem_weight = 1;
   bool elem_mean = false;
+  // Multiclass only: CE label smoothing (gamma = 0), and the element mean over the sum of the
+  // valid pixels' class weights instead of their count (class maps).
+  double label_smoothing = 0;
+  bool weighted_mean = false;
   // How the input becomes probabilities and which logs the element term takes (BinaryInput,
   // MulticlassInput below).
   bool from_logits = true, clamped_log = false;
@@ -308,8 +312,9 @@ FUSEDLOSS_INLINE acc_t region_dp_one_hot(acc_t coef_i, acc_t coef_p, bool hit, a
 // no alpha; gamma = 0: cross-entropy) and A, its gradient being
 // dloss/dx_c = A (p_c - [c = y]): A = alpha ((1-p_y)^gamma - gamma (1-p_y)^(gamma-1) p_y log p_y).
 // rest = 1 - p_y, computed by the caller as the other classes' share (no cancellation).
+// scale: the class's factor a (multiclass_focal_terms: alpha, or 1 for alpha < 0).
 template <typename Math = StdMath, typename acc_t>
-FUSEDLOSS_INLINE FocalTerms<acc_t> multiclass_focal_terms(acc_t log_p_y, acc_t rest, acc_t alpha, acc_t gamma) {
+FUSEDLOSS_INLINE FocalTerms<acc_t> multiclass_focal_terms_scaled(acc_t log_p_y, acc_t rest, acc_t scale, acc_t gamma) {
   const acc_t one = 1;
   const acc_t p_y = Math::exp(log_p_y);
   const bool positive = !(rest <= acc_t(0));  // NaN (a NaN logit) takes the pow: stays NaN
@@ -318,26 +323,65 @@ FUSEDLOSS_INLINE FocalTerms<acc_t> multiclass_focal_terms(acc_t log_p_y, acc_t r
   // (1 - p_y)^(gamma-1) p_y log p_y -> 0 as p_y -> 1.
   // gamma = 0 (cross-entropy) has no slope: not 0 * log p_y, NaN where p_y = 0 (a -inf logit).
   const acc_t slope = positive && gamma != acc_t(0) ? gamma * (modulator / rest) * p_y * log_p_y : acc_t(0);
-  const acc_t scale = alpha >= acc_t(0) ? alpha : one;
   return {-scale * modulator * log_p_y, scale * (modulator - slope)};
+}
+
+// A class's element factor a_c without class weights: alpha, or 1 (alpha < 0: no alpha).
+template <typename acc_t>
+FUSEDLOSS_INLINE acc_t alpha_scale(acc_t alpha) {
+  return alpha >= acc_t(0) ? alpha : acc_t(1);
+}
+
+template <typename Math = StdMath, typename acc_t>
+FUSEDLOSS_INLINE FocalTerms<acc_t> multiclass_focal_terms(acc_t log_p_y, acc_t rest, acc_t alpha, acc_t gamma) {
+  return multiclass_focal_terms_scaled<Math>(log_p_y, rest, alpha_scale(alpha), gamma);
 }
 
 // Multiclass on probabilities (from_logits = False), per pixel: the focal loss
 // -alpha (1 - p_y)^gamma max(log p_y, -100) (gamma = 0: F.nll_loss of the clamped log)
 // and its derivative in p_y (the clamp's: 0 where log p_y < -100).
-template <typename Math, typename acc_t>
-FUSEDLOSS_INLINE FocalTerms<acc_t> multiclass_clamped_focal_terms(acc_t p_y, acc_t alpha, acc_t gamma) {
+// scale: as multiclass_focal_terms_scaled's; MODULATED = false: the gamma = 0 shortcut (no pow).
+template <typename Math, bool MODULATED = true, typename acc_t>
+FUSEDLOSS_INLINE FocalTerms<acc_t> multiclass_clamped_focal_terms_scaled(acc_t p_y, acc_t scale, acc_t gamma) {
   const acc_t one = 1, floor = -100;
   const acc_t log_p = Math::log(p_y);
   const acc_t lp = log_p < floor ? floor : log_p;  // NaN stays NaN
   const acc_t dlp = log_p >= floor ? one / p_y : acc_t(0);
+  if (!MODULATED) return {-scale * lp, -scale * dlp};
   const acc_t rest = one - p_y;
   const bool positive = !(rest <= acc_t(0));  // NaN takes the pow: stays NaN
   const acc_t powered = Math::pow(positive ? rest : one, gamma);
   const acc_t modulator = positive ? powered : (gamma == acc_t(0) ? one : acc_t(0));
   const acc_t slope = positive && gamma != acc_t(0) ? gamma * (modulator / rest) * lp : acc_t(0);
-  const acc_t scale = alpha >= acc_t(0) ? alpha : one;
   return {-scale * modulator * lp, -scale * (modulator * dlp - slope)};
+}
+
+template <typename Math, typename acc_t>
+FUSEDLOSS_INLINE FocalTerms<acc_t> multiclass_clamped_focal_terms(acc_t p_y, acc_t alpha, acc_t gamma) {
+  return multiclass_clamped_focal_terms_scaled<Math>(p_y, alpha_scale(alpha), gamma);
+}
+
+// Per-class element terms (dense targets, label smoothing): class c of a pixel weighs in with
+// w_c = a_c t'_c, t'_c = t_c (1 - eps) + eps / C (F.cross_entropy's label smoothing; t_c = [c = y]
+// for a class map): E = sum_c w_c (1 - p_c)^gamma (-lp_c).
+template <typename acc_t>
+FUSEDLOSS_INLINE acc_t class_target_weight(acc_t a_c, acc_t t_c, acc_t keep, acc_t spread) {
+  return a_c * (t_c * keep + spread);  // keep = 1 - eps, spread = eps / C
+}
+
+// Softmax: class c's loss w (1 - p)^gamma (-lp) and h = -w Afocal(p) (Afocal: multiclass_focal_terms'
+// A without alpha, 1 for cross-entropy); then dE/dx_j = h_j - p_j sum_c h_c. rest = 1 - p, as there.
+template <typename Math, bool MODULATED, typename acc_t>
+FUSEDLOSS_INLINE FocalTerms<acc_t> softmax_class_terms(acc_t log_p, acc_t rest, acc_t w, acc_t gamma) {
+  if (!MODULATED) return {-w * log_p, -w};
+  const FocalTerms<acc_t> unit = multiclass_focal_terms_scaled<Math>(log_p, rest, acc_t(1), gamma);
+  return {w * unit.loss, -w * unit.dloss};
+}
+
+// Probabilities: class c's loss w (1 - p)^gamma (-max(log p, -100)) and its derivative in p_c.
+template <typename Math, bool MODULATED, typename acc_t>
+FUSEDLOSS_INLINE FocalTerms<acc_t> probability_class_terms(acc_t p, acc_t w, acc_t gamma) {
+  return multiclass_clamped_focal_terms_scaled<Math, MODULATED>(p, w, gamma);
 }
 
 // The output's scale (1 / the groups counted, for a mean) and the element term's
@@ -347,12 +391,14 @@ struct LossScales {
   acc_t out_scale, elem_scale;
 };
 
-// Binary: every group counts, and has group_size elements.
+// Binary, for one group: every group counts; `counted` is the group's elements not
+// ignored (its size without ignore_index), taken as 1 at least (all ignored: E = 0).
 template <typename acc_t>
-FUSEDLOSS_INLINE LossScales<acc_t> binary_scales(int64_t num_groups, int64_t group_size, const LossParams& lp,
+FUSEDLOSS_INLINE LossScales<acc_t> binary_scales(int64_t num_groups, acc_t counted, const LossParams& lp,
                                                  Reduction reduction) {
   const acc_t out_scale = reduction == Reduction::Mean ? acc_t(1) / acc_t(num_groups) : acc_t(1);
-  const acc_t elem_scale = lp.elem_mean ? acc_t(lp.elem_weight) / acc_t(group_size) : acc_t(lp.elem_weight);
+  const acc_t elem_scale =
+      lp.elem_mean ? acc_t(lp.elem_weight) / (counted < acc_t(1) ? acc_t(1) : counted) : acc_t(lp.elem_weight);
   return {out_scale, elem_scale};
 }
 
@@ -372,8 +418,10 @@ FUSEDLOSS_INLINE GroupResult<acc_t> finalize_group(acc_t sum_i, acc_t sum_p, acc
     const acc_t a = lp.tv_alpha, b = lp.tv_beta, gamma = lp.region_gamma;
     const acc_t smooth_nr = lp.smooth_nr, smooth_dr = lp.smooth_dr, rw = lp.region_weight;
     // NaN sums (a NaN logit) give NaN: every clamp and test below lets NaN through.
-    const acc_t false_pos = sum_p - sum_i < acc_t(0) ? acc_t(0) : sum_p - sum_i;
-    const acc_t false_neg = sum_t - sum_i < acc_t(0) ? acc_t(0) : sum_t - sum_i;
+    // FP and FN are not clamped at 0: with squared_pred, P = sum(p^2) may be below I (the
+    // index's denominator is still the definition's, e.g. (P + T) / 2 for Dice).
+    const acc_t false_pos = sum_p - sum_i;
+    const acc_t false_neg = sum_t - sum_i;
     const acc_t numer = sum_i + smooth_nr;
     // smooth_dr = 0 with nothing predicted and nothing to find: 0/0, scored as a perfect match.
     const bool defined = !(sum_i + a * false_pos + b * false_neg + smooth_dr <= acc_t(0));
@@ -426,14 +474,17 @@ struct MulticlassRules {
   }
 };
 
-// counted: the groups that count; valid_pixels: the pixels E sums over; each taken as 1 at least.
+// counted: the groups that count (taken as 1 at least); valid_pixels: E's mean denominator (elem_sums[1]).
 template <typename acc_t>
 FUSEDLOSS_INLINE LossScales<acc_t> multiclass_scales(acc_t counted, acc_t valid_pixels, const LossParams& lp,
                                                      Reduction reduction) {
   const acc_t one = 1;
   const acc_t out_scale = reduction == Reduction::Mean ? one / (counted < one ? one : counted) : one;
-  const acc_t elem_scale =
-      lp.elem_mean ? acc_t(lp.elem_weight) / (valid_pixels < one ? one : valid_pixels) : acc_t(lp.elem_weight);
+  // valid_pixels: a count (0 -> 1: E is 0 then), or with weighted_mean the sum of the pixels'
+  // class weights, at least the smallest normal number (as the reference's clamp).
+  const acc_t tiny = sizeof(acc_t) == sizeof(float) ? acc_t(1.17549435e-38f) : acc_t(2.2250738585072014e-308);
+  const acc_t denominator = valid_pixels <= acc_t(0) ? one : (valid_pixels < tiny ? tiny : valid_pixels);
+  const acc_t elem_scale = lp.elem_mean ? acc_t(lp.elem_weight) / denominator : acc_t(lp.elem_weight);
   return {out_scale, elem_scale};
 }
 

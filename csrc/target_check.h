@@ -17,6 +17,17 @@ FUSEDLOSS_INLINE bool bad_probability(T t) {
   return !(t >= T(0) && t <= T(1));
 }
 
+// Binary ignore_index: an element whose target equals it (compared in the accumulation
+// dtype) counts nowhere, and its target is never bad.
+template <typename T>
+FUSEDLOSS_INLINE bool ignored_probability(T t, T ignore_value) {
+  return t == ignore_value;
+}
+template <typename T>
+FUSEDLOSS_INLINE bool bad_probability(T t, T ignore_value) {
+  return bad_probability(t) && !ignored_probability(t, ignore_value);
+}
+
 // Multiclass: a pixel counts when its class index is in [0, C) and not ignore_index.
 FUSEDLOSS_INLINE bool counted_class(int64_t y, int64_t classes, bool has_ignore, int64_t ignore_index) {
   return y >= 0 && y < classes && !(has_ignore && y == ignore_index);

@@ -84,24 +84,24 @@ def groups(input: torch.Tensor, per_sample: bool, per_channel: bool, weight) -> 
     _dim1_weight(input, weight, "channel")
 
 
-def _dim1_weight(input: torch.Tensor, weight, unit: str) -> None:
-    """A weight per entry of input's dim 1 (per channel, or per class)."""
+def _dim1_weight(input: torch.Tensor, weight, unit: str, name: str = "weight") -> None:
+    """A weight per entry of input's dim 1 (per channel, or per class), the argument ``name``."""
     if weight is None:
         return
     if not isinstance(weight, torch.Tensor):
-        raise TypeError(f"weight must be a 1-D torch.Tensor of per-{unit} weights or None, got {type(weight).__name__}")
+        raise TypeError(f"{name} must be a 1-D torch.Tensor of per-{unit} weights or None, got {type(weight).__name__}")
     if not weight.is_floating_point():
-        raise TypeError(f"weight must be a floating tensor, got {weight.dtype}")
+        raise TypeError(f"{name} must be a floating tensor, got {weight.dtype}")
     if weight.shape != (input.shape[1],):
         raise ValueError(
-            f"weight must have shape ({input.shape[1]},), one per {unit} of input, got {tuple(weight.shape)}"
+            f"{name} must have shape ({input.shape[1]},), one per {unit} of input, got {tuple(weight.shape)}"
         )
     if weight.device != input.device:
-        raise ValueError(f"weight is on {weight.device} but input is on {input.device}")
+        raise ValueError(f"{name} is on {weight.device} but input is on {input.device}")
     if CHECK_TARGETS:
         valid = (weight >= 0) & (weight < math.inf)  # NaN fails both
-        _enforce(valid, lambda: f"weight must hold finite numbers >= 0, got {weight[~valid][0].item()}",
-                 "fusedloss: weight holds a negative, NaN or infinite value" + _SKIP)
+        _enforce(valid, lambda: f"{name} must hold finite numbers >= 0, got {weight[~valid][0].item()}",
+                 f"fusedloss: {name} holds a negative, NaN or infinite value" + _SKIP)
 
 
 def reduction(value: str) -> None:
@@ -152,20 +152,56 @@ def smoothing(smooth, smooth_nr, smooth_dr, default: float = 1.0) -> tuple:
     return smooth_nr, smooth_dr
 
 
-def binary_only_defaults(include_background, ignore_index, exclude_empty) -> None:
-    if not include_background or ignore_index is not None or exclude_empty:
-        raise ValueError("include_background, ignore_index and exclude_empty are options of mode='multiclass'")
+def binary_only_defaults(include_background, exclude_empty) -> None:
+    if not include_background or exclude_empty:
+        raise ValueError("include_background and exclude_empty are options of mode='multiclass'")
+
+
+def binary_ignore_index(value, target_dtype: torch.dtype) -> None:
+    """A binary / multi-label ignore_index: an int the target can hold that is no label (0, 1)."""
+    if value is None:
+        return
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError(f"ignore_index must be an int or None, got {value!r}")
+    if value in (0, 1):
+        raise ValueError(
+            f"ignore_index={value} is a label of a binary / multi-label target; use a value outside [0, 1], "
+            "e.g. 255 (uint8 masks) or -1 (float masks)"
+        )
+    if target_dtype == torch.bool:
+        raise ValueError("a bool target holds only 0 and 1: it cannot mark ignored elements (ignore_index)")
+    if not target_dtype.is_floating_point:
+        info = torch.iinfo(target_dtype)
+        if not info.min <= value <= info.max:
+            raise ValueError(
+                f"ignore_index={value} cannot occur in a {str(target_dtype).replace('torch.', '')} target "
+                f"(values {info.min}..{info.max}); e.g. 255 for uint8"
+            )
+
+
+DENSE_TARGET_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64, torch.bool, torch.uint8)
 
 
 def input_and_class_map(input, target, ignore_index) -> torch.Tensor:
-    """Check a multi-class pair: logits (N, C, *spatial), target class indices
-    (N, *spatial) or (N, 1, *spatial) (returned as (N, *spatial), a view)."""
-    _pair(input, target, CLASS_MAP_DTYPES,
-          f"target must hold class indices as {_names(CLASS_MAP_DTYPES)} in mode='multiclass'")
+    """Check a multi-class pair: logits (N, C, *spatial), and a target of class indices
+    (N, *spatial) or (N, 1, *spatial) (returned as (N, *spatial), a view), or of per-class
+    values with input's shape (a dense target: one-hot or soft, returned as it is)."""
     if input.dim() < 2 or input.shape[1] < 2:
         raise ValueError(
             f"input must have shape (N, C, ...) with C >= 2 classes in mode='multiclass', got {tuple(input.shape)}"
         )
+    if isinstance(target, torch.Tensor) and target.shape == input.shape:
+        _pair(input, target, DENSE_TARGET_DTYPES,
+              f"a target of input's shape holds per-class values: its dtype must be {_names(DENSE_TARGET_DTYPES)}")
+        if ignore_index is not None:
+            raise ValueError(
+                "ignore_index marks pixels of a class-map target; a target of per-class values (input's shape) "
+                "has no class index to ignore: leave ignore_index=None (or zero those pixels' targets)"
+            )
+        return target
+    _pair(input, target, CLASS_MAP_DTYPES,
+          f"target must hold class indices as {_names(CLASS_MAP_DTYPES)} in mode='multiclass' (or per-class "
+          f"values of input's shape)")
     expected = input.shape[:1] + input.shape[2:]
     if target.shape != expected:
         if target.shape == input.shape[:1] + (1,) + input.shape[2:]:
@@ -197,8 +233,27 @@ def _ignore_index(value, classes: int, target_dtype: torch.dtype) -> None:
         )
 
 
-def class_weight(input: torch.Tensor, weight) -> None:
-    _dim1_weight(input, weight, "class")
+def class_weight(input: torch.Tensor, weight, name: str = "weight") -> None:
+    _dim1_weight(input, weight, "class", name)
+
+
+def per_class(input: torch.Tensor, values, name: str):
+    """A per-class option given as a sequence or a tensor: a (C,) tensor on input's device (in
+    the accumulation dtype when it is not a tensor yet), checked; None stays None."""
+    if values is None or not isinstance(input, torch.Tensor):  # a bad input: the pair check says so
+        return values
+    if not isinstance(values, torch.Tensor):
+        dtype = torch.float64 if input.dtype == torch.float64 else torch.float32
+        values = torch.as_tensor(values, dtype=dtype, device=input.device)
+    class_weight(input, values, name)
+    return values
+
+
+def unit_interval(**values) -> None:
+    for name, value in values.items():
+        non_negative(**{name: value})
+        if value > 1:
+            raise ValueError(f"{name} must be in [0, 1], got {value!r}")
 
 
 def sync_group(sync: bool, process_group, per_sample: bool = False):
@@ -223,8 +278,11 @@ def sync_group(sync: bool, process_group, per_sample: bool = False):
 def _bad_targets(target: torch.Tensor, classes, ignore_index) -> torch.Tensor | None:
     """Where ``target`` holds a value its loss does not define (None: it cannot).
     ``classes`` None: a binary / multi-label target (NaN is bad too)."""
-    if classes is None:
-        return None if target.dtype == torch.bool else ~((target >= 0) & (target <= 1))
+    if classes is None:  # binary / multi-label, or a multi-class target of per-class values
+        if target.dtype == torch.bool:
+            return None
+        bad = ~((target >= 0) & (target <= 1))
+        return bad if ignore_index is None else bad & (target != ignore_index)
     bad = (target < 0) | (target >= classes)
     if ignore_index is not None:
         bad &= target != ignore_index
@@ -236,8 +294,10 @@ def target_error(target: torch.Tensor, classes=None, ignore_index=None) -> str:
     value = target[_bad_targets(target, classes, ignore_index)].flatten()[0].item()
     if classes is None:
         return (
-            f"target holds {value}, outside [0, 1]: binary and multi-label targets are probabilities "
-            "(a 0/255 mask needs target / 255 or target > 0)"
+            f"target holds {value}, outside [0, 1]"
+            + ("" if ignore_index is None else f" and not ignore_index={ignore_index!r}")
+            + ": binary, multi-label and per-class targets are probabilities (a 0/255 mask needs target / 255 "
+            "or target > 0, or ignore_index=255 for pixels to leave out)"
         )
     return f"target holds class index {value}, outside [0, {classes}) and not ignore_index={ignore_index!r}"
 

@@ -56,7 +56,9 @@ class LossSpec(NamedTuple):
     focal_alpha: float = -1.0  # < 0: no alpha weighting
     focal_gamma: float = 0.0
     elem_weight: float = 1.0
-    elem_mean: bool = True  # element sum divided by the group size (or the pixels not ignored)
+    elem_mean: bool = True  # element sum divided by the elements (pixels) counted: not ignored
+    label_smoothing: float = 0.0  # multiclass CE: targets t (1 - eps) + eps / C (F.cross_entropy's)
+    weighted_mean: bool = False  # multiclass class maps: the mean divides by sum of class_weight[y], not the count
     from_logits: bool = True  # False: the input holds probabilities (activation='none')
     clamped_log: bool = False  # element terms from log p, log(1 - p) clamped at -100
 
@@ -159,14 +161,16 @@ def binary_operands(input, target, per_sample: bool, per_channel: bool):
 
 
 class MulticlassOperands(NamedTuple):
-    """An (N, C, *spatial) input and (N, *spatial) target as the multi-class kernels
-    read them: logit (n, c, p) at ``n * strides[0] + c * strides[1] + p * strides[2]``,
-    p the flattened spatial index; the target contiguous; ``format``: the gradient's."""
+    """An (N, C, *spatial) input and its target as the multi-class kernels read them: logit
+    (n, c, p) at ``n * strides[0] + c * strides[1] + p * strides[2]``, p the flattened spatial
+    index; a class map (N, *spatial) contiguous, a dense target (N, C, *spatial) with the
+    input's strides (``dense``); ``format``: the gradient's."""
 
     input: torch.Tensor
     target: torch.Tensor
     strides: tuple
     format: torch.memory_format
+    dense: bool
 
 
 def class_strides(input) -> tuple | None:
@@ -187,11 +191,19 @@ def class_strides(input) -> tuple | None:
     return input.stride(0), input.stride(1), 1 if pixel is None else pixel
 
 
+def is_dense_target(input, target) -> bool:
+    """A multi-class target of per-class values (N, C, *spatial), not a class map (N, *spatial)."""
+    return target.dim() == input.dim()
+
+
 def multiclass_operands(input, target) -> MulticlassOperands:
+    dense = is_dense_target(input, target)
     strides = class_strides(input)
-    if strides is not None:
-        return MulticlassOperands(input, target.contiguous(), strides, torch.preserve_format)
+    same_strides = not dense or all(input.stride(d) == target.stride(d) for d in range(input.dim())
+                                    if input.shape[d] > 1)
+    if strides is not None and same_strides:
+        return MulticlassOperands(input, target if dense else target.contiguous(), strides, torch.preserve_format,
+                                  dense)
     input = input.contiguous()  # (N, C, S) in order: pixel stride 1
-    return MulticlassOperands(
-        input, target.contiguous(), (input.stride(0), input.stride(1), 1), torch.contiguous_format
-    )
+    return MulticlassOperands(input, target.contiguous(), (input.stride(0), input.stride(1), 1),
+                              torch.contiguous_format, dense)

@@ -52,8 +52,9 @@ OPTION_DOCS = {
     "input": "logits: any shape for mode='binary'/'multilabel'; (N, C, *spatial) for mode='multiclass'.",
     "target": (
         "binary/multilabel: input's shape (or (N, *spatial) for an (N, 1, *spatial) input), "
-        "probabilities in [0, 1] (float, bool or uint8). multiclass: (N, *spatial) class indices "
-        "(uint8, int16, int32, int64) in [0, C), or ignore_index."
+        "probabilities in [0, 1] (float, bool or uint8), or ignore_index. multiclass: (N, *spatial) class "
+        "indices (uint8, int16, int32, int64) in [0, C), or ignore_index; or per-class targets of input's "
+        "shape (one-hot or soft; float, bool or uint8 in [0, 1])."
     ),
     "smooth": (
         "added to the numerator and the denominator of the index (>= 0; None: 1.0, or smooth_nr / smooth_dr; "
@@ -87,7 +88,11 @@ OPTION_DOCS = {
     ),
     "reduction": ("'mean' over the groups that count (MONAI's convention), 'sum', or 'none' (the per-group losses)."),
     "include_background": "multiclass: False leaves class 0 out.",
-    "ignore_index": "multiclass: pixels whose target is this value count nowhere (None: none ignored).",
+    "ignore_index": (
+        "elements (binary/multilabel: where the target equals it, e.g. 255 in a uint8 mask, -1 in a float one) "
+        "or pixels (multiclass class maps) that count in no statistic and no mean and get zero gradient "
+        "(None: none ignored)."
+    ),
     "exclude_empty": "multiclass: leave classes absent from the target out of the mean.",
     "sync": (
         "sum the region statistics over the processes of ``process_group`` before the formula: every "
@@ -133,29 +138,31 @@ def documented(params: dict, options, returns: str = REGION_RETURNS):
 
 
 def _run_binary(reference_loss, params: dict, spec: _spec.LossSpec, input, target, *, per_sample, per_channel, weight,
-                reduction, backend, sync=False, process_group=None):
+                reduction, backend, ignore_index=None, sync=False, process_group=None):
     target = _checks.input_and_target(input, target)
+    _checks.binary_ignore_index(ignore_index, target.dtype)
     _checks.groups(input, per_sample, per_channel, weight)
     _checks.reduction(reduction)
     group = _checks.sync_group(sync, process_group, per_sample)
     differentiable = target.requires_grad or (weight is not None and weight.requires_grad)
     chosen = resolve(backend, input.device, differentiable_target=differentiable)
     if chosen == "reference":
-        _checks.target_values(target)
+        _checks.target_values(target, None, ignore_index)
         return reference_loss(input, target, per_sample=per_sample, per_channel=per_channel, weight=weight,
-                              reduction=reduction, process_group=group, **params)
+                              reduction=reduction, process_group=group, ignore_index=ignore_index, **params)
     if group is not None:
         return SyncedBinaryLoss.apply(input, target, weight, fused_ops(chosen), group, per_sample, per_channel, spec,
-                                      reduction, _checks.CHECK_TARGETS)
+                                      ignore_index, reduction, _checks.CHECK_TARGETS)
     loss, _coef = fused_ops(chosen).binary_loss(input, target, weight, per_sample, per_channel,
-                                                **spec_arguments("binary_loss", spec), reduction=reduction,
-                                                check_target=_checks.CHECK_TARGETS)
+                                                **spec_arguments("binary_loss", spec), ignore_index=ignore_index,
+                                                reduction=reduction, check_target=_checks.CHECK_TARGETS)
     return loss
 
 
 def _run_multiclass(reference_loss, params: dict, spec: _spec.LossSpec, input, target, *, per_sample, per_channel,
-                    weight, reduction, include_background, ignore_index, exclude_empty, backend, sync=False,
-                    process_group=None):
+                    weight, reduction, include_background, ignore_index, exclude_empty, backend, class_weight=None,
+                    sync=False, process_group=None):
+    """``class_weight``: the element term's per-class factor (CE weight or focal alpha), checked."""
     if per_channel:
         raise ValueError("per_channel does not apply to mode='multiclass': its statistics are always per class")
     target = _checks.input_and_class_map(input, target, ignore_index)
@@ -165,16 +172,16 @@ def _run_multiclass(reference_loss, params: dict, spec: _spec.LossSpec, input, t
     chosen = resolve(backend, input.device, differentiable_target=weight is not None and weight.requires_grad,
                      family="multiclass", classes=input.shape[1])
     if chosen == "reference":
-        _checks.target_values(target, input.shape[1], ignore_index)
+        _check_class_targets(input, target, ignore_index)
         return reference_loss(input, target, per_sample=per_sample, weight=weight, reduction=reduction,
                               include_background=include_background, ignore_index=ignore_index,
                               exclude_empty=exclude_empty, process_group=group, **params)
     if group is not None:
-        loss = SyncedMulticlassLoss.apply(input, target, weight, fused_ops(chosen), group, per_sample, spec,
-                                          ignore_index, include_background, exclude_empty, reduction,
+        loss = SyncedMulticlassLoss.apply(input, target, weight, class_weight, fused_ops(chosen), group, per_sample,
+                                          spec, ignore_index, include_background, exclude_empty, reduction,
                                           _checks.CHECK_TARGETS)
     else:
-        loss, _coef = fused_ops(chosen).multiclass_loss(input, target, weight, per_sample,
+        loss, _coef = fused_ops(chosen).multiclass_loss(input, target, weight, class_weight, per_sample,
                                                         **spec_arguments("multiclass_loss", spec),
                                                         ignore_index=ignore_index,
                                                         include_background=include_background,
@@ -183,6 +190,14 @@ def _run_multiclass(reference_loss, params: dict, spec: _spec.LossSpec, input, t
     if reduction == "none" and not include_background:
         loss = loss[..., 1:]
     return loss
+
+
+def _check_class_targets(input, target, ignore_index) -> None:
+    """The reference's target check: class indices, or per-class values in [0, 1] (a dense target)."""
+    if _spec.is_dense_target(input, target):
+        _checks.target_values(target)
+    else:
+        _checks.target_values(target, input.shape[1], ignore_index)
 
 
 def _resolved(mode, activation, smooth, smooth_nr, smooth_dr, squared_pred) -> tuple:
@@ -213,10 +228,10 @@ def _run_region(name: str, make_spec, input, target, *, mode, activation, smooth
                                per_sample=per_sample, per_channel=per_channel, weight=weight, reduction=reduction,
                                include_background=include_background, ignore_index=ignore_index,
                                exclude_empty=exclude_empty, backend=backend, sync=sync, process_group=process_group)
-    _checks.binary_only_defaults(include_background, ignore_index, exclude_empty)
+    _checks.binary_only_defaults(include_background, exclude_empty)
     return _run_binary(getattr(reference, name), params, spec, input, target, per_sample=per_sample,
-                       per_channel=per_channel, weight=weight, reduction=reduction, backend=backend, sync=sync,
-                       process_group=process_group)
+                       per_channel=per_channel, weight=weight, reduction=reduction, backend=backend,
+                       ignore_index=ignore_index, sync=sync, process_group=process_group)
 
 
 # The losses pass their own arguments on as ``**locals()`` (taken first thing, so it
@@ -302,52 +317,78 @@ _DICE_WEIGHT = dict(dice_weight="weight of the Dice term (>= 0).")
 _MULTICLASS_COMBINED_RETURNS = "the loss, a 0-d tensor (reduction 'mean' or 'sum'; 'none' is refused)."
 
 
+_TERM_WEIGHTS = ("dice_weight", "bce_weight", "ce_weight", "focal_weight")  # the terms' weights, numbers >= 0
+
+
 def _run_dice_and_element(name: str, input, target, *, mode, activation, smooth, smooth_nr, smooth_dr, squared_pred,
                           dice_weight, element_weight, alpha, gamma, per_sample, per_channel, weight, reduction,
                           include_background, ignore_index, exclude_empty, sync, process_group, backend,
-                          reference_params):
+                          reference_params, class_weight=None, label_smoothing=0.0):
     """Dice + element term: binary per group (the element losses' mean per group);
-    multiclass the element losses' mean over the pixels not ignored (sum with 'sum')."""
+    multiclass the element losses' mean over the pixels not ignored (sum with 'sum').
+    ``alpha``: a number, None, or (multiclass) one per class; ``class_weight``: CE's class
+    weights (its 'mean' is then weighted, as F.cross_entropy's)."""
     multiclass, spec_options, reference_options = _resolved(mode, activation, smooth, smooth_nr, smooth_dr,
                                                             squared_pred)
-    if alpha is not None:
-        _checks.non_negative(alpha=alpha)
-    term_weights = {key: value for key, value in reference_params.items() if key.endswith("_weight")}
+    alpha, alpha_per_class = _alpha(input, alpha, multiclass)
+    term_weights = {key: value for key, value in reference_params.items() if key in _TERM_WEIGHTS}
     _checks.non_negative(gamma=gamma, **term_weights)
     params = {**reference_params, **reference_options}
+    if alpha_per_class is not None:
+        params["alpha"] = alpha_per_class
     if multiclass:
         if reduction == "none":
             raise ValueError(
                 f"reduction='none' is not defined for {name} with mode='multiclass' (a per-class Dice and a "
                 f"per-pixel element loss); use 'mean' or 'sum'"
             )
+        dense = _spec.is_dense_target(input, target) and target.shape == input.shape
         spec = _spec.dice_elem_spec(dice_weight=dice_weight, elem_weight=element_weight, alpha=alpha, gamma=gamma,
-                                    elem_mean=reduction == "mean", **spec_options)
+                                    elem_mean=reduction == "mean", label_smoothing=label_smoothing,
+                                    weighted_mean=class_weight is not None and not dense, **spec_options)
         reference_name = name if name == "dice_ce_loss" else f"multiclass_{name}"
         return _run_multiclass(getattr(reference, reference_name), params, spec, input, target, per_sample=per_sample,
                                per_channel=per_channel, weight=weight, reduction=reduction,
                                include_background=include_background, ignore_index=ignore_index,
-                               exclude_empty=exclude_empty, sync=sync, process_group=process_group, backend=backend)
-    _checks.binary_only_defaults(include_background, ignore_index, exclude_empty)
+                               exclude_empty=exclude_empty, class_weight=alpha_per_class if class_weight is None
+                               else class_weight, sync=sync, process_group=process_group, backend=backend)
+    _checks.binary_only_defaults(include_background, exclude_empty)
     spec = _spec.dice_elem_spec(dice_weight=dice_weight, elem_weight=element_weight, alpha=alpha, gamma=gamma,
                                 **spec_options)
     params["clamped_log"] = spec.clamped_log
     return _run_binary(getattr(reference, name), params, spec, input, target, per_sample=per_sample,
-                       per_channel=per_channel, weight=weight, reduction=reduction, backend=backend, sync=sync,
-                       process_group=process_group)
+                       per_channel=per_channel, weight=weight, reduction=reduction, backend=backend,
+                       ignore_index=ignore_index, sync=sync, process_group=process_group)
+
+
+def _alpha(input, alpha, multiclass: bool):
+    """(the scalar alpha or None, the per-class alpha tensor or None), checked. Binary: a number
+    in [0, 1] (the positives' weight) or None; multiclass: also one factor per class (>= 0)."""
+    if alpha is None or isinstance(alpha, (int, float)) and not isinstance(alpha, bool):
+        if alpha is not None:
+            _checks.non_negative(alpha=alpha)
+            if alpha > 1:
+                raise ValueError(f"alpha must be in [0, 1] or None, got {alpha!r}")
+        return alpha, None
+    if not multiclass:
+        raise ValueError(
+            f"alpha must be a number in [0, 1] or None with mode='binary' or 'multilabel' (the positives' weight); "
+            f"one alpha per class is for mode='multiclass', got {alpha!r}"
+        )
+    return None, _checks.per_class(input, alpha, "alpha")
 
 
 @documented(
     dict(**_docs(*SMOOTHING), **_DICE_WEIGHT, bce_weight="weight of the BCE term (>= 0).",
          **_docs(*INDEX_OPTIONS)),
-    ("per_sample", "per_channel", "weight", "reduction", "sync", "process_group", "backend"),
+    ("per_sample", "per_channel", "weight", "reduction", "ignore_index", "sync", "process_group", "backend"),
 )
 def dice_bce_loss(input: torch.Tensor, target: torch.Tensor, smooth: float | None = None, *,
                   activation: Activation | None = None, smooth_nr: float | None = None,
                   smooth_dr: float | None = None, squared_pred: bool = False, per_sample: bool = False,
                   per_channel: bool = False, weight: torch.Tensor | None = None, reduction: Reduction = "mean",
-                  dice_weight: float = 1.0, bce_weight: float = 1.0, sync: bool = False, process_group=None,
-                  backend: Backend = "auto") -> torch.Tensor:
+                  ignore_index: int | None = None, dice_weight: float = 1.0, bce_weight: float = 1.0,
+                  sync: bool = False, process_group=None, backend: Backend = "auto") -> torch.Tensor:
     """Binary / multi-label: bce_weight * BCE (mean over the group; with logits
     BCE-with-logits) + dice_weight * Dice loss, per group, in one pass. With the
     defaults: the mean BCE over the tensor + the Dice loss of the tensor."""
@@ -355,13 +396,19 @@ def dice_bce_loss(input: torch.Tensor, target: torch.Tensor, smooth: float | Non
                                  smooth_nr=smooth_nr, smooth_dr=smooth_dr, squared_pred=squared_pred,
                                  dice_weight=dice_weight, element_weight=bce_weight, alpha=None, gamma=0.0,
                                  per_sample=per_sample, per_channel=per_channel, weight=weight, reduction=reduction,
-                                 include_background=True, ignore_index=None, exclude_empty=False, sync=sync,
+                                 include_background=True, ignore_index=ignore_index, exclude_empty=False, sync=sync,
                                  process_group=process_group, backend=backend,
                                  reference_params=dict(dice_weight=dice_weight, bce_weight=bce_weight))
 
 
 @documented(
     dict(**_docs(*SMOOTHING), **_DICE_WEIGHT, ce_weight="weight of the cross-entropy term (>= 0).",
+         ce_class_weight=(
+             "(C,) class weights of the cross-entropy term, F.cross_entropy's weight= ('mean' then divides by the "
+             "sum of the pixels' class weights, as F.cross_entropy; of a per-class target, by the pixels); "
+             "``weight`` weighs the Dice term's classes."
+         ),
+         label_smoothing="F.cross_entropy's label_smoothing, in [0, 1]: targets t (1 - eps) + eps / C.",
          **_docs(*INDEX_OPTIONS)),
     ("per_sample", "weight", "reduction", "include_background", "ignore_index", "exclude_empty", "sync",
      "process_group", "backend"),
@@ -371,25 +418,32 @@ def dice_ce_loss(input: torch.Tensor, target: torch.Tensor, smooth: float | None
                  activation: Activation | None = None, smooth_nr: float | None = None, smooth_dr: float | None = None,
                  squared_pred: bool = False, per_sample: bool = False, weight: torch.Tensor | None = None,
                  reduction: Reduction = "mean", include_background: bool = True, ignore_index: int | None = None,
-                 exclude_empty: bool = False, dice_weight: float = 1.0, ce_weight: float = 1.0, sync: bool = False,
+                 exclude_empty: bool = False, dice_weight: float = 1.0, ce_weight: float = 1.0,
+                 ce_class_weight: torch.Tensor | None = None, label_smoothing: float = 0.0, sync: bool = False,
                  process_group=None, backend: Backend = "auto") -> torch.Tensor:
-    """Multi-class: ce_weight * cross-entropy (as F.cross_entropy, 'mean' over the
-    pixels not ignored) + dice_weight * multi-class Dice loss, in one pass.
-    ``input`` (N, C, *spatial) logits, ``target`` (N, *spatial) class indices;
-    reduction 'mean' or 'sum' (both terms)."""
+    """Multi-class: ce_weight * cross-entropy (as F.cross_entropy, with ce_class_weight,
+    ignore_index and label_smoothing; 'mean' over the pixels not ignored) + dice_weight *
+    multi-class Dice loss, in one pass. ``input`` (N, C, *spatial) logits, ``target``
+    (N, *spatial) class indices or (N, C, *spatial) per-class targets; reduction 'mean' or
+    'sum' (both terms)."""
+    _checks.unit_interval(label_smoothing=label_smoothing)
+    class_weight = _checks.per_class(input, ce_class_weight, "ce_class_weight")
     return _run_dice_and_element("dice_ce_loss", input, target, mode="multiclass", activation=activation,
                                  smooth=smooth, smooth_nr=smooth_nr, smooth_dr=smooth_dr, squared_pred=squared_pred,
                                  dice_weight=dice_weight, element_weight=ce_weight, alpha=None, gamma=0.0,
                                  per_sample=per_sample, per_channel=False, weight=weight, reduction=reduction,
                                  include_background=include_background, ignore_index=ignore_index,
                                  exclude_empty=exclude_empty, sync=sync, process_group=process_group, backend=backend,
-                                 reference_params=dict(dice_weight=dice_weight, ce_weight=ce_weight))
+                                 reference_params=dict(dice_weight=dice_weight, ce_weight=ce_weight,
+                                                       ce_class_weight=class_weight, label_smoothing=label_smoothing),
+                                 class_weight=class_weight, label_smoothing=label_smoothing)
 
 
 _FOCAL_PARAMS = dict(
     alpha=(
         "binary: weight of the positives, in [0, 1] (negatives: 1 - alpha); multiclass: a "
-        "factor of every pixel's loss; None: no alpha weighting."
+        "factor of every pixel's loss, or one per class (a sequence or a (C,) tensor: alpha_y per "
+        "pixel); None: no alpha weighting."
     ),
     gamma="focusing exponent (>= 0; 0 with alpha=None: BCE or cross-entropy).",
 )
@@ -404,7 +458,7 @@ _FOCAL_PARAMS = dict(
         "in float32 (float64 for a float64 input)."
     ),
 )
-def dice_focal_loss(input: torch.Tensor, target: torch.Tensor, alpha: float | None = 0.25, gamma: float = 2.0,
+def dice_focal_loss(input: torch.Tensor, target: torch.Tensor, alpha=0.25, gamma: float = 2.0,
                     smooth: float | None = None, *, mode: Mode = "binary", activation: Activation | None = None,
                     smooth_nr: float | None = None, smooth_dr: float | None = None, squared_pred: bool = False,
                     dice_weight: float = 1.0, focal_weight: float = 1.0, per_sample: bool = False,
@@ -416,7 +470,6 @@ def dice_focal_loss(input: torch.Tensor, target: torch.Tensor, alpha: float | No
     binary/multilabel: per group, the focal losses' mean over the group + the
     group's Dice loss; multiclass: the softmax focal loss's mean over the pixels
     not ignored ('sum': its sum) + the multi-class Dice loss (as ``dice_ce_loss``)."""
-    _check_alpha(alpha)
     return _run_dice_and_element("dice_focal_loss", input, target, mode=mode, activation=activation, smooth=smooth,
                                  smooth_nr=smooth_nr, smooth_dr=smooth_dr, squared_pred=squared_pred,
                                  dice_weight=dice_weight, element_weight=focal_weight, alpha=alpha, gamma=gamma,
@@ -425,13 +478,6 @@ def dice_focal_loss(input: torch.Tensor, target: torch.Tensor, alpha: float | No
                                  exclude_empty=exclude_empty, sync=sync, process_group=process_group, backend=backend,
                                  reference_params=dict(alpha=alpha, gamma=gamma, dice_weight=dice_weight,
                                                        focal_weight=focal_weight))
-
-
-def _check_alpha(alpha) -> None:
-    if alpha is not None:
-        _checks.non_negative(alpha=alpha)
-        if alpha > 1:
-            raise ValueError(f"alpha must be in [0, 1] or None, got {alpha!r}")
 
 
 @documented(
@@ -444,7 +490,7 @@ def _check_alpha(alpha) -> None:
         "map in input's dtype."
     ),
 )
-def focal_loss(input: torch.Tensor, target: torch.Tensor, alpha: float | None = 0.25, gamma: float = 2.0, *,
+def focal_loss(input: torch.Tensor, target: torch.Tensor, alpha=0.25, gamma: float = 2.0, *,
                mode: Mode = "binary", activation: Activation | None = None, reduction: Reduction = "mean",
                ignore_index: int | None = None, backend: Backend = "auto") -> torch.Tensor:
     """Focal loss (Lin et al. 2017).
@@ -452,42 +498,46 @@ def focal_loss(input: torch.Tensor, target: torch.Tensor, alpha: float | None = 
     binary: as torchvision.ops.sigmoid_focal_loss, alpha_t * (1 - p_t)**gamma *
     BCE-with-logits per element, p_t = p*t + (1-p)*(1-t), alpha_t = alpha*t +
     (1-alpha)*(1-t).
-    multiclass: -alpha * (1 - p_y)**gamma * log p_y per pixel, not divided by C
-    (MONAI and kornia average over classes too, so theirs is ours / C)."""
-    _check_alpha(alpha)
+    multiclass: -alpha * (1 - p_y)**gamma * log p_y per pixel (alpha_y with one alpha
+    per class), not divided by C (MONAI and kornia average over classes too, so theirs
+    is ours / C); a per-class target: sum_c alpha_c t_c (1 - p_c)**gamma (-log p_c)."""
     _checks.non_negative(gamma=gamma)
     _checks.reduction(reduction)
     multiclass = _checks.mode(mode)
+    scalar_alpha, class_alpha = _alpha(input, alpha, multiclass)
     activation_fields = _spec.activation_spec(_checks.activation(activation, multiclass))
-    spec = _spec.focal_spec(alpha, gamma, reduction, **activation_fields)
+    spec = _spec.focal_spec(scalar_alpha, gamma, reduction, **activation_fields)
     if multiclass:
         target = _checks.input_and_class_map(input, target, ignore_index)
         chosen = resolve(backend, input.device, family="multiclass", classes=input.shape[1])
         if chosen == "reference":
-            _checks.target_values(target, input.shape[1], ignore_index)
-            return reference.multiclass_focal_loss(input, target, alpha=alpha, gamma=gamma, reduction=reduction,
-                                                   ignore_index=ignore_index, from_logits=spec.from_logits)
+            _check_class_targets(input, target, ignore_index)
+            return reference.multiclass_focal_loss(input, target, alpha=alpha if class_alpha is None else class_alpha,
+                                                   gamma=gamma, reduction=reduction, ignore_index=ignore_index,
+                                                   from_logits=spec.from_logits)
         ops = fused_ops(chosen)
         if reduction == "none":
-            return ops.multiclass_focal_map(input, target, spec.focal_alpha, spec.focal_gamma, spec.from_logits,
-                                            spec.clamped_log, ignore_index, _checks.CHECK_TARGETS)
-        loss, _coef = ops.multiclass_loss(input, target, None, False, **spec_arguments("multiclass_loss", spec),
-                                          ignore_index=ignore_index, include_background=True, exclude_empty=False,
-                                          reduction="sum", check_target=_checks.CHECK_TARGETS)
+            return ops.multiclass_focal_map(input, target, class_alpha, spec.focal_alpha, spec.focal_gamma,
+                                            spec.from_logits, spec.clamped_log, ignore_index, _checks.CHECK_TARGETS)
+        loss, _coef = ops.multiclass_loss(input, target, None, class_alpha, False,
+                                          **spec_arguments("multiclass_loss", spec), ignore_index=ignore_index,
+                                          include_background=True, exclude_empty=False, reduction="sum",
+                                          check_target=_checks.CHECK_TARGETS)
         return loss
-    _checks.binary_only_defaults(True, ignore_index, False)
     target = _checks.input_and_target(input, target)
+    _checks.binary_ignore_index(ignore_index, target.dtype)
     chosen = resolve(backend, input.device, differentiable_target=target.requires_grad)
     if chosen == "reference":
-        _checks.target_values(target)
+        _checks.target_values(target, None, ignore_index)
         return reference.focal_loss(input, target, alpha=alpha, gamma=gamma, reduction=reduction,
-                                    from_logits=spec.from_logits, clamped_log=spec.clamped_log)
+                                    from_logits=spec.from_logits, clamped_log=spec.clamped_log,
+                                    ignore_index=ignore_index)
     ops = fused_ops(chosen)
     if reduction == "none":
         return ops.binary_focal_map(input, target, spec.focal_alpha, spec.focal_gamma, spec.from_logits,
-                                    spec.clamped_log, _checks.CHECK_TARGETS)
+                                    spec.clamped_log, ignore_index, _checks.CHECK_TARGETS)
     loss, _coef = ops.binary_loss(input, target, None, False, False, **spec_arguments("binary_loss", spec),
-                                  reduction="sum", check_target=_checks.CHECK_TARGETS)
+                                  ignore_index=ignore_index, reduction="sum", check_target=_checks.CHECK_TARGETS)
     return loss
 
 
@@ -504,7 +554,7 @@ def focal_loss(input: torch.Tensor, target: torch.Tensor, alpha: float | None = 
          per_sample="one loss per sample (its classes' sums), reduced over samples; else one for the batch.",
          reduction="'mean' over the groups, 'sum', or 'none' ((N,) with per_sample, else ()).",
          include_background="False leaves class (channel) 0 out of the sums.",
-         ignore_index="multiclass: pixels whose target is this value count nowhere."),
+         ignore_index=OPTION_DOCS["ignore_index"]),
     ("sync", "process_group", "backend"),
     returns="the loss: a 0-d tensor, or with reduction='none' one per group, in float32 (float64 for float64 input).",
 )
@@ -525,15 +575,18 @@ def generalized_dice_loss(input: torch.Tensor, target: torch.Tensor, smooth: flo
     if multiclass:
         target = _checks.input_and_class_map(input, target, ignore_index)
     else:
-        _checks.binary_only_defaults(True, ignore_index, False)
         target = _checks.input_and_target(input, target)
+        _checks.binary_ignore_index(ignore_index, target.dtype)
         _checks.groups(input, per_sample, True, None)
     group = _checks.sync_group(sync, process_group, per_sample)
     family = "multiclass" if multiclass else "binary"
     chosen = resolve(backend, input.device, differentiable_target=not multiclass and target.requires_grad,
                      family=family, classes=input.shape[1] if multiclass else 0)
     if chosen == "reference":
-        _checks.target_values(target, *((input.shape[1], ignore_index) if multiclass else ()))
+        if multiclass:
+            _check_class_targets(input, target, ignore_index)
+        else:
+            _checks.target_values(target, None, ignore_index)
         return reference.generalized_dice_loss(input, target, smooth_nr, smooth_dr, weight_type, per_sample,
                                                include_background, ignore_index, reduction, multiclass,
                                                activation_fields["from_logits"], group)

@@ -17,6 +17,13 @@ from torch import nn
 from . import functional as F
 
 
+_PER_CLASS = ("weight", "ce_class_weight", "alpha")  # the options that may hold one value per channel / class
+
+
+def _is_values(option) -> bool:
+    return isinstance(option, (torch.Tensor, list, tuple))
+
+
 class _FunctionalLoss(nn.Module):
     """A loss module whose forward is ``loss_fn(input, target, **options)``."""
 
@@ -40,15 +47,19 @@ class _FunctionalLoss(nn.Module):
         bound = type(self).__signature__.bind(*args, **kwargs)  # a wrong name fails here, as in a call
         bound.apply_defaults()
         self.options = dict(bound.arguments)
-        weight = self.options.pop("weight", None)
-        if weight is not None and not isinstance(weight, torch.Tensor):
-            weight = torch.as_tensor(weight, dtype=torch.get_default_dtype())  # [1, 2] means weights, not ints
-        self.register_buffer("weight", weight, persistent=False)
+        # Per-channel / per-class values are buffers: they follow .to(device) (not saved in state_dict).
+        self._buffered = [name for name in _PER_CLASS if _is_values(self.options.get(name))]
+        for name in self._buffered:
+            values = self.options.pop(name)
+            if not isinstance(values, torch.Tensor):
+                values = torch.as_tensor(values, dtype=torch.get_default_dtype())  # [1, 2] means weights, not ints
+            self.register_buffer(name, values, persistent=False)
+        if "weight" in type(self).__signature__.parameters and "weight" not in self._buffered:
+            self.register_buffer("weight", None, persistent=False)
 
     def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        if self.weight is not None:
-            return type(self).loss_fn(input, target, weight=self.weight, **self.options)
-        return type(self).loss_fn(input, target, **self.options)
+        buffers = {name: getattr(self, name) for name in self._buffered}
+        return type(self).loss_fn(input, target, **buffers, **self.options)
 
     def extra_repr(self) -> str:
         return ", ".join(f"{key}={value!r}" for key, value in self.options.items())

@@ -456,7 +456,7 @@ def generalized_dice_loss(input, target, smooth_nr=1e-5, smooth_dr=1e-5, weight_
                                                       from_logits=from_logits)
     else:
         intersection, predicted, actual = _region_sums(input, target, per_sample, True, process_group,
-                                                       from_logits=from_logits)
+                                                       from_logits=from_logits, ignore_index=ignore_index)
     if not include_background:
         intersection, predicted, actual = intersection[..., 1:], predicted[..., 1:], actual[..., 1:]
     with torch.no_grad():

@@ -103,7 +103,13 @@ def binary_calls(draw, losses):
         if options["per_channel"] and draw(st.booleans()):
             options["weight"] = torch.rand(shape[1], generator=gen, dtype=torch.float64).to(DEVICE)
     options["reduction"] = draw(st.sampled_from(["mean", "sum", "none"]))
-    x, t = x.to(DEVICE), t.to(target_dtype).to(DEVICE)
+    t = t.to(target_dtype)
+    if target_dtype != torch.bool and draw(st.booleans()):  # ignored elements, holding any input
+        options["ignore_index"] = 255 if target_dtype == torch.uint8 else -1
+        ignored = torch.rand(shape, generator=gen) < 0.3
+        t = torch.where(ignored, torch.tensor(options["ignore_index"], dtype=t.dtype), t)
+        x = torch.where(ignored, torch.tensor(float("nan"), dtype=x.dtype), x)
+    x, t = x.to(DEVICE), t.to(DEVICE)
     if draw(st.booleans()):
         x, t = draw(_in_memory_layout(x, t))
     else:
@@ -113,7 +119,8 @@ def binary_calls(draw, losses):
 
 @st.composite
 def multiclass_calls(draw, losses, ignore_index=255):
-    """(loss name, input, class map, options) for mode='multiclass'."""
+    """(loss name, input, target, options) for mode='multiclass': a class map, or per-class targets
+    of the input's shape (one-hot or soft)."""
     name = draw(st.sampled_from(sorted(losses)))
     classes = draw(st.sampled_from([2, 3, 5, 17, 64]))
     spatial = tuple(draw(st.lists(st.integers(1, 9), min_size=0, max_size=3)))
@@ -137,8 +144,21 @@ def multiclass_calls(draw, losses, ignore_index=255):
         options["mode"] = "multiclass"
     if probabilities:
         options["activation"] = "none"
-    if layout.startswith("ignored") or draw(st.booleans()):
+    dense = not layout.startswith("ignored") and draw(st.booleans())
+    if dense:  # per-class targets: the one-hot of y, softened or not, in a dense dtype
+        target_dtype = draw(st.sampled_from([torch.float32, torch.uint8, torch.bool]))
+        one_hot = torch.nn.functional.one_hot(y, classes).movedim(-1, 1).double()
+        if target_dtype == torch.float32 and draw(st.booleans()):
+            noise = torch.rand(one_hot.shape, generator=gen, dtype=torch.float64)
+            one_hot = 0.8 * one_hot + 0.2 * noise / noise.sum(1, keepdim=True)
+        y = one_hot
+    elif layout.startswith("ignored") or draw(st.booleans()):
         options["ignore_index"] = ignore_index
+    if name == "dice_ce" and draw(st.booleans()):
+        options["ce_class_weight"] = (torch.rand(classes, generator=gen, dtype=torch.float64) + 0.1).to(DEVICE)
+        options["label_smoothing"] = draw(st.sampled_from([0.0, 0.1]))
+    if name in ("focal", "dice_focal") and draw(st.booleans()):
+        options["alpha"] = torch.rand(classes, generator=gen, dtype=torch.float64).to(DEVICE)
     reductions = ["mean", "sum"] if name in ("dice_ce", "dice_focal") else ["mean", "sum", "none"]
     options["reduction"] = draw(st.sampled_from(reductions))
     if name != "focal":

@@ -142,7 +142,7 @@ def test_bad_multiclass_input():
     with pytest.raises(ValueError, match="mode must be one of"):
         fusedloss.dice_loss(x, y, mode="softmax")
     with pytest.raises(ValueError, match="options of mode='multiclass'"):
-        fusedloss.dice_loss(x, y.float(), ignore_index=255)
+        fusedloss.dice_loss(x, y.float(), include_background=False)
     with pytest.raises(ValueError, match="reduction='none' is not defined for dice_ce_loss"):
         fusedloss.dice_ce_loss(x, y, reduction="none")
     with pytest.raises(TypeError, match="ignore_index must be an int"):

@@ -129,8 +129,9 @@ def test_jaccard_is_iou():
 @pytest.mark.parametrize("name", ["dice", "iou", "tversky", "focal_tversky", "dice_bce"])
 def test_smooth_zero_on_an_empty_group_is_a_perfect_match(backend, name):
     """The README's decision: smooth = 0 with nothing predicted (p underflows to 0) and
-    nothing to find is 0/0 in the formula; the fused backends score it loss 0 and
-    gradient 0 (the reference keeps the definition's NaN). The other group is unchanged."""
+    nothing to find is 0/0 in the formula; every backend scores it loss 0 and gradient 0
+    (the reference too, where autograd of the formula alone would give NaN). The other
+    group is unchanged."""
     x, t = make_pair((2, 1, 4, 4), torch.float32)
     x[0] = -200.0  # sigmoid rounds to exactly 0 in fp32
     t[0] = 0.0
@@ -143,8 +144,9 @@ def test_smooth_zero_on_an_empty_group_is_a_perfect_match(backend, name):
     (grad,) = torch.autograd.grad(loss.sum(), x)
     assert loss[0].item() == 0.0 and torch.count_nonzero(grad[0]).item() == 0
     reference = fn(x, t, backend="reference", **options)
-    assert torch.isnan(reference[0])  # the definition's 0/0
-    (ref_grad,) = torch.autograd.grad(reference[1], x)
+    assert reference[0].item() == 0.0  # not the formula's 0/0
+    (ref_grad,) = torch.autograd.grad(reference.sum(), x)
+    assert torch.count_nonzero(ref_grad[0]).item() == 0
     assert_close(loss[1].detach(), reference[1].detach(), torch.float32)
     assert_close(grad[1], ref_grad[1], torch.float32)
 

@@ -149,6 +149,8 @@ def _combined_expected(loss, x, t, shard, weight, options, element_over="rank"):
     'batch'``: over the whole batch, which a wrong sync would give), and its gradient
     w.r.t. the shard."""
     options = dict(options)
+    smooth = options.pop("smooth", 1.0)
+    options.update(smooth_nr=smooth, smooth_dr=smooth)  # the reference's names
     full = x.clone().requires_grad_(True)
     mine = full[shard] if element_over == "rank" else full
     target = t[shard] if element_over == "rank" else t

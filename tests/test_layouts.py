@@ -120,26 +120,28 @@ def test_opcheck_output_layouts(family, backend, layout, grouping):
     if family is BINARY:
         x, t = _binary_layout(layout)(*BINARY.make_pair((2, 3, 5, 6), torch.float32, torch.uint8))
         loss, coef = ops.binary_loss(
-            x, t, **op_kwargs(SPEC, weight=None, **grouping, reduction="mean", check_target=True)
+            x, t, **op_kwargs(SPEC, weight=None, **grouping, ignore_index=None, reduction="mean", check_target=True)
         )
         torch.library.opcheck(ops.binary_loss_backward, (torch.ones_like(loss), x, t, coef),
-                              dict(**grouping, **spec_arguments("binary_loss_backward", SPEC)))
-        torch.library.opcheck(ops.binary_focal_map, (x.requires_grad_(True), t),
-                              dict(alpha=0.25, gamma=2.0, from_logits=True, clamped_log=False, check_target=True))
+                              dict(**grouping, **spec_arguments("binary_loss_backward", SPEC), ignore_index=None))
+        logits = dict(alpha=0.25, gamma=2.0, from_logits=True, clamped_log=False, ignore_index=None)
+        torch.library.opcheck(ops.binary_focal_map, (x.requires_grad_(True), t), dict(**logits, check_target=True))
         torch.library.opcheck(ops.binary_focal_map_backward, (torch.ones(x.shape, device=DEVICE), x.detach(), t),
-                              dict(alpha=0.25, gamma=2.0, from_logits=True, clamped_log=False))
+                              logits)
     else:
         x, y = MULTICLASS_LAYOUTS[layout](*MULTICLASS.make_pair((2, 4, 5, 6), torch.float32, torch.int64))
         loss, coef = ops.multiclass_loss(
             x,
             y,
-            **op_kwargs(SPEC, weight=None, **grouping, ignore_index=None, include_background=True, exclude_empty=False,
-                        reduction="mean", check_target=True),
+            **op_kwargs(SPEC, weight=None, class_weight=None, **grouping, ignore_index=None, include_background=True,
+                        exclude_empty=False, reduction="mean", check_target=True),
         )
         torch.library.opcheck(ops.multiclass_loss_backward, (torch.ones_like(loss), x, y, coef),
-                              dict(**grouping, **spec_arguments("multiclass_loss_backward", SPEC), ignore_index=None))
+                              dict(**grouping, **spec_arguments("multiclass_loss_backward", SPEC), class_weight=None,
+                                   ignore_index=None))
         torch.library.opcheck(ops.multiclass_focal_map_backward, (torch.ones(y.shape, device=DEVICE), x, y),
-                              dict(alpha=0.25, gamma=2.0, from_logits=True, clamped_log=False, ignore_index=None))
+                              dict(class_weight=None, alpha=0.25, gamma=2.0, from_logits=True, clamped_log=False,
+                                   ignore_index=None))
 
 
 @parametrize("backend", BINARY.backends)

@@ -12,16 +12,20 @@ from helpers import DEVICE, INPUT_DTYPES, IGNORE, assert_close, assert_matches_r
 
 import fusedloss
 
-# Each set of options on its own, then together. nr > dr makes a perfect group's loss negative.
-OPTION_SETS = [dict(smooth_nr=0.0, smooth_dr=1e-5), dict(smooth_nr=2.0, smooth_dr=0.5), dict(squared_pred=True),
-               dict(log_loss=True), dict(activation="none"),
+# The options in a few combinations (each alone costs the Triton interpreter too much time for what
+# it adds): MONAI's split smoothing with V-Net's squares; nr > dr (a perfect group's loss is then
+# negative) with smp's log loss where the loss has it; probability inputs, alone and with the rest.
+OPTION_SETS = [dict(smooth_nr=0.0, smooth_dr=1e-5, squared_pred=True),
+               dict(smooth_nr=2.0, smooth_dr=0.5, log_loss=True), dict(activation="none"),
                dict(activation="none", squared_pred=True, smooth_nr=0.0, smooth_dr=1e-5)]
 INDEX_LOSSES = ("dice", "iou", "tversky")  # the losses with log_loss
-REGION_CASES = BINARY.cases(BINARY.region_losses) + MULTICLASS.cases(MULTICLASS.region_losses)
+REGION_CASES = (BINARY.cases(BINARY.region_losses + ("dice_focal",))
+                + MULTICLASS.cases(MULTICLASS.region_losses + ("dice_focal",)))
 
 
-def _applies(case, options) -> bool:
-    return "log_loss" not in options or case.name in INDEX_LOSSES
+def _for(case, options) -> dict:
+    """``options`` without log_loss where the loss has none."""
+    return options if case.name in INDEX_LOSSES else {k: v for k, v in options.items() if k != "log_loss"}
 
 
 def probabilities(case, x):
@@ -53,8 +57,7 @@ SHAPES = {BINARY: (2, 3, 7, 9), MULTICLASS: (2, 4, 7, 9)}
 
 @parametrize(
     "case, backend, options",
-    [(case, backend, options) for case, backend in with_backends(REGION_CASES) for options in OPTION_SETS
-     if _applies(case, options)],
+    [(case, backend, _for(case, options)) for case, backend in with_backends(REGION_CASES) for options in OPTION_SETS],
 )
 def test_region_options_match_reference(case, backend, options):
     x, t = make(case, SHAPES[case.family], torch.float64, options)
@@ -147,7 +150,7 @@ def test_dice_focal_is_dice_plus_focal(family, backend):
                                                                           BINARY.case("tversky")])
               for options in (dict(activation="none", squared_pred=True), dict(smooth_nr=0.0, smooth_dr=0.5))])
 def test_gradcheck(case, backend, options):
-    shape = (2, 2, 3, 4) if case.family is BINARY else (2, 3, 3, 4)
+    shape = (2, 2, 2, 3) if case.family is BINARY else (2, 3, 2, 3)
     x, t = make(case, shape, torch.float64, options, scale=1.0)
     call = call_options(case, **options)
     if options.get("activation") == "none":
@@ -275,6 +278,7 @@ def test_generalized_dice_is_sudres(family, backend):
 @parametrize("family, backend", [(family, backend) for family in (BINARY, MULTICLASS) for backend in family.backends])
 def test_generalized_dice_gradcheck_and_compile(family, backend):
     x, t = _gdl_pair(family, torch.float64, {}, scale=1.0)
+    x, t = x[..., :3, :4], t[..., :3, :4]  # small: gradcheck under the Triton interpreter
     options = dict(mode=family.name, per_sample=True, smooth=0.1)
     torch.autograd.gradcheck(lambda inp: fusedloss.generalized_dice_loss(inp, t, backend=backend, **options),
                              (x.detach().requires_grad_(True),), eps=1e-6, atol=1e-6)
@@ -285,7 +289,210 @@ def test_generalized_dice_bad_arguments():
     x, t = BINARY.make_pair((2, 3, 4, 5), torch.float32)
     with pytest.raises(ValueError, match="weight_type must be one of"):
         fusedloss.generalized_dice_loss(x, t, weight_type="log")
-    with pytest.raises(ValueError, match="ignore_index"):
-        fusedloss.generalized_dice_loss(x, t, ignore_index=255)
+    with pytest.raises(ValueError, match="ignore_index=1 is a label"):
+        fusedloss.generalized_dice_loss(x, t, ignore_index=1)
     with pytest.raises(ValueError, match="pass either smooth or smooth_nr"):
         fusedloss.generalized_dice_loss(x, t, 1.0, smooth_dr=1.0)
+
+
+# ---- binary ignore_index, class weights, label smoothing, per-class alpha, per-class (dense) targets ----
+
+
+def _with_ignored(x, t, ignore_index, fraction=0.2, seed=1):
+    """``t`` with a fraction of elements set to ignore_index, and NaN inputs there (they must reach nothing)."""
+    gen = torch.Generator().manual_seed(seed)
+    ignored = (torch.rand(t.shape, generator=gen) < fraction).to(t.device)
+    t = torch.where(ignored, torch.tensor(ignore_index, dtype=t.dtype, device=t.device), t)
+    x = torch.where(ignored, torch.tensor(float("nan"), dtype=x.dtype, device=x.device), x)
+    return x, t
+
+
+BINARY_IGNORE = [(torch.float32, -1), (torch.uint8, 255)]
+
+
+@parametrize("case, backend, target_dtype, options",
+             [(case, backend, target_dtype, options) for case, backend in with_backends(BINARY.cases())
+              for target_dtype, _ in BINARY_IGNORE
+              for options in ([dict()] if case.name == "focal" else [dict(), dict(per_sample=True, per_channel=True,
+                                                                                    reduction="none")])]
+             + [(BINARY.case("focal"), backend, torch.uint8, dict(reduction="none")) for backend in BINARY.backends]
+             + [(BINARY.case("dice_bce"), backend, torch.float32, dict(activation="none"))
+                for backend in BINARY.backends])
+def test_binary_ignore_index_matches_reference(case, backend, target_dtype, options):
+    ignore_index = dict(BINARY_IGNORE)[target_dtype]
+    x, t = make(case, SHAPES[BINARY], torch.float64, options, target_dtype=target_dtype)
+    x, t = _with_ignored(x, t, ignore_index)
+    compared = assert_matches_reference(case, x, t, backend, **case.options(ignore_index=ignore_index, **options))
+    assert (compared.grad[t == ignore_index] == 0).all()
+
+
+@parametrize("name, backend",
+             [(name, backend) for name in ("dice", "dice_bce", "focal")
+              for backend in BINARY.backends + ("reference",)])
+def test_binary_ignore_index_leaves_the_elements_out(name, backend):
+    """With ignore_index the loss is the loss of the elements kept, whatever the ignored ones hold."""
+    case = BINARY.case(name)
+    x, t = case.make_pair((2, 3, 8, 9), torch.float32, torch.uint8)
+    x, t = _with_ignored(x, t, 255)
+    kept = t != 255
+    loss = case(x, t, backend, ignore_index=255)
+    torch.testing.assert_close(loss, case(x[kept], t[kept], backend))
+
+
+CLASS_WEIGHT = [0.5, 1.0, 2.0, 0.25]
+
+
+@parametrize("case, backend, options",
+             [(MULTICLASS.case("dice_ce"), backend, options) for backend in MULTICLASS.backends
+              for options in (dict(ce_class_weight=CLASS_WEIGHT), dict(label_smoothing=0.1),
+                              dict(ce_class_weight=CLASS_WEIGHT, label_smoothing=0.2, per_sample=True,
+                                   reduction="sum"),
+                              dict(ce_class_weight=CLASS_WEIGHT, label_smoothing=0.1, activation="none"))]
+             + [(MULTICLASS.case(name), backend, options) for name in ("focal", "dice_focal")
+                for backend in MULTICLASS.backends
+                for options in (dict(alpha=CLASS_WEIGHT), dict(alpha=CLASS_WEIGHT, activation="none"))]
+             + [(MULTICLASS.case("focal"), backend, dict(alpha=CLASS_WEIGHT, reduction="none"))
+                for backend in MULTICLASS.backends])
+def test_class_weights_and_label_smoothing_match_reference(case, backend, options):
+    options = dict(options)
+    for name in ("ce_class_weight", "alpha"):
+        if name in options:
+            options[name] = torch.tensor(options[name], device=DEVICE)
+    x, t = make(case, SHAPES[MULTICLASS], torch.float64, options)
+    assert_matches_reference(case, x, t, backend, **call_options(case, **options))
+    x32, t32 = make(case, SHAPES[MULTICLASS], torch.float32, options)
+    assert_matches_reference(case, x32, t32, backend, **call_options(case, **options))
+
+
+@parametrize("backend, dense",
+             [(backend, dense) for backend in MULTICLASS.backends + ("reference",) for dense in (False, True)])
+def test_cross_entropy_options_are_f_cross_entropy(backend, dense):
+    """Dice+CE's CE term (dice_weight=0) with class weights and label smoothing, on a class map
+    with ignored pixels or on soft per-class targets, is F.cross_entropy, value and gradient."""
+    x, y = MULTICLASS.make_pair(SHAPES[MULTICLASS], torch.float64, ignore_fraction=0.0 if dense else 0.2)
+    weight = torch.tensor(CLASS_WEIGHT, dtype=torch.float64, device=DEVICE)
+    if dense:
+        y = torch.softmax(torch.randn(x.shape, generator=torch.Generator().manual_seed(3), dtype=x.dtype), 1).to(DEVICE)
+    ignore = {} if dense else dict(ignore_index=IGNORE)
+    p, q = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
+    loss = fusedloss.dice_ce_loss(p, y, dice_weight=0.0, ce_class_weight=weight, label_smoothing=0.15, backend=backend,
+                                  **ignore)
+    expected = F.cross_entropy(q, y if dense else y.long(), weight=weight, label_smoothing=0.15,
+                               **({} if dense else dict(ignore_index=IGNORE)))
+    torch.testing.assert_close(loss, expected)
+    torch.testing.assert_close(torch.autograd.grad(loss, p)[0], torch.autograd.grad(expected, q)[0])
+
+
+def _dense_pair(case, dtype, target_dtype, soft, options):
+    x, y = case.make_pair(SHAPES[MULTICLASS], dtype)
+    t = F.one_hot(y.long(), x.shape[1]).movedim(-1, 1).to(DEVICE)
+    if soft:  # a soft target: label-smoothed / mixed-up one-hot rows
+        noise = torch.rand(t.shape, generator=torch.Generator().manual_seed(2)).to(DEVICE)
+        t = 0.7 * t + 0.3 * noise / noise.sum(1, keepdim=True)
+    x = probabilities(case, x) if options.get("activation") == "none" else x
+    return x, y, t.to(target_dtype)
+
+
+@parametrize("case, backend, target_dtype",
+             [(case, backend, target_dtype) for case, backend in with_backends(MULTICLASS.cases(), reference=True)
+              for target_dtype in (torch.float32, torch.uint8, torch.bool)])
+def test_one_hot_targets_equal_class_maps(case, backend, target_dtype):
+    """A one-hot target of input's shape gives the class map's loss and gradient (every loss)."""
+    x, y, t = _dense_pair(case, torch.float64, target_dtype, soft=False, options={})
+    options = case.options(params=True)
+    dense_loss, dense_grad = _loss_and_grad(case, x, t, backend, options)
+    map_loss, map_grad = _loss_and_grad(case, x, y, backend, options)
+    assert_close(dense_loss, map_loss, torch.float64)
+    assert_close(dense_grad, map_grad, torch.float64)
+
+
+def _loss_and_grad(case, x, t, backend, options):
+    x = x.detach().clone().requires_grad_(True)
+    loss = case.fn(x, t, backend=backend, **options)
+    (grad,) = torch.autograd.grad(loss.sum(), x)
+    return loss.detach(), grad
+
+
+@parametrize("case, backend, options",
+             [(case, backend, options) for case, backend in with_backends(MULTICLASS.cases())
+              for options in (dict(), dict(activation="none", **({} if case.name == "focal" else
+                                                                  dict(squared_pred=True))))]
+             + [(MULTICLASS.case("dice_ce"), backend, dict(ce_class_weight=CLASS_WEIGHT, label_smoothing=0.1))
+                for backend in MULTICLASS.backends]
+             + [(MULTICLASS.case("focal"), backend, dict(alpha=CLASS_WEIGHT, reduction="none"))
+                for backend in MULTICLASS.backends])
+def test_soft_targets_match_reference(case, backend, options):
+    options = {key: torch.tensor(value, device=DEVICE) if isinstance(value, list) else value
+               for key, value in options.items()}
+    x, _, t = _dense_pair(case, torch.float64, torch.float64, soft=True, options=options)
+    assert_matches_reference(case, x, t, backend, **case.options(**options))
+    x32, _, t32 = _dense_pair(case, torch.float32, torch.float32, soft=True, options=options)
+    assert_matches_reference(case, x32, t32, backend, **case.options(**options))
+
+
+@parametrize("backend", MULTICLASS.backends)
+def test_generalized_dice_soft_targets(backend):
+    case = MULTICLASS.case("dice")
+    x, y, t = _dense_pair(case, torch.float64, torch.float64, soft=True, options={})
+    assert_matches_reference(fusedloss.generalized_dice_loss, x, t, backend, mode="multiclass", per_sample=True,
+                             reduction="none")
+
+
+@parametrize("case, backend", with_backends([BINARY.case("dice_bce"), MULTICLASS.case("dice_ce")]))
+def test_gradcheck_wave_two(case, backend):
+    """fp64 gradcheck: binary ignore_index; class-weighted, label-smoothed CE on soft targets."""
+    if case.family is BINARY:
+        x, t = case.make_pair((2, 2, 3, 4), torch.float64, torch.uint8, scale=1.0)
+        t = torch.where(torch.arange(t.numel(), device=t.device).reshape(t.shape) % 5 == 0, 255, t).to(torch.uint8)
+        options = dict(ignore_index=255, per_sample=True)
+    else:
+        x, _, t = _dense_pair(case, torch.float64, torch.float64, soft=True, options={})
+        x, t = x[:, :, :2, :3], t[:, :, :2, :3]
+        options = dict(ce_class_weight=torch.tensor(CLASS_WEIGHT, dtype=torch.float64, device=DEVICE),
+                       label_smoothing=0.1)
+    torch.autograd.gradcheck(lambda inp: case.fn(inp, t, backend=backend, **options),
+                             (x.detach().requires_grad_(True),), eps=1e-6, atol=1e-6)
+
+
+@parametrize("case, backend", with_backends([BINARY.case("dice_focal"), MULTICLASS.case("dice_ce")]))
+def test_compile_fullgraph_wave_two(case, backend):
+    if case.family is BINARY:
+        x, t = case.make_pair(SHAPES[BINARY], torch.float32, torch.uint8)
+        x, t = _with_ignored(x, t, 255)
+        options = dict(ignore_index=255, per_channel=True)
+    else:
+        x, _, t = _dense_pair(case, torch.float32, torch.float32, soft=True, options={})
+        options = dict(ce_class_weight=torch.tensor(CLASS_WEIGHT, device=DEVICE), label_smoothing=0.1)
+    assert_compiles_like_eager(lambda inp: case.fn(inp, t, backend=backend, **options), x)
+
+
+@pytest.mark.parametrize("call, error, message", [
+    (lambda x, t, y: fusedloss.dice_loss(x, t.bool(), ignore_index=255), ValueError, "a bool target holds only"),
+    (lambda x, t, y: fusedloss.dice_loss(x, t, ignore_index=1), ValueError, "ignore_index=1 is a label"),
+    (lambda x, t, y: fusedloss.dice_loss(x, t.to(torch.uint8), ignore_index=-1), ValueError, "cannot occur in a uint8"),
+    (lambda x, t, y: fusedloss.dice_ce_loss(x, F.one_hot(y, 3).movedim(-1, 1).float(), ignore_index=255), ValueError,
+     "has no class index to ignore"),
+    (lambda x, t, y: fusedloss.dice_ce_loss(x, y, label_smoothing=1.5), ValueError, "label_smoothing must be in"),
+    (lambda x, t, y: fusedloss.dice_ce_loss(x, y, ce_class_weight=[1.0, 2.0]), ValueError,
+     r"ce_class_weight must have shape \(3,\)"),
+    (lambda x, t, y: fusedloss.focal_loss(x, t, alpha=[0.1, 0.2, 0.3]), ValueError,
+     "one alpha per class is for mode='multiclass'"),
+    (lambda x, t, y: fusedloss.focal_loss(x, y, alpha=[0.1, -0.2, 0.3], mode="multiclass", backend="reference"),
+     ValueError, "alpha must hold finite numbers >= 0"),
+    (lambda x, t, y: fusedloss.dice_ce_loss(x, F.one_hot(y, 3).movedim(-1, 1).long()), TypeError,
+     "a target of input's shape holds per-class values"),
+])
+def test_bad_options_wave_two(call, error, message):
+    x = torch.randn(2, 3, 4, device=DEVICE)
+    t = torch.zeros(2, 3, 4, device=DEVICE)
+    y = torch.zeros(2, 4, dtype=torch.long, device=DEVICE)
+    with pytest.raises(error, match=message):
+        call(x, t, y)
+
+
+@parametrize("backend", MULTICLASS.backends + ("reference",))
+def test_dense_target_values_are_checked(backend):
+    x, y = MULTICLASS.make_pair((2, 3, 4), torch.float32)
+    t = F.one_hot(y.long(), 3).movedim(-1, 1).float() * 2  # 0 / 2: not probabilities
+    with pytest.raises(ValueError, match="outside \\[0, 1\\]"):
+        fusedloss.dice_loss(x, t, mode="multiclass", backend=backend)

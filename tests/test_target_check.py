@@ -78,10 +78,11 @@ def test_statistics_op_checks(backend):
     terms = dict(region=True, squared_pred=False, elem=True, focal_alpha=-1.0, focal_gamma=0.0, from_logits=True,
                  clamped_log=False, check_target=True)
     with pytest.raises(ValueError, match=r"target holds 3(\.0)?, outside \[0, 1\]"):
-        ops.binary_stats(x, t, per_sample=False, per_channel=False, **terms)
+        ops.binary_stats(x, t, per_sample=False, per_channel=False, ignore_index=None, **terms)
     if backend in FUSED_MULTICLASS_BACKENDS:
         with pytest.raises(ValueError, match=r"target holds class index 5, outside \[0, 3\)"):
-            ops.multiclass_stats(y_x, y, per_sample=False, ignore_index=None, **terms)
+            ops.multiclass_stats(y_x, y, None, per_sample=False, label_smoothing=0.0, weighted_mean=False,
+                                 ignore_index=None, **terms)
 
 
 @on_cpu
@@ -154,7 +155,8 @@ def test_unchecked_out_of_range_class_is_ignored_by_the_kernels(backend):
     spec = LossSpec(region=True, tv_alpha=0.5, tv_beta=0.5, smooth_nr=0.5, smooth_dr=0.5, region_gamma=1.0,
                     region_weight=1.0, elem=True, focal_alpha=-1.0, focal_gamma=0.0, elem_weight=1.0, elem_mean=True)
     options = dict(
-        weight=None, per_sample=False, **spec._asdict(), include_background=True, exclude_empty=False, reduction="mean"
+        weight=None, class_weight=None, per_sample=False, **spec._asdict(), include_background=True,
+        exclude_empty=False, reduction="mean"
     )
     got, _ = ops.multiclass_loss(x, bad, ignore_index=None, check_target=False, **options)
     want, _ = ops.multiclass_loss(x, marked, ignore_index=IGNORE, check_target=True, **options)

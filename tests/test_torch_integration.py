@@ -30,20 +30,29 @@ def _binary_calls():
     x.requires_grad_(True)
     x64.requires_grad_(True)
     p = torch.sigmoid(x.detach()).requires_grad_(True)  # probability inputs: activation='none'
-    loss = lambda *args, **kw: op_kwargs(SPEC, **kw, reduction=args[0], check_target=True)  # noqa: E731
+    ignored = torch.where(torch.arange(t.numel(), device=DEVICE).reshape(t.shape) % 4 == 0, 255, t).to(t.dtype)
+
+    def loss(reduction, spec=SPEC, ignore_index=None, **kw):
+        return op_kwargs(spec, **kw, ignore_index=ignore_index, reduction=reduction, check_target=True)
+
     return {
         "binary_loss": [((x, t), loss("mean", weight=None, per_sample=False, per_channel=False)),
                         ((x, t), loss("none", weight=weight, per_sample=True, per_channel=True)),
                         ((x64, t64), loss("sum", weight=None, per_sample=True, per_channel=False)),
-                        ((p, t), op_kwargs(OPTIONS, weight=weight, per_sample=False, per_channel=True, reduction="mean",
-                                           check_target=True))],
-        "binary_focal_map": [((x, t), dict(alpha=0.25, gamma=2.0, **LOGITS, check_target=True)),
-                             ((x64, t64), dict(alpha=-1.0, gamma=0.5, **LOGITS, check_target=False)),
-                             ((p, t), dict(alpha=0.25, gamma=2.0, **PROBABILITIES, check_target=True))],
-        "binary_stats": [((x, t), dict(per_sample=True, per_channel=True, **spec_arguments("binary_stats", SPEC),
-                                       check_target=True)),
-                         ((p, t), dict(per_sample=False, per_channel=True, **spec_arguments("binary_stats", OPTIONS),
-                                       check_target=False))],
+                        ((p, t), loss("mean", OPTIONS, weight=weight, per_sample=False, per_channel=True)),
+                        ((x, ignored), loss("none", ignore_index=255, weight=None, per_sample=True,
+                                            per_channel=False))],
+        "binary_focal_map": [((x, t), dict(alpha=0.25, gamma=2.0, **LOGITS, ignore_index=None, check_target=True)),
+                             ((x64, t64), dict(alpha=-1.0, gamma=0.5, **LOGITS, ignore_index=None, check_target=False)),
+                             ((p, ignored), dict(alpha=0.25, gamma=2.0, **PROBABILITIES, ignore_index=255,
+                                                 check_target=True))],
+        # The statistics ops have no autograd of their own (their callers' autograd uses them).
+        "binary_stats": [((x.detach(), t), dict(per_sample=True, per_channel=True,
+                                                **spec_arguments("binary_stats", SPEC), ignore_index=None,
+                                                check_target=True)),
+                         ((p.detach(), ignored), dict(per_sample=False, per_channel=True,
+                                             **spec_arguments("binary_stats", OPTIONS), ignore_index=255,
+                                             check_target=False))],
     }
 
 
@@ -52,33 +61,40 @@ def _multiclass_calls():
     x.requires_grad_(True)
     p = torch.softmax(x.detach(), dim=1).requires_grad_(True)
     weight = torch.tensor([1.0, 0.5, 2.0, 1.0], device=DEVICE)
+    soft = torch.softmax(torch.randn(x.shape, generator=torch.Generator().manual_seed(1)), dim=1).to(DEVICE)
+    cross_entropy = SPEC._replace(focal_alpha=-1.0, focal_gamma=0.0, label_smoothing=0.1, weighted_mean=True)
+
+    def loss(spec, target_weight=None, **kw):
+        defaults = dict(class_weight=target_weight, include_background=True, exclude_empty=False, check_target=True)
+        return op_kwargs(spec, **{**defaults, **kw})
+
     return {
         "multiclass_loss": [
-            (
-                (x, y),
-                op_kwargs(SPEC, weight=weight, per_sample=True, ignore_index=IGNORE, include_background=False,
-                          exclude_empty=True, reduction="mean", check_target=True),
-            ),
-            (
-                (x, y),
-                op_kwargs(REGION_ONLY, weight=None, per_sample=False, ignore_index=None, include_background=True,
-                          exclude_empty=False, reduction="none", check_target=False),
-            ),
-            (
-                (p, y),
-                op_kwargs(OPTIONS, weight=None, per_sample=False, ignore_index=IGNORE, include_background=True,
-                          exclude_empty=False, reduction="sum", check_target=True),
-            ),
+            ((x, y), loss(SPEC, weight=weight, per_sample=True, ignore_index=IGNORE, include_background=False,
+                          exclude_empty=True, reduction="mean")),
+            ((x, y), loss(REGION_ONLY, weight=None, per_sample=False, ignore_index=None, reduction="none",
+                          check_target=False)),
+            ((p, y), loss(OPTIONS, weight=None, per_sample=False, ignore_index=IGNORE, reduction="sum")),
+            ((x, y), loss(cross_entropy, weight, weight=None, per_sample=False, ignore_index=IGNORE,
+                          reduction="mean")),
+            ((x, soft), loss(cross_entropy._replace(weighted_mean=False), weight, weight=None, per_sample=True,
+                             ignore_index=None, reduction="mean")),
         ],
         "multiclass_focal_map": [
-            ((x, y), dict(alpha=0.25, gamma=2.0, **LOGITS, ignore_index=IGNORE, check_target=True)),
-            ((p, y), dict(alpha=0.25, gamma=2.0, **PROBABILITIES, ignore_index=IGNORE, check_target=True)),
+            ((x, y), dict(class_weight=None, alpha=0.25, gamma=2.0, **LOGITS, ignore_index=IGNORE, check_target=True)),
+            ((p, y), dict(class_weight=weight, alpha=-1.0, gamma=2.0, **PROBABILITIES, ignore_index=IGNORE,
+                          check_target=True)),
+            ((x, soft), dict(class_weight=weight, alpha=-1.0, gamma=2.0, **LOGITS, ignore_index=None,
+                             check_target=True)),
         ],
         "multiclass_stats": [
-            ((x, y), dict(per_sample=True, **spec_arguments("multiclass_stats", SPEC), ignore_index=IGNORE,
-                          check_target=True)),
-            ((p, y), dict(per_sample=False, **spec_arguments("multiclass_stats", OPTIONS), ignore_index=None,
-                          check_target=False)),
+            ((x.detach(), y), dict(class_weight=None, per_sample=True, **spec_arguments("multiclass_stats", SPEC),
+                                   ignore_index=IGNORE, check_target=True)),
+            ((p.detach(), y), dict(class_weight=weight, per_sample=False,
+                                   **spec_arguments("multiclass_stats", OPTIONS), ignore_index=None,
+                                   check_target=False)),
+            ((x.detach(), soft), dict(class_weight=None, per_sample=True, **spec_arguments("multiclass_stats", SPEC),
+                                      ignore_index=None, check_target=True)),
         ],
     }
 
@@ -110,27 +126,29 @@ def test_opcheck_backward_ops(family, backend):
         x, t = make_pair((2, 3, 5, 7), torch.float32, torch.bool)
         groups = dict(per_sample=True, per_channel=True)
         loss, coef = ops.binary_loss(
-            x, t, **op_kwargs(SPEC, weight=None, **groups, reduction="none", check_target=True)
+            x, t, **op_kwargs(SPEC, weight=None, **groups, ignore_index=None, reduction="none", check_target=True)
         )
         torch.library.opcheck(ops.binary_loss_backward, (torch.ones_like(loss), x, t, coef),
-                              dict(**groups, **spec_arguments("binary_loss_backward", SPEC)))
+                              dict(**groups, **spec_arguments("binary_loss_backward", SPEC), ignore_index=None))
         torch.library.opcheck(ops.binary_focal_map_backward, (torch.ones_like(x), x, t),
-                              dict(alpha=0.25, gamma=2.0, **LOGITS))
+                              dict(alpha=0.25, gamma=2.0, **LOGITS, ignore_index=None))
     else:
         x, y = make_class_pair((2, 4, 3, 5), torch.float32, torch.uint8, ignore_fraction=0.2)
         loss, coef = ops.multiclass_loss(
             x,
             y,
-            **op_kwargs(SPEC, weight=None, per_sample=True, ignore_index=IGNORE, include_background=True,
-                        exclude_empty=False, reduction="sum", check_target=True),
+            **op_kwargs(SPEC, weight=None, class_weight=None, per_sample=True, ignore_index=IGNORE,
+                        include_background=True, exclude_empty=False, reduction="sum", check_target=True),
         )
         torch.library.opcheck(
             ops.multiclass_loss_backward,
             (torch.ones_like(loss), x, y, coef),
-            dict(per_sample=True, **spec_arguments("multiclass_loss_backward", SPEC), ignore_index=IGNORE),
+            dict(class_weight=None, per_sample=True, **spec_arguments("multiclass_loss_backward", SPEC),
+                 ignore_index=IGNORE),
         )
+        weight = torch.tensor([1.0, 0.5, 2.0, 1.0], device=DEVICE)
         torch.library.opcheck(ops.multiclass_focal_map_backward, (torch.ones(y.shape, device=DEVICE), x, y),
-                              dict(alpha=0.25, gamma=2.0, **LOGITS, ignore_index=IGNORE))
+                              dict(class_weight=weight, alpha=-1.0, gamma=2.0, **LOGITS, ignore_index=IGNORE))
 
 
 MODULES = {

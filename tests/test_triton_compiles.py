@@ -140,6 +140,8 @@ def _loss_calls():
     yield losses["dice_bce"], torch.sigmoid(x), t, {"activation": "none"}
     yield losses["focal"], torch.sigmoid(x), t, {"activation": "none", "reduction": "none"}
     yield _clamped_sigmoid_dice_focal, x, t, {}
+    # HAS_IGNORE (binary ignore_index) once: every binary kernel, the target check on.
+    yield _binary_ignore_index, x, torch.where(t.bool() & (x > 1), 255, t), {}
 
     multiclass_calls = (("dice", {"mode": "multiclass", "exclude_empty": True, "include_background": False}),
                         ("focal", {"mode": "multiclass", "reduction": "none"}), ("dice_ce", {"per_sample": True}))
@@ -165,6 +167,19 @@ def _loss_calls():
     yield multiclass["dice_ce"], probabilities, y, {"activation": "none", "ignore_index": ignore}
     yield (multiclass["focal"], probabilities, y,
            {"mode": "multiclass", "activation": "none", "reduction": "none", "ignore_index": ignore})
+    # Per-class element weights with the weighted mean and label smoothing (logits, probabilities),
+    # per-class alpha in the focal map, and per-class (dense) targets, checked: once each.
+    class_weight = torch.rand(19, generator=torch.Generator().manual_seed(1)).to(x.device) + 0.1
+    smoothed = {"ce_class_weight": class_weight, "label_smoothing": 0.1}
+    yield multiclass["dice_ce"], x, y, dict(smoothed, ignore_index=ignore)
+    yield multiclass["dice_ce"], probabilities, y, dict(smoothed, activation="none", ignore_index=ignore)
+    yield (multiclass["focal"], x, y,
+           {"mode": "multiclass", "alpha": class_weight, "reduction": "none", "ignore_index": ignore})
+    one_hot = torch.nn.functional.one_hot(y.clamp(max=18).long(), 19).movedim(-1, 1)
+    yield multiclass["dice_ce"], x, one_hot.to(torch.uint8), smoothed
+    yield multiclass["dice"], x, one_hot.float(), {"mode": "multiclass", "squared_pred": True}
+    yield multiclass["focal"], x, one_hot.bool(), {"mode": "multiclass", "alpha": class_weight, "reduction": "none"}
+    yield multiclass["dice_focal"], probabilities, one_hot.float(), {"mode": "multiclass", "activation": "none"}
 
 
 def _clamped_sigmoid_dice_focal(x, t, backend):
@@ -176,9 +191,23 @@ def _clamped_sigmoid_dice_focal(x, t, backend):
     spec = LossSpec(region=True, elem=True, focal_alpha=0.25, focal_gamma=2.0, clamped_log=True)
     ops = triton_ops.load()
     assert backend == "triton"
-    loss, _ = ops.binary_loss(x, t, None, False, False, **spec_arguments("binary_loss", spec), reduction="mean",
-                              check_target=False)
-    return loss + ops.binary_focal_map(x, t, 0.25, 2.0, True, True, False).sum()
+    loss, _ = ops.binary_loss(x, t, None, False, False, **spec_arguments("binary_loss", spec), ignore_index=None,
+                              reduction="mean", check_target=False)
+    return loss + ops.binary_focal_map(x, t, 0.25, 2.0, True, True, None, False).sum()
+
+
+def _binary_ignore_index(x, t, backend):
+    """A binary ignore_index (255 in a uint8 mask), checked: the op itself, with and without reduction."""
+    from fusedloss._spec import LossSpec
+    from fusedloss.ops import triton_ops
+    from fusedloss.ops.schema import spec_arguments
+
+    spec = LossSpec(region=True, elem=True)
+    ops = triton_ops.load()
+    assert backend == "triton"
+    loss, _ = ops.binary_loss(x, t, None, False, True, **spec_arguments("binary_loss", spec), ignore_index=255,
+                              reduction="mean", check_target=True)
+    return loss + ops.binary_focal_map(x, t, 0.25, 2.0, True, False, 255, True).sum()
 
 
 def _triton_trees():
@@ -229,7 +258,7 @@ def recorded_launches(tmp_path_factory):
     assert _recorded_dtypes(launches, "binary_triton", "_stats_kernel", "t_ptr") == {"torch.uint8", "torch.float32"}
     assert _recorded_dtypes(launches, "multiclass_triton", "_stats_kernel", "y_ptr") == {
         str(dtype) for dtype in CLASS_MAP_DTYPES
-    }
+    } | {"torch.float32"}  # per-class targets: float32 (uint8 and bool, read as uint8, are among the maps')
     assert _recorded_values(launches, "multiclass_triton", "_stats_kernel", "BLOCK_C") == {
         1 << (classes - 1).bit_length() for classes in CLASS_COUNTS
     }

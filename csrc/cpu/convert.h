@@ -10,7 +10,8 @@
 
 #include <cstdint>
 
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+// FUSEDLOSS_NO_CLONES (FUSEDLOSS_CPU_CLONES=0 at build time): the baseline alone, a quicker build.
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && !defined(FUSEDLOSS_NO_CLONES)
 #define FUSEDLOSS_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
 #else
 #define FUSEDLOSS_CLONES

@@ -42,13 +42,15 @@ C10_ALWAYS_INLINE int64_t first_bad(const T* v, int64_t n, Bad bad) {
 // those of t + 0 (which makes -0 +0; so no -ffast-math) are <= 1.0f's exactly for t in
 // [0, 1], while negatives (sign bit), values above 1, inf and NaN all lie above. Half the
 // cost of two compares per element; independent maxima keep the loop throughput-bound.
-C10_ALWAYS_INLINE bool any_bad_probability(const float* t, int64_t n) {
+// IGNORE: values equal to `ignore` (an integer: t + 0 is t) read as 0, never bad.
+template <bool IGNORE = false>
+C10_ALWAYS_INLINE bool any_bad_probability(const float* t, int64_t n, float ignore = 0) {
   constexpr int kWidth = 64;
   constexpr uint32_t kOne = 0x3f800000u;  // 1.0f
-  auto bits = [](float v) {
+  auto bits = [ignore](float v) {
     uint32_t b;
     std::memcpy(&b, &v, sizeof b);
-    return b;
+    return IGNORE && v == ignore ? 0u : b;
   };
   uint32_t top[kWidth] = {};
   const int64_t whole = n - n % kWidth;
@@ -73,6 +75,15 @@ C10_ALWAYS_INLINE int64_t first_bad_probability(const float* t, int64_t n) {
 }
 C10_ALWAYS_INLINE int64_t first_bad_probability(const double* t, int64_t n) {
   return first_bad(t, n, [](double v) { return bad_probability(v); });  // fp64: no need to be as quick
+}
+// The same with an ignore_index: ignored targets are exempt.
+C10_ALWAYS_INLINE int64_t first_bad_probability(const float* t, int64_t n, float ignore) {
+  return any_bad_probability<true>(t, n, ignore)
+             ? find_bad(t, n, [ignore](float v) { return bad_probability(v, ignore); })
+             : -1;
+}
+C10_ALWAYS_INLINE int64_t first_bad_probability(const double* t, int64_t n, double ignore) {
+  return first_bad(t, n, [ignore](double v) { return bad_probability(v, ignore); });
 }
 
 // Per chunk, the value of its first offender if it has one; empty when not checking.

@@ -1,7 +1,7 @@
 // CUDA kernels of the binary ops (the same arithmetic as the CPU
 // kernels, from ../loss_math.h):
 //   stats_kernel     one block per (row, chunk): one read of input and target,
-//                    block-reduced partial sums [I, P, T, E] (warp shuffles,
+//                    block-reduced partial sums [I, P, T, E, count] (warp shuffles,
 //                    then shared memory: a fixed tree, no atomics);
 //   (torch sums each group's block partials: a parallel fixed-order reduction)
 //   finalize_kernel  one block: the formula per group (a thread each), then
@@ -9,8 +9,10 @@
 //   backward_kernel  one block per (row, chunk): re-reads, recomputes p,
 //                    writes dL/dx;
 //   focal_map_kernel the per-element focal loss (reduction='none') and its backward.
-// The input mode (logits / torch.sigmoid then clamped logs / probabilities) is a
-// template argument of the per-element kernels; the other options are uniform branches.
+// The input mode (logits / torch.sigmoid then clamped logs / probabilities) and
+// whether there is an ignore_index (IGNORE: elements whose target equals it count
+// nowhere, gradient and focal map 0) are template arguments of the per-element
+// kernels; the other options are uniform branches.
 // 64-bit offsets, the current stream and the input's device, no host sync.
 // With check_target, the forward kernels (stats, focal map) also flag targets
 // outside [0, 1], one flag per block, for a device-side assert (target_check_cuda.h).
@@ -22,6 +24,9 @@
 #include <ATen/ops/empty_like.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
+
+#include <optional>
+#include <type_traits>
 
 #include "../dispatch.h"
 #include "../layout.h"
@@ -37,6 +42,7 @@ using at::Tensor;
 constexpr int kThreads = 256;
 constexpr int kUnroll = 4;  // loads in flight per thread per step
 constexpr int64_t kStep = int64_t(kThreads) * kUnroll;
+constexpr int kSums = 5;  // per group: I, P, T, E, elements counted
 
 // Reads the target in its own dtype (a uniform branch; no converted copy and
 // six times fewer kernel instantiations than a template parameter).
@@ -90,12 +96,27 @@ __device__ __forceinline__ acc_t block_sum(acc_t value, acc_t* shared) {
   return total;  // valid in thread 0
 }
 
+// IGNORE: whether the element counts (its target is not ignore_index); an ignored one
+// then reads as x = t = 0, so whatever its input holds (NaN, inf) reaches no sum or
+// gradient, and its terms are masked. Without IGNORE, true (as cpu/binary_loss_cpu.cpp).
+template <bool IGNORE, typename acc_t>
+__device__ __forceinline__ bool counted(acc_t& x, acc_t& t, acc_t ignore) {
+  if constexpr (IGNORE) {
+    const bool keep = !ignored_probability(t, ignore);
+    x = keep ? x : acc_t(0);
+    t = keep ? t : acc_t(0);
+    return keep;
+  } else {
+    return true;
+  }
+}
+
 // INPUT: how the input becomes p and which BCE the element term is (loss_math.h).
-template <typename input_t, typename acc_t, BinaryInput INPUT>
+template <typename input_t, typename acc_t, BinaryInput INPUT, bool IGNORE>
 __global__ void __launch_bounds__(kThreads)
     stats_kernel(const input_t* __restrict__ x, TargetReader t, acc_t* __restrict__ partials, int64_t row_len,
                  int64_t chunks_per_row, int64_t num_groups, int64_t members, int64_t steps, LossParams lp,
-                 int32_t* __restrict__ valid_flags) {
+                 acc_t ignore, int32_t* __restrict__ valid_flags) {
   __shared__ acc_t shared[kThreads / 32];
   const int64_t block = blockIdx.x;
   const int64_t row = block / chunks_per_row, chunk = block % chunks_per_row;
@@ -105,31 +126,41 @@ __global__ void __launch_bounds__(kThreads)
   const bool squared = lp.squared_pred;
   const bool check = valid_flags != nullptr;
   bool bad = false;
-  acc_t sum_i = 0, sum_p = 0, sum_t = 0, sum_e = 0;
+  acc_t sum_i = 0, sum_p = 0, sum_t = 0, sum_e = 0, count = 0;
   for (int64_t step = 0; step < steps; ++step) {
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u) {
       const int64_t offset = chunk_start + step * kStep + int64_t(u) * kThreads + threadIdx.x;
       if (offset < row_len) {
-        const acc_t xv = static_cast<acc_t>(x[row_start + offset]);
-        const acc_t tv = t.template operator()<acc_t>(row_start + offset);
-        if (check) bad |= bad_probability(tv);
+        acc_t xv = static_cast<acc_t>(x[row_start + offset]);
+        acc_t tv = t.template operator()<acc_t>(row_start + offset);
+        if (check) bad |= IGNORE ? bad_probability(tv, ignore) : bad_probability(tv);
+        const bool keep = counted<IGNORE>(xv, tv, ignore);
+        if (IGNORE) count += keep ? acc_t(1) : acc_t(0);
         const auto s = binary_probability<StdMath, INPUT>(xv);
         if (lp.region) {
-          sum_i += s.p * tv;
-          sum_p += squared ? region_share<true>(s.p) : s.p;
+          sum_i += s.p * tv;  // tv = 0 where ignored
+          const acc_t share_p = squared ? region_share<true>(s.p) : s.p;
+          sum_p += keep ? share_p : acc_t(0);
           sum_t += squared ? region_share<true>(tv) : tv;
         }
-        if (lp.elem) sum_e += binary_element_terms<StdMath, INPUT, true>(xv, tv, s, alpha, gamma).loss;
+        if (lp.elem) {
+          const acc_t loss = binary_element_terms<StdMath, INPUT, true>(xv, tv, s, alpha, gamma).loss;
+          sum_e += keep ? loss : acc_t(0);
+        }
       }
     }
   }
   const int64_t group = row % num_groups, member = row / num_groups;
-  acc_t* slot = partials + ((group * members + member) * chunks_per_row + chunk) * 4;
+  acc_t* slot = partials + ((group * members + member) * chunks_per_row + chunk) * kSums;
   const acc_t totals[4] = {block_sum(sum_i, shared), block_sum(sum_p, shared), block_sum(sum_t, shared),
                            block_sum(sum_e, shared)};
+  // Without IGNORE every element of the chunk counts: no per-element work.
+  const int64_t chunk_len = row_len - chunk_start < steps * kStep ? row_len - chunk_start : steps * kStep;
+  const acc_t counted_total = IGNORE ? block_sum(count, shared) : static_cast<acc_t>(chunk_len);
   if (threadIdx.x == 0) {
     for (int k = 0; k < 4; ++k) slot[k] = totals[k];
+    slot[4] = counted_total;
   }
   if (check) write_block_flag(valid_flags, bad);
 }
@@ -138,11 +169,11 @@ template <typename acc_t>
 __global__ void __launch_bounds__(kThreads)
     finalize_kernel(const acc_t* __restrict__ sums, const acc_t* __restrict__ weight,
                     acc_t* group_losses,  // is `loss` for 'none'
-                    acc_t* loss, acc_t* __restrict__ coef, int64_t num_groups, int64_t num_channels, int64_t group_size,
-                    LossParams lp, Reduction reduction) {
-  const LossScales<acc_t> scales = binary_scales<acc_t>(num_groups, group_size, lp, reduction);
+                    acc_t* loss, acc_t* __restrict__ coef, int64_t num_groups, int64_t num_channels, LossParams lp,
+                    Reduction reduction) {
   for (int64_t g = threadIdx.x; g < num_groups; g += kThreads) {
-    const acc_t* s = sums + 4 * g;  // I, P, T, E
+    const acc_t* s = sums + kSums * g;  // I, P, T, E, count
+    const LossScales<acc_t> scales = binary_scales<acc_t>(num_groups, s[4], lp, reduction);
     const acc_t group_weight = weight != nullptr ? weight[g % num_channels] : acc_t(1);
     const auto r = finalize_group<acc_t>(s[0], s[1], s[2], s[3], group_weight, scales.out_scale, scales.elem_scale, lp);
     group_losses[g] = r.loss;
@@ -155,15 +186,16 @@ __global__ void __launch_bounds__(kThreads)
   if (threadIdx.x == 0) {
     acc_t total = 0;
     for (int64_t g = 0; g < num_groups; ++g) total += group_losses[g];
-    loss[0] = total * scales.out_scale;
+    loss[0] = total * binary_scales<acc_t>(num_groups, acc_t(1), lp, reduction).out_scale;
   }
 }
 
-template <typename input_t, typename acc_t, BinaryInput INPUT>
+template <typename input_t, typename acc_t, BinaryInput INPUT, bool IGNORE>
 __global__ void __launch_bounds__(kThreads)
     backward_kernel(const input_t* __restrict__ x, TargetReader t, const acc_t* __restrict__ coef,
                     const acc_t* __restrict__ grad_loss, int64_t grad_loss_group_stride, input_t* __restrict__ grad,
-                    int64_t row_len, int64_t chunks_per_row, int64_t num_groups, int64_t steps, LossParams lp) {
+                    int64_t row_len, int64_t chunks_per_row, int64_t num_groups, int64_t steps, LossParams lp,
+                    acc_t ignore) {
   const int64_t block = blockIdx.x;
   const int64_t row = block / chunks_per_row, chunk = block % chunks_per_row;
   const int64_t group = row % num_groups;
@@ -180,37 +212,57 @@ __global__ void __launch_bounds__(kThreads)
       const int64_t offset = chunk_start + step * kStep + int64_t(u) * kThreads + threadIdx.x;
       if (offset < row_len) {
         const int64_t i = row_start + offset;
-        const acc_t xv = static_cast<acc_t>(x[i]);
-        const acc_t tv = t.template operator()<acc_t>(i);
+        acc_t xv = static_cast<acc_t>(x[i]);
+        acc_t tv = t.template operator()<acc_t>(i);
+        const bool keep = counted<IGNORE>(xv, tv, ignore);
         const auto s = binary_probability<StdMath, INPUT>(xv);
         acc_t g = 0;
         if (lp.region) {
           g += (squared ? region_dp<true>(ci, cp, tv, s.p) : region_dp<false>(ci, cp, tv, s.p)) * s.dp_dx;
         }
         if (lp.elem) g += ce * binary_element_terms<StdMath, INPUT, true>(xv, tv, s, alpha, gamma).dloss;
-        grad[i] = static_cast<input_t>(g);
+        grad[i] = static_cast<input_t>(keep ? g : acc_t(0));
       }
     }
   }
 }
 
-template <typename input_t, typename acc_t, BinaryInput INPUT, bool BACKWARD>
+template <typename input_t, typename acc_t, BinaryInput INPUT, bool IGNORE, bool BACKWARD>
 __global__ void __launch_bounds__(kThreads)
     focal_map_kernel(const input_t* __restrict__ x, TargetReader t, const input_t* __restrict__ upstream,
-                     input_t* __restrict__ out, int64_t numel, acc_t alpha, acc_t gamma,
+                     input_t* __restrict__ out, int64_t numel, acc_t alpha, acc_t gamma, acc_t ignore,
                      int32_t* __restrict__ valid_flags) {
   const bool check = !BACKWARD && valid_flags != nullptr;  // the forward checks the target, not the backward
   bool bad = false;
   const int64_t stride = int64_t(gridDim.x) * kThreads;
   for (int64_t i = int64_t(blockIdx.x) * kThreads + threadIdx.x; i < numel; i += stride) {
-    const acc_t xv = static_cast<acc_t>(x[i]);
-    const acc_t tv = t.template operator()<acc_t>(i);
-    if (check) bad |= bad_probability(tv);
+    acc_t xv = static_cast<acc_t>(x[i]);
+    acc_t tv = t.template operator()<acc_t>(i);
+    if (check) bad |= IGNORE ? bad_probability(tv, ignore) : bad_probability(tv);
+    const bool keep = counted<IGNORE>(xv, tv, ignore);
     const auto terms =
         binary_element_terms<StdMath, INPUT, true>(xv, tv, binary_probability<StdMath, INPUT>(xv), alpha, gamma);
-    out[i] = static_cast<input_t>(BACKWARD ? static_cast<acc_t>(upstream[i]) * terms.dloss : terms.loss);
+    // A NaN upstream at an ignored element gives 0 too.
+    const acc_t value = BACKWARD ? static_cast<acc_t>(upstream[i]) * terms.dloss : terms.loss;
+    out[i] = static_cast<input_t>(keep ? value : acc_t(0));
   }
   if (check) write_block_flag(valid_flags, bad);
+}
+
+// ignore_index as the kernels take it: in acc_t (read with IGNORE only).
+template <typename acc_t>
+acc_t ignore_value(const std::optional<int64_t>& ignore_index) {
+  return ignore_index.has_value() ? static_cast<acc_t>(*ignore_index) : acc_t(0);
+}
+
+// Calls fn(std::integral_constant<bool, IGNORE>{}) for whether there is an ignore_index.
+template <typename Fn>
+void with_ignore(const std::optional<int64_t>& ignore_index, Fn&& fn) {
+  if (ignore_index.has_value()) {
+    fn(std::true_type{});
+  } else {
+    fn(std::false_type{});
+  }
 }
 
 // The forward in two halves, also used on their own for statistics summed across
@@ -219,36 +271,38 @@ __global__ void __launch_bounds__(kThreads)
 // thread walking a thousand partials); then the finalize kernel on those sums.
 // lp: LossParams::per_element.
 Tensor stats(const Tensor& input_, const Tensor& target_, bool per_sample, bool per_channel, const LossParams& lp,
-             bool check_target) {
+             const std::optional<int64_t>& ignore_index, bool check_target) {
   const c10::cuda::CUDAGuard device_guard(input_.device());
   const BinaryOperands operands = binary_operands(input_, target_, per_sample, per_channel);
   const Tensor &input = operands.input, &target = operands.target;
   const GroupLayout layout = group_layout(input.sizes(), per_sample, per_channel);
   const LaunchPlan plan = launch_plan(layout, input);
   const int64_t members = layout.rows / layout.num_groups;
-  Tensor partials = at::empty({plan.blocks, 4}, accumulation_options(input));
+  Tensor partials = at::empty({plan.blocks, kSums}, accumulation_options(input));
   // A bool target cannot leave [0, 1].
   TargetFlags flags(check_target && target.scalar_type() != at::kBool, plan.blocks, input);
   dispatch_input(input, "binary_stats_cuda", [&](auto input_tag) {
     using input_t = decltype(input_tag);
     using acc_t = at::opmath_type<input_t>;
     with_binary_input(binary_input(lp), [&](auto mode) {
-      stats_kernel<input_t, acc_t, decltype(mode)::value>
-          <<<plan.blocks, kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
-              input.const_data_ptr<input_t>(), target_reader(target), partials.mutable_data_ptr<acc_t>(),
-              layout.row_len, plan.chunks_per_row, layout.num_groups, members, plan.steps, lp, flags.data());
-      C10_CUDA_KERNEL_LAUNCH_CHECK();
+      with_ignore(ignore_index, [&](auto ignored) {
+        stats_kernel<input_t, acc_t, decltype(mode)::value, decltype(ignored)::value>
+            <<<plan.blocks, kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
+                input.const_data_ptr<input_t>(), target_reader(target), partials.mutable_data_ptr<acc_t>(),
+                layout.row_len, plan.chunks_per_row, layout.num_groups, members, plan.steps, lp,
+                ignore_value<acc_t>(ignore_index), flags.data());
+        C10_CUDA_KERNEL_LAUNCH_CHECK();
+      });
     });
   });
   flags.assert_valid(kBadProbabilityMessage);
-  return partials.view({layout.num_groups, members * plan.chunks_per_row, 4}).sum(1);
+  return partials.view({layout.num_groups, members * plan.chunks_per_row, kSums}).sum(1);
 }
 
 std::tuple<Tensor, Tensor> finalize(const Tensor& sums_, const std::optional<Tensor>& weight, int64_t num_channels,
-                                    int64_t group_size, const LossParams& lp, Reduction reduction,
-                                    c10::IntArrayRef loss_shape) {
+                                    const LossParams& lp, Reduction reduction, c10::IntArrayRef loss_shape) {
   const c10::cuda::CUDAGuard device_guard(sums_.device());
-  TORCH_CHECK(sums_.dim() == 2 && sums_.size(1) == 4, "fusedloss: sums must be (groups, 4), got ", sums_.sizes());
+  TORCH_CHECK(sums_.dim() == 2 && sums_.size(1) == kSums, "fusedloss: sums must be (groups, 5), got ", sums_.sizes());
   const at::ScalarType acc_dtype = accumulation_type(sums_);
   const Tensor sums = sums_.to(acc_dtype).contiguous();
   const int64_t num_groups = sums.size(0);
@@ -261,7 +315,7 @@ std::tuple<Tensor, Tensor> finalize(const Tensor& sums_, const std::optional<Ten
     finalize_kernel<scalar_t><<<1, kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
         sums.const_data_ptr<scalar_t>(), weight_acc.defined() ? weight_acc.const_data_ptr<scalar_t>() : nullptr,
         group_losses.mutable_data_ptr<scalar_t>(), loss.mutable_data_ptr<scalar_t>(), coef.mutable_data_ptr<scalar_t>(),
-        num_groups, num_channels, group_size, lp, reduction);
+        num_groups, num_channels, lp, reduction);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
   return {loss, coef};
@@ -269,44 +323,44 @@ std::tuple<Tensor, Tensor> finalize(const Tensor& sums_, const std::optional<Ten
 
 Tensor binary_stats_cuda(const Tensor& input, const Tensor& target, bool per_sample, bool per_channel, bool region,
                          bool squared_pred, bool elem, double focal_alpha, double focal_gamma, bool from_logits,
-                         bool clamped_log, bool check_target) {
+                         bool clamped_log, std::optional<int64_t> ignore_index, bool check_target) {
   return stats(input, target, per_sample, per_channel,
                LossParams::per_element(region, squared_pred, elem, focal_alpha, focal_gamma, from_logits, clamped_log),
-               check_target);
+               ignore_index, check_target);
 }
 
 std::tuple<Tensor, Tensor> binary_finalize_cuda(const Tensor& sums, const std::optional<Tensor>& weight,
-                                                int64_t num_channels, int64_t group_size, bool region, double tv_alpha,
-                                                double tv_beta, double smooth_nr, double smooth_dr, double region_gamma,
+                                                int64_t num_channels, bool region, double tv_alpha, double tv_beta,
+                                                double smooth_nr, double smooth_dr, double region_gamma,
                                                 double region_weight, bool log_loss, bool elem, double elem_weight,
                                                 bool elem_mean, c10::string_view reduction,
                                                 c10::IntArrayRef loss_shape) {
-  return finalize(sums, weight, num_channels, group_size,
+  return finalize(sums, weight, num_channels,
                   LossParams::for_finalize(region, tv_alpha, tv_beta, smooth_nr, smooth_dr, region_gamma, region_weight,
                                            log_loss, elem, elem_weight, elem_mean),
                   parse_reduction(reduction), loss_shape);
 }
 
-std::tuple<Tensor, Tensor> binary_loss_cuda(const Tensor& input, const Tensor& target,
-                                            const std::optional<Tensor>& weight, bool per_sample, bool per_channel,
-                                            bool region, double tv_alpha, double tv_beta, double smooth_nr,
-                                            double smooth_dr, double region_gamma, double region_weight, bool log_loss,
-                                            bool squared_pred, bool elem, double focal_alpha, double focal_gamma,
-                                            double elem_weight, bool elem_mean, bool from_logits, bool clamped_log,
-                                            c10::string_view reduction, bool check_target) {
+// label_smoothing and weighted_mean are multiclass options: taken (the loss ops take the
+// whole LossSpec) and ignored.
+std::tuple<Tensor, Tensor> binary_loss_cuda(
+    const Tensor& input, const Tensor& target, const std::optional<Tensor>& weight, bool per_sample, bool per_channel,
+    bool region, double tv_alpha, double tv_beta, double smooth_nr, double smooth_dr, double region_gamma,
+    double region_weight, bool log_loss, bool squared_pred, bool elem, double focal_alpha, double focal_gamma,
+    double elem_weight, bool elem_mean, double /*label_smoothing*/, bool /*weighted_mean*/, bool from_logits,
+    bool clamped_log, std::optional<int64_t> ignore_index, c10::string_view reduction, bool check_target) {
   const LossParams lp = LossParams::from_op(region, tv_alpha, tv_beta, smooth_nr, smooth_dr, region_gamma,
                                             region_weight, log_loss, squared_pred, elem, focal_alpha, focal_gamma,
                                             elem_weight, elem_mean, from_logits, clamped_log);
   const GroupLayout layout = group_layout(input.sizes(), per_sample, per_channel);
-  const Tensor sums = stats(input, target, per_sample, per_channel, lp, check_target);
-  return finalize(sums, weight, layout.num_channels, layout.rows / layout.num_groups * layout.row_len, lp,
-                  parse_reduction(reduction), layout.shape);
+  const Tensor sums = stats(input, target, per_sample, per_channel, lp, ignore_index, check_target);
+  return finalize(sums, weight, layout.num_channels, lp, parse_reduction(reduction), layout.shape);
 }
 
 Tensor binary_loss_backward_cuda(const Tensor& grad_loss_, const Tensor& input_, const Tensor& target_,
                                  const Tensor& coef_, bool per_sample, bool per_channel, bool region, bool squared_pred,
-                                 bool elem, double focal_alpha, double focal_gamma, bool from_logits,
-                                 bool clamped_log) {
+                                 bool elem, double focal_alpha, double focal_gamma, bool from_logits, bool clamped_log,
+                                 std::optional<int64_t> ignore_index) {
   const c10::cuda::CUDAGuard device_guard(input_.device());
   const BinaryOperands operands = binary_operands(input_, target_, per_sample, per_channel);
   const Tensor &input = operands.input, &target = operands.target;
@@ -324,11 +378,15 @@ Tensor binary_loss_backward_cuda(const Tensor& grad_loss_, const Tensor& input_,
     using input_t = decltype(input_tag);
     using acc_t = at::opmath_type<input_t>;
     with_binary_input(binary_input(lp), [&](auto mode) {
-      backward_kernel<input_t, acc_t, decltype(mode)::value><<<plan.blocks, kThreads, 0, stream>>>(
-          input.const_data_ptr<input_t>(), target_reader(target), coef.const_data_ptr<acc_t>(),
-          grad_loss.const_data_ptr<acc_t>(), grad_loss.dim() > 0 ? 1 : 0, grad.mutable_data_ptr<input_t>(),
-          layout.row_len, plan.chunks_per_row, layout.num_groups, plan.steps, lp);
-      C10_CUDA_KERNEL_LAUNCH_CHECK();
+      with_ignore(ignore_index, [&](auto ignored) {
+        backward_kernel<input_t, acc_t, decltype(mode)::value, decltype(ignored)::value>
+            <<<plan.blocks, kThreads, 0, stream>>>(input.const_data_ptr<input_t>(), target_reader(target),
+                                                   coef.const_data_ptr<acc_t>(), grad_loss.const_data_ptr<acc_t>(),
+                                                   grad_loss.dim() > 0 ? 1 : 0, grad.mutable_data_ptr<input_t>(),
+                                                   layout.row_len, plan.chunks_per_row, layout.num_groups, plan.steps,
+                                                   lp, ignore_value<acc_t>(ignore_index));
+        C10_CUDA_KERNEL_LAUNCH_CHECK();
+      });
     });
   });
   return grad;
@@ -336,7 +394,7 @@ Tensor binary_loss_backward_cuda(const Tensor& grad_loss_, const Tensor& input_,
 
 template <bool BACKWARD>
 Tensor focal_map_cuda(const Tensor* grad_map_, const Tensor& input_, const Tensor& target_, const LossParams& lp,
-                      bool check_target) {
+                      const std::optional<int64_t>& ignore_index, bool check_target) {
   TORCH_CHECK(input_.numel() > 0, "fusedloss: input must not be empty, got sizes ", input_.sizes());  // as the CPU's
   const c10::cuda::CUDAGuard device_guard(input_.device());
   const BinaryOperands operands = binary_operands(input_, target_, false, false);
@@ -357,11 +415,15 @@ Tensor focal_map_cuda(const Tensor* grad_map_, const Tensor& input_, const Tenso
     using input_t = decltype(input_tag);
     using acc_t = at::opmath_type<input_t>;
     with_binary_input(binary_input(lp), [&](auto mode) {
-      focal_map_kernel<input_t, acc_t, decltype(mode)::value, BACKWARD><<<blocks, kThreads, 0, stream>>>(
-          input.const_data_ptr<input_t>(), target_reader(target),
-          BACKWARD ? upstream.const_data_ptr<input_t>() : nullptr, out.mutable_data_ptr<input_t>(), numel,
-          static_cast<acc_t>(lp.focal_alpha), static_cast<acc_t>(lp.focal_gamma), flags.data());
-      C10_CUDA_KERNEL_LAUNCH_CHECK();
+      with_ignore(ignore_index, [&](auto ignored) {
+        focal_map_kernel<input_t, acc_t, decltype(mode)::value, decltype(ignored)::value, BACKWARD>
+            <<<blocks, kThreads, 0, stream>>>(input.const_data_ptr<input_t>(), target_reader(target),
+                                              BACKWARD ? upstream.const_data_ptr<input_t>() : nullptr,
+                                              out.mutable_data_ptr<input_t>(), numel,
+                                              static_cast<acc_t>(lp.focal_alpha), static_cast<acc_t>(lp.focal_gamma),
+                                              ignore_value<acc_t>(ignore_index), flags.data());
+        C10_CUDA_KERNEL_LAUNCH_CHECK();
+      });
     });
   });
   flags.assert_valid(kBadProbabilityMessage);
@@ -369,15 +431,16 @@ Tensor focal_map_cuda(const Tensor* grad_map_, const Tensor& input_, const Tenso
 }
 
 Tensor binary_focal_map_cuda(const Tensor& input, const Tensor& target, double alpha, double gamma, bool from_logits,
-                             bool clamped_log, bool check_target) {
+                             bool clamped_log, std::optional<int64_t> ignore_index, bool check_target) {
   return focal_map_cuda<false>(nullptr, input, target, LossParams::focal_map(alpha, gamma, from_logits, clamped_log),
-                               check_target);
+                               ignore_index, check_target);
 }
 
 Tensor binary_focal_map_backward_cuda(const Tensor& grad_map, const Tensor& input, const Tensor& target, double alpha,
-                                      double gamma, bool from_logits, bool clamped_log) {
+                                      double gamma, bool from_logits, bool clamped_log,
+                                      std::optional<int64_t> ignore_index) {
   return focal_map_cuda<true>(&grad_map, input, target, LossParams::focal_map(alpha, gamma, from_logits, clamped_log),
-                              false);
+                              ignore_index, false);
 }
 
 }  // namespace

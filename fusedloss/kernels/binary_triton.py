@@ -8,13 +8,18 @@ the sum of per-element focal losses (BCE is focal with gamma=0, no alpha).
 
 Three passes, no float atomics, so results are bitwise reproducible:
   1. ``_stats_kernel``: one read of input and target; each program writes the
-     partial sums [I, P, T, E] of its chunk of one row.
+     partial sums [I, P, T, E, count] of its chunk of one row (count: the
+     elements not ignored).
   2. ``_finalize_kernel``: one program combines the partials of each group in
      a fixed order, applies the loss formula and the reduction, and writes the
      loss and the per-group backward coefficients [dL/dI, dL/dP, dL/dE].
   3. ``_backward_kernel``: re-reads input and target, recomputes the sigmoid
      and writes dL/dx = (cI*t + cP) * dp/dx + cE * dE/dx (squared_pred: cP * 2p).
 ``_focal_map_kernel`` is the element-wise forward of reduction='none'.
+
+With ``ignore_index`` (HAS_IGNORE) an element whose target equals it (compared in
+the accumulation dtype) counts in no sum, gets gradient 0 and a focal map 0,
+whatever its input holds (NaN included), and is exempt from the target check.
 
 The tensor is seen as ``rows`` contiguous rows of ``row_len`` elements; row r
 belongs to group ``r % num_groups`` (``_spec.group_layout``). ``LaunchPlan`` cuts
@@ -27,8 +32,9 @@ import triton.language as tl
 
 from .._checks import kernel_target_flags
 from .._spec import GroupLayout, binary_operands, group_layout
-from .triton_common import (REDUCTION_CODE, acc_dtypes, check_programs, finalize_params, focal_params, on_input_device,
-                            region_terms, sm_count, split, store_as, sum_rows, target_flags, writable)
+from .triton_common import (REDUCTION_CODE, acc_dtypes, check_programs, count_rows, finalize_params, focal_params,
+                            ignore_args, on_input_device, region_terms, sm_count, split, store_as, sum_rows,
+                            target_flags, writable)
 
 
 @triton.jit
@@ -143,9 +149,10 @@ def _outside_unit(t, mask):
 
 @triton.jit
 def _stats_kernel(x_ptr, t_ptr, partial_ptr, ok_ptr, row_len, chunks_per_row, num_groups, members, steps,
-                  focal_alpha_hi, focal_alpha_lo, focal_gamma_hi, focal_gamma_lo, REGION: tl.constexpr,
+                  ignore_index, focal_alpha_hi, focal_alpha_lo, focal_gamma_hi, focal_gamma_lo, REGION: tl.constexpr,
                   SQUARED_PRED: tl.constexpr, ELEM: tl.constexpr, FROM_LOGITS: tl.constexpr,
-                  CLAMPED_LOG: tl.constexpr, CHECK_TARGET: tl.constexpr, BLOCK: tl.constexpr, ACC: tl.constexpr):
+                  CLAMPED_LOG: tl.constexpr, HAS_IGNORE: tl.constexpr, CHECK_TARGET: tl.constexpr,
+                  BLOCK: tl.constexpr, ACC: tl.constexpr):
     focal_alpha, focal_gamma = focal_params(focal_alpha_hi, focal_alpha_lo, focal_gamma_hi, focal_gamma_lo, ACC)
     pid = tl.program_id(0).to(tl.int64)
     row = pid // chunks_per_row
@@ -158,11 +165,19 @@ def _stats_kernel(x_ptr, t_ptr, partial_ptr, ok_ptr, row_len, chunks_per_row, nu
     sum_t = tl.zeros([BLOCK], ACC)
     sum_e = tl.zeros([BLOCK], ACC)
     ok = tl.full([BLOCK], 1, tl.int32)
+    if HAS_IGNORE:
+        counted = tl.zeros([BLOCK], tl.int32)
     for step in range(0, steps):
         offs = chunk_start + step * BLOCK + lanes
         mask = offs < row_len
         x = tl.load(x_ptr + row_start + offs, mask=mask, other=0.0).to(ACC)
         t = tl.load(t_ptr + row_start + offs, mask=mask, other=0).to(ACC)
+        if HAS_IGNORE:
+            # Ignored lanes are masked from here on: p and the loss are zeroed by the
+            # wheres below (NaN input there reaches no sum), t here.
+            mask = mask & (t != ignore_index)
+            t = tl.where(mask, t, 0.0)
+            counted += mask.to(tl.int32)
         if CHECK_TARGET:
             ok = tl.where(_outside_unit(t, mask), 0, ok)
         p, q, dp_dx, softplus_neg_abs = _probabilities(x, FROM_LOGITS, CLAMPED_LOG)
@@ -181,17 +196,22 @@ def _stats_kernel(x_ptr, t_ptr, partial_ptr, ok_ptr, row_len, chunks_per_row, nu
             sum_e += tl.where(mask, loss, 0.0)
     group = row % num_groups
     member = row // num_groups
-    slot = partial_ptr + ((group * members + member) * chunks_per_row + chunk) * 4
+    slot = partial_ptr + ((group * members + member) * chunks_per_row + chunk) * 5
     tl.store(slot + 0, tl.sum(sum_pt, axis=0))
     tl.store(slot + 1, tl.sum(sum_p, axis=0))
     tl.store(slot + 2, tl.sum(sum_t, axis=0))
     tl.store(slot + 3, tl.sum(sum_e, axis=0))
+    if HAS_IGNORE:
+        count = tl.sum(counted, axis=0)
+    else:  # every element of the chunk: no per-element work
+        count = tl.minimum(row_len - chunk_start, steps * BLOCK)
+    tl.store(slot + 4, count.to(ACC))
     if CHECK_TARGET:
         tl.store(ok_ptr + pid, tl.min(ok, axis=0))
 
 
 @triton.jit
-def _finalize_kernel(partial_ptr, weight_ptr, loss_ptr, coef_ptr, num_groups, parts_per_group, num_channels, group_size,
+def _finalize_kernel(partial_ptr, weight_ptr, loss_ptr, coef_ptr, num_groups, parts_per_group, num_channels,
                      tv_alpha_hi, tv_alpha_lo, tv_beta_hi, tv_beta_lo, smooth_nr_hi, smooth_nr_lo, smooth_dr_hi,
                      smooth_dr_lo, region_gamma_hi, region_gamma_lo, region_weight_hi, region_weight_lo,
                      elem_weight_hi, elem_weight_lo, REGION: tl.constexpr, LOG_LOSS: tl.constexpr, ELEM: tl.constexpr,
@@ -206,10 +226,6 @@ def _finalize_kernel(partial_ptr, weight_ptr, loss_ptr, coef_ptr, num_groups, pa
         out_scale = 1.0 / (tl.zeros([], ACC) + num_groups)
     else:
         out_scale = tl.full([], 1.0, ACC)
-    if ELEM_MEAN:
-        elem_scale = elem_weight / (tl.zeros([], ACC) + group_size)
-    else:
-        elem_scale = elem_weight
     total = tl.zeros([GROUP_BLOCK], ACC)
     for group_start in range(0, num_groups, GROUP_BLOCK):
         groups = group_start + tl.arange(0, GROUP_BLOCK)
@@ -218,14 +234,16 @@ def _finalize_kernel(partial_ptr, weight_ptr, loss_ptr, coef_ptr, num_groups, pa
         sum_p = tl.zeros([GROUP_BLOCK], ACC)
         sum_t = tl.zeros([GROUP_BLOCK], ACC)
         sum_e = tl.zeros([GROUP_BLOCK], ACC)
+        count = tl.zeros([GROUP_BLOCK], tl.int64)
         for part_start in range(0, parts_per_group, PART_BLOCK):
             parts = part_start + tl.arange(0, PART_BLOCK)
             tile_mask = group_mask[:, None] & (parts < parts_per_group)[None, :]
-            slots = partial_ptr + (groups.to(tl.int64)[:, None] * parts_per_group + parts[None, :]) * 4
+            slots = partial_ptr + (groups.to(tl.int64)[:, None] * parts_per_group + parts[None, :]) * 5
             sum_i += sum_rows(slots + 0, tile_mask)
             sum_p += sum_rows(slots + 1, tile_mask)
             sum_t += sum_rows(slots + 2, tile_mask)
             sum_e += sum_rows(slots + 3, tile_mask)
+            count += count_rows(slots + 4, tile_mask)
 
         if HAS_WEIGHT:
             group_weight = tl.load(weight_ptr + groups % num_channels, mask=group_mask, other=0.0).to(ACC)
@@ -241,6 +259,10 @@ def _finalize_kernel(partial_ptr, weight_ptr, loss_ptr, coef_ptr, num_groups, pa
             group_loss += region_weight * region
             coef_i = scale * region_weight * dregion_di
             coef_p = scale * region_weight * dregion_dp
+        if ELEM_MEAN:  # over the elements counted (none: the element term is 0)
+            elem_scale = elem_weight / tl.maximum(count, 1).to(ACC)
+        else:
+            elem_scale = elem_weight
         if ELEM:
             group_loss += elem_scale * sum_e
         coef_e = scale * elem_scale
@@ -259,10 +281,11 @@ def _finalize_kernel(partial_ptr, weight_ptr, loss_ptr, coef_ptr, num_groups, pa
 
 @triton.jit
 def _backward_kernel(x_ptr, t_ptr, coef_ptr, grad_out_ptr, grad_ptr, row_len, chunks_per_row, num_groups, steps,
-                     grad_out_group_stride, focal_alpha_hi, focal_alpha_lo, focal_gamma_hi, focal_gamma_lo,
-                     REGION: tl.constexpr, SQUARED_PRED: tl.constexpr, ELEM: tl.constexpr, FROM_LOGITS: tl.constexpr,
-                     CLAMPED_LOG: tl.constexpr, GRAD_OUT_PER_ELEMENT: tl.constexpr, BLOCK: tl.constexpr,
-                     ACC: tl.constexpr, GRAD_BF16: tl.constexpr):
+                     grad_out_group_stride, ignore_index, focal_alpha_hi, focal_alpha_lo, focal_gamma_hi,
+                     focal_gamma_lo, REGION: tl.constexpr, SQUARED_PRED: tl.constexpr, ELEM: tl.constexpr,
+                     FROM_LOGITS: tl.constexpr, CLAMPED_LOG: tl.constexpr, HAS_IGNORE: tl.constexpr,
+                     GRAD_OUT_PER_ELEMENT: tl.constexpr, BLOCK: tl.constexpr, ACC: tl.constexpr,
+                     GRAD_BF16: tl.constexpr):
     focal_alpha, focal_gamma = focal_params(focal_alpha_hi, focal_alpha_lo, focal_gamma_hi, focal_gamma_lo, ACC)
     pid = tl.program_id(0).to(tl.int64)
     row = pid // chunks_per_row
@@ -300,13 +323,16 @@ def _backward_kernel(x_ptr, t_ptr, coef_ptr, grad_out_ptr, grad_ptr, row_len, ch
                 grad += upstream_map * dloss
             else:
                 grad += coef_e * dloss
+        if HAS_IGNORE:  # exactly 0, whatever the input (NaN) or the upstream map holds there
+            grad = tl.where(t != ignore_index, grad, 0.0)
         store_as(grad_ptr + row_start + offs, grad, mask, GRAD_BF16)
 
 
 @triton.jit
-def _focal_map_kernel(x_ptr, t_ptr, out_ptr, ok_ptr, numel, focal_alpha_hi, focal_alpha_lo, focal_gamma_hi,
-                      focal_gamma_lo, FROM_LOGITS: tl.constexpr, CLAMPED_LOG: tl.constexpr, CHECK_TARGET: tl.constexpr,
-                      BLOCK: tl.constexpr, ACC: tl.constexpr, OUT_BF16: tl.constexpr):
+def _focal_map_kernel(x_ptr, t_ptr, out_ptr, ok_ptr, numel, ignore_index, focal_alpha_hi, focal_alpha_lo,
+                      focal_gamma_hi, focal_gamma_lo, FROM_LOGITS: tl.constexpr, CLAMPED_LOG: tl.constexpr,
+                      HAS_IGNORE: tl.constexpr, CHECK_TARGET: tl.constexpr, BLOCK: tl.constexpr, ACC: tl.constexpr,
+                      OUT_BF16: tl.constexpr):
     focal_alpha, focal_gamma = focal_params(focal_alpha_hi, focal_alpha_lo, focal_gamma_hi, focal_gamma_lo, ACC)
     pid = tl.program_id(0).to(tl.int64)
     offs = pid * BLOCK + tl.arange(0, BLOCK)
@@ -315,9 +341,14 @@ def _focal_map_kernel(x_ptr, t_ptr, out_ptr, ok_ptr, numel, focal_alpha_hi, foca
     t = tl.load(t_ptr + offs, mask=mask, other=0).to(ACC)
     p, q, dp_dx, softplus_neg_abs = _probabilities(x, FROM_LOGITS, CLAMPED_LOG)
     loss, _ = _element_terms(x, t, p, q, dp_dx, softplus_neg_abs, focal_alpha, focal_gamma, CLAMPED_LOG)
+    checked = mask
+    if HAS_IGNORE:
+        kept = t != ignore_index
+        loss = tl.where(kept, loss, 0.0)
+        checked = mask & kept
     store_as(out_ptr + offs, loss, mask, OUT_BF16)
     if CHECK_TARGET:
-        tl.store(ok_ptr + pid, tl.min(tl.where(_outside_unit(t, mask), 0, 1), axis=0))
+        tl.store(ok_ptr + pid, tl.min(tl.where(_outside_unit(t, checked), 0, 1), axis=0))
 
 
 # ----------------------------------------------------------------------------
@@ -353,8 +384,8 @@ def _as_loadable(target: torch.Tensor) -> torch.Tensor:
 
 
 def _stats(input, target, per_sample, per_channel, region, squared_pred, elem, focal_alpha, focal_gamma, from_logits,
-           clamped_log, check_target):
-    """Launch the statistics kernel: partial sums (groups * parts_per_group, 4) and parts_per_group."""
+           clamped_log, ignore_index, check_target):
+    """Launch the statistics kernel: partial sums (groups * parts_per_group, 5) and parts_per_group."""
     layout = group_layout(input.shape, per_sample, per_channel)
     acc, ACC = acc_dtypes(input)
     x, target, _ = binary_operands(input, target, per_sample, per_channel)
@@ -362,15 +393,17 @@ def _stats(input, target, per_sample, per_channel, region, squared_pred, elem, f
     target = _as_loadable(target)
     plan = LaunchPlan(layout, x.device)
     members = layout.rows // layout.num_groups
-    partials = torch.empty((plan.programs, 4), dtype=acc, device=x.device)
+    partials = torch.empty((plan.programs, 5), dtype=acc, device=x.device)
     ok = target_flags(plan.programs, x.device, check_target)
+    ignore_value, has_ignore = ignore_args(ignore_index)
     _stats_kernel[(plan.programs,)](x, target, partials, ok, layout.row_len, plan.chunks_per_row, layout.num_groups,
-                                    members, plan.steps, *split(focal_alpha), *split(focal_gamma), REGION=region,
-                                    SQUARED_PRED=region and squared_pred, ELEM=elem, FROM_LOGITS=from_logits,
-                                    CLAMPED_LOG=_clamped(from_logits, clamped_log), CHECK_TARGET=check_target,
-                                    BLOCK=plan.block, ACC=ACC, num_warps=plan.num_warps)
+                                    members, plan.steps, ignore_value, *split(focal_alpha), *split(focal_gamma),
+                                    REGION=region, SQUARED_PRED=region and squared_pred, ELEM=elem,
+                                    FROM_LOGITS=from_logits, CLAMPED_LOG=_clamped(from_logits, clamped_log),
+                                    HAS_IGNORE=has_ignore, CHECK_TARGET=check_target, BLOCK=plan.block, ACC=ACC,
+                                    num_warps=plan.num_warps)
     if check_target:
-        kernel_target_flags(ok, target)
+        kernel_target_flags(ok, target, None, ignore_index)
     return partials, members * plan.chunks_per_row
 
 
@@ -379,9 +412,9 @@ def _clamped(from_logits, clamped_log):
     return clamped_log or not from_logits
 
 
-def _finalize(partials, parts_per_group, weight, num_channels, group_size, region, tv_alpha, tv_beta, smooth_nr,
-              smooth_dr, region_gamma, region_weight, log_loss, elem, elem_weight, elem_mean, reduction, loss_shape):
-    """Launch the finalize kernel over partials laid out (groups, parts_per_group, 4)."""
+def _finalize(partials, parts_per_group, weight, num_channels, region, tv_alpha, tv_beta, smooth_nr, smooth_dr,
+              region_gamma, region_weight, log_loss, elem, elem_weight, elem_mean, reduction, loss_shape):
+    """Launch the finalize kernel over partials laid out (groups, parts_per_group, 5)."""
     num_groups = partials.shape[0] // parts_per_group
     ACC = tl.float64 if partials.dtype == torch.float64 else tl.float32
     code = REDUCTION_CODE[reduction]
@@ -391,7 +424,7 @@ def _finalize(partials, parts_per_group, weight, num_channels, group_size, regio
     group_block = min(triton.next_power_of_2(num_groups), max(1, 4096 // part_block))
     has_weight = weight is not None
     _finalize_kernel[(1,)](partials, weight.contiguous() if has_weight else partials, loss, coef, num_groups,
-                           parts_per_group, num_channels, group_size, *split(tv_alpha), *split(tv_beta),
+                           parts_per_group, num_channels, *split(tv_alpha), *split(tv_beta),
                            *split(smooth_nr), *split(smooth_dr), *split(region_gamma), *split(region_weight),
                            *split(elem_weight), REGION=region, LOG_LOSS=region and log_loss, ELEM=elem,
                            HAS_WEIGHT=has_weight, ELEM_MEAN=elem_mean, REDUCTION=code, GROUP_BLOCK=group_block,
@@ -402,46 +435,48 @@ def _finalize(partials, parts_per_group, weight, num_channels, group_size, regio
 @on_input_device
 def binary_loss(input, target, weight, per_sample, per_channel, region, tv_alpha, tv_beta, smooth_nr, smooth_dr,
                 region_gamma, region_weight, log_loss, squared_pred, elem, focal_alpha, focal_gamma, elem_weight,
-                elem_mean, from_logits, clamped_log, reduction, check_target):
+                elem_mean, label_smoothing, weighted_mean, from_logits, clamped_log, ignore_index, reduction,
+                check_target):
+    # label_smoothing and weighted_mean are multi-class options: the binary family has neither.
     layout = group_layout(input.shape, per_sample, per_channel)
     partials, parts_per_group = _stats(input, target, per_sample, per_channel, region, squared_pred, elem, focal_alpha,
-                                       focal_gamma, from_logits, clamped_log, check_target)
-    return _finalize(partials, parts_per_group, weight, layout.num_channels,
-                     layout.rows // layout.num_groups * layout.row_len, region, tv_alpha, tv_beta, smooth_nr,
+                                       focal_gamma, from_logits, clamped_log, ignore_index, check_target)
+    return _finalize(partials, parts_per_group, weight, layout.num_channels, region, tv_alpha, tv_beta, smooth_nr,
                      smooth_dr, region_gamma, region_weight, log_loss, elem, elem_weight, elem_mean, reduction,
                      layout.shape)
 
 
 @on_input_device
 def binary_stats(input, target, per_sample, per_channel, region, squared_pred, elem, focal_alpha, focal_gamma,
-                 from_logits, clamped_log, check_target):
+                 from_logits, clamped_log, ignore_index, check_target):
     partials, parts_per_group = _stats(input, target, per_sample, per_channel, region, squared_pred, elem, focal_alpha,
-                                       focal_gamma, from_logits, clamped_log, check_target)
-    return partials.view(-1, parts_per_group, 4).sum(1)  # fixed order: deterministic
+                                       focal_gamma, from_logits, clamped_log, ignore_index, check_target)
+    return partials.view(-1, parts_per_group, 5).sum(1)  # fixed order: deterministic
 
 
 @on_input_device
-def binary_finalize(sums, weight, num_channels, group_size, region, tv_alpha, tv_beta, smooth_nr, smooth_dr,
-                    region_gamma, region_weight, log_loss, elem, elem_weight, elem_mean, reduction, loss_shape):
-    return _finalize(sums.contiguous(), 1, weight, num_channels, group_size, region, tv_alpha, tv_beta, smooth_nr,
-                     smooth_dr, region_gamma, region_weight, log_loss, elem, elem_weight, elem_mean, reduction,
-                     loss_shape)
+def binary_finalize(sums, weight, num_channels, region, tv_alpha, tv_beta, smooth_nr, smooth_dr, region_gamma,
+                    region_weight, log_loss, elem, elem_weight, elem_mean, reduction, loss_shape):
+    return _finalize(sums.contiguous(), 1, weight, num_channels, region, tv_alpha, tv_beta, smooth_nr, smooth_dr,
+                     region_gamma, region_weight, log_loss, elem, elem_weight, elem_mean, reduction, loss_shape)
 
 
 @on_input_device
 def binary_loss_backward(grad_loss, input, target, coef, per_sample, per_channel, region, squared_pred, elem,
-                         focal_alpha, focal_gamma, from_logits, clamped_log):
+                         focal_alpha, focal_gamma, from_logits, clamped_log, ignore_index):
     layout = group_layout(input.shape, per_sample, per_channel)
     _, ACC = acc_dtypes(input)
     x, target, memory_format = binary_operands(input, target, per_sample, per_channel)
     target = _as_loadable(target)
     grad = torch.empty_like(x, memory_format=memory_format)
     plan = LaunchPlan(layout, x.device)
+    ignore_value, has_ignore = ignore_args(ignore_index)
     _backward_kernel[(plan.programs,)](x, target, coef, grad_loss.contiguous(), writable(grad), layout.row_len,
                                        plan.chunks_per_row, layout.num_groups, plan.steps,
-                                       1 if grad_loss.dim() > 0 else 0, *split(focal_alpha), *split(focal_gamma),
-                                       REGION=region, SQUARED_PRED=region and squared_pred, ELEM=elem,
-                                       FROM_LOGITS=from_logits, CLAMPED_LOG=_clamped(from_logits, clamped_log),
+                                       1 if grad_loss.dim() > 0 else 0, ignore_value, *split(focal_alpha),
+                                       *split(focal_gamma), REGION=region, SQUARED_PRED=region and squared_pred,
+                                       ELEM=elem, FROM_LOGITS=from_logits,
+                                       CLAMPED_LOG=_clamped(from_logits, clamped_log), HAS_IGNORE=has_ignore,
                                        GRAD_OUT_PER_ELEMENT=False, BLOCK=plan.block, ACC=ACC,
                                        GRAD_BF16=x.dtype == torch.bfloat16, num_warps=plan.num_warps)
     return grad
@@ -452,7 +487,7 @@ def _map_plan(x):
 
 
 @on_input_device
-def binary_focal_map(input, target, alpha, gamma, from_logits, clamped_log, check_target):
+def binary_focal_map(input, target, alpha, gamma, from_logits, clamped_log, ignore_index, check_target):
     _, ACC = acc_dtypes(input)
     x, target, memory_format = binary_operands(input, target, False, False)
     check_target = check_target and target.dtype != torch.bool
@@ -461,17 +496,19 @@ def binary_focal_map(input, target, alpha, gamma, from_logits, clamped_log, chec
     plan = _map_plan(x)
     programs = triton.cdiv(x.numel(), plan.block)
     ok = target_flags(programs, x.device, check_target)
-    _focal_map_kernel[(programs,)](x, target, writable(out), ok, x.numel(), *split(alpha), *split(gamma),
-                                   FROM_LOGITS=from_logits, CLAMPED_LOG=_clamped(from_logits, clamped_log),
+    ignore_value, has_ignore = ignore_args(ignore_index)
+    _focal_map_kernel[(programs,)](x, target, writable(out), ok, x.numel(), ignore_value, *split(alpha),
+                                   *split(gamma), FROM_LOGITS=from_logits,
+                                   CLAMPED_LOG=_clamped(from_logits, clamped_log), HAS_IGNORE=has_ignore,
                                    CHECK_TARGET=check_target, BLOCK=plan.block, ACC=ACC,
                                    OUT_BF16=x.dtype == torch.bfloat16, num_warps=plan.num_warps)
     if check_target:
-        kernel_target_flags(ok, target)
+        kernel_target_flags(ok, target, None, ignore_index)
     return out
 
 
 @on_input_device
-def binary_focal_map_backward(grad_map, input, target, alpha, gamma, from_logits, clamped_log):
+def binary_focal_map_backward(grad_map, input, target, alpha, gamma, from_logits, clamped_log, ignore_index):
     _, ACC = acc_dtypes(input)
     x, target, memory_format = binary_operands(input, target, False, False)
     target = _as_loadable(target)
@@ -479,10 +516,12 @@ def binary_focal_map_backward(grad_map, input, target, alpha, gamma, from_logits
     if grad_map.stride() != x.stride():  # the upstream map is read in x's memory order
         grad_map = torch.empty_like(x, memory_format=memory_format).copy_(grad_map)
     plan = _map_plan(x)
+    ignore_value, has_ignore = ignore_args(ignore_index)
     _backward_kernel[(plan.programs,)](x, target, x, grad_map, writable(grad), x.numel(), plan.chunks_per_row, 1,
-                                       plan.steps, 0, *split(alpha), *split(gamma), REGION=False,
+                                       plan.steps, 0, ignore_value, *split(alpha), *split(gamma), REGION=False,
                                        SQUARED_PRED=False, ELEM=True, FROM_LOGITS=from_logits,
-                                       CLAMPED_LOG=_clamped(from_logits, clamped_log), GRAD_OUT_PER_ELEMENT=True,
+                                       CLAMPED_LOG=_clamped(from_logits, clamped_log), HAS_IGNORE=has_ignore,
+                                       GRAD_OUT_PER_ELEMENT=True,
                                        BLOCK=plan.block, ACC=ACC, GRAD_BF16=x.dtype == torch.bfloat16,
                                        num_warps=plan.num_warps)
     return grad

@@ -1,26 +1,32 @@
-"""Triton kernels for the multiclass family: p = softmax(x, dim=1), class-map targets.
+"""Triton kernels for the multiclass family: p = softmax(x, dim=1), class-map or dense targets.
 
 Input (N, C, *spatial) logits seen as (N, C, S) through (sample, class, pixel)
 strides, so contiguous and channels_last (classes innermost) layouts are read
-where they lie (_spec.multiclass_operands); target (N, S) integer class indices.
-A program takes one sample and tiles of pixels, loads all C logits of each
-pixel at once ([C, pixels] in registers), computes the softmax there, and
-accumulates every class's I, P, T and the element loss (-alpha (1 - p_y)**gamma
-log p_y; CE is gamma = 0) of its pixels: no one-hot target and no softmax
-tensor ever exists in memory. Ignored pixels (target == ignore_index) count
-nowhere; an index outside [0, C) is flagged per program when the target is
-checked (check_target), and otherwise counts nowhere too. FROM_LOGITS false: the
-input holds probabilities, p = x (no softmax), the element loss takes
-max(log p_y, -100) as F.nll_loss(log(p).clamp(min=-100)) does, and the backward
-has no softmax Jacobian: dL/dx_c = g_c + [c = y] c_E dloss/dp_y.
+where they lie (_spec.multiclass_operands); target (N, S) integer class indices,
+or (DENSE) per-class values t_c in [0, 1] of the input's shape, read at the
+input's offsets. A program takes one sample and tiles of pixels, loads all C
+logits (and dense targets) of each pixel at once ([C, pixels] in registers),
+computes the softmax there, and accumulates every class's I, P, T and the
+element loss (-a_y (1 - p_y)**gamma log p_y; CE is gamma = 0) of its pixels: no
+one-hot target and no softmax tensor ever exists in memory. a_c is the element
+term's per-class factor: class_weight[c] (HAS_CLASS_WEIGHT), else alpha >= 0,
+else 1. Label smoothing (SMOOTHING) and dense targets take the soft form
+E = sum_c a_c t'_c (1 - p_c)**gamma (-log p_c), t' = t (1 - eps) + eps / C (t the
+one-hot of a class map). Ignored pixels (target == ignore_index) count nowhere;
+an index outside [0, C) (a dense value outside [0, 1] or NaN) is flagged per
+program when the target is checked (check_target), and otherwise counts nowhere
+too. FROM_LOGITS false: the input holds probabilities, p = x (no softmax), the
+element loss takes max(log p, -100) as F.nll_loss(log(p).clamp(min=-100)) does,
+and the backward has no softmax Jacobian: dL/dx_c = g_c + c_E dloss/dp_c.
 
-  _stats_kernel     partials per program: [C, 3] class sums and [2] = (E, valid pixels)
+  _stats_kernel     partials per program: [C, 3] class sums and [2] = (E, valid
+                    pixels; WEIGHTED_MEAN: sum of a_y over them)
   _finalize_kernel  one program: fixed-order combine per group (class, or
                     (sample, class)), the Tversky region formula, weights,
                     background / empty-class exclusion, the reduction, and the
                     backward coefficients
   _backward_kernel  recomputes the softmax; dL/dx_c = p_c (g_c - sum_k p_k g_k)
-                    + c_E * A * (p_c - [c = y]), g_c = c_I[y = c] + c_P (squared_pred:
+                    + c_E * dE/dx_c, g_c = c_I t_c + c_P (squared_pred:
                     c_P * 2 p_c); also the focal map's backward (a per-pixel
                     upstream gradient)
   _focal_map_kernel the per-pixel element loss (reduction='none')
@@ -35,34 +41,44 @@ import triton.language as tl
 from .._checks import kernel_target_flags
 from .._spec import multiclass_operands
 from .triton_common import (REDUCTION_CODE, acc_dtypes, check_programs, finalize_params, focal_params, on_input_device,
-                            pow_or_zero, region_terms, sm_count, split, store_as, sum_rows, target_flags, writable)
+                            param, pow_or_zero, region_terms, sm_count, split, store_as, sum_rows, target_flags,
+                            writable)
 
 
 @triton.jit
 def _pixel_probabilities(x_ptr, y_ptr, sample, pixels, num_classes, spatial, sample_stride, class_stride,
                          pixel_stride, ignore_index, HAS_IGNORE: tl.constexpr, FROM_LOGITS: tl.constexpr,
-                         BLOCK_C: tl.constexpr, ACC: tl.constexpr):
+                         DENSE: tl.constexpr, BLOCK_C: tl.constexpr, ACC: tl.constexpr):
     """Probabilities of a [classes, pixels] tile: its softmax. Returns x, p, e
-    (unnormalised exp), the log-sum-exp pieces (max, total), the target's one-hot
-    tile `hit`, the valid-pixel mask, the tile offsets and `bad`: pixels whose class index is
-    outside [0, C) and not ignore_index (counted nowhere; an error when checked).
+    (unnormalised exp), the log-sum-exp pieces (max, total), the target tile `hit`
+    (a class map's one-hot, bool; DENSE: the per-class values in ACC, 0 off the
+    tile), the valid-pixel mask, the tile offsets and `bad`: pixels whose class index is
+    outside [0, C) and not ignore_index, or (DENSE) with a value outside [0, 1] or NaN
+    (counted nowhere; an error when checked).
     Not FROM_LOGITS: the tile holds probabilities, p = x (e, max, total unused)."""
     classes = tl.arange(0, BLOCK_C)
     class_mask = classes < num_classes
     pixel_mask = pixels < spatial
-    y = tl.load(y_ptr + sample * spatial + pixels, mask=pixel_mask, other=-1).to(tl.int64)
-    in_range = (y >= 0) & (y < num_classes)
-    valid = pixel_mask & in_range
-    bad = pixel_mask & ~in_range
-    if HAS_IGNORE:
-        valid = valid & (y != ignore_index)
-        bad = bad & (y != ignore_index)
     offsets = (
         sample * sample_stride
         + classes.to(tl.int64)[:, None] * class_stride
         + pixels.to(tl.int64)[None, :] * pixel_stride
     )
     tile_mask = class_mask[:, None] & pixel_mask[None, :]
+    if DENSE:  # the target has the input's strides: every pixel counts
+        hit = tl.load(y_ptr + offsets, mask=tile_mask, other=0).to(ACC)
+        valid = pixel_mask
+        outside = tile_mask & ~((hit >= 0.0) & (hit <= 1.0))  # NaN fails both
+        bad = tl.max(outside.to(tl.int32), axis=0) > 0
+    else:
+        y = tl.load(y_ptr + sample * spatial + pixels, mask=pixel_mask, other=-1).to(tl.int64)
+        in_range = (y >= 0) & (y < num_classes)
+        valid = pixel_mask & in_range
+        bad = pixel_mask & ~in_range
+        if HAS_IGNORE:
+            valid = valid & (y != ignore_index)
+            bad = bad & (y != ignore_index)
+        hit = (classes[:, None] == y[None, :]) & valid[None, :]
     if FROM_LOGITS:
         x = tl.load(x_ptr + offsets, mask=tile_mask, other=float("-inf")).to(ACC)
         top = tl.max(x, axis=0)
@@ -77,62 +93,139 @@ def _pixel_probabilities(x_ptr, y_ptr, sample, pixels, num_classes, spatial, sam
         e = x
         top = tl.zeros(pixels.shape, ACC)
         total = top + 1.0
-    hit = (classes[:, None] == y[None, :]) & valid[None, :]
     return x, p, e, top, total, hit, valid, offsets, tile_mask, bad
 
 
 @triton.jit
-def _focal_terms(x, e, top, total, hit, alpha, gamma):
-    """Per pixel: the focal loss -alpha (1 - p_y)**gamma log p_y and
+def _class_factors(class_weight_ptr, alpha, num_classes, HAS_CLASS_WEIGHT: tl.constexpr, BLOCK_C: tl.constexpr,
+                   ACC: tl.constexpr):
+    """a_c, the element term's per-class factor: class_weight[c], else alpha >= 0, else 1;
+    0 on the tile's padding classes."""
+    classes = tl.arange(0, BLOCK_C)
+    class_mask = classes < num_classes
+    if HAS_CLASS_WEIGHT:
+        factors = tl.load(class_weight_ptr + classes, mask=class_mask, other=0.0).to(ACC)
+    else:
+        factors = tl.where(class_mask, tl.where(alpha >= 0.0, alpha, 1.0), 0.0).to(ACC)
+    return factors
+
+
+@triton.jit
+def _label_factor(hit, factors):
+    """a_y per pixel of a class map (0 where ignored)."""
+    return tl.sum(tl.where(hit, factors[:, None], 0.0), axis=0)
+
+
+@triton.jit
+def _focal_from_log(log_p, p, rest, scale, gamma):
+    """Elementwise: the focal loss -scale (1 - p)**gamma log p from log p, p and rest = 1 - p,
+    and scale * Afocal(p), Afocal = (1 - p)**gamma - gamma (1 - p)**(gamma - 1) p log p
+    (dloss/dz of the logit z whose softmax gives p)."""
+    modulator = pow_or_zero(rest, gamma)
+    # (1 - p)**(gamma - 1) * p log p -> 0 as p -> 1.
+    slope = tl.where(rest > 0.0, gamma * (modulator / tl.where(rest > 0.0, rest, 1.0)) * p * log_p, 0.0)
+    slope = tl.where(gamma == 0.0, 0.0, slope)  # not 0 * log p, NaN where p = 0 (a -inf logit)
+    return -scale * modulator * log_p, scale * (modulator - slope)
+
+
+@triton.jit
+def _focal_terms(x, e, top, total, hit, scale, gamma):
+    """Per pixel: the focal loss -a_y (1 - p_y)**gamma log p_y (scale = a_y) and
     A = dloss/dz factor with dloss/dx_c = A (p_c - [c = y]):
-    A = alpha ((1 - p_y)**gamma - gamma (1 - p_y)**(gamma - 1) p_y log p_y)."""
+    A = a_y ((1 - p_y)**gamma - gamma (1 - p_y)**(gamma - 1) p_y log p_y)."""
     log_p_y = (tl.sum(tl.where(hit, x, 0.0), axis=0) - top) - tl.log(total)
     p_y = tl.exp(log_p_y)
     rest = tl.sum(tl.where(hit, 0.0, e), axis=0) / total  # 1 - p_y without cancellation
-    modulator = pow_or_zero(rest, gamma)
-    # (1 - p_y)**(gamma - 1) * p_y log p_y -> 0 as p_y -> 1.
-    slope = tl.where(rest > 0.0, gamma * (modulator / tl.where(rest > 0.0, rest, 1.0)) * p_y * log_p_y, 0.0)
-    slope = tl.where(gamma == 0.0, 0.0, slope)  # not 0 * log p_y, NaN where p_y = 0 (a -inf logit)
-    scale = tl.where(alpha >= 0.0, alpha, 1.0)
-    return -scale * modulator * log_p_y, scale * (modulator - slope)
+    return _focal_from_log(log_p_y, p_y, rest, scale, gamma)
 
 
 @triton.jit
-def _prob_focal_terms(p, hit, alpha, gamma):
-    """Per pixel of a probability tile: the focal loss -alpha (1 - p_y)**gamma lp,
-    lp = max(log p_y, -100) (gamma = 0: F.nll_loss(log(p).clamp(min=-100))), and its
-    derivative in p_y: -alpha ((1 - p_y)**gamma dlp/dp_y - gamma (1 - p_y)**(gamma - 1) lp),
-    dlp/dp_y = 1 / p_y above the clamp, 0 on it (torch's clamp backward)."""
+def _prob_focal(p, scale, gamma):
+    """Elementwise on probabilities: the focal loss -scale (1 - p)**gamma lp, lp = max(log p, -100)
+    (gamma = 0: F.nll_loss(log(p).clamp(min=-100))), and its derivative in p:
+    -scale ((1 - p)**gamma dlp/dp - gamma (1 - p)**(gamma - 1) lp), dlp/dp = 1 / p above
+    the clamp, 0 on it (torch's clamp backward)."""
+    log_p = tl.log(p)
+    clamped_log_p = tl.maximum(log_p, -100.0, propagate_nan=tl.PropagateNan.ALL)
+    rest = 1.0 - p
+    modulator = pow_or_zero(rest, gamma)
+    slope = tl.where(rest > 0.0, gamma * (modulator / tl.where(rest > 0.0, rest, 1.0)) * clamped_log_p, 0.0)
+    slope = tl.where(gamma == 0.0, 0.0, slope)  # not 0 * lp (NaN at a NaN p is kept by the modulator)
+    dlog = tl.where(log_p >= -100.0, 1.0 / tl.where(p > 0.0, p, 1.0), 0.0)
+    return -scale * modulator * clamped_log_p, -scale * (modulator * dlog - slope)
+
+
+@triton.jit
+def _prob_focal_terms(p, hit, scale, gamma):
+    """Per pixel of a probability tile: _prob_focal of p_y (scale = a_y)."""
     p_y = tl.sum(tl.where(hit, p, 0.0), axis=0)  # 0 at ignored pixels, whatever p holds there
-    log_p_y = tl.log(p_y)
-    clamped_log_p_y = tl.maximum(log_p_y, -100.0, propagate_nan=tl.PropagateNan.ALL)
-    rest = 1.0 - p_y
-    modulator = pow_or_zero(rest, gamma)
-    slope = tl.where(rest > 0.0, gamma * (modulator / tl.where(rest > 0.0, rest, 1.0)) * clamped_log_p_y, 0.0)
-    slope = tl.where(gamma == 0.0, 0.0, slope)  # not 0 * lp (NaN at a NaN p_y is kept by the modulator)
-    dlog = tl.where(log_p_y >= -100.0, 1.0 / tl.where(p_y > 0.0, p_y, 1.0), 0.0)
-    scale = tl.where(alpha >= 0.0, alpha, 1.0)
-    return -scale * modulator * clamped_log_p_y, -scale * (modulator * dlog - slope)
+    return _prob_focal(p_y, scale, gamma)
 
 
 @triton.jit
-def _pixel_losses(x, p, e, top, total, hit, alpha, gamma, FROM_LOGITS: tl.constexpr):
-    """The per-pixel element loss and its backward factor: softmax's A (dloss/dx_c =
-    A (p_c - [c = y])), or for probabilities dloss/dp_y."""
+def _one_minus_p(x, e, top, total, p):
+    """1 - p_c of a softmax tile. Only a top class can hold p_c > 1/2: there it is the other
+    classes' exp sum over the total (other top classes' exps are 1), without cancellation."""
+    at_top = x == top[None, :]
+    others = tl.sum(tl.where(at_top, 0.0, e), axis=0) + (tl.sum(tl.where(at_top, 1.0, 0.0), axis=0) - 1.0)
+    return tl.where(at_top, (others / total)[None, :], 1.0 - p)
+
+
+@triton.jit
+def _soft_terms(x, p, e, top, total, target, tile_mask, factors, gamma, smoothing, num_classes,
+                FROM_LOGITS: tl.constexpr, SMOOTHING: tl.constexpr, ACC: tl.constexpr):
+    """Per pixel E = sum_c a_c t'_c (1 - p_c)**gamma (-lp_c), t' = t (1 - eps) + eps / C (t a dense
+    target, or a class map's one-hot), and the [classes, pixels] tile of its gradient:
+    softmax, dE/dx_j = h_j - p_j sum_c h_c with h_c = -a_c t'_c Afocal(p_c);
+    probabilities, dE/dp_c = -a_c t'_c ((1 - p_c)**gamma g(p_c) - gamma (1 - p_c)**(gamma - 1) lp_c)."""
+    t = target.to(ACC)
+    if SMOOTHING:
+        t = t * (1.0 - smoothing) + smoothing / num_classes
+    scale = tl.where(tile_mask, factors[:, None] * t, 0.0)
     if FROM_LOGITS:
-        loss, factor = _focal_terms(x, e, top, total, hit, alpha, gamma)
+        log_p = (x - top[None, :]) - tl.log(total)[None, :]
+        loss, factor = _focal_from_log(log_p, p, _one_minus_p(x, e, top, total, p), scale, gamma)
+        factor = tl.where(tile_mask, factor, 0.0)  # padding classes: 0 * NaN
+        grad = p * tl.sum(factor, axis=0)[None, :] - factor
     else:
-        loss, factor = _prob_focal_terms(p, hit, alpha, gamma)
+        loss, grad = _prob_focal(p, scale, gamma)
+        grad = tl.where(tile_mask, grad, 0.0)
+    return tl.sum(tl.where(tile_mask, loss, 0.0), axis=0), grad
+
+
+@triton.jit
+def _pixel_losses(x, p, e, top, total, hit, tile_mask, factors, alpha, gamma, smoothing, num_classes,
+                  FROM_LOGITS: tl.constexpr, HAS_CLASS_WEIGHT: tl.constexpr, SMOOTHING: tl.constexpr,
+                  DENSE: tl.constexpr, ACC: tl.constexpr):
+    """The per-pixel element loss and its backward factor. A class map without smoothing:
+    a factor per pixel, softmax's A (dloss/dx_c = A (p_c - [c = y])) or for probabilities
+    dloss/dp_y. DENSE or SMOOTHING: the [classes, pixels] tile dloss/dx (dloss/dp)."""
+    if DENSE or SMOOTHING:
+        loss, factor = _soft_terms(x, p, e, top, total, hit, tile_mask, factors, gamma, smoothing, num_classes,
+                                   FROM_LOGITS, SMOOTHING, ACC)
+    else:
+        if HAS_CLASS_WEIGHT:
+            scale = _label_factor(hit, factors)
+        else:
+            scale = tl.where(alpha >= 0.0, alpha, 1.0)
+        if FROM_LOGITS:
+            loss, factor = _focal_terms(x, e, top, total, hit, scale, gamma)
+        else:
+            loss, factor = _prob_focal_terms(p, hit, scale, gamma)
     return loss, factor
 
 
 @triton.jit
-def _stats_kernel(x_ptr, y_ptr, class_partial_ptr, elem_partial_ptr, ok_ptr, num_classes, spatial, sample_stride,
-                  class_stride, pixel_stride, chunks_per_sample, steps, ignore_index, focal_alpha_hi, focal_alpha_lo,
-                  focal_gamma_hi, focal_gamma_lo, REGION: tl.constexpr, SQUARED_PRED: tl.constexpr,
-                  ELEM: tl.constexpr, FROM_LOGITS: tl.constexpr, HAS_IGNORE: tl.constexpr, CHECK_TARGET: tl.constexpr,
+def _stats_kernel(x_ptr, y_ptr, class_weight_ptr, class_partial_ptr, elem_partial_ptr, ok_ptr, num_classes, spatial,
+                  sample_stride, class_stride, pixel_stride, chunks_per_sample, steps, ignore_index, focal_alpha_hi,
+                  focal_alpha_lo, focal_gamma_hi, focal_gamma_lo, smoothing_hi, smoothing_lo, REGION: tl.constexpr,
+                  SQUARED_PRED: tl.constexpr, ELEM: tl.constexpr, FROM_LOGITS: tl.constexpr,
+                  HAS_IGNORE: tl.constexpr, CHECK_TARGET: tl.constexpr, HAS_CLASS_WEIGHT: tl.constexpr,
+                  SMOOTHING: tl.constexpr, DENSE: tl.constexpr, WEIGHTED_MEAN: tl.constexpr,
                   BLOCK_C: tl.constexpr, BLOCK_S: tl.constexpr, ACC: tl.constexpr):
     focal_alpha, focal_gamma = focal_params(focal_alpha_hi, focal_alpha_lo, focal_gamma_hi, focal_gamma_lo, ACC)
+    smoothing = param(smoothing_hi, smoothing_lo, ACC)
+    factors = _class_factors(class_weight_ptr, focal_alpha, num_classes, HAS_CLASS_WEIGHT, BLOCK_C, ACC)
     pid = tl.program_id(0).to(tl.int64)
     sample = pid // chunks_per_sample
     chunk = pid % chunks_per_sample
@@ -144,20 +237,33 @@ def _stats_kernel(x_ptr, y_ptr, class_partial_ptr, elem_partial_ptr, ok_ptr, num
     ok = tl.full([BLOCK_S], 1, tl.int32)
     for step in range(0, steps):
         pixels = (chunk * steps + step) * BLOCK_S + tl.arange(0, BLOCK_S)
-        x, p, e, top, total, hit, valid, _, _, bad = _pixel_probabilities(
+        x, p, e, top, total, hit, valid, _, tile_mask, bad = _pixel_probabilities(
             x_ptr, y_ptr, sample, pixels, num_classes, spatial, sample_stride, class_stride, pixel_stride, ignore_index,
-            HAS_IGNORE, FROM_LOGITS, BLOCK_C, ACC)
+            HAS_IGNORE, FROM_LOGITS, DENSE, BLOCK_C, ACC)
         if REGION:
-            sum_i += tl.where(hit, p, 0.0)
-            if SQUARED_PRED:  # T is unchanged: a one-hot t squared is t
+            if DENSE:
+                sum_i += tl.where(valid[None, :], p * hit, 0.0)
+            else:
+                sum_i += tl.where(hit, p, 0.0)
+            if SQUARED_PRED:
                 sum_p += tl.where(valid[None, :], p * p, 0.0)
             else:
                 sum_p += tl.where(valid[None, :], p, 0.0)
-            sum_t += tl.where(hit, 1.0, 0.0)
+            if DENSE:
+                if SQUARED_PRED:
+                    sum_t += tl.where(valid[None, :], hit * hit, 0.0)
+                else:
+                    sum_t += tl.where(valid[None, :], hit, 0.0)
+            else:  # one-hot: t squared is t
+                sum_t += tl.where(hit, 1.0, 0.0)
         if ELEM:
-            loss, _ = _pixel_losses(x, p, e, top, total, hit, focal_alpha, focal_gamma, FROM_LOGITS)
+            loss, _ = _pixel_losses(x, p, e, top, total, hit, tile_mask, factors, focal_alpha, focal_gamma, smoothing,
+                                    num_classes, FROM_LOGITS, HAS_CLASS_WEIGHT, SMOOTHING, DENSE, ACC)
             sum_e += tl.where(valid, loss, 0.0)
-            count += tl.where(valid, 1.0, 0.0)
+            if WEIGHTED_MEAN:  # F.cross_entropy's weighted mean divides by sum of a_y
+                count += tl.where(valid, _label_factor(hit, factors), 0.0)
+            else:
+                count += tl.where(valid, 1.0, 0.0)
         if CHECK_TARGET:
             ok = tl.where(bad, 0, ok)
     if CHECK_TARGET:
@@ -207,7 +313,7 @@ def _finalize_kernel(class_partial_ptr, elem_partial_ptr, weight_ptr, loss_ptr, 
         tv_alpha_hi, tv_alpha_lo, tv_beta_hi, tv_beta_lo, smooth_nr_hi, smooth_nr_lo, smooth_dr_hi, smooth_dr_lo,
         region_gamma_hi, region_gamma_lo, region_weight_hi, region_weight_lo, elem_weight_hi, elem_weight_lo, ACC)
 
-    # The element term: sum over every program, mean over valid pixels.
+    # The element term: sum over every program, mean over valid pixels (or their summed a_y).
     elem_sum = tl.zeros([], ACC)
     valid_pixels = tl.zeros([], ACC)
     if ELEM:
@@ -217,7 +323,8 @@ def _finalize_kernel(class_partial_ptr, elem_partial_ptr, weight_ptr, loss_ptr, 
             elem_sum += tl.sum(tl.load(elem_partial_ptr + parts * 2, mask=mask, other=0.0), axis=0)
             valid_pixels += tl.sum(tl.load(elem_partial_ptr + parts * 2 + 1, mask=mask, other=0.0), axis=0)
     if ELEM_MEAN:
-        elem_scale = elem_weight / tl.maximum(valid_pixels, 1.0)
+        # valid_pixels: a count, or (weighted mean) a sum of class weights that may lie in (0, 1).
+        elem_scale = elem_weight / tl.where(valid_pixels > 0.0, valid_pixels, 1.0)
     else:
         elem_scale = elem_weight + tl.zeros([], ACC)
 
@@ -283,13 +390,17 @@ def _finalize_kernel(class_partial_ptr, elem_partial_ptr, weight_ptr, loss_ptr, 
 
 
 @triton.jit
-def _backward_kernel(x_ptr, y_ptr, coef_ptr, grad_out_ptr, grad_ptr, num_classes, spatial, sample_stride, class_stride,
-                     pixel_stride, chunks_per_sample, steps, ignore_index, grad_out_group_stride, focal_alpha_hi,
-                     focal_alpha_lo, focal_gamma_hi, focal_gamma_lo, REGION: tl.constexpr, SQUARED_PRED: tl.constexpr,
+def _backward_kernel(x_ptr, y_ptr, class_weight_ptr, coef_ptr, grad_out_ptr, grad_ptr, num_classes, spatial,
+                     sample_stride, class_stride, pixel_stride, chunks_per_sample, steps, ignore_index,
+                     grad_out_group_stride, focal_alpha_hi, focal_alpha_lo, focal_gamma_hi, focal_gamma_lo,
+                     smoothing_hi, smoothing_lo, REGION: tl.constexpr, SQUARED_PRED: tl.constexpr,
                      ELEM: tl.constexpr, FROM_LOGITS: tl.constexpr, HAS_IGNORE: tl.constexpr, PER_SAMPLE: tl.constexpr,
-                     GRAD_OUT_PER_PIXEL: tl.constexpr,
-                     BLOCK_C: tl.constexpr, BLOCK_S: tl.constexpr, ACC: tl.constexpr, GRAD_BF16: tl.constexpr):
+                     GRAD_OUT_PER_PIXEL: tl.constexpr, HAS_CLASS_WEIGHT: tl.constexpr, SMOOTHING: tl.constexpr,
+                     DENSE: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_S: tl.constexpr, ACC: tl.constexpr,
+                     GRAD_BF16: tl.constexpr):
     focal_alpha, focal_gamma = focal_params(focal_alpha_hi, focal_alpha_lo, focal_gamma_hi, focal_gamma_lo, ACC)
+    smoothing = param(smoothing_hi, smoothing_lo, ACC)
+    factors = _class_factors(class_weight_ptr, focal_alpha, num_classes, HAS_CLASS_WEIGHT, BLOCK_C, ACC)
     pid = tl.program_id(0).to(tl.int64)
     sample = pid // chunks_per_sample
     chunk = pid % chunks_per_sample
@@ -312,47 +423,61 @@ def _backward_kernel(x_ptr, y_ptr, coef_ptr, grad_out_ptr, grad_ptr, num_classes
         pixels = (chunk * steps + step) * BLOCK_S + tl.arange(0, BLOCK_S)
         x, p, e, top, total, hit, valid, offsets, tile_mask, _ = _pixel_probabilities(
             x_ptr, y_ptr, sample, pixels, num_classes, spatial, sample_stride, class_stride, pixel_stride, ignore_index,
-            HAS_IGNORE, FROM_LOGITS, BLOCK_C, ACC)
+            HAS_IGNORE, FROM_LOGITS, DENSE, BLOCK_C, ACC)
         grad = tl.zeros([BLOCK_C, BLOCK_S], ACC)
         if REGION:
-            # g_c = dL/dp_c of the region term: c_I [y = c] + c_P (squared_pred: c_P * 2 p_c)
-            if SQUARED_PRED:
-                g = tl.where(hit, coef_i[:, None], 0.0) + coef_p[:, None] * (2.0 * p)
+            # g_c = dL/dp_c of the region term: c_I t_c + c_P (squared_pred: c_P * 2 p_c)
+            if DENSE:
+                region_i = coef_i[:, None] * hit
             else:
-                g = tl.where(hit, coef_i[:, None], 0.0) + coef_p[:, None]
+                region_i = tl.where(hit, coef_i[:, None], 0.0)
+            if SQUARED_PRED:
+                g = region_i + coef_p[:, None] * (2.0 * p)
+            else:
+                g = region_i + coef_p[:, None]
             g = tl.where(valid[None, :], g, 0.0)
             if FROM_LOGITS:  # through the softmax's Jacobian
                 grad += p * (g - tl.sum(p * g, axis=0)[None, :])
             else:
                 grad += g
         if ELEM:
-            _, factor = _pixel_losses(x, p, e, top, total, hit, focal_alpha, focal_gamma, FROM_LOGITS)
+            _, factor = _pixel_losses(x, p, e, top, total, hit, tile_mask, factors, focal_alpha, focal_gamma,
+                                      smoothing, num_classes, FROM_LOGITS, HAS_CLASS_WEIGHT, SMOOTHING, DENSE, ACC)
             if GRAD_OUT_PER_PIXEL:
-                factor = factor * tl.load(
-                    grad_out_ptr + sample * spatial + pixels, mask=pixels < spatial, other=0.0
-                ).to(ACC)
-            factor = tl.where(valid, factor * coef_e, 0.0)
-            if FROM_LOGITS:
-                grad += factor[None, :] * (p - tl.where(hit, 1.0, 0.0))
-            else:  # dloss/dp_y, on the target class only
-                grad += tl.where(hit, factor[None, :], 0.0)
+                upstream_map = tl.load(grad_out_ptr + sample * spatial + pixels, mask=pixels < spatial,
+                                       other=0.0).to(ACC)
+            if DENSE or SMOOTHING:  # factor: the tile dloss/dx (dloss/dp) itself
+                if GRAD_OUT_PER_PIXEL:
+                    factor = factor * upstream_map[None, :]
+                grad += tl.where(valid[None, :], factor * coef_e, 0.0)
+            else:
+                if GRAD_OUT_PER_PIXEL:
+                    factor = factor * upstream_map
+                factor = tl.where(valid, factor * coef_e, 0.0)
+                if FROM_LOGITS:
+                    grad += factor[None, :] * (p - tl.where(hit, 1.0, 0.0))
+                else:  # dloss/dp_y, on the target class only
+                    grad += tl.where(hit, factor[None, :], 0.0)
         # Ignored pixels count nowhere, whatever their logits (a NaN there is NaN in p).
         store_as(grad_ptr + offsets, tl.where(valid[None, :], grad, 0.0), tile_mask, GRAD_BF16)
 
 
 @triton.jit
-def _focal_map_kernel(x_ptr, y_ptr, out_ptr, ok_ptr, num_classes, spatial, sample_stride, class_stride, pixel_stride,
-                      chunks_per_sample, ignore_index, focal_alpha_hi, focal_alpha_lo, focal_gamma_hi, focal_gamma_lo,
-                      FROM_LOGITS: tl.constexpr, HAS_IGNORE: tl.constexpr, CHECK_TARGET: tl.constexpr,
+def _focal_map_kernel(x_ptr, y_ptr, class_weight_ptr, out_ptr, ok_ptr, num_classes, spatial, sample_stride,
+                      class_stride, pixel_stride, chunks_per_sample, ignore_index, focal_alpha_hi, focal_alpha_lo,
+                      focal_gamma_hi, focal_gamma_lo, FROM_LOGITS: tl.constexpr, HAS_IGNORE: tl.constexpr,
+                      CHECK_TARGET: tl.constexpr, HAS_CLASS_WEIGHT: tl.constexpr, DENSE: tl.constexpr,
                       BLOCK_C: tl.constexpr, BLOCK_S: tl.constexpr, ACC: tl.constexpr, OUT_BF16: tl.constexpr):
     focal_alpha, focal_gamma = focal_params(focal_alpha_hi, focal_alpha_lo, focal_gamma_hi, focal_gamma_lo, ACC)
+    factors = _class_factors(class_weight_ptr, focal_alpha, num_classes, HAS_CLASS_WEIGHT, BLOCK_C, ACC)
     pid = tl.program_id(0).to(tl.int64)
     sample = pid // chunks_per_sample
     pixels = (pid % chunks_per_sample) * BLOCK_S + tl.arange(0, BLOCK_S)
-    x, p, e, top, total, hit, valid, _, _, bad = _pixel_probabilities(
+    x, p, e, top, total, hit, valid, _, tile_mask, bad = _pixel_probabilities(
         x_ptr, y_ptr, sample, pixels, num_classes, spatial, sample_stride, class_stride, pixel_stride, ignore_index,
-        HAS_IGNORE, FROM_LOGITS, BLOCK_C, ACC)
-    loss, _ = _pixel_losses(x, p, e, top, total, hit, focal_alpha, focal_gamma, FROM_LOGITS)
+        HAS_IGNORE, FROM_LOGITS, DENSE, BLOCK_C, ACC)
+    loss, _ = _pixel_losses(x, p, e, top, total, hit, tile_mask, factors, focal_alpha, focal_gamma, 0.0, num_classes,
+                            FROM_LOGITS, HAS_CLASS_WEIGHT, False, DENSE, ACC)
     store_as(out_ptr + sample * spatial + pixels, tl.where(valid, loss, 0.0), pixels < spatial, OUT_BF16)
     if CHECK_TARGET:
         tl.store(ok_ptr + pid, tl.min(tl.where(bad, 0, 1), axis=0))
@@ -385,7 +510,9 @@ class LaunchPlan:
         check_programs(self.programs, batch, "sample")
 
 
-def _ignore(ignore_index):
+def _ignore(ignore_index, dense=False):
+    if dense and ignore_index is not None:
+        raise ValueError(f"dense (per-class) targets take no ignore_index, got ignore_index={ignore_index!r}")
     return (ignore_index, True) if ignore_index is not None else (0, False)
 
 
@@ -400,25 +527,44 @@ def _from_logits(from_logits, clamped_log) -> bool:
     return from_logits
 
 
-def _stats(input, target, region, squared_pred, elem, focal_alpha, focal_gamma, from_logits, clamped_log, ignore_index,
-           check_target):
+def _class_weight(class_weight, elem, placeholder):
+    """(pointer, HAS_CLASS_WEIGHT): the element term's per-class factors, only where it is on."""
+    if class_weight is None or not elem:
+        return placeholder, False
+    return class_weight.contiguous(), True
+
+
+def _check_flags(ok, y, dense, num_classes, ignore_index):
+    """Raise for a flagged target: dense values outside [0, 1], or class indices outside [0, C)."""
+    if dense:
+        kernel_target_flags(ok, y)
+    else:
+        kernel_target_flags(ok, y, num_classes, ignore_index)
+
+
+def _stats(input, target, class_weight, region, squared_pred, elem, focal_alpha, focal_gamma, label_smoothing,
+           weighted_mean, from_logits, clamped_log, ignore_index, check_target):
     """Launch the statistics kernel: class partials (programs, C, 3), element partials
     (programs, 2) and the plan."""
     acc, ACC = acc_dtypes(input)
-    x, y, strides, _ = multiclass_operands(input, target)
+    x, y, strides, _, dense = multiclass_operands(input, target)
     plan = LaunchPlan(x)
-    ignore_value, has_ignore = _ignore(ignore_index)
+    ignore_value, has_ignore = _ignore(ignore_index, dense)
+    weights, has_class_weight = _class_weight(class_weight, elem, x)
     class_partials = torch.empty((plan.programs, x.shape[1], 3), dtype=acc, device=x.device)
     elem_partials = torch.empty((plan.programs, 2), dtype=acc, device=x.device)
     ok = target_flags(plan.programs, x.device, check_target)
-    _stats_kernel[(plan.programs,)](x, y, class_partials, elem_partials, ok, x.shape[1], plan.spatial, *strides,
-                                    plan.chunks_per_sample, plan.steps, ignore_value, *split(focal_alpha),
-                                    *split(focal_gamma), REGION=region, SQUARED_PRED=region and squared_pred,
-                                    ELEM=elem, FROM_LOGITS=_from_logits(from_logits, clamped_log),
-                                    HAS_IGNORE=has_ignore, CHECK_TARGET=check_target, BLOCK_C=plan.block_c,
+    _stats_kernel[(plan.programs,)](x, y, weights, class_partials, elem_partials, ok, x.shape[1], plan.spatial,
+                                    *strides, plan.chunks_per_sample, plan.steps, ignore_value, *split(focal_alpha),
+                                    *split(focal_gamma), *split(label_smoothing), REGION=region,
+                                    SQUARED_PRED=region and squared_pred, ELEM=elem,
+                                    FROM_LOGITS=_from_logits(from_logits, clamped_log), HAS_IGNORE=has_ignore,
+                                    CHECK_TARGET=check_target, HAS_CLASS_WEIGHT=has_class_weight,
+                                    SMOOTHING=elem and label_smoothing != 0.0, DENSE=dense,
+                                    WEIGHTED_MEAN=elem and weighted_mean and not dense, BLOCK_C=plan.block_c,
                                     BLOCK_S=plan.block_s, ACC=ACC, num_warps=plan.num_warps)
     if check_target:
-        kernel_target_flags(ok, y, x.shape[1], ignore_index)
+        _check_flags(ok, y, dense, x.shape[1], ignore_index)
     return class_partials, elem_partials, plan
 
 
@@ -450,21 +596,24 @@ def _loss_shape(input, per_sample):
 
 
 @on_input_device
-def multiclass_loss(input, target, weight, per_sample, region, tv_alpha, tv_beta, smooth_nr, smooth_dr, region_gamma,
-                    region_weight, log_loss, squared_pred, elem, focal_alpha, focal_gamma, elem_weight, elem_mean,
-                    from_logits, clamped_log, ignore_index, include_background, exclude_empty, reduction, check_target):
-    class_partials, elem_partials, plan = _stats(input, target, region, squared_pred, elem, focal_alpha, focal_gamma,
-                                                 from_logits, clamped_log, ignore_index, check_target)
+def multiclass_loss(input, target, weight, class_weight, per_sample, region, tv_alpha, tv_beta, smooth_nr, smooth_dr,
+                    region_gamma, region_weight, log_loss, squared_pred, elem, focal_alpha, focal_gamma, elem_weight,
+                    elem_mean, label_smoothing, weighted_mean, from_logits, clamped_log, ignore_index,
+                    include_background, exclude_empty, reduction, check_target):
+    class_partials, elem_partials, plan = _stats(input, target, class_weight, region, squared_pred, elem, focal_alpha,
+                                                 focal_gamma, label_smoothing, weighted_mean, from_logits, clamped_log,
+                                                 ignore_index, check_target)
     return _finalize(class_partials, elem_partials, plan.chunks_per_sample, weight, input.shape[1], per_sample, region,
                      tv_alpha, tv_beta, smooth_nr, smooth_dr, region_gamma, region_weight, log_loss, elem, elem_weight,
                      elem_mean, include_background, exclude_empty, reduction, _loss_shape(input, per_sample))
 
 
 @on_input_device
-def multiclass_stats(input, target, per_sample, region, squared_pred, elem, focal_alpha, focal_gamma, from_logits,
-                     clamped_log, ignore_index, check_target):
-    class_partials, elem_partials, plan = _stats(input, target, region, squared_pred, elem, focal_alpha, focal_gamma,
-                                                 from_logits, clamped_log, ignore_index, check_target)
+def multiclass_stats(input, target, class_weight, per_sample, region, squared_pred, elem, focal_alpha, focal_gamma,
+                     label_smoothing, weighted_mean, from_logits, clamped_log, ignore_index, check_target):
+    class_partials, elem_partials, plan = _stats(input, target, class_weight, region, squared_pred, elem, focal_alpha,
+                                                 focal_gamma, label_smoothing, weighted_mean, from_logits, clamped_log,
+                                                 ignore_index, check_target)
     classes = input.shape[1]
     if per_sample:  # one row per (sample, class)
         class_sums = class_partials.view(input.shape[0], plan.chunks_per_sample, classes, 3).sum(1)
@@ -485,21 +634,23 @@ def multiclass_finalize(class_sums, elem_sums, weight, num_classes, per_sample, 
 
 
 @on_input_device
-def multiclass_loss_backward(grad_loss, input, target, coef, per_sample, region, squared_pred, elem, focal_alpha,
-                             focal_gamma, from_logits, clamped_log, ignore_index):
+def multiclass_loss_backward(grad_loss, input, target, coef, class_weight, per_sample, region, squared_pred, elem,
+                             focal_alpha, focal_gamma, label_smoothing, from_logits, clamped_log, ignore_index):
     _, ACC = acc_dtypes(input)
-    x, y, strides, _ = multiclass_operands(input, target)
+    x, y, strides, _, dense = multiclass_operands(input, target)
     plan = LaunchPlan(x)
-    ignore_value, has_ignore = _ignore(ignore_index)
+    ignore_value, has_ignore = _ignore(ignore_index, dense)
+    weights, has_class_weight = _class_weight(class_weight, elem, x)
     grad = torch.empty_like(x)  # x's strides: written at the offsets read
-    _backward_kernel[(plan.programs,)](x, y, coef, grad_loss.contiguous(), writable(grad), x.shape[1], plan.spatial,
-                                       *strides, plan.chunks_per_sample, plan.steps, ignore_value,
+    _backward_kernel[(plan.programs,)](x, y, weights, coef, grad_loss.contiguous(), writable(grad), x.shape[1],
+                                       plan.spatial, *strides, plan.chunks_per_sample, plan.steps, ignore_value,
                                        1 if grad_loss.dim() > 0 else 0, *split(focal_alpha), *split(focal_gamma),
-                                       REGION=region, SQUARED_PRED=region and squared_pred, ELEM=elem,
-                                       FROM_LOGITS=_from_logits(from_logits, clamped_log), HAS_IGNORE=has_ignore,
-                                       PER_SAMPLE=per_sample, GRAD_OUT_PER_PIXEL=False, BLOCK_C=plan.block_c,
-                                       BLOCK_S=plan.block_s, ACC=ACC, GRAD_BF16=x.dtype == torch.bfloat16,
-                                       num_warps=plan.num_warps)
+                                       *split(label_smoothing), REGION=region, SQUARED_PRED=region and squared_pred,
+                                       ELEM=elem, FROM_LOGITS=_from_logits(from_logits, clamped_log),
+                                       HAS_IGNORE=has_ignore, PER_SAMPLE=per_sample, GRAD_OUT_PER_PIXEL=False,
+                                       HAS_CLASS_WEIGHT=has_class_weight, SMOOTHING=elem and label_smoothing != 0.0,
+                                       DENSE=dense, BLOCK_C=plan.block_c, BLOCK_S=plan.block_s, ACC=ACC,
+                                       GRAD_BF16=x.dtype == torch.bfloat16, num_warps=plan.num_warps)
     return grad
 
 
@@ -510,46 +661,55 @@ class _MapLaunch(NamedTuple):
     x: torch.Tensor
     y: torch.Tensor
     strides: tuple
+    dense: bool
     plan: LaunchPlan
     ignore_value: int
     has_ignore: bool
+    weights: torch.Tensor  # class_weight, or a placeholder
+    has_class_weight: bool
     tiles: int  # per sample
     grid: tuple
 
 
-def _map_launch(input, target, ignore_index) -> _MapLaunch:
+def _map_launch(input, target, class_weight, ignore_index) -> _MapLaunch:
     _, ACC = acc_dtypes(input)
-    x, y, strides, _ = multiclass_operands(input, target)
+    x, y, strides, _, dense = multiclass_operands(input, target)
     plan = LaunchPlan(x)
     tiles = triton.cdiv(plan.spatial, plan.block_s)
-    return _MapLaunch(ACC, x, y, strides, plan, *_ignore(ignore_index), tiles, (x.shape[0] * tiles,))
+    return _MapLaunch(ACC, x, y, strides, dense, plan, *_ignore(ignore_index, dense),
+                      *_class_weight(class_weight, True, x), tiles, (x.shape[0] * tiles,))
 
 
 @on_input_device
-def multiclass_focal_map(input, target, alpha, gamma, from_logits, clamped_log, ignore_index, check_target):
-    launch = _map_launch(input, target, ignore_index)
+def multiclass_focal_map(input, target, class_weight, alpha, gamma, from_logits, clamped_log, ignore_index,
+                         check_target):
+    launch = _map_launch(input, target, class_weight, ignore_index)
     x, y, plan = launch.x, launch.y, launch.plan
-    out = torch.empty(y.shape, dtype=x.dtype, device=x.device)
+    out = torch.empty(x.shape[:1] + x.shape[2:], dtype=x.dtype, device=x.device)  # per pixel
     ok = target_flags(launch.grid[0], x.device, check_target)
-    _focal_map_kernel[launch.grid](x, y, writable(out), ok, x.shape[1], plan.spatial, *launch.strides, launch.tiles,
-                                   launch.ignore_value, *split(alpha), *split(gamma),
+    _focal_map_kernel[launch.grid](x, y, launch.weights, writable(out), ok, x.shape[1], plan.spatial, *launch.strides,
+                                   launch.tiles, launch.ignore_value, *split(alpha), *split(gamma),
                                    FROM_LOGITS=_from_logits(from_logits, clamped_log), HAS_IGNORE=launch.has_ignore,
-                                   CHECK_TARGET=check_target, BLOCK_C=plan.block_c, BLOCK_S=plan.block_s,
-                                   ACC=launch.acc, OUT_BF16=x.dtype == torch.bfloat16, num_warps=plan.num_warps)
+                                   CHECK_TARGET=check_target, HAS_CLASS_WEIGHT=launch.has_class_weight,
+                                   DENSE=launch.dense, BLOCK_C=plan.block_c, BLOCK_S=plan.block_s, ACC=launch.acc,
+                                   OUT_BF16=x.dtype == torch.bfloat16, num_warps=plan.num_warps)
     if check_target:
-        kernel_target_flags(ok, y, x.shape[1], ignore_index)
+        _check_flags(ok, y, launch.dense, x.shape[1], ignore_index)
     return out
 
 
 @on_input_device
-def multiclass_focal_map_backward(grad_map, input, target, alpha, gamma, from_logits, clamped_log, ignore_index):
-    launch = _map_launch(input, target, ignore_index)
+def multiclass_focal_map_backward(grad_map, input, target, class_weight, alpha, gamma, from_logits, clamped_log,
+                                  ignore_index):
+    launch = _map_launch(input, target, class_weight, ignore_index)
     x, y, plan = launch.x, launch.y, launch.plan
     grad = torch.empty_like(x)  # x's strides: written at the offsets read
-    _backward_kernel[launch.grid](x, y, x, grad_map.contiguous(), writable(grad), x.shape[1], plan.spatial,
-                                  *launch.strides, launch.tiles, 1, launch.ignore_value, 0, *split(alpha),
-                                  *split(gamma), REGION=False, SQUARED_PRED=False, ELEM=True,
-                                  FROM_LOGITS=_from_logits(from_logits, clamped_log), HAS_IGNORE=launch.has_ignore,
-                                  PER_SAMPLE=False, GRAD_OUT_PER_PIXEL=True, BLOCK_C=plan.block_c, BLOCK_S=plan.block_s,
-                                  ACC=launch.acc, GRAD_BF16=x.dtype == torch.bfloat16, num_warps=plan.num_warps)
+    _backward_kernel[launch.grid](x, y, launch.weights, x, grad_map.contiguous(), writable(grad), x.shape[1],
+                                  plan.spatial, *launch.strides, launch.tiles, 1, launch.ignore_value, 0,
+                                  *split(alpha), *split(gamma), *split(0.0), REGION=False, SQUARED_PRED=False,
+                                  ELEM=True, FROM_LOGITS=_from_logits(from_logits, clamped_log),
+                                  HAS_IGNORE=launch.has_ignore, PER_SAMPLE=False, GRAD_OUT_PER_PIXEL=True,
+                                  HAS_CLASS_WEIGHT=launch.has_class_weight, SMOOTHING=False, DENSE=launch.dense,
+                                  BLOCK_C=plan.block_c, BLOCK_S=plan.block_s, ACC=launch.acc,
+                                  GRAD_BF16=x.dtype == torch.bfloat16, num_warps=plan.num_warps)
     return grad

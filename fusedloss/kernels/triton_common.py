@@ -57,6 +57,13 @@ def sum_rows(ptr, mask):
 
 
 @triton.jit
+def count_rows(ptr, mask):
+    """Row sums of a masked [rows, columns] load of element counts held as floats, added
+    as integers: exact at any size (one rounding, where the caller converts the total)."""
+    return tl.sum(tl.where(mask, tl.load(ptr, mask=mask), 0.0).to(tl.int64), axis=1)
+
+
+@triton.jit
 def pow_or_zero(base, exponent):
     # base**exponent for base >= 0 with 0**e = 0 for e > 0, 1 for e == 0; NaN stays NaN.
     zero = base <= 0.0
@@ -71,8 +78,10 @@ def region_terms(sum_i, sum_p, sum_t, tv_alpha, tv_beta, smooth_nr, smooth_dr, g
     carries no gradient). R = 1 - TI (gamma = 1: negative when n > d), else
     max(1 - TI, 0)**gamma; LOG_LOSS: R = -log(max(TI, 1e-7)). NaN sums (a NaN
     logit) give NaN: the clamps propagate it (a GPU's max() would drop it)."""
-    false_pos = tl.maximum(sum_p - sum_i, 0.0, propagate_nan=tl.PropagateNan.ALL)
-    false_neg = tl.maximum(sum_t - sum_i, 0.0, propagate_nan=tl.PropagateNan.ALL)
+    # FP and FN are not clamped at 0: with squared_pred, P = sum(p**2) may be below I (the
+    # index's denominator is still the definition's, e.g. (P + T) / 2 for Dice).
+    false_pos = sum_p - sum_i
+    false_neg = sum_t - sum_i
     numer = sum_i + smooth_nr
     denom = sum_i + tv_alpha * false_pos + tv_beta * false_neg + smooth_dr
     # smooth_dr = 0 with nothing predicted and nothing to find: 0/0, scored as a perfect
@@ -119,6 +128,11 @@ def acc_dtypes(x: torch.Tensor):
 
 
 REDUCTION_CODE = {"none": 0, "mean": 1, "sum": 2}  # the finalize kernels' REDUCTION
+
+
+def ignore_args(ignore_index):
+    """(ignore_index, HAS_IGNORE) as the kernels take them: a placeholder 0 when None."""
+    return (0, False) if ignore_index is None else (ignore_index, True)
 
 
 @functools.lru_cache(maxsize=None)

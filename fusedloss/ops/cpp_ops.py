@@ -70,7 +70,7 @@ def build(verbose: bool = False) -> None:
     with_cuda = _cuda_sources_wanted()
     if with_cuda:
         sources += _build_flags.cuda_sources(str(CSRC.parent))
-    load(name=NAMESPACE, sources=sources, extra_cflags=_build_flags.CXX, extra_cuda_cflags=_build_flags.nvcc(),
+    load(name=NAMESPACE, sources=sources, extra_cflags=_build_flags.cxx(), extra_cuda_cflags=_build_flags.nvcc(),
          extra_include_paths=_build_flags.include_dirs(), with_cuda=with_cuda, is_python_module=False, verbose=verbose)
     _registered()
 

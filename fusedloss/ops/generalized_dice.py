@@ -69,12 +69,12 @@ class GeneralizedDiceLoss(torch.autograd.Function):
         classes = input.shape[1]
         if family == "binary":
             sums = ops.binary_stats(input, target, per_sample, True, **spec_arguments("binary_stats", spec),
-                                    check_target=check_target)[:, :3]
-            backward_args = dict(per_sample=per_sample, per_channel=True)
+                                    ignore_index=ignore_index, check_target=check_target)[:, :3]
+            backward_args = dict(per_sample=per_sample, per_channel=True, ignore_index=ignore_index)
         else:
-            sums, _ = ops.multiclass_stats(input, target, per_sample, **spec_arguments("multiclass_stats", spec),
+            sums, _ = ops.multiclass_stats(input, target, None, per_sample, **spec_arguments("multiclass_stats", spec),
                                            ignore_index=ignore_index, check_target=check_target)
-            backward_args = dict(per_sample=per_sample, ignore_index=ignore_index)
+            backward_args = dict(class_weight=None, per_sample=per_sample, ignore_index=ignore_index)
         if group is not None:
             sums = _all_reduce(sums, group)
         losses, d_intersection, d_predicted = generalized_dice(sums.reshape(-1, classes, 3), weight_type,

@@ -30,44 +30,45 @@ BINARY_SCHEMAS = {
         "(Tensor input, Tensor target, Tensor? weight, bool per_sample, bool per_channel, "
         "bool region, float tv_alpha, float tv_beta, float smooth_nr, float smooth_dr, float region_gamma, "
         "float region_weight, bool log_loss, bool squared_pred, bool elem, float focal_alpha, float focal_gamma, "
-        "float elem_weight, bool elem_mean, bool from_logits, bool clamped_log, str reduction, bool check_target) "
-        "-> (Tensor, Tensor)"
+        "float elem_weight, bool elem_mean, float label_smoothing, bool weighted_mean, bool from_logits, "
+        "bool clamped_log, int? ignore_index, str reduction, bool check_target) -> (Tensor, Tensor)"
     ),
     "binary_loss_backward": (
         "(Tensor grad_loss, Tensor input, Tensor target, Tensor coef, bool per_sample, bool per_channel, "
         "bool region, bool squared_pred, bool elem, float focal_alpha, float focal_gamma, bool from_logits, "
-        "bool clamped_log) -> Tensor"
+        "bool clamped_log, int? ignore_index) -> Tensor"
     ),
     "binary_focal_map": (
         "(Tensor input, Tensor target, float alpha, float gamma, bool from_logits, bool clamped_log, "
-        "bool check_target) -> Tensor"
+        "int? ignore_index, bool check_target) -> Tensor"
     ),
     "binary_focal_map_backward": (
         "(Tensor grad_map, Tensor input, Tensor target, float alpha, float gamma, bool from_logits, "
-        "bool clamped_log) -> Tensor"
+        "bool clamped_log, int? ignore_index) -> Tensor"
     ),
 }
 
 MULTICLASS_SCHEMAS = {
     "multiclass_loss": (
-        "(Tensor input, Tensor target, Tensor? weight, bool per_sample, "
+        "(Tensor input, Tensor target, Tensor? weight, Tensor? class_weight, bool per_sample, "
         "bool region, float tv_alpha, float tv_beta, float smooth_nr, float smooth_dr, float region_gamma, "
         "float region_weight, bool log_loss, bool squared_pred, bool elem, float focal_alpha, float focal_gamma, "
-        "float elem_weight, bool elem_mean, bool from_logits, bool clamped_log, int? ignore_index, "
-        "bool include_background, bool exclude_empty, str reduction, bool check_target) -> (Tensor, Tensor)"
+        "float elem_weight, bool elem_mean, float label_smoothing, bool weighted_mean, bool from_logits, "
+        "bool clamped_log, int? ignore_index, bool include_background, bool exclude_empty, str reduction, "
+        "bool check_target) -> (Tensor, Tensor)"
     ),
     "multiclass_loss_backward": (
-        "(Tensor grad_loss, Tensor input, Tensor target, Tensor coef, bool per_sample, bool region, "
-        "bool squared_pred, bool elem, float focal_alpha, float focal_gamma, bool from_logits, bool clamped_log, "
-        "int? ignore_index) -> Tensor"
+        "(Tensor grad_loss, Tensor input, Tensor target, Tensor coef, Tensor? class_weight, bool per_sample, "
+        "bool region, bool squared_pred, bool elem, float focal_alpha, float focal_gamma, float label_smoothing, "
+        "bool from_logits, bool clamped_log, int? ignore_index) -> Tensor"
     ),
     "multiclass_focal_map": (
-        "(Tensor input, Tensor target, float alpha, float gamma, bool from_logits, bool clamped_log, "
-        "int? ignore_index, bool check_target) -> Tensor"
+        "(Tensor input, Tensor target, Tensor? class_weight, float alpha, float gamma, bool from_logits, "
+        "bool clamped_log, int? ignore_index, bool check_target) -> Tensor"
     ),
     "multiclass_focal_map_backward": (
-        "(Tensor grad_map, Tensor input, Tensor target, float alpha, float gamma, bool from_logits, "
-        "bool clamped_log, int? ignore_index) -> Tensor"
+        "(Tensor grad_map, Tensor input, Tensor target, Tensor? class_weight, float alpha, float gamma, "
+        "bool from_logits, bool clamped_log, int? ignore_index) -> Tensor"
     ),
 }
 
@@ -78,18 +79,18 @@ FAMILIES = ("binary", "multiclass")
 SYNC_SCHEMAS = {
     "binary_stats": (
         "(Tensor input, Tensor target, bool per_sample, bool per_channel, bool region, bool squared_pred, "
-        "bool elem, float focal_alpha, float focal_gamma, bool from_logits, bool clamped_log, bool check_target) "
-        "-> Tensor"
+        "bool elem, float focal_alpha, float focal_gamma, bool from_logits, bool clamped_log, int? ignore_index, "
+        "bool check_target) -> Tensor"
     ),
     "binary_finalize": (
-        "(Tensor sums, Tensor? weight, int num_channels, int group_size, bool region, float tv_alpha, "
+        "(Tensor sums, Tensor? weight, int num_channels, bool region, float tv_alpha, "
         "float tv_beta, float smooth_nr, float smooth_dr, float region_gamma, float region_weight, bool log_loss, "
         "bool elem, float elem_weight, bool elem_mean, str reduction, int[] loss_shape) -> (Tensor, Tensor)"
     ),
     "multiclass_stats": (
-        "(Tensor input, Tensor target, bool per_sample, bool region, bool squared_pred, bool elem, "
-        "float focal_alpha, float focal_gamma, bool from_logits, bool clamped_log, int? ignore_index, "
-        "bool check_target) -> (Tensor, Tensor)"
+        "(Tensor input, Tensor target, Tensor? class_weight, bool per_sample, bool region, bool squared_pred, "
+        "bool elem, float focal_alpha, float focal_gamma, float label_smoothing, bool weighted_mean, "
+        "bool from_logits, bool clamped_log, int? ignore_index, bool check_target) -> (Tensor, Tensor)"
     ),
     "multiclass_finalize": (
         "(Tensor class_sums, Tensor elem_sums, Tensor? weight, int num_classes, bool per_sample, bool region, "
@@ -152,13 +153,13 @@ def _fake_multiclass_gradient(input, target, **_):
     return torch.empty_like(input, memory_format=multiclass_operands(input, target).format)
 
 
-def _fake_multiclass_focal_map(input, target, **_):
-    return input.new_empty(target.shape)
+def _fake_multiclass_focal_map(input, **_):
+    return input.new_empty(input.shape[:1] + input.shape[2:])  # per pixel
 
 
 def _fake_binary_stats(input, per_sample, per_channel, **_):
     groups = group_layout(input.shape, per_sample, per_channel).num_groups
-    return input.new_empty((groups, 4), dtype=accumulation_dtype(input))
+    return input.new_empty((groups, 5), dtype=accumulation_dtype(input))  # [I, P, T, E, elements counted]
 
 
 def _fake_multiclass_stats(input, per_sample, **_):

@@ -45,27 +45,25 @@ class _SyncedLoss(torch.autograd.Function):
 
 class SyncedBinaryLoss(_SyncedLoss):
     @staticmethod
-    def forward(
-        ctx, input, target, weight, ops, group, per_sample, per_channel, spec: LossSpec, reduction, check_target
-    ):
+    def forward(ctx, input, target, weight, ops, group, per_sample, per_channel, spec: LossSpec, ignore_index,
+                reduction, check_target):
         layout = group_layout(input.shape, per_sample, per_channel)
-        sums = ops.binary_stats(
-            input, target, per_sample, per_channel, **spec_arguments("binary_stats", spec), check_target=check_target
-        )
-        sums = torch.cat([_all_reduce(sums[:, :3], group), sums[:, 3:]], dim=1)  # element sums stay per rank
-        loss, coef = ops.binary_finalize(sums, weight, layout.num_channels,
-                                         layout.rows // layout.num_groups * layout.row_len,
-                                         **spec_arguments("binary_finalize", spec), reduction=reduction,
-                                         loss_shape=list(layout.shape))
-        _SyncedLoss.save(ctx, "binary", ops, input, target, coef, spec, per_sample=per_sample, per_channel=per_channel)
+        sums = ops.binary_stats(input, target, per_sample, per_channel, **spec_arguments("binary_stats", spec),
+                                ignore_index=ignore_index, check_target=check_target)
+        # [I, P, T] summed over the ranks; the element sum and its count stay per rank.
+        sums = torch.cat([_all_reduce(sums[:, :3], group), sums[:, 3:]], dim=1)
+        loss, coef = ops.binary_finalize(sums, weight, layout.num_channels, **spec_arguments("binary_finalize", spec),
+                                         reduction=reduction, loss_shape=list(layout.shape))
+        _SyncedLoss.save(ctx, "binary", ops, input, target, coef, spec, per_sample=per_sample, per_channel=per_channel,
+                         ignore_index=ignore_index)
         return loss
 
 
 class SyncedMulticlassLoss(_SyncedLoss):
     @staticmethod
-    def forward(ctx, input, target, weight, ops, group, per_sample, spec: LossSpec, ignore_index, include_background,
-                exclude_empty, reduction, check_target):
-        class_sums, elem_sums = ops.multiclass_stats(input, target, per_sample,
+    def forward(ctx, input, target, weight, class_weight, ops, group, per_sample, spec: LossSpec, ignore_index,
+                include_background, exclude_empty, reduction, check_target):
+        class_sums, elem_sums = ops.multiclass_stats(input, target, class_weight, per_sample,
                                                      **spec_arguments("multiclass_stats", spec),
                                                      ignore_index=ignore_index, check_target=check_target)
         class_sums = _all_reduce(class_sums, group)
@@ -74,7 +72,6 @@ class SyncedMulticlassLoss(_SyncedLoss):
                                              **spec_arguments("multiclass_finalize", spec),
                                              include_background=include_background, exclude_empty=exclude_empty,
                                              reduction=reduction, loss_shape=loss_shape)
-        _SyncedLoss.save(
-            ctx, "multiclass", ops, input, target, coef, spec, per_sample=per_sample, ignore_index=ignore_index
-        )
+        _SyncedLoss.save(ctx, "multiclass", ops, input, target, coef, spec, class_weight=class_weight,
+                         per_sample=per_sample, ignore_index=ignore_index)
         return loss
