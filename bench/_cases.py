@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -23,8 +24,24 @@ MULTICLASS_LOSSES = {"multiclass_dice": "dice", "multiclass_iou": "iou", "multic
                      "multiclass_dice_focal": "dice_focal"}
 
 
+# Generalized Dice (Sudre et al.): fusedloss.generalized_dice_loss, which is in neither
+# fusedloss.LOSSES nor MULTICLASS_LOSSES. Benchmark name -> its family: binary runs it with
+# mode='multilabel' (the classes are the channels), multi-class with a class map.
+GENERALIZED_DICE_LOSSES = {"generalized_dice": BINARY, "multiclass_generalized_dice": MULTICLASS}
+# Losses that need C > 1 channels: a Generalized Dice of one channel is a Dice loss (its one
+# weight cancels), so it is left out of the binary shapes with C = 1.
+_NEEDS_CHANNELS = ("generalized_dice",)
+
+
 def loss_family(loss: str) -> str:
+    if loss in GENERALIZED_DICE_LOSSES:
+        return GENERALIZED_DICE_LOSSES[loss]
     return MULTICLASS if loss in MULTICLASS_LOSSES else BINARY
+
+
+def loss_applies(loss: str, shape: tuple[int, ...]) -> bool:
+    """Whether a group runs this loss at this shape (the Generalized Dice of several channels only)."""
+    return loss not in _NEEDS_CHANNELS or shape[1] > 1
 
 
 # Memory layouts of the logits: every fused kernel reads contiguous and channels_last
@@ -36,20 +53,58 @@ LAYOUTS = (CONTIGUOUS, CHANNELS_LAST)
 
 # Variants: a named set of options of the loss call, by their public names (keyword
 # arguments of the fusedloss function; the eager and compile providers pass the
-# reference's own names, see _providers). "" is the plain call, every option at its
-# default: the rows, labels and keys of plain cases carry no variant. No variant changes
-# the floor: the same tensors are read and written.
+# reference's own names, see _providers), and/or another form of the inputs. "" is the
+# plain call, every option at its default: the rows, labels and keys of plain cases carry
+# no variant. Only one_hot changes the floor (its target is C times larger); the options
+# alone read and write the same tensors.
 PLAIN = ""
 PROBABILITIES = "probabilities"  # the input holds probabilities: sigmoid / softmax(dim=1) of the logits
 SQUARED_PRED = "squared_pred"  # V-Net's denominator: sums of p**2 and t**2
-VARIANTS = {PLAIN: {}, PROBABILITIES: {"activation": "none"}, SQUARED_PRED: {"squared_pred": True}}
+ONE_HOT = "one_hot"  # multi-class: a dense (N, C, *spatial) target, the one-hot of the plain case's class map
+CE_OPTIONS = "ce_options"  # dice_ce: class weights of the cross-entropy term and label smoothing
+
+
+class PerClass:
+    """An option that is a (C,) tensor, made on the case's device (see Case.call_options):
+    torch.linspace(start, end, C) in fp32."""
+
+    def __init__(self, start: float, end: float):
+        self.start, self.end = start, end
+
+    def __eq__(self, other):
+        return isinstance(other, PerClass) and (self.start, self.end) == (other.start, other.end)
+
+    def __hash__(self):
+        return hash((self.start, self.end))
+
+    def __repr__(self):
+        return f"linspace({self.start}, {self.end}, C)"
+
+
+VARIANTS = {PLAIN: {}, PROBABILITIES: {"activation": "none"}, SQUARED_PRED: {"squared_pred": True}, ONE_HOT: {},
+            CE_OPTIONS: {"ce_class_weight": PerClass(0.5, 2.0), "label_smoothing": 0.1}}
 # Losses a variant does not apply to (their function has no such option): a group that
 # asks for both leaves that pair out.
-_VARIANT_NOT_FOR = {SQUARED_PRED: ("focal", "multiclass_focal")}
+_VARIANT_NOT_FOR = {SQUARED_PRED: ("focal", "multiclass_focal", *GENERALIZED_DICE_LOSSES)}
+# Variants of some losses only: ce_options are dice_ce's; a one-hot target is multi-class.
+_VARIANT_ONLY_FOR = {CE_OPTIONS: ("dice_ce",)}
+_VARIANT_FAMILY = {ONE_HOT: MULTICLASS}
+# Target dtypes a dense (one-hot) target can have: fusedloss's dense multi-class targets.
+DENSE_TARGET_DTYPES = ("float32", "float16", "bfloat16", "float64", "bool", "uint8")
 
 
 def variant_applies(loss: str, variant: str) -> bool:
-    return loss not in _VARIANT_NOT_FOR.get(variant, ())
+    if loss in _VARIANT_NOT_FOR.get(variant, ()):
+        return False
+    if variant in _VARIANT_ONLY_FOR and loss not in _VARIANT_ONLY_FOR[variant]:
+        return False
+    return variant not in _VARIANT_FAMILY or loss_family(loss) == _VARIANT_FAMILY[variant]
+
+
+@functools.lru_cache(maxsize=8)
+def _per_class_tensor(option: PerClass, classes: int, device: torch.device) -> torch.Tensor:
+    # One tensor per (option, C, device), shared by every provider of the cases that use it.
+    return torch.linspace(option.start, option.end, classes, dtype=torch.float32, device=device)
 
 
 # Shapes by a short name, (N, C, *spatial); numel of the logits in the comment. The binary
@@ -96,7 +151,11 @@ class Case:
             raise ValueError(f"unknown variant {self.variant!r}; expected one of {sorted(VARIANTS)}")
         if not variant_applies(self.loss, self.variant):
             raise ValueError(f"{self.loss} has no variant {self.variant!r}")
-        if self.multiclass:
+        if self.dense_target:
+            if self.target_dtype not in DENSE_TARGET_DTYPES:
+                raise ValueError(f"{self.loss}: a one-hot target is {', '.join(DENSE_TARGET_DTYPES)}, "
+                                 f"not {self.target_dtype}")
+        elif self.multiclass:
             target_dtype = DTYPES[self.target_dtype]
             if target_dtype.is_floating_point or target_dtype == torch.bool:
                 raise ValueError(f"{self.loss}: a class map needs an integer target dtype, got {self.target_dtype}")
@@ -117,9 +176,15 @@ class Case:
         return self.shape[1] if self.multiclass else None
 
     @property
+    def dense_target(self) -> bool:
+        """A multi-class target of the logits' shape (the one_hot variant), not a class map."""
+        return self.multiclass and self.variant == ONE_HOT
+
+    @property
     def target_shape(self) -> tuple[int, ...]:
-        """Binary: the logits' shape. Multi-class: (N, *spatial), the class map."""
-        if self.multiclass:
+        """Binary and a dense (one_hot) multi-class target: the logits' shape. Multi-class:
+        (N, *spatial), the class map."""
+        if self.multiclass and not self.dense_target:
             return self.shape[:1] + self.shape[2:]
         return self.shape
 
@@ -149,17 +214,26 @@ class Case:
 
     @property
     def options(self) -> dict:
-        """The variant's keyword arguments of the public loss function ({} for the plain call)."""
+        """The variant's keyword arguments of the public loss function ({} for the plain call);
+        a (C,) tensor option as its PerClass description (call_options makes the tensor)."""
         return dict(VARIANTS[self.variant])
+
+    def call_options(self, device: torch.device) -> dict:
+        """The variant's keyword arguments as passed: each PerClass a (C,) fp32 tensor on
+        `device`, made once per (C, device) and shared by the providers (never in the timed call)."""
+        return {name: _per_class_tensor(value, self.shape[1], torch.device(device)) if isinstance(value, PerClass)
+                else value for name, value in self.options.items()}
 
     @property
     def floor_bytes(self) -> int:
-        """Fewest bytes the op must move through memory (whatever the variant).
+        """Fewest bytes the op must move through memory (the options do not change it; a
+        one-hot target does, through target_numel).
 
         Forward reads input and target once; backward reads them again and writes the
         gradient (same dtype as the input): 3*s_x*numel + 2*s_t*target_numel. Forward
         only: s_x*numel + s_t*target_numel. Binary targets have numel elements (3*s_x +
-        2*s_t per element); a multi-class class map has numel / C.
+        2*s_t per element); a multi-class class map has numel / C, a dense (one-hot)
+        multi-class target numel (C*s_t bytes per pixel).
         """
         if self.mode == FWD_BWD:
             return 3 * self.input_itemsize * self.numel + 2 * self.target_itemsize * self.target_numel
@@ -179,6 +253,8 @@ class Case:
         an int64 copy of the class map).
         """
         per_element = 2 * self.input_itemsize + 12 * 4
+        if self.dense_target:  # the target, the one-hot's int64 making, and eager's fp32 copy of it
+            return self.numel * (per_element + self.target_itemsize + 8 + 4)
         if self.multiclass:
             return self.numel * (per_element + 8) + self.target_numel * (self.target_itemsize + 2 * 8)
         return self.numel * (per_element + self.target_itemsize)
@@ -230,7 +306,8 @@ _QUICK_BINARY = ("dice", "iou", "tversky", "focal_tversky", "focal", "dice_bce")
 # Presets per device type. "quick" is what `make bench` runs. Its groups run in order of
 # interest, so a run cut short by a time budget keeps the most useful rows: the realistic
 # binary shapes, the realistic multi-class shapes, then the dtype matrices, the rest of
-# the size sweep, then forward only, then the variants. Kept small because every new (loss, dtype, rank,
+# the size sweep, then forward only, then the variants, then dense targets, Dice+CE's options
+# and Generalized Dice. Kept small because every new (loss, dtype, rank,
 # target dtype, mode) costs the compile provider a recompile.
 # Every shape x dtype pair x mode, the same on every device (cases that do not fit are left out).
 # channels_last logits, read in place by every fused backend (quick and full run them).
@@ -248,9 +325,22 @@ _VARIANT_GROUPS = (
               variants=(PROBABILITIES,)),
     CaseGroup(("mc19",), (("float32", "uint8"),), (FWD_BWD,), MULTICLASS, ("multiclass_dice_focal",)),
 )
+# Dense targets, Dice+CE's cross-entropy options and Generalized Dice, fwd+bwd with fp32
+# logits and uint8 targets: multiclass_dice and dice_ce with a one-hot (N, C, *spatial) uint8
+# target at mc19 (C = 19: 19 target bytes per pixel, not 1), dice_ce with class weights and
+# label smoothing, the multi-class Generalized Dice (class map) at mc19 and the binary one
+# (mode='multilabel', the 4 channels of seg3d). The very last group of quick (a time budget
+# cuts it first, before any older row) and of full.
+_TARGET_OPTION_GROUPS = (
+    CaseGroup(("mc19",), (("float32", "uint8"),), (FWD_BWD,), MULTICLASS, ("multiclass_dice", "dice_ce"),
+              variants=(ONE_HOT,)),
+    CaseGroup(("mc19",), (("float32", "uint8"),), (FWD_BWD,), MULTICLASS, ("dice_ce",), variants=(CE_OPTIONS,)),
+    CaseGroup(("mc19",), (("float32", "uint8"),), (FWD_BWD,), MULTICLASS, ("multiclass_generalized_dice",)),
+    CaseGroup(("seg3d",), (("float32", "uint8"),), (FWD_BWD,), losses=("generalized_dice",)),
+)
 _FULL_GROUPS = (CaseGroup(_BINARY_SHAPES, _ALL_PAIRS, (FWD_BWD, FWD)),
                 CaseGroup(_MULTICLASS_SHAPES, _ALL_MULTICLASS_PAIRS, (FWD_BWD, FWD), MULTICLASS), *_LAYOUT_GROUPS,
-                *_VARIANT_GROUPS)
+                *_VARIANT_GROUPS, *_TARGET_OPTION_GROUPS)
 
 _PRESETS = {
     ("smoke", "cpu"): Preset(
@@ -274,7 +364,8 @@ _PRESETS = {
                 CaseGroup(("seg2d",), (("bfloat16", "uint8"),), (FWD_BWD,), losses=_QUICK_BINARY),
                 CaseGroup(("mc14_3d",), (("float32", "uint8"),), (FWD_BWD,), MULTICLASS, _QUICK_MULTICLASS),
                 *_LAYOUT_GROUPS, CaseGroup(("64K",), (("float32", "float32"),), (FWD_BWD,), losses=_QUICK_BINARY),
-                CaseGroup(("seg2d",), (("float32", "float32"),), (FWD,), losses=_QUICK_BINARY), *_VARIANT_GROUPS),
+                CaseGroup(("seg2d",), (("float32", "float32"),), (FWD,), losses=_QUICK_BINARY), *_VARIANT_GROUPS,
+                *_TARGET_OPTION_GROUPS),
         timing=Timing(warmup=1, repeats=7, min_repeats=3, max_seconds=1.5),
     ),
     ("quick", "cuda"): Preset(
@@ -291,6 +382,7 @@ _PRESETS = {
             CaseGroup(("seg2d",), (("float32", "float32"),), (FWD,), losses=_QUICK_BINARY),
             CaseGroup(("mc19",), (("float32", "uint8"),), (FWD,), MULTICLASS, _QUICK_MULTICLASS),
             *_VARIANT_GROUPS,
+            *_TARGET_OPTION_GROUPS,
         ),
         timing=Timing(warmup=5, repeats=50, min_repeats=10, max_seconds=0.25),
     ),
@@ -336,6 +428,8 @@ def build_cases(preset: Preset, requested: list[str] | None, known: list[str]) -
             for dtype, target_dtype in group.dtype_pairs:
                 for mode in group.modes:
                     for loss in losses:
+                        if not loss_applies(loss, SHAPES[shape_name]):
+                            continue
                         for variant in group.variants:
                             if not variant_applies(loss, variant):
                                 continue
@@ -350,13 +444,20 @@ def make_inputs(case: Case, device: torch.device, seed: int = 0):
     a binary mask (about 30% ones), or for a multi-class case a class map with every class
     equally likely. The "probabilities" variant gets, in place of the logits, their
     sigmoid (multi-class: softmax over dim 1), computed in fp32 then cast to the case's
-    dtype; its target is the plain case's."""
+    dtype; its target is the plain case's. The "one_hot" variant gets, in place of the
+    class map, its one-hot (N, C, *spatial) in the case's target dtype (contiguous, or the
+    logits' channels_last layout)."""
     generator = torch.Generator(device=device).manual_seed(seed)
     logits = 2.0 * torch.randn(case.shape, generator=generator, device=device, dtype=torch.float32)
     if case.variant == PROBABILITIES:
         logits = torch.softmax(logits, dim=1) if case.multiclass else torch.sigmoid(logits)
     logits = logits.to(DTYPES[case.dtype])
-    if case.multiclass:
+    if case.dense_target:  # the one-hot of the plain case's class map (the same values whatever its dtype)
+        labels = torch.randint(0, case.classes, case.shape[:1] + case.shape[2:], generator=generator, device=device)
+        target = torch.nn.functional.one_hot(labels, case.classes).movedim(-1, 1).to(DTYPES[case.target_dtype])
+        target = target.contiguous()
+        del labels
+    elif case.multiclass:
         target = torch.randint(
             0, case.classes, case.target_shape, generator=generator, device=device, dtype=DTYPES[case.target_dtype]
         )
@@ -367,7 +468,7 @@ def make_inputs(case: Case, device: torch.device, seed: int = 0):
     if case.layout == CHANNELS_LAST:
         memory_format = torch.channels_last if logits.dim() == 4 else torch.channels_last_3d
         logits = logits.to(memory_format=memory_format)
-        if not case.multiclass:  # a class map has no channel dim: it stays as it is
+        if not case.multiclass or case.dense_target:  # a class map has no channel dim: it stays as it is
             target = target.to(memory_format=memory_format)
     if case.mode == FWD_BWD:
         logits.requires_grad_(True)

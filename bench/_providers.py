@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import inspect
 import os
 import sys
@@ -9,7 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from _cases import BINARY, MULTICLASS, MULTICLASS_LOSSES, PROBABILITIES, SQUARED_PRED, Case
+from _cases import (BINARY, CE_OPTIONS, GENERALIZED_DICE_LOSSES, MULTICLASS, MULTICLASS_LOSSES, PROBABILITIES,
+                    SQUARED_PRED, Case)
 
 EAGER = "eager"
 COMPILE = "compile"
@@ -28,8 +30,11 @@ _MULTICLASS_ONLY = ("dice_ce",)
 # from_logits=False; the element terms (BCE, focal) of the binary references also
 # clamped_log=True, the clamped logs of F.binary_cross_entropy that activation='none'
 # means (the region-only and the multi-class references have no such argument).
+# Ce_options: the reference takes the public names (ce_class_weight, label_smoothing). A
+# variant without options (one_hot: only its target differs) passes nothing.
 _REFERENCE_OPTIONS = {PROBABILITIES: ({"from_logits": False}, {"clamped_log": True}),
                       SQUARED_PRED: ({"squared_pred": True}, {})}
+_SAME_NAMES = (CE_OPTIONS,)
 
 
 class RequestError(ValueError):
@@ -42,9 +47,13 @@ class Unavailable(Exception):
 
 def known_losses(fusedloss) -> list[str]:
     """Every loss name a run can ask for, in table order: the binary losses (keys of
-    fusedloss.LOSSES), then the multi-class ones this fusedloss has."""
+    fusedloss.LOSSES, then generalized_dice), then the multi-class ones this fusedloss has
+    (multiclass_generalized_dice last)."""
     multiclass = getattr(fusedloss, "MULTICLASS_LOSSES", {})
-    return list(fusedloss.LOSSES) + [name for name, key in MULTICLASS_LOSSES.items() if key in multiclass]
+    generalized = [name for name in GENERALIZED_DICE_LOSSES if hasattr(fusedloss, "generalized_dice_loss")]
+    return ([*fusedloss.LOSSES, *(name for name in generalized if GENERALIZED_DICE_LOSSES[name] == BINARY)]
+            + [name for name, key in MULTICLASS_LOSSES.items() if key in multiclass]
+            + [name for name in generalized if GENERALIZED_DICE_LOSSES[name] == MULTICLASS])
 
 
 def loss_functions(fusedloss, loss: str):
@@ -53,7 +62,14 @@ def loss_functions(fusedloss, loss: str):
     Binary: fusedloss.LOSSES[loss] and reference.<its name>. Multi-class:
     fusedloss.MULTICLASS_LOSSES[key] with mode='multiclass' and
     reference.multiclass_<its name> (softmax + one-hot); dice_ce: reference.dice_ce_loss.
+    Generalized Dice (in neither dict): fusedloss.generalized_dice_loss with
+    mode='multilabel' (generalized_dice: the channels are the classes) or 'multiclass', and
+    reference.generalized_dice_loss with multiclass=False / True.
     """
+    if loss in GENERALIZED_DICE_LOSSES:
+        multiclass = GENERALIZED_DICE_LOSSES[loss] == MULTICLASS
+        return (fusedloss.generalized_dice_loss, {"mode": "multiclass" if multiclass else "multilabel"},
+                functools.partial(fusedloss.reference.generalized_dice_loss, multiclass=multiclass))
     if loss not in MULTICLASS_LOSSES:
         functional = fusedloss.LOSSES[loss]
         return functional, {}, getattr(fusedloss.reference, functional.__name__)
@@ -68,14 +84,16 @@ def _parameters(function) -> set:
     return set(inspect.signature(function).parameters)
 
 
-def variant_options(functional, reference, case: Case) -> tuple[dict, dict]:
+def variant_options(functional, reference, case: Case, device=None) -> tuple[dict, dict]:
     """(keyword arguments of the fusedloss function, those of the reference) that make a
-    call the case's variant; ({}, {}) for the plain call. Raises Unavailable where the
-    loss has no such option (either function does not take it)."""
-    public = case.options
+    call the case's variant; ({}, {}) for the plain call and for a variant of the inputs
+    only (one_hot). A (C,) tensor option is made on `device` (default: CPU), once per case
+    (Case.call_options). Raises Unavailable where the loss has no such option (either
+    function does not take it)."""
+    public = case.call_options(torch.device("cpu") if device is None else device)
     if not public:
         return {}, {}
-    required, optional = _REFERENCE_OPTIONS[case.variant]
+    required, optional = (public, {}) if case.variant in _SAME_NAMES else _REFERENCE_OPTIONS[case.variant]
     missing = sorted(set(public) - _parameters(functional)) + sorted(set(required) - _parameters(reference))
     if missing:
         raise Unavailable(f"{case.loss} takes no {', '.join(missing)} (variant {case.variant})")
@@ -130,17 +148,13 @@ class Provider:
         """A callable (logits, target) -> loss for this case (its variant's options passed
         by the names each function takes), or raise Unavailable."""
         functional, options, reference = loss_functions(self.fusedloss, case.loss)
-        public, internal = variant_options(functional, reference, case)
-        if internal:
-            plain_reference = reference
-
-            def reference(logits, target):
-                return plain_reference(logits, target, **internal)
-
-        if self.kind == EAGER:
-            return reference
+        public, internal = variant_options(functional, reference, case, self.device)
         if self.kind == COMPILE:
-            return self._compiled_fn(case, reference)
+            return self._compiled_fn(case, reference, internal)
+        if self.kind == EAGER:
+            if not internal:
+                return reference
+            return lambda logits, target: reference(logits, target, **internal)
         if case.family not in self.families:
             why = _why_not(self.fusedloss, self.name, self.device, case)
             raise Unavailable(f"not a {case.family} backend on {self.device.type} here{why}")
@@ -150,9 +164,11 @@ class Provider:
         options = {**options, **public}
         return lambda logits, target: functional(logits, target, backend=backend, **options)
 
-    def _compiled_fn(self, case: Case, reference):
+    def _compiled_fn(self, case: Case, reference, options: dict):
         # Compiled once per (loss, dtype, variant) with dynamic shapes; the first call of each
         # case (where recompiles for a new rank or target dtype happen) is excluded from timing.
+        # The variant's options are arguments of each call, not captured by the first case's
+        # function: a (C,) tensor option differs from case to case.
         key = (case.loss, case.dtype, case.variant)
         if key in self._compile_errors:
             raise self._compile_errors[key]
@@ -163,7 +179,7 @@ class Provider:
 
         def call(logits, target):
             try:
-                return compiled(logits, target)
+                return compiled(logits, target, **options)
             except torch.OutOfMemoryError:
                 raise
             except Exception as error:  # a failed compile fails the same way every time

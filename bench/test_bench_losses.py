@@ -19,8 +19,8 @@ import _timing
 import pytest
 
 PLAN_KEY = pytest.StashKey()
-EXTRA_INFO_KEYS = ("variant", "numel", "classes", "floor_bytes", "gbps", "roofline", "extra_mem_bytes", "first_call_s",
-                   "loss_value")
+EXTRA_INFO_KEYS = ("variant", "numel", "classes", "target_shape", "floor_bytes", "gbps", "roofline", "extra_mem_bytes",
+                   "first_call_s", "loss_value")
 
 
 def _plan_for(config) -> _plan.Plan:

@@ -5,8 +5,9 @@ multiclass_dice and multiclass_focal at 2x8x64x64 (fp32 logits, uint8 class map)
 backend (on a CPU-only machine the Triton kernels through the interpreter), then checks
 the written reports and that the fused path keeps less memory for backward than the
 eager reference. Other tests check, without measuring, which cases loss names select and
-where the variant rows fall; what each function of a variant case is called with; and one
-runs tiny variant cases through every provider (torch.compile stubbed) against eager.
+where the variant rows fall; what each function of a variant case is called with; and
+others run tiny variant cases (the options, a one-hot target, Dice+CE's class weights and
+label smoothing, Generalized Dice) through every provider (torch.compile stubbed) against eager.
 """
 
 import importlib.util
@@ -154,12 +155,23 @@ def test_variant_cases_are_planned_after_the_plain_ones():
     for device in ("cpu", "cuda"):
         cases = _cases.build_cases(_cases.get_preset("quick", torch.device(device)), None,
                                    _providers.known_losses(_fusedloss()))
-        late = [index for index, case in enumerate(cases) if case.variant or "dice_focal" in case.loss]
+        late = [index for index, case in enumerate(cases)
+                if case.variant or "dice_focal" in case.loss or "generalized_dice" in case.loss]
         assert late == list(range(len(cases) - len(late), len(cases))), device
         assert {(case.loss, case.variant) for case in cases[late[0]:]} == {
             ("dice", "probabilities"), ("dice", "squared_pred"), ("dice_bce", "probabilities"),
             ("dice_bce", "squared_pred"), ("dice_focal", ""), ("multiclass_dice", "probabilities"),
-            ("dice_ce", "probabilities"), ("multiclass_dice_focal", "")}
+            ("dice_ce", "probabilities"), ("multiclass_dice_focal", ""), ("multiclass_dice", "one_hot"),
+            ("dice_ce", "one_hot"), ("dice_ce", "ce_options"), ("multiclass_generalized_dice", ""),
+            ("generalized_dice", "")}
+        # the dense targets, Dice+CE's options and Generalized Dice are the very last group,
+        # after the variant groups (a time budget cuts them first)
+        assert [case.label for case in cases[-5:]] == [
+            "multiclass_dice 4x19x256x256 one_hot float32/uint8 fwd+bwd",
+            "dice_ce 4x19x256x256 one_hot float32/uint8 fwd+bwd",
+            "dice_ce 4x19x256x256 ce_options float32/uint8 fwd+bwd",
+            "multiclass_generalized_dice 4x19x256x256 float32/uint8 fwd+bwd",
+            "generalized_dice 2x4x128x128x128 float32/uint8 fwd+bwd"], device
         for case in cases:
             assert case.label.count(" ") == (4 if case.variant else 3) + (case.layout != "contiguous"), case.label
     plain = _cases.Case("dice", (16, 1, 512, 512), "float32", "uint8", _cases.FWD_BWD)
@@ -169,7 +181,8 @@ def test_variant_cases_are_planned_after_the_plain_ones():
     assert squared.floor_bytes == plain.floor_bytes and squared.options == {"squared_pred": True}
     # a loss without the option is left out of that variant (focal has no squared_pred)
     focal = _plan.make_plan("quick", "cpu", "focal,multiclass_focal")
-    assert {case.variant for case in focal.cases} == {"", "probabilities"}
+    assert {case.variant for case in focal.cases} == {"", "probabilities", "one_hot"}
+    assert {case.loss for case in focal.cases if case.variant == "one_hot"} == {"multiclass_focal"}
     with pytest.raises(ValueError, match="no variant"):
         _cases.Case("focal", (1, 1, 64, 64), "float32", "uint8", _cases.FWD_BWD, variant="squared_pred")
     full = _plan.make_plan("full", "cpu", "dice_bce,dice_focal,multiclass_dice_focal")
@@ -199,35 +212,44 @@ def test_variant_options_reach_each_function_by_its_names():
     assert (functional, ref) == (fusedloss.dice_focal_loss, reference.multiclass_dice_focal_loss)
 
     calls = []
-
-    class Recording:  # fusedloss, with its functions recording what they are called with
-        def __getattr__(self, name):
-            return getattr(fusedloss, name)
-
-        def _record(self, function):
-            def recorded(input, target, **kwargs):
-                calls.append((function.__name__, kwargs))
-                return function(input, target, **kwargs)
-
-            recorded.__signature__ = inspect.signature(function)
-            recorded.__name__ = function.__name__
-            return recorded
-
-        @property
-        def LOSSES(self):  # noqa: N802
-            return {name: self._record(function) for name, function in fusedloss.LOSSES.items()}
-
-        @property
-        def MULTICLASS_LOSSES(self):  # noqa: N802
-            return {name: self._record(function) for name, function in fusedloss.MULTICLASS_LOSSES.items()}
-
     device = torch.device("cpu")
-    fused = _providers.Provider("reference", _providers.FUSED, Recording(), device)
+    fused = _providers.Provider("reference", _providers.FUSED, _Recording(fusedloss, calls), device)
     for loss, shape in (("dice_bce", (1, 1, 8, 8)), ("multiclass_dice", (2, 4, 8, 8))):
         case = _cases.Case(loss, shape, "float32", "uint8", _cases.FWD_BWD, variant="probabilities")
         fused.loss_fn(case)(*_cases.make_inputs(case, device))
     assert calls == [("dice_bce_loss", {"backend": "reference", "activation": "none"}),
                      ("dice_loss", {"backend": "reference", "mode": "multiclass", "activation": "none"})]
+
+
+class _Recording:
+    """fusedloss, with its loss functions recording in `calls` what they are called with."""
+
+    def __init__(self, fusedloss, calls):
+        self._fusedloss, self._calls = fusedloss, calls
+
+    def __getattr__(self, name):
+        return getattr(self._fusedloss, name)
+
+    def _record(self, function):
+        def recorded(input, target, **kwargs):
+            self._calls.append((function.__name__, kwargs))
+            return function(input, target, **kwargs)
+
+        recorded.__signature__ = inspect.signature(function)
+        recorded.__name__ = function.__name__
+        return recorded
+
+    @property
+    def LOSSES(self):  # noqa: N802
+        return {name: self._record(function) for name, function in self._fusedloss.LOSSES.items()}
+
+    @property
+    def MULTICLASS_LOSSES(self):  # noqa: N802
+        return {name: self._record(function) for name, function in self._fusedloss.MULTICLASS_LOSSES.items()}
+
+    @property
+    def generalized_dice_loss(self):
+        return self._record(self._fusedloss.generalized_dice_loss)
 
 
 def test_variant_rows_agree_with_eager(monkeypatch):
@@ -280,5 +302,147 @@ def test_variant_rows_agree_with_eager(monkeypatch):
     for row in merged:
         has_compile = row["variant"] == "" and row["status"] == "ok"
         assert (row["speedup_vs_compile"] is not None) == has_compile, row
+    if failed:
+        pytest.skip("fused rows that did not run: " + "; ".join(failed))
+
+
+def test_dense_target_case_and_its_floor():
+    # Measures nothing: a one_hot case's target is (N, C, *spatial) in its own dtype, read as
+    # C*s_t bytes per pixel (twice for fwd+bwd), and its label and key carry the variant.
+    shape = (4, 19, 256, 256)
+    plain = _cases.Case("multiclass_dice", shape, "float32", "uint8", _cases.FWD_BWD)
+    dense = _cases.Case("multiclass_dice", shape, "float32", "uint8", _cases.FWD_BWD, variant="one_hot")
+    numel, pixels = plain.numel, plain.numel // 19
+    assert (plain.target_shape, plain.target_numel) == ((4, 256, 256), pixels)
+    assert (dense.target_shape, dense.target_numel, dense.classes) == (shape, numel, 19)
+    assert dense.dense_target and not plain.dense_target and dense.options == {}
+    assert plain.floor_bytes == 12 * numel + 2 * pixels
+    assert dense.floor_bytes == 12 * numel + 2 * 19 * pixels  # 3*4 + 2*C*1 bytes per pixel and class
+    forward = _cases.Case("dice_ce", shape, "bfloat16", "float32", _cases.FWD, variant="one_hot")
+    assert forward.floor_bytes == 2 * numel + 4 * numel
+    assert dense.label == "multiclass_dice 4x19x256x256 one_hot float32/uint8 fwd+bwd"
+    row = _run.base_row(dense, _providers.Provider("eager", _providers.EAGER, None, torch.device("cpu")))
+    assert (row["variant"], row["target_shape"], row["floor_bytes"]) == ("one_hot", "4x19x256x256", dense.floor_bytes)
+    assert _report._case_key(row) != _report._case_key(_run.base_row(plain, _providers.Provider(
+        "eager", _providers.EAGER, None, torch.device("cpu"))))
+    # a dense target is float, bool or uint8 (not a class-map dtype); one_hot is multi-class only;
+    # ce_options is dice_ce's; Generalized Dice has no squared_pred and needs C > 1 channels
+    for target_dtype in ("float32", "bool", "float16"):
+        _cases.Case("dice_ce", shape, "float32", target_dtype, _cases.FWD_BWD, variant="one_hot")
+    with pytest.raises(ValueError, match="one-hot target"):
+        _cases.Case("dice_ce", shape, "float32", "int64", _cases.FWD_BWD, variant="one_hot")
+    for loss, variant in (("dice", "one_hot"), ("multiclass_dice", "ce_options"),
+                          ("multiclass_generalized_dice", "squared_pred")):
+        with pytest.raises(ValueError, match="no variant"):
+            _cases.Case(loss, shape, "float32", "uint8", _cases.FWD_BWD, variant=variant)
+    assert _cases.loss_family("generalized_dice") == "binary"
+    assert _cases.loss_family("multiclass_generalized_dice") == "multiclass"
+    known = _providers.known_losses(_fusedloss())
+    assert known.index("generalized_dice") < known.index("multiclass_dice") < known.index(
+        "multiclass_generalized_dice")
+    full = _plan.make_plan("full", "cpu", "generalized_dice,multiclass_dice")
+    assert {case.shape[1] for case in full.cases if case.loss == "generalized_dice"} == {4}  # seg3d, 67M, 268M
+    assert {case.variant for case in full.cases if case.loss == "multiclass_dice"} >= {"", "one_hot"}
+
+    # make_inputs: the one-hot of the plain case's class map, in the case's dtype
+    tiny = _cases.Case("dice_ce", (2, 5, 4, 6), "float32", "uint8", _cases.FWD_BWD)
+    _, labels = _cases.make_inputs(tiny, torch.device("cpu"))
+    for target_dtype in ("uint8", "float32", "bool"):
+        case = _cases.Case("dice_ce", (2, 5, 4, 6), "float32", target_dtype, _cases.FWD_BWD, variant="one_hot")
+        logits, target = _cases.make_inputs(case, torch.device("cpu"))
+        assert target.shape == logits.shape and target.dtype == _cases.DTYPES[target_dtype] and target.is_contiguous()
+        counts = target.long()
+        assert torch.equal(counts.argmax(1), labels.long()) and bool((counts.sum(1) == 1).all())
+
+
+def test_target_options_reach_each_function_by_its_names():
+    # Measures nothing: Generalized Dice maps to fusedloss.generalized_dice_loss (mode
+    # 'multilabel' or 'multiclass') and to the reference with its positional multiclass flag;
+    # ce_options' (C,) class weights are made once per (C, device), outside the timed call.
+    fusedloss = _fusedloss()
+    for loss, mode, multiclass in (("generalized_dice", "multilabel", False),
+                                   ("multiclass_generalized_dice", "multiclass", True)):
+        functional, options, reference = _providers.loss_functions(fusedloss, loss)
+        assert functional is fusedloss.generalized_dice_loss and options == {"mode": mode}
+        assert reference.func is fusedloss.reference.generalized_dice_loss
+        assert reference.keywords == {"multiclass": multiclass}
+
+    functional, _, reference = _providers.loss_functions(fusedloss, "dice_ce")
+    case = _cases.Case("dice_ce", (2, 7, 8, 8), "float32", "uint8", _cases.FWD_BWD, variant="ce_options")
+    public, internal = _providers.variant_options(functional, reference, case, torch.device("cpu"))
+    assert public.keys() == internal.keys() == {"ce_class_weight", "label_smoothing"}
+    assert public["label_smoothing"] == internal["label_smoothing"] == 0.1
+    weight = public["ce_class_weight"]
+    assert weight.shape == (7,) and weight.device.type == "cpu" and weight.dtype == torch.float32
+    assert torch.allclose(weight, torch.linspace(0.5, 2.0, 7))
+    assert internal["ce_class_weight"] is weight  # one tensor per case, shared by the providers
+    assert case.call_options("cpu")["ce_class_weight"] is weight
+    dense = _cases.Case("dice_ce", (2, 7, 8, 8), "float32", "uint8", _cases.FWD_BWD, variant="one_hot")
+    assert _providers.variant_options(functional, reference, dense) == ({}, {})
+
+    calls = []
+    device = torch.device("cpu")
+    fused = _providers.Provider("reference", _providers.FUSED, _Recording(fusedloss, calls), device)
+    for loss, shape, variant in (("generalized_dice", (1, 3, 8, 8), ""),
+                                 ("multiclass_generalized_dice", (2, 4, 8, 8), ""),
+                                 ("dice_ce", (2, 4, 8, 8), "ce_options"), ("multiclass_dice", (2, 4, 8, 8), "one_hot")):
+        case = _cases.Case(loss, shape, "float32", "uint8", _cases.FWD_BWD, variant=variant)
+        fused.loss_fn(case)(*_cases.make_inputs(case, device))
+    weight = calls[2][1].pop("ce_class_weight")
+    assert weight.shape == (4,) and weight.device == device
+    assert calls == [("generalized_dice_loss", {"backend": "reference", "mode": "multilabel"}),
+                     ("generalized_dice_loss", {"backend": "reference", "mode": "multiclass"}),
+                     ("dice_ce_loss", {"backend": "reference", "label_smoothing": 0.1}),
+                     ("dice_loss", {"backend": "reference", "mode": "multiclass"})]
+
+
+def test_target_option_rows_agree_with_eager(monkeypatch):
+    # Tiny dense-target, ce_options and Generalized Dice cases through _run.measure, as
+    # main.py runs them: every provider agrees with eager (torch.compile replaced by the
+    # function itself), a one-hot target gives its class map's loss, and the compile provider
+    # passes each case its own (C,) weights (two class counts through one compiled function).
+    monkeypatch.setattr(torch, "compile", lambda function, **kwargs: function)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    fusedloss = _fusedloss()
+    providers, _ = _providers.resolve_providers(fusedloss, device, None)
+    providers.append(_providers.Provider("reference", _providers.FUSED, fusedloss, device))  # the public code path
+    timing = _cases.Timing(warmup=0, repeats=1, min_repeats=1, max_seconds=0.0)
+    specs = [("multiclass_dice", (2, 6, 8, 8), "uint8", ""), ("multiclass_dice", (2, 6, 8, 8), "uint8", "one_hot"),
+             ("dice_ce", (2, 6, 8, 8), "uint8", ""), ("dice_ce", (2, 6, 8, 8), "uint8", "one_hot"),
+             ("dice_ce", (2, 6, 8, 8), "float32", "one_hot"), ("dice_ce", (2, 6, 8, 8), "uint8", "ce_options"),
+             ("dice_ce", (1, 3, 8, 8), "uint8", "ce_options"),
+             ("multiclass_generalized_dice", (2, 6, 8, 8), "uint8", ""),
+             ("multiclass_generalized_dice", (2, 6, 8, 8), "uint8", "one_hot"),
+             ("generalized_dice", (2, 3, 8, 8), "uint8", ""), ("generalized_dice", (2, 3, 8, 8), "float32", "")]
+    cases = [_cases.Case(loss, shape, "float32", target_dtype, _cases.FWD_BWD, variant=variant)
+             for loss, shape, target_dtype, variant in specs]
+    rows = [_run.measure(case, provider, device, timing, 1e9) for case in cases for provider in providers]
+    _report.add_comparisons(rows)
+
+    def key(row):
+        return row["loss"], row["shape"], row["target_dtype"], row["variant"]
+
+    eager = {key(row): row for row in rows if row["provider"] == "eager"}
+    for loss in ("multiclass_dice", "dice_ce", "multiclass_generalized_dice"):
+        plain = eager[(loss, "2x6x8x8", "uint8", "")]["loss_value"]
+        assert eager[(loss, "2x6x8x8", "uint8", "one_hot")]["loss_value"] == pytest.approx(plain, rel=1e-5), loss
+    assert eager[("dice_ce", "2x6x8x8", "float32", "one_hot")]["loss_value"] == pytest.approx(
+        eager[("dice_ce", "2x6x8x8", "uint8", "")]["loss_value"], rel=1e-5)
+    assert eager[("dice_ce", "2x6x8x8", "uint8", "ce_options")]["loss_value"] != pytest.approx(
+        eager[("dice_ce", "2x6x8x8", "uint8", "")]["loss_value"], rel=1e-3)
+    failed = []
+    for row in rows:
+        case = next(case for case in cases if key(row) == (case.loss, case.shape_str, case.target_dtype, case.variant))
+        assert (row["target_shape"], row["floor_bytes"]) == (case.target_shape_str, case.floor_bytes), row
+        if row["variant"] == "one_hot":
+            assert row["target_shape"] == row["shape"]
+        if row["provider"] in ("eager", "compile", "reference"):
+            assert row["status"] == "ok", row
+        elif row["status"] != "ok":  # a fused kernel without the option or target (yet)
+            failed.append(f"{row['provider']} {case.label}: {row['note'][:80]}")
+            continue
+        assert row["loss_value"] == pytest.approx(eager[key(row)]["loss_value"], rel=1e-3), row
+        assert " vs eager " not in row["note"] and row["speedup_vs_eager"] is not None, row
+    assert len({(_report._case_key(row), row["provider"]) for row in rows}) == len(rows)
     if failed:
         pytest.skip("fused rows that did not run: " + "; ".join(failed))
