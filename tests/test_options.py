@@ -278,7 +278,7 @@ def test_generalized_dice_is_sudres(family, backend):
 @parametrize("family, backend", [(family, backend) for family in (BINARY, MULTICLASS) for backend in family.backends])
 def test_generalized_dice_gradcheck_and_compile(family, backend):
     x, t = _gdl_pair(family, torch.float64, {}, scale=1.0)
-    x, t = x[..., :3, :4], t[..., :3, :4]  # small: gradcheck under the Triton interpreter
+    x, t = x[..., :2, :3], t[..., :2, :3]  # small: gradcheck under the Triton interpreter
     options = dict(mode=family.name, per_sample=True, smooth=0.1)
     torch.autograd.gradcheck(lambda inp: fusedloss.generalized_dice_loss(inp, t, backend=backend, **options),
                              (x.detach().requires_grad_(True),), eps=1e-6, atol=1e-6)
