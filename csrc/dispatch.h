@@ -94,9 +94,10 @@ void dispatch_multiclass_data(const at::Tensor& input, const at::Tensor& target,
 enum Terms : int {
   kRegion = 1,
   kElem = 2,
-  kModulated = 4,  // focal gamma != 0
-  kSquared = 8,    // squared_pred (with kRegion only)
-  kIgnored = 64,   // ignore_index given (a bit above the BinaryInput's): a loop of its own
+  kModulated = 4,          // focal gamma != 0
+  kSquared = 8,            // squared_pred (with kRegion only)
+  kIgnored = 64,           // ignore_index given (a bit above the BinaryInput's): a loop of its own
+  kMinIntersection = 128,  // min_intersection (with kRegion only, never kSquared): loops of their own
 };
 constexpr int kInputShift = 4;  // the BinaryInput, in the bits from here up
 constexpr int kTermBits = (1 << kInputShift) - 1;
@@ -105,7 +106,8 @@ constexpr bool has(int terms, Terms term) { return (terms & term) != 0; }
 constexpr BinaryInput input_of(int terms) { return static_cast<BinaryInput>((terms >> kInputShift) & 3); }
 
 inline int terms_of(const LossParams& lp) {
-  return (lp.region ? kRegion : 0) | (lp.region && lp.squared_pred ? kSquared : 0) | (lp.elem ? kElem : 0) |
+  return (lp.region ? kRegion : 0) | (lp.region && lp.squared_pred ? kSquared : 0) |
+         (lp.region && lp.min_intersection ? kMinIntersection : 0) | (lp.elem ? kElem : 0) |
          (lp.elem && lp.focal_gamma != 0 ? kModulated : 0) | (binary_input(lp) << kInputShift);
 }
 
@@ -157,7 +159,7 @@ C10_ALWAYS_INLINE decltype(auto) with_multiclass_elem(MulticlassElem kind, Fn&& 
 
 // Calls fn(std::integral_constant<int, TERMS>{}) for the runtime `terms` (from
 // terms_of, | kIgnored with an ignore_index; no term at all runs as region and
-// modulated element terms). The CPU
+// modulated element terms; kMinIntersection: with_min_intersection_terms). The CPU
 // calls a function template per TERMS, each its own set of target clones.
 template <int INPUT_BITS, typename Fn>
 C10_ALWAYS_INLINE decltype(auto) with_terms_for_input(int terms, Fn&& fn) {
@@ -174,12 +176,29 @@ C10_ALWAYS_INLINE decltype(auto) with_terms_for_input(int terms, Fn&& fn) {
   }
 }
 
+// kMinIntersection (region on, squared_pred off: LossParams checks it): three term sets only,
+// region, region and element, region and modulated element.
+template <int BITS, typename Fn>
+C10_ALWAYS_INLINE decltype(auto) with_min_intersection_terms(int terms, Fn&& fn) {
+  switch (terms & kTermBits) {
+    case kRegion | kElem: return fn(std::integral_constant<int, BITS | kRegion | kElem>{});
+    case kRegion | kElem | kModulated: return fn(std::integral_constant<int, BITS | kRegion | kElem | kModulated>{});
+    default: return fn(std::integral_constant<int, BITS | kRegion>{});
+  }
+}
+
+template <int BITS, typename Fn>
+C10_ALWAYS_INLINE decltype(auto) with_intersection_and_terms(int terms, Fn&& fn) {
+  if (has(terms, kMinIntersection)) return with_min_intersection_terms<BITS | kMinIntersection>(terms, fn);
+  return with_terms_for_input<BITS>(terms, fn);
+}
+
 template <typename Fn>
 C10_ALWAYS_INLINE decltype(auto) with_terms(int terms, Fn&& fn) {
   return with_binary_input(input_of(terms), [&](auto input_tag) C10_ALWAYS_INLINE_ATTRIBUTE -> decltype(auto) {
     constexpr int kInput = decltype(input_tag)::value << kInputShift;
-    if (has(terms, kIgnored)) return with_terms_for_input<kInput | kIgnored>(terms, fn);
-    return with_terms_for_input<kInput>(terms, fn);
+    if (has(terms, kIgnored)) return with_intersection_and_terms<kInput | kIgnored>(terms, fn);
+    return with_intersection_and_terms<kInput>(terms, fn);
   });
 }
 

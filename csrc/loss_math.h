@@ -2,7 +2,8 @@
 // kernels (host and device). It mirrors fusedloss/_spec.py: every loss is
 //   loss_g = region_weight * R(TI_g) + elem_scale * E_g,
 // TI the Tversky index of I = sum(p*t), P = sum(p), T = sum(t) (squared_pred:
-// sum(p^2), sum(t^2)), R = (1 - TI)^region_gamma or -log(max(TI, 1e-7)), and E
+// sum(p^2), sum(t^2); min_intersection, binary only: I = sum(min(p, t))),
+// R = (1 - TI)^region_gamma or -log(max(TI, 1e-7)), and E
 // the sum of per-element focal losses (BCE is focal with gamma = 0, no alpha).
 // Binary (sigmoid, or probabilities: binary and multi-label) per element;
 // multiclass (softmax over the classes, or probabilities) per pixel, its groups
@@ -46,23 +47,28 @@ struct LossParams {
   // How the input becomes probabilities and which logs the element term takes (BinaryInput,
   // MulticlassInput below).
   bool from_logits = true, clamped_log = false;
+  // I = sum(min(p, t)) (smp's, MONAI's soft_label): binary only, not with squared_pred. Last, in
+  // the padding: the other fields keep their offsets (the default kernels read the same bytes).
+  bool min_intersection = false;
 
   // What the per-element passes read (statistics, backward): which terms, the focal
   // parameters, and how the input is read.
-  static LossParams per_element(bool region, bool squared_pred, bool elem, double focal_alpha, double focal_gamma,
-                                bool from_logits, bool clamped_log) {
+  static LossParams per_element(bool region, bool squared_pred, bool min_intersection, bool elem, double focal_alpha,
+                                double focal_gamma, bool from_logits, bool clamped_log) {
+    check_min_intersection(squared_pred, min_intersection);
     return {.region = region,
             .squared_pred = squared_pred,
             .elem = elem,
             .focal_alpha = focal_alpha,
             .focal_gamma = focal_gamma,
             .from_logits = from_logits,
-            .clamped_log = clamped_log};
+            .clamped_log = clamped_log,
+            .min_intersection = min_intersection};
   }
 
   // The focal map ops: the element term alone.
   static LossParams focal_map(double focal_alpha, double focal_gamma, bool from_logits, bool clamped_log) {
-    return per_element(false, false, true, focal_alpha, focal_gamma, from_logits, clamped_log);
+    return per_element(false, false, false, true, focal_alpha, focal_gamma, from_logits, clamped_log);
   }
 
   // What the finalize ops take: the formula's parameters (the per-element ones are already in the sums).
@@ -84,17 +90,25 @@ struct LossParams {
 
   // Every parameter, as the loss ops (binary_loss, multiclass_loss) take them.
   static LossParams from_op(bool region, double tv_alpha, double tv_beta, double smooth_nr, double smooth_dr,
-                            double region_gamma, double region_weight, bool log_loss, bool squared_pred, bool elem,
-                            double focal_alpha, double focal_gamma, double elem_weight, bool elem_mean,
-                            bool from_logits, bool clamped_log) {
+                            double region_gamma, double region_weight, bool log_loss, bool squared_pred,
+                            bool min_intersection, bool elem, double focal_alpha, double focal_gamma,
+                            double elem_weight, bool elem_mean, bool from_logits, bool clamped_log) {
+    check_min_intersection(squared_pred, min_intersection);
     LossParams lp = for_finalize(region, tv_alpha, tv_beta, smooth_nr, smooth_dr, region_gamma, region_weight, log_loss,
                                  elem, elem_weight, elem_mean);
     lp.squared_pred = squared_pred;
+    lp.min_intersection = min_intersection;
     lp.focal_alpha = focal_alpha;
     lp.focal_gamma = focal_gamma;
     lp.from_logits = from_logits;
     lp.clamped_log = clamped_log;
     return lp;
+  }
+
+  // min_intersection takes P = sum(p), T = sum(t): not with squared_pred.
+  static void check_min_intersection(bool squared_pred, bool min_intersection) {
+    TORCH_CHECK_VALUE(!(squared_pred && min_intersection),
+                      "fusedloss: min_intersection (I = sum(min(p, t))) does not combine with squared_pred");
   }
 
   // The same loss without its element term (the multiclass one is not per group).
@@ -115,6 +129,14 @@ enum BinaryInput : int {
 inline BinaryInput binary_input(const LossParams& lp) {
   if (!lp.from_logits) return kProbabilities;
   return lp.clamped_log ? kSigmoidClampedLog : kLogitBce;
+}
+
+// The multiclass loss ops take min_intersection (the schema is the whole LossSpec); the
+// multiclass kernels do not implement it.
+inline void check_no_min_intersection(bool min_intersection) {
+  TORCH_CHECK_VALUE(!min_intersection,
+                    "fusedloss: min_intersection (I = sum(min(p, t))) is implemented for the binary family only, "
+                    "not for multi-class losses");
 }
 
 // How a multiclass input becomes p: softmax of logits (log_softmax in the element
@@ -296,10 +318,19 @@ FUSEDLOSS_INLINE acc_t region_share(acc_t v) {
   return SQUARED ? v * v : v;
 }
 
-// The region term's dL/dp of one element: coef_I t + coef_P dP/dp.
-template <bool SQUARED, typename acc_t>
+// The statistics' share of one element in I: p t, or min(p, t) with MIN (min_intersection;
+// a NaN p stays NaN, as torch.minimum's).
+template <bool MIN, typename acc_t>
+FUSEDLOSS_INLINE acc_t intersection_share(acc_t p, acc_t t) {
+  return MIN ? (t < p ? t : p) : p * t;
+}
+
+// The region term's dL/dp of one element: coef_I dI/dp + coef_P dP/dp; dI/dp = t, or with
+// MIN the step [p < t] (1/2 at p == t: torch's subgradient of |p - t|, smp's and MONAI's).
+template <bool SQUARED, bool MIN = false, typename acc_t>
 FUSEDLOSS_INLINE acc_t region_dp(acc_t coef_i, acc_t coef_p, acc_t t, acc_t p) {
-  return coef_i * t + (SQUARED ? coef_p * (acc_t(2) * p) : coef_p);
+  const acc_t di_dp = MIN ? (p < t ? acc_t(1) : (p == t ? acc_t(0.5) : acc_t(0))) : t;
+  return coef_i * di_dp + (SQUARED ? coef_p * (acc_t(2) * p) : coef_p);
 }
 
 // The same for one class of a multiclass pixel, its t one-hot: hit = [c = y].

@@ -10,7 +10,8 @@ input, or the input itself when ``from_logits`` is False):
 
   TI_g = (I + smooth_nr) / (I + a*(P - I) + b*(T - I) + smooth_dr), the Tversky index
        of I = sum(p*t), P = sum(p), T = sum(t) (``squared_pred``: P = sum(p**2),
-       T = sum(t**2), V-Net's denominator);
+       T = sum(t**2), V-Net's denominator; ``min_intersection``: I = sum(min(p, t)), smp's and
+       MONAI's soft_label intersection, the same for hard targets; binary family only);
   R = (1 - TI) ** region_gamma, or with ``log_loss`` -log(max(TI, 1e-7)) (smp's);
   E_g = the sum of per-element focal losses: binary, alpha_t * (1 - p_t)**gamma * BCE
        (BCE alone is gamma = 0 without alpha); multiclass, -alpha (1 - p_y)**gamma
@@ -52,6 +53,7 @@ class LossSpec(NamedTuple):
     region_weight: float = 1.0
     log_loss: bool = False  # R = -log(max(TI, 1e-7)) instead of (1 - TI) ** region_gamma
     squared_pred: bool = False  # P = sum(p**2), T = sum(t**2)
+    min_intersection: bool = False  # I = sum(min(p, t)) instead of sum(p * t) (smp's, MONAI's soft_label)
     elem: bool = False  # the per-element focal / BCE / CE term is on
     focal_alpha: float = -1.0  # < 0: no alpha weighting
     focal_gamma: float = 0.0
@@ -61,6 +63,21 @@ class LossSpec(NamedTuple):
     weighted_mean: bool = False  # multiclass class maps: the mean divides by sum of class_weight[y], not the count
     from_logits: bool = True  # False: the input holds probabilities (activation='none')
     clamped_log: bool = False  # element terms from log p, log(1 - p) clamped at -100
+
+
+MIN_INTERSECTION_SQUARED = "fusedloss: min_intersection (I = sum(min(p, t))) does not combine with squared_pred"
+MIN_INTERSECTION_MULTICLASS = (
+    "fusedloss: min_intersection (I = sum(min(p, t))) is implemented for the binary family only, not for "
+    "multi-class losses"
+)
+
+
+def check_min_intersection(squared_pred: bool, min_intersection: bool, multiclass: bool = False) -> None:
+    """min_intersection: binary family only, and not with squared_pred (ValueError)."""
+    if min_intersection and multiclass:
+        raise ValueError(MIN_INTERSECTION_MULTICLASS)
+    if min_intersection and squared_pred:
+        raise ValueError(MIN_INTERSECTION_SQUARED)
 
 
 def activation_spec(activation: str) -> dict:

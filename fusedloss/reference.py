@@ -81,13 +81,17 @@ def _global(sums, process_group):
 
 
 def _region_sums(input, target, per_sample, per_channel, process_group=None, squared_pred=False, from_logits=True,
-                 ignore_index=None):
-    """I = sum(p*t), P = sum(p), T = sum(t) per group (squared_pred: P = sum(p**2), T = sum(t**2)),
-    over the elements not ignored."""
+                 ignore_index=None, min_intersection=False):
+    """I = sum(p*t), P = sum(p), T = sum(t) per group (squared_pred: P = sum(p**2), T = sum(t**2);
+    min_intersection: I = sum(min(p, t)), smp's and MONAI's soft_label intersection, whose
+    gradient torch.minimum splits at ties: 1/2 each), over the elements not ignored."""
+    if squared_pred and min_intersection:
+        raise ValueError("fusedloss: min_intersection (I = sum(min(p, t))) does not combine with squared_pred")
     p, t = _probabilities_and_target(input, target, from_logits, ignore_index)
     dims = _group_dims(input, per_sample, per_channel)
     power = 2 if squared_pred else 1
-    sums = torch.stack([_sum(p * t, dims), _sum(p**power, dims), _sum(t**power, dims)])
+    intersection = torch.minimum(p, t) if min_intersection else p * t
+    sums = torch.stack([_sum(intersection, dims), _sum(p**power, dims), _sum(t**power, dims)])
     return tuple(_global(sums, process_group))
 
 
@@ -112,25 +116,25 @@ def _reduce_groups(losses, weight, reduction):
 
 
 # Binary losses' common keyword arguments: smooth_nr / smooth_dr are added to the index's
-# numerator / denominator; squared_pred, log_loss and from_logits as in LossSpec.
+# numerator / denominator; squared_pred, min_intersection, log_loss and from_logits as in LossSpec.
 
 
 def dice_loss(input, target, smooth_nr=1.0, smooth_dr=1.0, per_sample=False, per_channel=False, weight=None,
               reduction="mean", process_group=None, squared_pred=False, log_loss=False, from_logits=True,
-              ignore_index=None):
+              ignore_index=None, min_intersection=False):
     """1 - (2*I + smooth_nr) / (P + T + smooth_dr)."""
     intersection, predicted, actual = _region_sums(input, target, per_sample, per_channel, process_group,
-                                                   squared_pred, from_logits, ignore_index)
+                                                   squared_pred, from_logits, ignore_index, min_intersection)
     losses = _index_loss(2 * intersection + smooth_nr, predicted + actual + smooth_dr, log_loss)
     return _reduce_groups(losses, weight, reduction)
 
 
 def iou_loss(input, target, smooth_nr=1.0, smooth_dr=1.0, per_sample=False, per_channel=False, weight=None,
              reduction="mean", process_group=None, squared_pred=False, log_loss=False, from_logits=True,
-             ignore_index=None):
+             ignore_index=None, min_intersection=False):
     """1 - (I + smooth_nr) / (P + T - I + smooth_dr)."""
     intersection, predicted, actual = _region_sums(input, target, per_sample, per_channel, process_group,
-                                                   squared_pred, from_logits, ignore_index)
+                                                   squared_pred, from_logits, ignore_index, min_intersection)
     losses = _index_loss(intersection + smooth_nr, predicted + actual - intersection + smooth_dr, log_loss)
     return _reduce_groups(losses, weight, reduction)
 
@@ -149,19 +153,19 @@ def _tversky(sums, alpha, beta, smooth_nr, smooth_dr, log_loss=False):
 
 def tversky_loss(input, target, alpha=0.5, beta=0.5, smooth_nr=1.0, smooth_dr=1.0, per_sample=False,
                  per_channel=False, weight=None, reduction="mean", process_group=None, squared_pred=False,
-                 log_loss=False, from_logits=True, ignore_index=None):
+                 log_loss=False, from_logits=True, ignore_index=None, min_intersection=False):
     sums = _region_sums(input, target, per_sample, per_channel, process_group, squared_pred, from_logits,
-                        ignore_index)
+                        ignore_index, min_intersection)
     return _reduce_groups(_tversky(sums, alpha, beta, smooth_nr, smooth_dr, log_loss), weight, reduction)
 
 
 def focal_tversky_loss(input, target, alpha=0.5, beta=0.5, gamma=1.0, smooth_nr=1.0, smooth_dr=1.0, per_sample=False,
                        per_channel=False, weight=None, reduction="mean", process_group=None, squared_pred=False,
-                       from_logits=True, ignore_index=None):
+                       from_logits=True, ignore_index=None, min_intersection=False):
     """(Tversky loss) ** gamma (a negative Tversky loss, smooth_nr > smooth_dr, is 0 first
     unless gamma = 1)."""
     sums = _region_sums(input, target, per_sample, per_channel, process_group, squared_pred, from_logits,
-                        ignore_index)
+                        ignore_index, min_intersection)
     losses = _tversky(sums, alpha, beta, smooth_nr, smooth_dr)
     if gamma != 1:
         losses = losses.clamp(min=0) ** gamma
@@ -202,33 +206,37 @@ def focal_loss(input, target, alpha=0.25, gamma=2.0, reduction="mean", from_logi
 
 
 def _dice_and_element(element, input, target, smooth_nr, smooth_dr, per_sample, per_channel, weight, reduction,
-                      dice_weight, element_weight, process_group, squared_pred, from_logits, ignore_index):
+                      dice_weight, element_weight, process_group, squared_pred, from_logits, ignore_index,
+                      min_intersection=False):
     """element_weight * the element losses' mean per group (over the elements not ignored) +
     dice_weight * Dice loss, per group."""
     dims = _group_dims(input, per_sample, per_channel)
     dice = dice_loss(input, target, smooth_nr, smooth_dr, per_sample, per_channel, reduction="none",
                      process_group=process_group, squared_pred=squared_pred, from_logits=from_logits,
-                     ignore_index=ignore_index)
+                     ignore_index=ignore_index, min_intersection=min_intersection)
     mean = _sum(element, dims) / _valid_count(input, target, ignore_index, dims).clamp(min=1)
     return _reduce_groups(element_weight * mean + dice_weight * dice, weight, reduction)
 
 
 def dice_bce_loss(input, target, smooth_nr=1.0, smooth_dr=1.0, per_sample=False, per_channel=False, weight=None,
                   reduction="mean", dice_weight=1.0, bce_weight=1.0, process_group=None, squared_pred=False,
-                  from_logits=True, clamped_log=False, ignore_index=None):
+                  from_logits=True, clamped_log=False, ignore_index=None, min_intersection=False):
     """bce_weight * mean BCE + dice_weight * Dice loss, per group."""
     bce = _bce(input, target, from_logits, clamped_log, ignore_index)
     return _dice_and_element(bce, input, target, smooth_nr, smooth_dr, per_sample, per_channel, weight, reduction,
-                             dice_weight, bce_weight, process_group, squared_pred, from_logits, ignore_index)
+                             dice_weight, bce_weight, process_group, squared_pred, from_logits, ignore_index,
+                             min_intersection)
 
 
 def dice_focal_loss(input, target, alpha=0.25, gamma=2.0, smooth_nr=1.0, smooth_dr=1.0, per_sample=False,
                     per_channel=False, weight=None, reduction="mean", dice_weight=1.0, focal_weight=1.0,
-                    process_group=None, squared_pred=False, from_logits=True, clamped_log=False, ignore_index=None):
+                    process_group=None, squared_pred=False, from_logits=True, clamped_log=False, ignore_index=None,
+                    min_intersection=False):
     """focal_weight * mean focal loss + dice_weight * Dice loss, per group."""
     focal = _focal_map(input, target, alpha, gamma, from_logits, clamped_log, ignore_index)
     return _dice_and_element(focal, input, target, smooth_nr, smooth_dr, per_sample, per_channel, weight, reduction,
-                             dice_weight, focal_weight, process_group, squared_pred, from_logits, ignore_index)
+                             dice_weight, focal_weight, process_group, squared_pred, from_logits, ignore_index,
+                             min_intersection)
 
 
 # ---- multi-class: softmax over dim 1; class-map or dense targets ----------------

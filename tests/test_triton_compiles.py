@@ -142,6 +142,8 @@ def _loss_calls():
     yield _clamped_sigmoid_dice_focal, x, t, {}
     # HAS_IGNORE (binary ignore_index) once: every binary kernel, the target check on.
     yield _binary_ignore_index, x, torch.where(t.bool() & (x > 1), 255, t), {}
+    # MIN_INTERSECTION once (statistics and backward), on a soft target.
+    yield _min_intersection, x, torch.rand(x.shape, generator=torch.Generator().manual_seed(2)).to(x.device), {}
 
     multiclass_calls = (("dice", {"mode": "multiclass", "exclude_empty": True, "include_background": False}),
                         ("focal", {"mode": "multiclass", "reduction": "none"}), ("dice_ce", {"per_sample": True}))
@@ -208,6 +210,20 @@ def _binary_ignore_index(x, t, backend):
     loss, _ = ops.binary_loss(x, t, None, False, True, **spec_arguments("binary_loss", spec), ignore_index=255,
                               reduction="mean", check_target=True)
     return loss + ops.binary_focal_map(x, t, 0.25, 2.0, True, False, 255, True).sum()
+
+
+def _min_intersection(x, t, backend):
+    """min_intersection (no public option: the compat layer's): the op itself."""
+    from fusedloss._spec import LossSpec
+    from fusedloss.ops import triton_ops
+    from fusedloss.ops.schema import spec_arguments
+
+    spec = LossSpec(region=True, elem=True, min_intersection=True)
+    ops = triton_ops.load()
+    assert backend == "triton"
+    loss, _ = ops.binary_loss(x, t, None, False, True, **spec_arguments("binary_loss", spec), ignore_index=None,
+                              reduction="mean", check_target=True)
+    return loss
 
 
 def _triton_trees():

@@ -75,7 +75,7 @@ C10_ALWAYS_INLINE void accumulate(acc_t xv, acc_t tv, acc_t ignore, acc_t alpha,
   if (has(TERMS, kIgnored)) count += keep ? acc_t(1) : acc_t(0);
   const auto s = probability<Math, TERMS>(xv);
   if (has(TERMS, kRegion)) {
-    sum_i += s.p * tv;  // tv = 0 where ignored
+    sum_i += intersection_share<has(TERMS, kMinIntersection)>(s.p, tv);  // tv = 0 where ignored (x = 0: p >= 0)
     sum_p += keep ? region_share<has(TERMS, kSquared)>(s.p) : acc_t(0);
     sum_t += region_share<has(TERMS, kSquared)>(tv);
   }
@@ -119,7 +119,9 @@ C10_ALWAYS_INLINE void grad_loop(const acc_t* x, const acc_t* t, int64_t n, acc_
     const bool keep = counted<TERMS>(xv, tv, ignore);
     const auto s = probability<Math, TERMS>(xv);
     acc_t g = 0;
-    if (has(TERMS, kRegion)) g += region_dp<has(TERMS, kSquared)>(ci, cp, tv, s.p) * s.dp_dx;
+    if (has(TERMS, kRegion)) {
+      g += region_dp<has(TERMS, kSquared), has(TERMS, kMinIntersection)>(ci, cp, tv, s.p) * s.dp_dx;
+    }
     if (has(TERMS, kElem)) g += ce * element_terms<Math, TERMS>(xv, tv, s, alpha, gamma).dloss;
     out[i] = keep ? g : acc_t(0);
   }
@@ -362,15 +364,18 @@ std::tuple<Tensor, Tensor> finalize(const double* sums, int64_t num_groups, cons
 
 // label_smoothing and weighted_mean are multiclass options: taken (the loss ops take the
 // whole LossSpec) and ignored.
-std::tuple<Tensor, Tensor> binary_loss_cpu(
-    const Tensor& input, const Tensor& target, const std::optional<Tensor>& weight, bool per_sample, bool per_channel,
-    bool region, double tv_alpha, double tv_beta, double smooth_nr, double smooth_dr, double region_gamma,
-    double region_weight, bool log_loss, bool squared_pred, bool elem, double focal_alpha, double focal_gamma,
-    double elem_weight, bool elem_mean, double /*label_smoothing*/, bool /*weighted_mean*/, bool from_logits,
-    bool clamped_log, std::optional<int64_t> ignore_index, c10::string_view reduction, bool check_target) {
+std::tuple<Tensor, Tensor> binary_loss_cpu(const Tensor& input, const Tensor& target,
+                                           const std::optional<Tensor>& weight, bool per_sample, bool per_channel,
+                                           bool region, double tv_alpha, double tv_beta, double smooth_nr,
+                                           double smooth_dr, double region_gamma, double region_weight, bool log_loss,
+                                           bool squared_pred, bool min_intersection, bool elem, double focal_alpha,
+                                           double focal_gamma, double elem_weight, bool elem_mean,
+                                           double /*label_smoothing*/, bool /*weighted_mean*/, bool from_logits,
+                                           bool clamped_log, std::optional<int64_t> ignore_index,
+                                           c10::string_view reduction, bool check_target) {
   const LossParams lp = LossParams::from_op(region, tv_alpha, tv_beta, smooth_nr, smooth_dr, region_gamma,
-                                            region_weight, log_loss, squared_pred, elem, focal_alpha, focal_gamma,
-                                            elem_weight, elem_mean, from_logits, clamped_log);
+                                            region_weight, log_loss, squared_pred, min_intersection, elem, focal_alpha,
+                                            focal_gamma, elem_weight, elem_mean, from_logits, clamped_log);
   const GroupLayout layout = group_layout(input.sizes(), per_sample, per_channel);
   const std::vector<double> sums = group_sums(input, target, per_sample, per_channel, lp, ignore_index, check_target);
   return finalize(sums.data(), layout.num_groups, weight, layout.num_channels, lp, parse_reduction(reduction),
@@ -379,12 +384,13 @@ std::tuple<Tensor, Tensor> binary_loss_cpu(
 
 // The two halves on their own, for statistics summed across processes (ops/synced.py).
 Tensor binary_stats_cpu(const Tensor& input, const Tensor& target, bool per_sample, bool per_channel, bool region,
-                        bool squared_pred, bool elem, double focal_alpha, double focal_gamma, bool from_logits,
-                        bool clamped_log, std::optional<int64_t> ignore_index, bool check_target) {
-  const std::vector<double> sums = group_sums(
-      input, target, per_sample, per_channel,
-      LossParams::per_element(region, squared_pred, elem, focal_alpha, focal_gamma, from_logits, clamped_log),
-      ignore_index, check_target);
+                        bool squared_pred, bool min_intersection, bool elem, double focal_alpha, double focal_gamma,
+                        bool from_logits, bool clamped_log, std::optional<int64_t> ignore_index, bool check_target) {
+  const std::vector<double> sums =
+      group_sums(input, target, per_sample, per_channel,
+                 LossParams::per_element(region, squared_pred, min_intersection, elem, focal_alpha, focal_gamma,
+                                         from_logits, clamped_log),
+                 ignore_index, check_target);
   const int64_t groups = static_cast<int64_t>(sums.size() / kSums);
   return at::from_blob(const_cast<double*>(sums.data()), {groups, kSums}, at::TensorOptions().dtype(at::kDouble))
       .to(accumulation_options(input), /*non_blocking=*/false, /*copy=*/true);  // own the memory
@@ -406,10 +412,10 @@ std::tuple<Tensor, Tensor> binary_finalize_cpu(const Tensor& sums, const std::op
 
 Tensor binary_loss_backward_cpu(const Tensor& grad_loss, const Tensor& input_, const Tensor& target_,
                                 const Tensor& coef, bool per_sample, bool per_channel, bool region, bool squared_pred,
-                                bool elem, double focal_alpha, double focal_gamma, bool from_logits, bool clamped_log,
-                                std::optional<int64_t> ignore_index) {
-  const LossParams lp =
-      LossParams::per_element(region, squared_pred, elem, focal_alpha, focal_gamma, from_logits, clamped_log);
+                                bool min_intersection, bool elem, double focal_alpha, double focal_gamma,
+                                bool from_logits, bool clamped_log, std::optional<int64_t> ignore_index) {
+  const LossParams lp = LossParams::per_element(region, squared_pred, min_intersection, elem, focal_alpha, focal_gamma,
+                                                from_logits, clamped_log);
   const BinaryOperands operands = binary_operands(input_, target_, per_sample, per_channel);
   const Tensor &input = operands.input, &target = operands.target;
   const GroupLayout layout = group_layout(input.sizes(), per_sample, per_channel);

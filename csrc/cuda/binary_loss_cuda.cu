@@ -12,7 +12,8 @@
 // The input mode (logits / torch.sigmoid then clamped logs / probabilities) and
 // whether there is an ignore_index (IGNORE: elements whose target equals it count
 // nowhere, gradient and focal map 0) are template arguments of the per-element
-// kernels; the other options are uniform branches.
+// kernels, and so is min_intersection (MIN) of the statistics and backward kernels;
+// the other options are uniform branches.
 // 64-bit offsets, the current stream and the input's device, no host sync.
 // With check_target, the forward kernels (stats, focal map) also flag targets
 // outside [0, 1], one flag per block, for a device-side assert (target_check_cuda.h).
@@ -111,8 +112,9 @@ __device__ __forceinline__ bool counted(acc_t& x, acc_t& t, acc_t ignore) {
   }
 }
 
-// INPUT: how the input becomes p and which BCE the element term is (loss_math.h).
-template <typename input_t, typename acc_t, BinaryInput INPUT, bool IGNORE>
+// INPUT: how the input becomes p and which BCE the element term is (loss_math.h). MIN:
+// min_intersection, I = sum(min(p, t)) (a kernel of its own: the default one is unchanged).
+template <typename input_t, typename acc_t, BinaryInput INPUT, bool IGNORE, bool MIN>
 __global__ void __launch_bounds__(kThreads)
     stats_kernel(const input_t* __restrict__ x, TargetReader t, acc_t* __restrict__ partials, int64_t row_len,
                  int64_t chunks_per_row, int64_t num_groups, int64_t members, int64_t steps, LossParams lp,
@@ -139,7 +141,7 @@ __global__ void __launch_bounds__(kThreads)
         if (IGNORE) count += keep ? acc_t(1) : acc_t(0);
         const auto s = binary_probability<StdMath, INPUT>(xv);
         if (lp.region) {
-          sum_i += s.p * tv;  // tv = 0 where ignored
+          sum_i += intersection_share<MIN>(s.p, tv);  // tv = 0 where ignored (x = 0: p >= 0)
           const acc_t share_p = squared ? region_share<true>(s.p) : s.p;
           sum_p += keep ? share_p : acc_t(0);
           sum_t += squared ? region_share<true>(tv) : tv;
@@ -190,7 +192,7 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
-template <typename input_t, typename acc_t, BinaryInput INPUT, bool IGNORE>
+template <typename input_t, typename acc_t, BinaryInput INPUT, bool IGNORE, bool MIN>
 __global__ void __launch_bounds__(kThreads)
     backward_kernel(const input_t* __restrict__ x, TargetReader t, const acc_t* __restrict__ coef,
                     const acc_t* __restrict__ grad_loss, int64_t grad_loss_group_stride, input_t* __restrict__ grad,
@@ -218,7 +220,7 @@ __global__ void __launch_bounds__(kThreads)
         const auto s = binary_probability<StdMath, INPUT>(xv);
         acc_t g = 0;
         if (lp.region) {
-          g += (squared ? region_dp<true>(ci, cp, tv, s.p) : region_dp<false>(ci, cp, tv, s.p)) * s.dp_dx;
+          g += (squared ? region_dp<true, MIN>(ci, cp, tv, s.p) : region_dp<false, MIN>(ci, cp, tv, s.p)) * s.dp_dx;
         }
         if (lp.elem) g += ce * binary_element_terms<StdMath, INPUT, true>(xv, tv, s, alpha, gamma).dloss;
         grad[i] = static_cast<input_t>(keep ? g : acc_t(0));
@@ -265,6 +267,16 @@ void with_ignore(const std::optional<int64_t>& ignore_index, Fn&& fn) {
   }
 }
 
+// Calls fn(std::integral_constant<bool, MIN>{}) for whether the region term's I is sum(min(p, t)).
+template <typename Fn>
+void with_min_intersection(const LossParams& lp, Fn&& fn) {
+  if (lp.region && lp.min_intersection) {
+    fn(std::true_type{});
+  } else {
+    fn(std::false_type{});
+  }
+}
+
 // The forward in two halves, also used on their own for statistics summed across
 // processes (ops/synced.py): the stats kernel, then each group's block partials
 // summed by torch (a fixed-order, parallel reduction: no atomics, and no single
@@ -286,12 +298,14 @@ Tensor stats(const Tensor& input_, const Tensor& target_, bool per_sample, bool 
     using acc_t = at::opmath_type<input_t>;
     with_binary_input(binary_input(lp), [&](auto mode) {
       with_ignore(ignore_index, [&](auto ignored) {
-        stats_kernel<input_t, acc_t, decltype(mode)::value, decltype(ignored)::value>
-            <<<plan.blocks, kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
-                input.const_data_ptr<input_t>(), target_reader(target), partials.mutable_data_ptr<acc_t>(),
-                layout.row_len, plan.chunks_per_row, layout.num_groups, members, plan.steps, lp,
-                ignore_value<acc_t>(ignore_index), flags.data());
-        C10_CUDA_KERNEL_LAUNCH_CHECK();
+        with_min_intersection(lp, [&](auto min_i) {
+          stats_kernel<input_t, acc_t, decltype(mode)::value, decltype(ignored)::value, decltype(min_i)::value>
+              <<<plan.blocks, kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
+                  input.const_data_ptr<input_t>(), target_reader(target), partials.mutable_data_ptr<acc_t>(),
+                  layout.row_len, plan.chunks_per_row, layout.num_groups, members, plan.steps, lp,
+                  ignore_value<acc_t>(ignore_index), flags.data());
+          C10_CUDA_KERNEL_LAUNCH_CHECK();
+        });
       });
     });
   });
@@ -322,10 +336,11 @@ std::tuple<Tensor, Tensor> finalize(const Tensor& sums_, const std::optional<Ten
 }
 
 Tensor binary_stats_cuda(const Tensor& input, const Tensor& target, bool per_sample, bool per_channel, bool region,
-                         bool squared_pred, bool elem, double focal_alpha, double focal_gamma, bool from_logits,
-                         bool clamped_log, std::optional<int64_t> ignore_index, bool check_target) {
+                         bool squared_pred, bool min_intersection, bool elem, double focal_alpha, double focal_gamma,
+                         bool from_logits, bool clamped_log, std::optional<int64_t> ignore_index, bool check_target) {
   return stats(input, target, per_sample, per_channel,
-               LossParams::per_element(region, squared_pred, elem, focal_alpha, focal_gamma, from_logits, clamped_log),
+               LossParams::per_element(region, squared_pred, min_intersection, elem, focal_alpha, focal_gamma,
+                                       from_logits, clamped_log),
                ignore_index, check_target);
 }
 
@@ -343,15 +358,18 @@ std::tuple<Tensor, Tensor> binary_finalize_cuda(const Tensor& sums, const std::o
 
 // label_smoothing and weighted_mean are multiclass options: taken (the loss ops take the
 // whole LossSpec) and ignored.
-std::tuple<Tensor, Tensor> binary_loss_cuda(
-    const Tensor& input, const Tensor& target, const std::optional<Tensor>& weight, bool per_sample, bool per_channel,
-    bool region, double tv_alpha, double tv_beta, double smooth_nr, double smooth_dr, double region_gamma,
-    double region_weight, bool log_loss, bool squared_pred, bool elem, double focal_alpha, double focal_gamma,
-    double elem_weight, bool elem_mean, double /*label_smoothing*/, bool /*weighted_mean*/, bool from_logits,
-    bool clamped_log, std::optional<int64_t> ignore_index, c10::string_view reduction, bool check_target) {
+std::tuple<Tensor, Tensor> binary_loss_cuda(const Tensor& input, const Tensor& target,
+                                            const std::optional<Tensor>& weight, bool per_sample, bool per_channel,
+                                            bool region, double tv_alpha, double tv_beta, double smooth_nr,
+                                            double smooth_dr, double region_gamma, double region_weight, bool log_loss,
+                                            bool squared_pred, bool min_intersection, bool elem, double focal_alpha,
+                                            double focal_gamma, double elem_weight, bool elem_mean,
+                                            double /*label_smoothing*/, bool /*weighted_mean*/, bool from_logits,
+                                            bool clamped_log, std::optional<int64_t> ignore_index,
+                                            c10::string_view reduction, bool check_target) {
   const LossParams lp = LossParams::from_op(region, tv_alpha, tv_beta, smooth_nr, smooth_dr, region_gamma,
-                                            region_weight, log_loss, squared_pred, elem, focal_alpha, focal_gamma,
-                                            elem_weight, elem_mean, from_logits, clamped_log);
+                                            region_weight, log_loss, squared_pred, min_intersection, elem, focal_alpha,
+                                            focal_gamma, elem_weight, elem_mean, from_logits, clamped_log);
   const GroupLayout layout = group_layout(input.sizes(), per_sample, per_channel);
   const Tensor sums = stats(input, target, per_sample, per_channel, lp, ignore_index, check_target);
   return finalize(sums, weight, layout.num_channels, lp, parse_reduction(reduction), layout.shape);
@@ -359,8 +377,8 @@ std::tuple<Tensor, Tensor> binary_loss_cuda(
 
 Tensor binary_loss_backward_cuda(const Tensor& grad_loss_, const Tensor& input_, const Tensor& target_,
                                  const Tensor& coef_, bool per_sample, bool per_channel, bool region, bool squared_pred,
-                                 bool elem, double focal_alpha, double focal_gamma, bool from_logits, bool clamped_log,
-                                 std::optional<int64_t> ignore_index) {
+                                 bool min_intersection, bool elem, double focal_alpha, double focal_gamma,
+                                 bool from_logits, bool clamped_log, std::optional<int64_t> ignore_index) {
   const c10::cuda::CUDAGuard device_guard(input_.device());
   const BinaryOperands operands = binary_operands(input_, target_, per_sample, per_channel);
   const Tensor &input = operands.input, &target = operands.target;
@@ -370,8 +388,8 @@ Tensor binary_loss_backward_cuda(const Tensor& grad_loss_, const Tensor& input_,
   TORCH_CHECK(coef.numel() == layout.num_groups * 3, "fusedloss: coef must be (groups, 3), got ", coef_.sizes());
   const Tensor grad_loss = grad_loss_.to(acc_dtype).contiguous();
   const LaunchPlan plan = launch_plan(layout, input);
-  const LossParams lp =
-      LossParams::per_element(region, squared_pred, elem, focal_alpha, focal_gamma, from_logits, clamped_log);
+  const LossParams lp = LossParams::per_element(region, squared_pred, min_intersection, elem, focal_alpha, focal_gamma,
+                                                from_logits, clamped_log);
   Tensor grad = at::empty_like(input, operands.format);
   const auto stream = at::cuda::getCurrentCUDAStream();
   dispatch_input(input, "binary_loss_backward_cuda", [&](auto input_tag) {
@@ -379,13 +397,15 @@ Tensor binary_loss_backward_cuda(const Tensor& grad_loss_, const Tensor& input_,
     using acc_t = at::opmath_type<input_t>;
     with_binary_input(binary_input(lp), [&](auto mode) {
       with_ignore(ignore_index, [&](auto ignored) {
-        backward_kernel<input_t, acc_t, decltype(mode)::value, decltype(ignored)::value>
-            <<<plan.blocks, kThreads, 0, stream>>>(input.const_data_ptr<input_t>(), target_reader(target),
-                                                   coef.const_data_ptr<acc_t>(), grad_loss.const_data_ptr<acc_t>(),
-                                                   grad_loss.dim() > 0 ? 1 : 0, grad.mutable_data_ptr<input_t>(),
-                                                   layout.row_len, plan.chunks_per_row, layout.num_groups, plan.steps,
-                                                   lp, ignore_value<acc_t>(ignore_index));
-        C10_CUDA_KERNEL_LAUNCH_CHECK();
+        with_min_intersection(lp, [&](auto min_i) {
+          backward_kernel<input_t, acc_t, decltype(mode)::value, decltype(ignored)::value, decltype(min_i)::value>
+              <<<plan.blocks, kThreads, 0, stream>>>(input.const_data_ptr<input_t>(), target_reader(target),
+                                                     coef.const_data_ptr<acc_t>(), grad_loss.const_data_ptr<acc_t>(),
+                                                     grad_loss.dim() > 0 ? 1 : 0, grad.mutable_data_ptr<input_t>(),
+                                                     layout.row_len, plan.chunks_per_row, layout.num_groups, plan.steps,
+                                                     lp, ignore_value<acc_t>(ignore_index));
+          C10_CUDA_KERNEL_LAUNCH_CHECK();
+        });
       });
     });
   });

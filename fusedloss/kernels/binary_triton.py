@@ -14,7 +14,11 @@ Three passes, no float atomics, so results are bitwise reproducible:
      a fixed order, applies the loss formula and the reduction, and writes the
      loss and the per-group backward coefficients [dL/dI, dL/dP, dL/dE].
   3. ``_backward_kernel``: re-reads input and target, recomputes the sigmoid
-     and writes dL/dx = (cI*t + cP) * dp/dx + cE * dE/dx (squared_pred: cP * 2p).
+     and writes dL/dx = (cI*t + cP) * dp/dx + cE * dE/dx (squared_pred: cP * 2p;
+     min_intersection: cI * dI/dp, the step [p < t], 1/2 at p == t, for cI*t).
+
+``min_intersection`` (MIN_INTERSECTION): I = sum(min(p, t)) instead of sum(p*t), smp's and
+MONAI's soft_label intersection (the same for hard targets); not with squared_pred.
 ``_focal_map_kernel`` is the element-wise forward of reduction='none'.
 
 With ``ignore_index`` (HAS_IGNORE) an element whose target equals it (compared in
@@ -31,7 +35,7 @@ import triton
 import triton.language as tl
 
 from .._checks import kernel_target_flags
-from .._spec import GroupLayout, binary_operands, group_layout
+from .._spec import GroupLayout, binary_operands, check_min_intersection, group_layout
 from .triton_common import (REDUCTION_CODE, acc_dtypes, check_programs, count_rows, finalize_params, focal_params,
                             ignore_args, on_input_device, region_terms, sm_count, split, store_as, sum_rows,
                             target_flags, writable)
@@ -142,6 +146,12 @@ def _element_terms(x, t, p, q, dp_dx, softplus_neg_abs, alpha, gamma, CLAMPED_LO
 
 
 @triton.jit
+def _min_keeping_nan(p, t):
+    # min(p, t) with a NaN p kept (torch.minimum's; a NaN target is no probability).
+    return tl.where(t < p, t, p)
+
+
+@triton.jit
 def _outside_unit(t, mask):
     # A target value no probability has: < 0, > 1 or NaN (a 0/255 mask read as is).
     return mask & ((t < 0.0) | (t > 1.0) | (t != t))
@@ -152,7 +162,7 @@ def _stats_kernel(x_ptr, t_ptr, partial_ptr, ok_ptr, row_len, chunks_per_row, nu
                   ignore_index, focal_alpha_hi, focal_alpha_lo, focal_gamma_hi, focal_gamma_lo, REGION: tl.constexpr,
                   SQUARED_PRED: tl.constexpr, ELEM: tl.constexpr, FROM_LOGITS: tl.constexpr,
                   CLAMPED_LOG: tl.constexpr, HAS_IGNORE: tl.constexpr, CHECK_TARGET: tl.constexpr,
-                  BLOCK: tl.constexpr, ACC: tl.constexpr):
+                  BLOCK: tl.constexpr, ACC: tl.constexpr, MIN_INTERSECTION: tl.constexpr):
     focal_alpha, focal_gamma = focal_params(focal_alpha_hi, focal_alpha_lo, focal_gamma_hi, focal_gamma_lo, ACC)
     pid = tl.program_id(0).to(tl.int64)
     row = pid // chunks_per_row
@@ -183,7 +193,10 @@ def _stats_kernel(x_ptr, t_ptr, partial_ptr, ok_ptr, row_len, chunks_per_row, nu
         p, q, dp_dx, softplus_neg_abs = _probabilities(x, FROM_LOGITS, CLAMPED_LOG)
         if REGION:
             p = tl.where(mask, p, 0.0)  # sigmoid(0) = 0.5 on masked lanes
-            sum_pt += p * t
+            if MIN_INTERSECTION:
+                sum_pt += _min_keeping_nan(p, t)
+            else:
+                sum_pt += p * t
             if SQUARED_PRED:
                 sum_p += p * p
                 sum_t += t * t
@@ -285,7 +298,7 @@ def _backward_kernel(x_ptr, t_ptr, coef_ptr, grad_out_ptr, grad_ptr, row_len, ch
                      focal_gamma_lo, REGION: tl.constexpr, SQUARED_PRED: tl.constexpr, ELEM: tl.constexpr,
                      FROM_LOGITS: tl.constexpr, CLAMPED_LOG: tl.constexpr, HAS_IGNORE: tl.constexpr,
                      GRAD_OUT_PER_ELEMENT: tl.constexpr, BLOCK: tl.constexpr, ACC: tl.constexpr,
-                     GRAD_BF16: tl.constexpr):
+                     GRAD_BF16: tl.constexpr, MIN_INTERSECTION: tl.constexpr):
     focal_alpha, focal_gamma = focal_params(focal_alpha_hi, focal_alpha_lo, focal_gamma_hi, focal_gamma_lo, ACC)
     pid = tl.program_id(0).to(tl.int64)
     row = pid // chunks_per_row
@@ -314,6 +327,8 @@ def _backward_kernel(x_ptr, t_ptr, coef_ptr, grad_out_ptr, grad_ptr, row_len, ch
         if REGION:
             if SQUARED_PRED:  # dP/dp = 2p
                 grad += (coef_i * t + coef_p * (2.0 * p)) * dp_dx
+            elif MIN_INTERSECTION:  # dI/dp = [p < t], 1/2 at p == t (torch's subgradient of |p - t|)
+                grad += (coef_i * tl.where(p < t, 1.0, tl.where(p == t, 0.5, 0.0)) + coef_p) * dp_dx
             else:
                 grad += (coef_i * t + coef_p) * dp_dx
         if ELEM:
@@ -383,9 +398,10 @@ def _as_loadable(target: torch.Tensor) -> torch.Tensor:
     return target.view(torch.uint8) if target.dtype == torch.bool else target
 
 
-def _stats(input, target, per_sample, per_channel, region, squared_pred, elem, focal_alpha, focal_gamma, from_logits,
-           clamped_log, ignore_index, check_target):
+def _stats(input, target, per_sample, per_channel, region, squared_pred, min_intersection, elem, focal_alpha,
+           focal_gamma, from_logits, clamped_log, ignore_index, check_target):
     """Launch the statistics kernel: partial sums (groups * parts_per_group, 5) and parts_per_group."""
+    check_min_intersection(squared_pred, min_intersection)
     layout = group_layout(input.shape, per_sample, per_channel)
     acc, ACC = acc_dtypes(input)
     x, target, _ = binary_operands(input, target, per_sample, per_channel)
@@ -401,7 +417,7 @@ def _stats(input, target, per_sample, per_channel, region, squared_pred, elem, f
                                     REGION=region, SQUARED_PRED=region and squared_pred, ELEM=elem,
                                     FROM_LOGITS=from_logits, CLAMPED_LOG=_clamped(from_logits, clamped_log),
                                     HAS_IGNORE=has_ignore, CHECK_TARGET=check_target, BLOCK=plan.block, ACC=ACC,
-                                    num_warps=plan.num_warps)
+                                    MIN_INTERSECTION=region and min_intersection, num_warps=plan.num_warps)
     if check_target:
         kernel_target_flags(ok, target, None, ignore_index)
     return partials, members * plan.chunks_per_row
@@ -434,23 +450,25 @@ def _finalize(partials, parts_per_group, weight, num_channels, region, tv_alpha,
 
 @on_input_device
 def binary_loss(input, target, weight, per_sample, per_channel, region, tv_alpha, tv_beta, smooth_nr, smooth_dr,
-                region_gamma, region_weight, log_loss, squared_pred, elem, focal_alpha, focal_gamma, elem_weight,
-                elem_mean, label_smoothing, weighted_mean, from_logits, clamped_log, ignore_index, reduction,
-                check_target):
+                region_gamma, region_weight, log_loss, squared_pred, min_intersection, elem, focal_alpha, focal_gamma,
+                elem_weight, elem_mean, label_smoothing, weighted_mean, from_logits, clamped_log, ignore_index,
+                reduction, check_target):
     # label_smoothing and weighted_mean are multi-class options: the binary family has neither.
     layout = group_layout(input.shape, per_sample, per_channel)
-    partials, parts_per_group = _stats(input, target, per_sample, per_channel, region, squared_pred, elem, focal_alpha,
-                                       focal_gamma, from_logits, clamped_log, ignore_index, check_target)
+    partials, parts_per_group = _stats(input, target, per_sample, per_channel, region, squared_pred, min_intersection,
+                                       elem, focal_alpha, focal_gamma, from_logits, clamped_log, ignore_index,
+                                       check_target)
     return _finalize(partials, parts_per_group, weight, layout.num_channels, region, tv_alpha, tv_beta, smooth_nr,
                      smooth_dr, region_gamma, region_weight, log_loss, elem, elem_weight, elem_mean, reduction,
                      layout.shape)
 
 
 @on_input_device
-def binary_stats(input, target, per_sample, per_channel, region, squared_pred, elem, focal_alpha, focal_gamma,
-                 from_logits, clamped_log, ignore_index, check_target):
-    partials, parts_per_group = _stats(input, target, per_sample, per_channel, region, squared_pred, elem, focal_alpha,
-                                       focal_gamma, from_logits, clamped_log, ignore_index, check_target)
+def binary_stats(input, target, per_sample, per_channel, region, squared_pred, min_intersection, elem, focal_alpha,
+                 focal_gamma, from_logits, clamped_log, ignore_index, check_target):
+    partials, parts_per_group = _stats(input, target, per_sample, per_channel, region, squared_pred, min_intersection,
+                                       elem, focal_alpha, focal_gamma, from_logits, clamped_log, ignore_index,
+                                       check_target)
     return partials.view(-1, parts_per_group, 5).sum(1)  # fixed order: deterministic
 
 
@@ -462,8 +480,9 @@ def binary_finalize(sums, weight, num_channels, region, tv_alpha, tv_beta, smoot
 
 
 @on_input_device
-def binary_loss_backward(grad_loss, input, target, coef, per_sample, per_channel, region, squared_pred, elem,
-                         focal_alpha, focal_gamma, from_logits, clamped_log, ignore_index):
+def binary_loss_backward(grad_loss, input, target, coef, per_sample, per_channel, region, squared_pred,
+                         min_intersection, elem, focal_alpha, focal_gamma, from_logits, clamped_log, ignore_index):
+    check_min_intersection(squared_pred, min_intersection)
     layout = group_layout(input.shape, per_sample, per_channel)
     _, ACC = acc_dtypes(input)
     x, target, memory_format = binary_operands(input, target, per_sample, per_channel)
@@ -478,7 +497,8 @@ def binary_loss_backward(grad_loss, input, target, coef, per_sample, per_channel
                                        ELEM=elem, FROM_LOGITS=from_logits,
                                        CLAMPED_LOG=_clamped(from_logits, clamped_log), HAS_IGNORE=has_ignore,
                                        GRAD_OUT_PER_ELEMENT=False, BLOCK=plan.block, ACC=ACC,
-                                       GRAD_BF16=x.dtype == torch.bfloat16, num_warps=plan.num_warps)
+                                       GRAD_BF16=x.dtype == torch.bfloat16,
+                                       MIN_INTERSECTION=region and min_intersection, num_warps=plan.num_warps)
     return grad
 
 
@@ -523,5 +543,5 @@ def binary_focal_map_backward(grad_map, input, target, alpha, gamma, from_logits
                                        CLAMPED_LOG=_clamped(from_logits, clamped_log), HAS_IGNORE=has_ignore,
                                        GRAD_OUT_PER_ELEMENT=True,
                                        BLOCK=plan.block, ACC=ACC, GRAD_BF16=x.dtype == torch.bfloat16,
-                                       num_warps=plan.num_warps)
+                                       MIN_INTERSECTION=False, num_warps=plan.num_warps)
     return grad
