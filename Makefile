@@ -4,9 +4,10 @@
 # make format apply what the tools can fix
 PYTHON ?= python3
 VENV ?= .venv
-# The CPU build of torch by default; TORCH_SPEC='torch==2.14.1' (a CUDA build) also
-# compiles the extension's CUDA kernels where nvcc is found (CUDA_HOME).
-TORCH_SPEC ?= torch==2.13.0
+# torch 2.14.1 (a CUDA build that also runs on the CPU): the torchvision that smp needs for the
+# compat tests (0.29.1, requirements-dev.txt) pairs with it. It also compiles the extension's
+# CUDA kernels where nvcc is found (CUDA_HOME).
+TORCH_SPEC ?= torch==2.14.1
 PRESET ?= quick
 # pytest-xdist processes for `make test` (the interpreter runs one core each).
 TEST_WORKERS ?= 2
@@ -37,7 +38,7 @@ $(AOT_TRITON_DIR)/.installed: | $(VENV)/.installed
 	touch $@
 
 test: setup $(if $(AOT_TRITON),$(AOT_TRITON_DIR)/.installed)
-	FUSEDLOSS_AOT_TRITON_PATHS="$(if $(AOT_TRITON),$(abspath $(AOT_TRITON_DIR)))" \
+	FUSEDLOSS_AOT_TRITON_PATHS="$(if $(AOT_TRITON),$(abspath $(AOT_TRITON_DIR)))" FUSEDLOSS_EXPECT_PEERS=1 \
 	$(PY) -m pytest tests bench/test_smoke.py -q -W ignore::DeprecationWarning -n $(TEST_WORKERS)
 
 CSRC_FILES := $(wildcard csrc/*.h csrc/*.cpp csrc/*/*.h csrc/*/*.cpp csrc/*/*.cu)
