@@ -1,4 +1,5 @@
-"""Who computes the loss: eager reference, torch.compile(reference), and each fusedloss backend."""
+"""Who computes the loss: eager reference, torch.compile(reference), each fusedloss backend, and
+the peers (smp and MONAI's own classes, ``_peers.py``) on the rows they compute."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import _peers
 import torch
 from _cases import (BINARY, CE_OPTIONS, GENERALIZED_DICE_LOSSES, MULTICLASS, MULTICLASS_LOSSES, PROBABILITIES,
                     SQUARED_PRED, Case)
@@ -16,6 +18,7 @@ from _cases import (BINARY, CE_OPTIONS, GENERALIZED_DICE_LOSSES, MULTICLASS, MUL
 EAGER = "eager"
 COMPILE = "compile"
 FUSED = "fused"  # in a --providers list: every fusedloss backend that can run
+PEER = "peer"  # another library's loss classes (_peers.PEERS)
 
 # The Triton interpreter takes seconds per call at 4M elements, and a case makes several
 # calls: past 1M elements a preset with it would take many minutes.
@@ -147,6 +150,11 @@ class Provider:
     def loss_fn(self, case: Case):
         """A callable (logits, target) -> loss for this case (its variant's options passed
         by the names each function takes), or raise Unavailable."""
+        if self.kind == PEER:
+            peer_fn = _peers.loss_fn(self.name, case)
+            if peer_fn is None:
+                raise Unavailable(f"{self.name} has no class for this row (see bench/_peers.py)")
+            return peer_fn
         functional, options, reference = loss_functions(self.fusedloss, case.loss)
         public, internal = variant_options(functional, reference, case, self.device)
         if self.kind == COMPILE:
@@ -215,7 +223,14 @@ def resolve_providers(fusedloss, device: torch.device, requested: list[str] | No
         if backends and not any(family in can_run for can_run in families.values()):
             notes.append(f"no fused backend can run the {family} losses on {device} here")
 
-    known = [EAGER, COMPILE] + backends
+    peers = []
+    for peer in _peers.PEERS:
+        reason = _peers.unavailable_reason(peer)
+        if reason is None:
+            peers.append(peer)
+        elif requested is None:
+            notes.append(f"peer {peer}: {reason}; not run")
+    known = [EAGER, COMPILE] + backends + peers
     if requested is None:
         names = known
     else:
@@ -225,6 +240,8 @@ def resolve_providers(fusedloss, device: torch.device, requested: list[str] | No
             for one in expanded:
                 if one not in known:
                     why = fusedloss.backends().get(one, f"not a provider (known here: {', '.join(known)})")
+                    if one in _peers.PEERS:
+                        why = _peers.unavailable_reason(one)
                     if one == "triton" and device.type == "cpu" and not use_interpreter:
                         why = "on CPU only with --with-triton-interpreter"
                     raise RequestError(f"provider {one!r} cannot run on {device} here: {why}")
@@ -234,6 +251,8 @@ def resolve_providers(fusedloss, device: torch.device, requested: list[str] | No
     for name in names:
         if name in (EAGER, COMPILE):
             providers.append(Provider(name, name, fusedloss, device))
+        elif name in peers:
+            providers.append(Provider(name, PEER, fusedloss, device))
         else:
             providers.append(Provider(name, FUSED, fusedloss, device, frozenset(families[name])))
     return providers, notes

@@ -35,6 +35,7 @@ COLUMNS = (("loss", "loss", str), ("shape", "shape", str), ("layout", "layout", 
            ("time_ms", "time (ms)", _fmt(".4g")), ("gbps", "GB/s", _fmt(".3g")),
            ("roofline", "% roofline", lambda v: "-" if v is None else f"{100 * v:.1f}%"),
            ("speedup_vs_eager", "vs eager", _fmt(".2f", "x")), ("speedup_vs_compile", "vs compile", _fmt(".2f", "x")),
+           ("speedup_vs_smp", "vs smp", _fmt(".2f", "x")), ("speedup_vs_monai", "vs MONAI", _fmt(".2f", "x")),
            ("extra_mem_bytes", "extra mem", _fmt_bytes), ("note", "note", str))
 
 
@@ -44,22 +45,26 @@ def _case_key(row):
             row["mode"])
 
 
+# Providers every row's time is compared with (a "vs <provider>" column each): the reference,
+# eager and compiled, and the peers (bench/_peers.py).
+SPEEDUP_BASELINES = ("eager", "compile", "smp", "monai")
+
+
 def add_comparisons(rows: list[dict]):
     """Fill speed-ups against the eager and compile rows of the same case, and flag loss
     values that disagree with eager's (a fast wrong answer is not a result)."""
     baselines = {}
     for row in rows:
-        if row["provider"] in ("eager", "compile") and row["time_ms"] is not None:
+        if row["provider"] in SPEEDUP_BASELINES and row["time_ms"] is not None:
             baselines[(_case_key(row), row["provider"])] = row
     for row in rows:
         if row["time_ms"] is None:
             continue
+        for provider in SPEEDUP_BASELINES:
+            baseline = baselines.get((_case_key(row), provider))
+            if baseline is not None:
+                row[f"speedup_vs_{provider}"] = baseline["time_ms"] / row["time_ms"]
         eager = baselines.get((_case_key(row), "eager"))
-        compiled = baselines.get((_case_key(row), "compile"))
-        if eager is not None:
-            row["speedup_vs_eager"] = eager["time_ms"] / row["time_ms"]
-        if compiled is not None:
-            row["speedup_vs_compile"] = compiled["time_ms"] / row["time_ms"]
         if eager is not None and row is not eager:
             reference, value = eager["loss_value"], row["loss_value"]
             difference = abs(value - reference) / max(abs(reference), 1e-6)

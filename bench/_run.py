@@ -34,6 +34,8 @@ def base_row(case: Case, provider: Provider) -> dict:
         "roofline": None,
         "speedup_vs_eager": None,
         "speedup_vs_compile": None,
+        "speedup_vs_smp": None,
+        "speedup_vs_monai": None,
         "extra_mem_bytes": None,
         "first_call_s": None,
         "loss_value": None,

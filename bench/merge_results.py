@@ -23,7 +23,7 @@ if str(BENCH_DIR) not in sys.path:
 
 import _report  # noqa: E402
 
-_DERIVED = ("speedup_vs_eager", "speedup_vs_compile")
+_DERIVED = ("speedup_vs_eager", "speedup_vs_compile", "speedup_vs_smp", "speedup_vs_monai")
 
 
 def merge(documents: list[dict]) -> tuple[dict, list[dict], list[str]]:

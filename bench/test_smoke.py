@@ -262,7 +262,8 @@ def test_variant_rows_agree_with_eager(monkeypatch):
     monkeypatch.setattr(torch, "compile", lambda function, **kwargs: function)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     fusedloss = _fusedloss()
-    providers, _ = _providers.resolve_providers(fusedloss, device, None)
+    providers = [provider for provider in _providers.resolve_providers(fusedloss, device, None)[0]
+                 if provider.kind != _providers.PEER]  # the peers have no variant rows: test_peer_rows_agree_with_eager
     timing = _cases.Timing(warmup=0, repeats=1, min_repeats=1, max_seconds=0.0)
     binary, multiclass = (1, 1, 64, 64), (2, 8, 16, 16)
     cases = [_cases.Case(loss, shape, "float32", "uint8", _cases.FWD_BWD, variant=variant)
@@ -404,7 +405,8 @@ def test_target_option_rows_agree_with_eager(monkeypatch):
     monkeypatch.setattr(torch, "compile", lambda function, **kwargs: function)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     fusedloss = _fusedloss()
-    providers, _ = _providers.resolve_providers(fusedloss, device, None)
+    providers = [provider for provider in _providers.resolve_providers(fusedloss, device, None)[0]
+                 if provider.kind != _providers.PEER]  # the peers have no variant rows: test_peer_rows_agree_with_eager
     providers.append(_providers.Provider("reference", _providers.FUSED, fusedloss, device))  # the public code path
     timing = _cases.Timing(warmup=0, repeats=1, min_repeats=1, max_seconds=0.0)
     specs = [("multiclass_dice", (2, 6, 8, 8), "uint8", ""), ("multiclass_dice", (2, 6, 8, 8), "uint8", "one_hot"),
@@ -446,3 +448,38 @@ def test_target_option_rows_agree_with_eager(monkeypatch):
     assert len({(_report._case_key(row), row["provider"]) for row in rows}) == len(rows)
     if failed:
         pytest.skip("fused rows that did not run: " + "; ".join(failed))
+
+
+def test_peer_rows_agree_with_eager(monkeypatch):
+    # smp's and MONAI's own classes on the rows they compute (bench/_peers.py), through
+    # _run.measure as main.py runs them: each one's loss equals eager's, the rows carry the
+    # "vs smp" / "vs MONAI" ratios, and they have no row for the losses and variants they lack.
+    import _peers
+
+    for peer in _peers.PEERS:
+        if _peers.unavailable_reason(peer) is not None:
+            pytest.skip(f"{_peers.unavailable_reason(peer)} (make test installs it)")
+    monkeypatch.setattr(torch, "compile", lambda function, **kwargs: function)
+    device = torch.device("cpu")
+    fusedloss = _fusedloss()
+    providers, _ = _providers.resolve_providers(fusedloss, device, ["eager", "cpu", "smp", "monai"])
+    assert [provider.kind for provider in providers[-2:]] == [_providers.PEER] * 2
+    timing = _cases.Timing(warmup=0, repeats=1, min_repeats=1, max_seconds=0.0)
+    binary, multiclass = (2, 1, 16, 16), (2, 5, 8, 8)
+    cases = [_cases.Case(loss, shape, "float32", target, _cases.FWD_BWD)
+             for loss, shape, target in (("dice", binary, "float32"), ("focal", binary, "uint8"),
+                                         ("dice_bce", binary, "uint8"), ("multiclass_dice", multiclass, "uint8"),
+                                         ("dice_ce", (1, 4, 4, 6, 5), "int64"), ("iou", binary, "float32"))]
+    rows = [_run.measure(case, provider, device, timing, 1e9) for case in cases for provider in providers]
+    _report.add_comparisons(rows)
+    eager = {row["loss"]: row["loss_value"] for row in rows if row["provider"] == "eager"}
+    for row in rows:
+        if row["loss"] == "iou" and row["provider"] in _peers.PEERS:
+            assert row["status"] != "ok" and "no class for this row" in row["note"], row
+            continue
+        assert row["status"] == "ok", row
+        assert row["loss_value"] == pytest.approx(eager[row["loss"]], rel=1e-4), row
+        if row["provider"] == "cpu" and row["loss"] != "iou":
+            assert row["speedup_vs_smp"] is not None and row["speedup_vs_monai"] is not None, row
+    table = _report.format_table(rows)
+    assert "vs smp" in table and "vs MONAI" in table
