@@ -37,6 +37,13 @@ def unavailable_reason(peer: str) -> str | None:
     return None
 
 
+def version(peer: str) -> str | None:
+    """The peer package's version (None where it does not import)."""
+    if unavailable_reason(peer) is not None:
+        return None
+    return importlib.import_module(_MODULES[peer].split(".")[0]).__version__
+
+
 def loss_fn(peer: str, case):
     """A callable (logits, target) -> the row's loss computed by ``peer``, or None where the peer
     has no class for this row (another loss, or a variant)."""

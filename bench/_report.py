@@ -148,8 +148,11 @@ def write_plot(path: Path, meta: dict, rows: list[dict]) -> str | None:
     colours = {name: f"C{index % 10}" for index, name in enumerate(providers)}
     markers = {pair: "osv^D<>px*"[index % 10] for index, pair in enumerate(dtype_pairs)}
 
-    columns = min(3, len(losses))
-    panel_rows = math.ceil(len(losses) / columns)
+    peer_rows = [row for row in timed if row.get("speedup_vs_smp") or row.get("speedup_vs_monai")]
+    peer_rows = [row for row in peer_rows if row["provider"] not in SPEEDUP_BASELINES]
+    panels = len(losses) + (1 if peer_rows else 0)
+    columns = min(3, panels)
+    panel_rows = math.ceil(panels / columns)
     figure, axes = plt.subplots(panel_rows, columns, figsize=(5.5 * columns, 4.2 * panel_rows), squeeze=False)
     for axis, loss in zip(axes.flat, losses):
         series = {}
@@ -181,7 +184,9 @@ def write_plot(path: Path, meta: dict, rows: list[dict]) -> str | None:
         axis.set_ylabel("GB/s (floor bytes / median time)")
         axis.grid(True, which="both", alpha=0.3)
         axis.legend(fontsize=6)
-    for axis in list(axes.flat)[len(losses) :]:
+    if peer_rows:
+        _peer_panel(list(axes.flat)[len(losses)], peer_rows)
+    for axis in list(axes.flat)[panels:]:
         axis.set_visible(False)
     figure.suptitle(
         f"fusedloss throughput on {meta.get('device_name', meta.get('device'))} ({meta.get('preset')} preset)"
@@ -190,3 +195,22 @@ def write_plot(path: Path, meta: dict, rows: list[dict]) -> str | None:
     figure.savefig(path, dpi=110)
     plt.close(figure)
     return None
+
+
+def _peer_panel(axis, rows):
+    """Each fused row's speed-up over smp and MONAI (their own classes, the same loss): bars."""
+    labels = [f"{row['loss']} {row['shape']}{'' if row.get('layout') in (None, 'contiguous') else ' cl'} "
+              f"{row['dtype']}/{row['target_dtype']} {row['mode']} {row['provider']}" for row in rows]
+    positions = range(len(rows))
+    for offset, (key, name, colour) in enumerate((("speedup_vs_smp", "vs smp", "C3"),
+                                                  ("speedup_vs_monai", "vs MONAI", "C4"))):
+        values = [row.get(key) or 0.0 for row in rows]
+        axis.barh([position + 0.4 * offset for position in positions], values, height=0.4, color=colour, label=name)
+    axis.axvline(1.0, color="grey", linewidth=1)
+    axis.set_xscale("log")
+    axis.set_yticks([position + 0.2 for position in positions], labels, fontsize=5)
+    axis.invert_yaxis()
+    axis.set_xlabel("speed-up: the peer's median time / this row's")
+    axis.set_title("vs smp and vs MONAI")
+    axis.legend(fontsize=6)
+

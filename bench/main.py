@@ -26,6 +26,7 @@ if str(BENCH_DIR) not in sys.path:  # when imported in-process (tests), not run 
 
 import _cases  # noqa: E402
 import _memory  # noqa: E402
+import _peers  # noqa: E402
 import _plan  # noqa: E402
 import _report  # noqa: E402
 import _run  # noqa: E402
@@ -100,7 +101,8 @@ def _metadata(args, device, fusedloss, copy_bytes_per_s):
             "commit": _git_commit(), "python": platform.python_version(),
             "triton_interpreter": os.environ.get("TRITON_INTERPRET") == "1",
             "timer": "CUDA events, median" if device.type == "cuda" else "time.perf_counter, median",
-            "copy_gbps": round(copy_bytes_per_s / 1e9, 2), "extra_mem": _memory.method(device)}
+            "copy_gbps": round(copy_bytes_per_s / 1e9, 2), "extra_mem": _memory.method(device),
+            **{peer: _peers.version(peer) for peer in _peers.PEERS}}
 
 
 def run(args) -> tuple[dict, list[dict], list[str]]:
