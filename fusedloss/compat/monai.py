@@ -30,9 +30,10 @@ Region losses (DiceLoss, GeneralizedDiceLoss, TverskyLoss, the Dice part of Dice
 - ``squared_pred``, ``jaccard``, ``batch``, ``smooth_nr``, ``smooth_dr``, ``weight``, ``w_type``,
   every ``reduction`` (MONAI's output shapes), Tversky's ``alpha`` / ``beta``: fused (formulas).
 - ``soft_label=True``: the same as False for hard targets (label maps, bool / integer targets:
-  fused); with a float target and a sigmoid or softmax, I = sum min(p, t): fused when the
-  installed LossSpec has ``min_intersection`` (sigmoid; softmax: eager softmax, then fused),
-  else eager; with ``other_act`` / no activation (p may be negative: MONAI's |p| norms): eager.
+  fused); with a float target and a sigmoid or softmax, I = sum min(p, t) (the min_intersection
+  kernels): fused with a sigmoid; with a softmax, eager softmax, then fused (the multi-class
+  kernels have no min_intersection); with ``other_act`` / no activation (p may be negative:
+  MONAI's |p| norms): eager.
   With ``squared_pred`` it is the squared form (MONAI's ord-2 norms equal it): fused.
 - ``ignore_index`` with a label map: fused (pixels holding it count nowhere; a class index in
   [0, C) is first replaced by -1 in an int64 copy of the map). With a dense target: eager, then
@@ -86,8 +87,6 @@ from .._spec import LossSpec, activation_spec
 from ..functional import Backend
 from ..ops.sums import binary_sums, multiclass_sums
 
-# The LossSpec field for I = sum min(p, t) (MONAI's soft_label, ord 1), where installed.
-_HAS_MIN_INTERSECTION = "min_intersection" in LossSpec._fields
 _REDUCTIONS = ("none", "mean", "sum")
 _WEIGHT_TYPES = ("square", "simple", "uniform")
 
@@ -372,8 +371,6 @@ def _plan(input, target, act, *, to_onehot_y=False, ignore_index=None, soft_labe
     soft = soft_label and not squared_pred and not hard  # I = sum min(p, t), MONAI's ord-1 norms
     if soft_label and not squared_pred and act not in ("sigmoid", "softmax"):
         return _Plan("definition", act, input, target, False, ignore_index, False)  # p may be negative: |p|
-    if soft and not _HAS_MIN_INTERSECTION:
-        return _Plan("definition", act, input, target, False, ignore_index, False)
     if not target.is_floating_point() and target.dtype not in (torch.bool, torch.uint8) and not label_map:
         target = target.to(torch.uint8)
     if ignore_index is not None and not label_map:
