@@ -99,16 +99,21 @@ enum Terms : int {
   kIgnored = 64,           // ignore_index given (a bit above the BinaryInput's): a loop of its own
   kMinIntersection = 128,  // min_intersection (with kRegion only, never kSquared): loops of their own
 };
+// The focal form (FocalForm, != kFocalLin only with kModulated and kLogitBce), in the bits from
+// here up: loops of their own (with_focal_form_terms).
+constexpr int kFocalFormShift = 8;
 constexpr int kInputShift = 4;  // the BinaryInput, in the bits from here up
 constexpr int kTermBits = (1 << kInputShift) - 1;
 
 constexpr bool has(int terms, Terms term) { return (terms & term) != 0; }
 constexpr BinaryInput input_of(int terms) { return static_cast<BinaryInput>((terms >> kInputShift) & 3); }
+constexpr int form_of(int terms) { return (terms >> kFocalFormShift) & 3; }
 
 inline int terms_of(const LossParams& lp) {
   return (lp.region ? kRegion : 0) | (lp.region && lp.squared_pred ? kSquared : 0) |
          (lp.region && lp.min_intersection ? kMinIntersection : 0) | (lp.elem ? kElem : 0) |
-         (lp.elem && lp.focal_gamma != 0 ? kModulated : 0) | (binary_input(lp) << kInputShift);
+         (lp.elem && lp.focal_gamma != 0 ? kModulated : 0) | (binary_input(lp) << kInputShift) |
+         (lp.elem && lp.focal_gamma != 0 ? lp.focal_form << kFocalFormShift : 0);
 }
 
 // Calls fn(std::integral_constant<BinaryInput, INPUT>{}) for the runtime `input`.
@@ -193,8 +198,37 @@ C10_ALWAYS_INLINE decltype(auto) with_intersection_and_terms(int terms, Fn&& fn)
   return with_terms_for_input<BITS>(terms, fn);
 }
 
+// A focal form (logits, modulated element term: LossParams and terms_of see to it): four term
+// sets only, the element term alone, with the region term, with squared_pred, with
+// min_intersection.
+template <int BITS, typename Fn>
+C10_ALWAYS_INLINE decltype(auto) with_focal_form_term_sets(int terms, Fn&& fn) {
+  constexpr int kModulatedElem = kElem | kModulated;
+  if (has(terms, kMinIntersection)) {
+    return fn(std::integral_constant<int, BITS | kMinIntersection | kRegion | kModulatedElem>{});
+  }
+  switch (terms & kTermBits) {
+    case kRegion | kModulatedElem: return fn(std::integral_constant<int, BITS | kRegion | kModulatedElem>{});
+    case kRegion | kSquared | kModulatedElem:
+      return fn(std::integral_constant<int, BITS | kRegion | kSquared | kModulatedElem>{});
+    default: return fn(std::integral_constant<int, BITS | kModulatedElem>{});
+  }
+}
+
+template <int BITS, typename Fn>
+C10_ALWAYS_INLINE decltype(auto) with_focal_form_terms(int terms, Fn&& fn) {
+  constexpr int kInput = kLogitBce << kInputShift;
+  if (form_of(terms) == kFocalSmp)
+    return with_focal_form_term_sets<BITS | kInput | (kFocalSmp << kFocalFormShift)>(terms, fn);
+  return with_focal_form_term_sets<BITS | kInput | (kFocalMonai << kFocalFormShift)>(terms, fn);
+}
+
 template <typename Fn>
 C10_ALWAYS_INLINE decltype(auto) with_terms(int terms, Fn&& fn) {
+  if (form_of(terms) != kFocalLin) {
+    if (has(terms, kIgnored)) return with_focal_form_terms<kIgnored>(terms, fn);
+    return with_focal_form_terms<0>(terms, fn);
+  }
   return with_binary_input(input_of(terms), [&](auto input_tag) C10_ALWAYS_INLINE_ATTRIBUTE -> decltype(auto) {
     constexpr int kInput = decltype(input_tag)::value << kInputShift;
     if (has(terms, kIgnored)) return with_intersection_and_terms<kInput | kIgnored>(terms, fn);

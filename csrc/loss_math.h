@@ -50,12 +50,16 @@ struct LossParams {
   // I = sum(min(p, t)) (smp's, MONAI's soft_label): binary only, not with squared_pred. Last, in
   // the padding: the other fields keep their offsets (the default kernels read the same bytes).
   bool min_intersection = false;
+  // The binary focal factor's form (FocalForm below; logits only): after the bools, in the
+  // padding too (sizeof and the other offsets unchanged).
+  int focal_form = 0;
 
   // What the per-element passes read (statistics, backward): which terms, the focal
   // parameters, and how the input is read.
   static LossParams per_element(bool region, bool squared_pred, bool min_intersection, bool elem, double focal_alpha,
-                                double focal_gamma, bool from_logits, bool clamped_log) {
+                                double focal_gamma, bool from_logits, bool clamped_log, int64_t focal_form = 0) {
     check_min_intersection(squared_pred, min_intersection);
+    check_focal_form(focal_form, from_logits, clamped_log);
     return {.region = region,
             .squared_pred = squared_pred,
             .elem = elem,
@@ -63,12 +67,14 @@ struct LossParams {
             .focal_gamma = focal_gamma,
             .from_logits = from_logits,
             .clamped_log = clamped_log,
-            .min_intersection = min_intersection};
+            .min_intersection = min_intersection,
+            .focal_form = static_cast<int>(focal_form)};
   }
 
   // The focal map ops: the element term alone.
-  static LossParams focal_map(double focal_alpha, double focal_gamma, bool from_logits, bool clamped_log) {
-    return per_element(false, false, false, true, focal_alpha, focal_gamma, from_logits, clamped_log);
+  static LossParams focal_map(double focal_alpha, double focal_gamma, bool from_logits, bool clamped_log,
+                              int64_t focal_form = 0) {
+    return per_element(false, false, false, true, focal_alpha, focal_gamma, from_logits, clamped_log, focal_form);
   }
 
   // What the finalize ops take: the formula's parameters (the per-element ones are already in the sums).
@@ -92,14 +98,17 @@ struct LossParams {
   static LossParams from_op(bool region, double tv_alpha, double tv_beta, double smooth_nr, double smooth_dr,
                             double region_gamma, double region_weight, bool log_loss, bool squared_pred,
                             bool min_intersection, bool elem, double focal_alpha, double focal_gamma,
-                            double elem_weight, bool elem_mean, bool from_logits, bool clamped_log) {
+                            int64_t focal_form, double elem_weight, bool elem_mean, bool from_logits,
+                            bool clamped_log) {
     check_min_intersection(squared_pred, min_intersection);
+    check_focal_form(focal_form, from_logits, clamped_log);
     LossParams lp = for_finalize(region, tv_alpha, tv_beta, smooth_nr, smooth_dr, region_gamma, region_weight, log_loss,
                                  elem, elem_weight, elem_mean);
     lp.squared_pred = squared_pred;
     lp.min_intersection = min_intersection;
     lp.focal_alpha = focal_alpha;
     lp.focal_gamma = focal_gamma;
+    lp.focal_form = static_cast<int>(focal_form);
     lp.from_logits = from_logits;
     lp.clamped_log = clamped_log;
     return lp;
@@ -109,6 +118,17 @@ struct LossParams {
   static void check_min_intersection(bool squared_pred, bool min_intersection) {
     TORCH_CHECK_VALUE(!(squared_pred && min_intersection),
                       "fusedloss: min_intersection (I = sum(min(p, t))) does not combine with squared_pred");
+  }
+
+  // focal_form: 0 (Lin et al., torchvision), 1 (smp), 2 (MONAI); 1 and 2 on logits only
+  // (from_logits, not clamped_log).
+  static void check_focal_form(int64_t focal_form, bool from_logits, bool clamped_log) {
+    TORCH_CHECK_VALUE(focal_form >= 0 && focal_form <= 2,
+                      "fusedloss: focal_form must be 0 (torchvision), 1 (smp) or 2 (MONAI), got ", focal_form);
+    TORCH_CHECK_VALUE(focal_form == 0 || (from_logits && !clamped_log),
+                      "fusedloss: focal_form 1 (smp) and 2 (MONAI) take logits (from_logits=True, clamped_log=False), "
+                      "got from_logits=",
+                      from_logits, ", clamped_log=", clamped_log);
   }
 
   // The same loss without its element term (the multiclass one is not per group).
@@ -136,6 +156,14 @@ inline BinaryInput binary_input(const LossParams& lp) {
 inline void check_no_min_intersection(bool min_intersection) {
   TORCH_CHECK_VALUE(!min_intersection,
                     "fusedloss: min_intersection (I = sum(min(p, t))) is implemented for the binary family only, "
+                    "not for multi-class losses");
+}
+
+// The multiclass loss ops take focal_form (the schema is the whole LossSpec); the multiclass
+// kernels do not implement it.
+inline void check_no_focal_form(int64_t focal_form) {
+  TORCH_CHECK_VALUE(focal_form == 0,
+                    "fusedloss: focal_form 1 (smp) and 2 (MONAI) are implemented for the binary family only, "
                     "not for multi-class losses");
 }
 
@@ -250,6 +278,47 @@ FUSEDLOSS_INLINE FocalTerms<acc_t> focal_terms(acc_t x, acc_t t, const SigmoidPa
   return {alpha_t * modulator * bce, alpha_t * (modulator * (s.p - t) + slope)};
 }
 
+// The binary focal factor f's form (focal_form; the same for hard targets, not for soft ones):
+// kFocalLin, Lin et al.'s and torchvision's (1 - p_t)^gamma (focal_terms above); kFocalSmp,
+// segmentation_models_pytorch's (1 - exp(-B))^gamma; kFocalMonai, MONAI's sigmoid(z)^gamma,
+// z = -x (2t - 1). B the BCE with logits; logits only, gamma != 0 only (gamma = 0 is BCE in
+// every form: focal_terms' shortcut).
+enum FocalForm : int { kFocalLin = 0, kFocalSmp = 1, kFocalMonai = 2 };
+
+// smp's focal term: q = exp(-B), f = (1 - q)^gamma, loss = a_t f B;
+// dloss/dx = a_t (p - t) [f + gamma B q (1 - q)^(gamma - 1)], the bracket's second part written
+// B q f / (1 - q) where 1 - q > 0, else 0 (its limit at B -> 0, for gamma in (0, 1) too).
+template <typename Math, typename acc_t>
+FUSEDLOSS_INLINE FocalTerms<acc_t> smp_focal_terms(acc_t x, acc_t t, const SigmoidParts<acc_t>& s, acc_t alpha,
+                                                   acc_t gamma) {
+  const acc_t one = 1;
+  const acc_t bce = (x > acc_t(0) ? x : acc_t(0)) - x * t + Math::log1p(s.e);
+  const acc_t alpha_t = alpha >= acc_t(0) ? alpha * t + (one - alpha) * (one - t) : one;
+  const acc_t q = Math::exp(-bce);
+  const acc_t r = one - q;  // as smp computes it
+  const bool positive = r > acc_t(0);
+  const acc_t f = positive ? Math::pow(r, gamma) : acc_t(0);  // gamma != 0
+  const acc_t b_q_f_over_r = positive ? (bce / r) * q * f : acc_t(0);
+  return {alpha_t * f * bce, alpha_t * (s.p - t) * (f + gamma * b_q_f_over_r)};
+}
+
+// MONAI's focal term: z = -x (2t - 1), f = sigmoid(z)^gamma = exp(gamma logsigmoid(z)),
+// loss = a_t f B; dloss/dx = a_t [f (p - t) + gamma B f (1 - sigmoid(z)) (1 - 2t)].
+template <typename Math, typename acc_t>
+FUSEDLOSS_INLINE FocalTerms<acc_t> monai_focal_terms(acc_t x, acc_t t, const SigmoidParts<acc_t>& s, acc_t alpha,
+                                                     acc_t gamma) {
+  const acc_t one = 1;
+  const acc_t bce = (x > acc_t(0) ? x : acc_t(0)) - x * t + Math::log1p(s.e);
+  const acc_t alpha_t = alpha >= acc_t(0) ? alpha * t + (one - alpha) * (one - t) : one;
+  const acc_t one_minus_2t = one - acc_t(2) * t;
+  const acc_t z = x * one_minus_2t;
+  const acc_t e_z = Math::exp(z < acc_t(0) ? z : -z);  // exp(-|z|)
+  const acc_t log_sigmoid_z = (z < acc_t(0) ? z : acc_t(0)) - Math::log1p(e_z);
+  const acc_t f = Math::exp(gamma * log_sigmoid_z);
+  const acc_t sigmoid_neg_z = (z >= acc_t(0) ? e_z : one) / (one + e_z);  // 1 - sigmoid(z)
+  return {alpha_t * f * bce, alpha_t * (f * (s.p - t) + gamma * bce * f * sigmoid_neg_z * one_minus_2t)};
+}
+
 // One binary element's p, q = 1 - p and dp/dx for the input mode; e = exp(-|x|) for
 // the logit BCE (kLogitBce) only.
 template <typename acc_t>
@@ -300,11 +369,17 @@ FUSEDLOSS_INLINE FocalTerms<acc_t> clamped_focal_terms(acc_t p, acc_t q, acc_t t
   return {alpha_t * modulator * bce, alpha_t * (modulator * dbce + slope)};
 }
 
-// A binary element's focal loss and its derivative in x, for the input mode.
-template <typename Math, BinaryInput INPUT, bool MODULATED, typename acc_t>
+// A binary element's focal loss and its derivative in x, for the input mode. FORM (FocalForm):
+// with kLogitBce and MODULATED only (the callers' dispatch sees to it).
+template <typename Math, BinaryInput INPUT, bool MODULATED, int FORM = kFocalLin, typename acc_t>
 FUSEDLOSS_INLINE FocalTerms<acc_t> binary_element_terms(acc_t x, acc_t t, const BinaryProbability<acc_t>& s,
                                                         acc_t alpha, acc_t gamma) {
-  if constexpr (INPUT == kLogitBce) {
+  static_assert(FORM == kFocalLin || (INPUT == kLogitBce && MODULATED), "a focal form needs logits and gamma != 0");
+  if constexpr (FORM == kFocalSmp) {
+    return smp_focal_terms<Math>(x, t, SigmoidParts<acc_t>{s.p, s.q, s.e}, alpha, gamma);
+  } else if constexpr (FORM == kFocalMonai) {
+    return monai_focal_terms<Math>(x, t, SigmoidParts<acc_t>{s.p, s.q, s.e}, alpha, gamma);
+  } else if constexpr (INPUT == kLogitBce) {
     return focal_terms<Math, MODULATED>(x, t, SigmoidParts<acc_t>{s.p, s.q, s.e}, alpha, gamma);
   } else {
     const FocalTerms<acc_t> in_p = clamped_focal_terms<Math, MODULATED>(s.p, s.q, t, alpha, gamma);

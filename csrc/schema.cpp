@@ -10,24 +10,26 @@ TORCH_LIBRARY(fusedloss_C, m) {
       "binary_loss(Tensor input, Tensor target, Tensor? weight, bool per_sample, bool per_channel, "
       "bool region, float tv_alpha, float tv_beta, float smooth_nr, float smooth_dr, float region_gamma, "
       "float region_weight, bool log_loss, bool squared_pred, bool min_intersection, bool elem, float focal_alpha, "
-      "float focal_gamma, float elem_weight, bool elem_mean, float label_smoothing, bool weighted_mean, "
+      "float focal_gamma, int focal_form, float elem_weight, bool elem_mean, float label_smoothing, bool "
+      "weighted_mean, "
       "bool from_logits, bool clamped_log, int? ignore_index, str reduction, bool check_target) -> (Tensor, Tensor)");
   m.def(
       "binary_loss_backward(Tensor grad_loss, Tensor input, Tensor target, Tensor coef, bool per_sample, "
       "bool per_channel, bool region, bool squared_pred, bool min_intersection, bool elem, float focal_alpha, "
-      "float focal_gamma, bool from_logits, bool clamped_log, int? ignore_index) -> Tensor");
+      "float focal_gamma, int focal_form, bool from_logits, bool clamped_log, int? ignore_index) -> Tensor");
   m.def(
-      "binary_focal_map(Tensor input, Tensor target, float alpha, float gamma, bool from_logits, bool clamped_log, "
-      "int? ignore_index, bool check_target) -> Tensor");
+      "binary_focal_map(Tensor input, Tensor target, float alpha, float gamma, int focal_form, bool from_logits, "
+      "bool clamped_log, int? ignore_index, bool check_target) -> Tensor");
   m.def(
       "binary_focal_map_backward(Tensor grad_map, Tensor input, Tensor target, float alpha, float gamma, "
-      "bool from_logits, bool clamped_log, int? ignore_index) -> Tensor");
+      "int focal_form, bool from_logits, bool clamped_log, int? ignore_index) -> Tensor");
 
   m.def(
       "multiclass_loss(Tensor input, Tensor target, Tensor? weight, Tensor? class_weight, bool per_sample, "
       "bool region, float tv_alpha, float tv_beta, float smooth_nr, float smooth_dr, float region_gamma, "
       "float region_weight, bool log_loss, bool squared_pred, bool min_intersection, bool elem, float focal_alpha, "
-      "float focal_gamma, float elem_weight, bool elem_mean, float label_smoothing, bool weighted_mean, "
+      "float focal_gamma, int focal_form, float elem_weight, bool elem_mean, float label_smoothing, bool "
+      "weighted_mean, "
       "bool from_logits, bool clamped_log, int? ignore_index, bool include_background, bool exclude_empty, "
       "str reduction, bool check_target) -> (Tensor, Tensor)");
   m.def(
@@ -44,8 +46,8 @@ TORCH_LIBRARY(fusedloss_C, m) {
   // The forward in two halves, for statistics summed across processes (fusedloss/ops/synced.py).
   m.def(
       "binary_stats(Tensor input, Tensor target, bool per_sample, bool per_channel, bool region, bool squared_pred, "
-      "bool min_intersection, bool elem, float focal_alpha, float focal_gamma, bool from_logits, bool clamped_log, "
-      "int? ignore_index, bool check_target) -> Tensor");
+      "bool min_intersection, bool elem, float focal_alpha, float focal_gamma, int focal_form, bool from_logits, "
+      "bool clamped_log, int? ignore_index, bool check_target) -> Tensor");
   m.def(
       "binary_finalize(Tensor sums, Tensor? weight, int num_channels, bool region, float tv_alpha, "
       "float tv_beta, float smooth_nr, float smooth_dr, float region_gamma, float region_weight, bool log_loss, "

@@ -21,6 +21,9 @@ input, or the input itself when ``from_logits`` is False):
        (always so for probability inputs; with a sigmoid it is the tutorial's
        F.binary_cross_entropy(torch.sigmoid(x)), p = 1 / (1 + exp(-x)) rounded as torch does).
        ``elem_scale`` is ``elem_weight / group size`` when ``elem_mean``, else ``elem_weight``.
+       ``focal_form`` (binary, logits only) swaps the focal factor (1 - p_t)**gamma for
+       smp's (1 - exp(-BCE))**gamma (1) or MONAI's sigmoid(-x (2t - 1))**gamma (2): the same
+       for hard targets, not for soft ones; gamma = 0 is BCE in every form.
 
 Per-group losses are multiplied by ``weight[channel]`` and reduced over groups
 ('mean' divides by the number of groups, MONAI's convention).
@@ -57,6 +60,10 @@ class LossSpec(NamedTuple):
     elem: bool = False  # the per-element focal / BCE / CE term is on
     focal_alpha: float = -1.0  # < 0: no alpha weighting
     focal_gamma: float = 0.0
+    # The binary focal factor f for soft targets (all agree on hard ones): 0, Lin et al.'s and
+    # torchvision's (1 - p_t)**gamma; 1, smp's (1 - exp(-BCE))**gamma; 2, MONAI's
+    # sigmoid(-x (2t - 1))**gamma. 1 and 2: binary family, logits (from_logits, not clamped_log).
+    focal_form: int = 0
     elem_weight: float = 1.0
     elem_mean: bool = True  # element sum divided by the elements (pixels) counted: not ignored
     label_smoothing: float = 0.0  # multiclass CE: targets t (1 - eps) + eps / C (F.cross_entropy's)
@@ -78,6 +85,26 @@ def check_min_intersection(squared_pred: bool, min_intersection: bool, multiclas
         raise ValueError(MIN_INTERSECTION_MULTICLASS)
     if min_intersection and squared_pred:
         raise ValueError(MIN_INTERSECTION_SQUARED)
+
+
+FOCAL_FORMS = (0, 1, 2)  # Lin et al. / torchvision, smp, MONAI
+FOCAL_FORM_LOGITS = (
+    "fusedloss: focal_form 1 (smp) and 2 (MONAI) take logits (from_logits=True, clamped_log=False)"
+)
+FOCAL_FORM_MULTICLASS = (
+    "fusedloss: focal_form 1 (smp) and 2 (MONAI) are implemented for the binary family only, not for multi-class "
+    "losses"
+)
+
+
+def check_focal_form(focal_form: int, from_logits: bool, clamped_log: bool, multiclass: bool = False) -> None:
+    """focal_form: 0, 1 or 2; 1 and 2 binary family only, on logits (ValueError)."""
+    if focal_form not in FOCAL_FORMS:
+        raise ValueError(f"fusedloss: focal_form must be 0 (torchvision), 1 (smp) or 2 (MONAI), got {focal_form!r}")
+    if focal_form and multiclass:
+        raise ValueError(FOCAL_FORM_MULTICLASS)
+    if focal_form and (not from_logits or clamped_log):
+        raise ValueError(f"{FOCAL_FORM_LOGITS}, got from_logits={from_logits}, clamped_log={clamped_log}")
 
 
 def activation_spec(activation: str) -> dict:

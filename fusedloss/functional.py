@@ -534,8 +534,8 @@ def focal_loss(input: torch.Tensor, target: torch.Tensor, alpha=0.25, gamma: flo
                                     ignore_index=ignore_index)
     ops = fused_ops(chosen)
     if reduction == "none":
-        return ops.binary_focal_map(input, target, spec.focal_alpha, spec.focal_gamma, spec.from_logits,
-                                    spec.clamped_log, ignore_index, _checks.CHECK_TARGETS)
+        return ops.binary_focal_map(input, target, spec.focal_alpha, spec.focal_gamma, spec.focal_form,
+                                    spec.from_logits, spec.clamped_log, ignore_index, _checks.CHECK_TARGETS)
     loss, _coef = ops.binary_loss(input, target, None, False, False, **spec_arguments("binary_loss", spec),
                                   ignore_index=ignore_index, reduction="sum", check_target=_checks.CHECK_TARGETS)
     return loss

@@ -16,6 +16,8 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
+from ._spec import check_focal_form
+
 
 def _accumulation_dtype(input: torch.Tensor) -> torch.dtype:
     return torch.float64 if input.dtype == torch.float64 else torch.float32
@@ -172,12 +174,32 @@ def focal_tversky_loss(input, target, alpha=0.5, beta=0.5, gamma=1.0, smooth_nr=
     return _reduce_groups(losses, weight, reduction)
 
 
-def _focal_map(input, target, alpha, gamma, from_logits=True, clamped_log=False, ignore_index=None):
-    """alpha_t * (1 - p_t)**gamma * BCE per element, in the accumulation dtype; 0 where ignored."""
+def _focal_map(input, target, alpha, gamma, from_logits=True, clamped_log=False, ignore_index=None, focal_form=0):
+    """alpha_t * f * BCE per element, in the accumulation dtype; 0 where ignored. f, the focal
+    factor (``LossSpec.focal_form``; the same for hard targets): 0, (1 - p_t)**gamma (Lin et al.,
+    torchvision); 1, smp's (1 - exp(-BCE))**gamma; 2, MONAI's sigmoid(-x (2t - 1))**gamma
+    (logits only). Each form as its library writes it, autograd differentiating it; gamma = 0
+    is BCE in every form."""
+    check_focal_form(focal_form, from_logits, clamped_log)
+    if focal_form and gamma != 0:
+        return _peer_focal_map(input, target, alpha, gamma, ignore_index, focal_form)
     _, p, t, valid = _binary_operands(input, target, from_logits, ignore_index)
     ce = _bce(input, target, from_logits, clamped_log, ignore_index)
     p_t = p * t + (1 - p) * (1 - t)
     loss = ce * (1 - p_t) ** gamma
+    if alpha is not None:
+        loss = (alpha * t + (1 - alpha) * (1 - t)) * loss
+    return loss if valid is None else torch.where(valid, loss, 0.0)
+
+
+def _peer_focal_map(input, target, alpha, gamma, ignore_index, focal_form):
+    x, _, t, valid = _binary_operands(input, target, True, ignore_index)
+    if focal_form == 1:  # segmentation_models_pytorch's focal_loss_with_logits
+        logpt = F.binary_cross_entropy_with_logits(x, t, reduction="none")
+        pt = torch.exp(-logpt)
+        loss = (1 - pt).pow(gamma) * logpt
+    else:  # MONAI's sigmoid_focal_loss
+        loss = (x - x * t - F.logsigmoid(x)) * torch.exp(F.logsigmoid(-x * (t * 2 - 1)) * gamma)
     if alpha is not None:
         loss = (alpha * t + (1 - alpha) * (1 - t)) * loss
     return loss if valid is None else torch.where(valid, loss, 0.0)
@@ -191,12 +213,13 @@ def _valid_count(input, target, ignore_index, dims):
 
 
 def focal_loss(input, target, alpha=0.25, gamma=2.0, reduction="mean", from_logits=True, clamped_log=False,
-               ignore_index=None):
+               ignore_index=None, focal_form=0):
     """Lin et al. 2017, as torchvision.ops.sigmoid_focal_loss:
     alpha_t * (1 - p_t)**gamma * BCE(input, t), p_t = p*t + (1-p)*(1-t),
     alpha_t = alpha*t + (1-alpha)*(1-t); alpha=None: no alpha weighting. 'mean':
-    over the elements not ignored (0 if none)."""
-    loss = _focal_map(input, target, alpha, gamma, from_logits, clamped_log, ignore_index)
+    over the elements not ignored (0 if none). focal_form: smp's (1) or MONAI's (2) factor
+    instead of (1 - p_t)**gamma (``_focal_map``)."""
+    loss = _focal_map(input, target, alpha, gamma, from_logits, clamped_log, ignore_index, focal_form)
     if reduction == "mean":
         all_dims = tuple(range(input.dim()))
         return loss.sum() / _valid_count(input, target, ignore_index, all_dims).clamp(min=1)
@@ -231,9 +254,9 @@ def dice_bce_loss(input, target, smooth_nr=1.0, smooth_dr=1.0, per_sample=False,
 def dice_focal_loss(input, target, alpha=0.25, gamma=2.0, smooth_nr=1.0, smooth_dr=1.0, per_sample=False,
                     per_channel=False, weight=None, reduction="mean", dice_weight=1.0, focal_weight=1.0,
                     process_group=None, squared_pred=False, from_logits=True, clamped_log=False, ignore_index=None,
-                    min_intersection=False):
+                    min_intersection=False, focal_form=0):
     """focal_weight * mean focal loss + dice_weight * Dice loss, per group."""
-    focal = _focal_map(input, target, alpha, gamma, from_logits, clamped_log, ignore_index)
+    focal = _focal_map(input, target, alpha, gamma, from_logits, clamped_log, ignore_index, focal_form)
     return _dice_and_element(focal, input, target, smooth_nr, smooth_dr, per_sample, per_channel, weight, reduction,
                              dice_weight, focal_weight, process_group, squared_pred, from_logits, ignore_index,
                              min_intersection)

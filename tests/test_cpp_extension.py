@@ -94,7 +94,7 @@ def test_ops_reject_empty_input_without_crashing():
         "    calls = {\n"
         "        'binary_loss': lambda: C.binary_loss(x, x, None, True, True, **spec, ignore_index=None,\n"
         "                                             reduction='mean', check_target=True),\n"
-        "        'binary_focal_map': lambda: C.binary_focal_map(x, x, .25, 2., True, False, None, True),\n"
+        "        'binary_focal_map': lambda: C.binary_focal_map(x, x, .25, 2., 0, True, False, None, True),\n"
         "        'multiclass_loss': lambda: C.multiclass_loss(x, y, None, None, False, **spec, ignore_index=None,\n"
         "                                                     include_background=True, exclude_empty=False,\n"
         "                                                     reduction='mean', check_target=True),\n"

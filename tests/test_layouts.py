@@ -124,7 +124,7 @@ def test_opcheck_output_layouts(family, backend, layout, grouping):
         )
         torch.library.opcheck(ops.binary_loss_backward, (torch.ones_like(loss), x, t, coef),
                               dict(**grouping, **spec_arguments("binary_loss_backward", SPEC), ignore_index=None))
-        logits = dict(alpha=0.25, gamma=2.0, from_logits=True, clamped_log=False, ignore_index=None)
+        logits = dict(alpha=0.25, gamma=2.0, focal_form=0, from_logits=True, clamped_log=False, ignore_index=None)
         torch.library.opcheck(ops.binary_focal_map, (x.requires_grad_(True), t), dict(**logits, check_target=True))
         torch.library.opcheck(ops.binary_focal_map_backward, (torch.ones(x.shape, device=DEVICE), x.detach(), t),
                               logits)

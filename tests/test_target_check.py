@@ -78,7 +78,8 @@ def test_statistics_op_checks(backend):
     terms = dict(region=True, squared_pred=False, elem=True, focal_alpha=-1.0, focal_gamma=0.0, from_logits=True,
                  clamped_log=False, check_target=True)
     with pytest.raises(ValueError, match=r"target holds 3(\.0)?, outside \[0, 1\]"):
-        ops.binary_stats(x, t, per_sample=False, per_channel=False, min_intersection=False, ignore_index=None, **terms)
+        ops.binary_stats(x, t, per_sample=False, per_channel=False, min_intersection=False, focal_form=0,
+                         ignore_index=None, **terms)
     if backend in FUSED_MULTICLASS_BACKENDS:
         with pytest.raises(ValueError, match=r"target holds class index 5, outside \[0, 3\)"):
             ops.multiclass_stats(y_x, y, None, per_sample=False, label_smoothing=0.0, weighted_mean=False,

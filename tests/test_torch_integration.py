@@ -42,9 +42,15 @@ def _binary_calls():
                         ((p, t), loss("mean", OPTIONS, weight=weight, per_sample=False, per_channel=True)),
                         ((x, ignored), loss("none", ignore_index=255, weight=None, per_sample=True,
                                             per_channel=False))],
-        "binary_focal_map": [((x, t), dict(alpha=0.25, gamma=2.0, **LOGITS, ignore_index=None, check_target=True)),
-                             ((x64, t64), dict(alpha=-1.0, gamma=0.5, **LOGITS, ignore_index=None, check_target=False)),
-                             ((p, ignored), dict(alpha=0.25, gamma=2.0, **PROBABILITIES, ignore_index=255,
+        "binary_focal_map": [((x, t), dict(alpha=0.25, gamma=2.0, focal_form=0, **LOGITS, ignore_index=None,
+                                           check_target=True)),
+                             ((x64, t64), dict(alpha=-1.0, gamma=0.5, focal_form=0, **LOGITS, ignore_index=None,
+                                               check_target=False)),
+                             ((p, ignored), dict(alpha=0.25, gamma=2.0, focal_form=0, **PROBABILITIES,
+                                                 ignore_index=255, check_target=True)),
+                             ((x64, t64), dict(alpha=0.25, gamma=2.0, focal_form=1, **LOGITS, ignore_index=None,
+                                               check_target=True)),
+                             ((x, ignored), dict(alpha=-1.0, gamma=0.5, focal_form=2, **LOGITS, ignore_index=255,
                                                  check_target=True))],
         # The statistics ops have no autograd of their own (their callers' autograd uses them).
         "binary_stats": [((x.detach(), t), dict(per_sample=True, per_channel=True,
@@ -131,7 +137,7 @@ def test_opcheck_backward_ops(family, backend):
         torch.library.opcheck(ops.binary_loss_backward, (torch.ones_like(loss), x, t, coef),
                               dict(**groups, **spec_arguments("binary_loss_backward", SPEC), ignore_index=None))
         torch.library.opcheck(ops.binary_focal_map_backward, (torch.ones_like(x), x, t),
-                              dict(alpha=0.25, gamma=2.0, **LOGITS, ignore_index=None))
+                              dict(alpha=0.25, gamma=2.0, focal_form=0, **LOGITS, ignore_index=None))
     else:
         x, y = make_class_pair((2, 4, 3, 5), torch.float32, torch.uint8, ignore_fraction=0.2)
         loss, coef = ops.multiclass_loss(

@@ -144,6 +144,8 @@ def _loss_calls():
     yield _binary_ignore_index, x, torch.where(t.bool() & (x > 1), 255, t), {}
     # MIN_INTERSECTION once (statistics and backward), on a soft target.
     yield _min_intersection, x, torch.rand(x.shape, generator=torch.Generator().manual_seed(2)).to(x.device), {}
+    # FOCAL_FORM once: smp's (statistics and backward), MONAI's (the focal map), on a soft target.
+    yield _focal_form, x, torch.rand(x.shape, generator=torch.Generator().manual_seed(3)).to(x.device), {}
 
     multiclass_calls = (("dice", {"mode": "multiclass", "exclude_empty": True, "include_background": False}),
                         ("focal", {"mode": "multiclass", "reduction": "none"}), ("dice_ce", {"per_sample": True}))
@@ -195,7 +197,7 @@ def _clamped_sigmoid_dice_focal(x, t, backend):
     assert backend == "triton"
     loss, _ = ops.binary_loss(x, t, None, False, False, **spec_arguments("binary_loss", spec), ignore_index=None,
                               reduction="mean", check_target=False)
-    return loss + ops.binary_focal_map(x, t, 0.25, 2.0, True, True, None, False).sum()
+    return loss + ops.binary_focal_map(x, t, 0.25, 2.0, 0, True, True, None, False).sum()
 
 
 def _binary_ignore_index(x, t, backend):
@@ -209,7 +211,7 @@ def _binary_ignore_index(x, t, backend):
     assert backend == "triton"
     loss, _ = ops.binary_loss(x, t, None, False, True, **spec_arguments("binary_loss", spec), ignore_index=255,
                               reduction="mean", check_target=True)
-    return loss + ops.binary_focal_map(x, t, 0.25, 2.0, True, False, 255, True).sum()
+    return loss + ops.binary_focal_map(x, t, 0.25, 2.0, 0, True, False, 255, True).sum()
 
 
 def _min_intersection(x, t, backend):
@@ -224,6 +226,20 @@ def _min_intersection(x, t, backend):
     loss, _ = ops.binary_loss(x, t, None, False, True, **spec_arguments("binary_loss", spec), ignore_index=None,
                               reduction="mean", check_target=True)
     return loss
+
+
+def _focal_form(x, t, backend):
+    """focal_form (no public option: the compat layer's): the ops themselves."""
+    from fusedloss._spec import LossSpec
+    from fusedloss.ops import triton_ops
+    from fusedloss.ops.schema import spec_arguments
+
+    spec = LossSpec(region=True, elem=True, focal_alpha=0.25, focal_gamma=2.0, focal_form=1)
+    ops = triton_ops.load()
+    assert backend == "triton"
+    loss, _ = ops.binary_loss(x, t, None, False, True, **spec_arguments("binary_loss", spec), ignore_index=None,
+                              reduction="mean", check_target=True)
+    return loss + ops.binary_focal_map(x, t, 0.25, 2.0, 2, True, False, None, True).sum()
 
 
 def _triton_trees():

@@ -50,7 +50,7 @@ C10_ALWAYS_INLINE BinaryProbability<acc_t> probability(acc_t x) {
 template <typename Math, int TERMS, typename acc_t>
 C10_ALWAYS_INLINE FocalTerms<acc_t> element_terms(acc_t x, acc_t t, const BinaryProbability<acc_t>& s, acc_t alpha,
                                                   acc_t gamma) {
-  return binary_element_terms<Math, input_of(TERMS), has(TERMS, kModulated)>(x, t, s, alpha, gamma);
+  return binary_element_terms<Math, input_of(TERMS), has(TERMS, kModulated), form_of(TERMS)>(x, t, s, alpha, gamma);
 }
 
 // kIgnored: whether the element counts (its target is not ignore_index); an ignored one
@@ -200,6 +200,22 @@ void grad_chunk(const acc_t* x, const acc_t* t, int64_t n, acc_t ignore, acc_t c
 template <typename acc_t>
 void focal_map_chunk(const acc_t* x, const acc_t* t, const acc_t* upstream, int64_t n, acc_t ignore, acc_t alpha,
                      acc_t gamma, int terms, acc_t* out) {
+  if (form_of(terms) != kFocalLin) {  // logits, modulated (terms_of): a loop per form x ignored
+    auto run_form = [&](auto form_tag) {
+      constexpr int kBase = kElem | kModulated | (decltype(form_tag)::value << kFocalFormShift);
+      if (has(terms, kIgnored)) {
+        focal_map_terms<kBase | kIgnored>(x, t, upstream, n, ignore, alpha, gamma, out);
+      } else {
+        focal_map_terms<kBase>(x, t, upstream, n, ignore, alpha, gamma, out);
+      }
+    };
+    if (form_of(terms) == kFocalSmp) {
+      run_form(std::integral_constant<int, kFocalSmp>{});
+    } else {
+      run_form(std::integral_constant<int, kFocalMonai>{});
+    }
+    return;
+  }
   with_binary_input(input_of(terms), [&](auto input_tag) {
     constexpr int kInput = decltype(input_tag)::value << kInputShift;
     auto run = [&](auto ignored_tag) {
@@ -369,13 +385,13 @@ std::tuple<Tensor, Tensor> binary_loss_cpu(const Tensor& input, const Tensor& ta
                                            bool region, double tv_alpha, double tv_beta, double smooth_nr,
                                            double smooth_dr, double region_gamma, double region_weight, bool log_loss,
                                            bool squared_pred, bool min_intersection, bool elem, double focal_alpha,
-                                           double focal_gamma, double elem_weight, bool elem_mean,
+                                           double focal_gamma, int64_t focal_form, double elem_weight, bool elem_mean,
                                            double /*label_smoothing*/, bool /*weighted_mean*/, bool from_logits,
                                            bool clamped_log, std::optional<int64_t> ignore_index,
                                            c10::string_view reduction, bool check_target) {
   const LossParams lp = LossParams::from_op(region, tv_alpha, tv_beta, smooth_nr, smooth_dr, region_gamma,
                                             region_weight, log_loss, squared_pred, min_intersection, elem, focal_alpha,
-                                            focal_gamma, elem_weight, elem_mean, from_logits, clamped_log);
+                                            focal_gamma, focal_form, elem_weight, elem_mean, from_logits, clamped_log);
   const GroupLayout layout = group_layout(input.sizes(), per_sample, per_channel);
   const std::vector<double> sums = group_sums(input, target, per_sample, per_channel, lp, ignore_index, check_target);
   return finalize(sums.data(), layout.num_groups, weight, layout.num_channels, lp, parse_reduction(reduction),
@@ -385,11 +401,12 @@ std::tuple<Tensor, Tensor> binary_loss_cpu(const Tensor& input, const Tensor& ta
 // The two halves on their own, for statistics summed across processes (ops/synced.py).
 Tensor binary_stats_cpu(const Tensor& input, const Tensor& target, bool per_sample, bool per_channel, bool region,
                         bool squared_pred, bool min_intersection, bool elem, double focal_alpha, double focal_gamma,
-                        bool from_logits, bool clamped_log, std::optional<int64_t> ignore_index, bool check_target) {
+                        int64_t focal_form, bool from_logits, bool clamped_log, std::optional<int64_t> ignore_index,
+                        bool check_target) {
   const std::vector<double> sums =
       group_sums(input, target, per_sample, per_channel,
                  LossParams::per_element(region, squared_pred, min_intersection, elem, focal_alpha, focal_gamma,
-                                         from_logits, clamped_log),
+                                         from_logits, clamped_log, focal_form),
                  ignore_index, check_target);
   const int64_t groups = static_cast<int64_t>(sums.size() / kSums);
   return at::from_blob(const_cast<double*>(sums.data()), {groups, kSums}, at::TensorOptions().dtype(at::kDouble))
@@ -413,9 +430,10 @@ std::tuple<Tensor, Tensor> binary_finalize_cpu(const Tensor& sums, const std::op
 Tensor binary_loss_backward_cpu(const Tensor& grad_loss, const Tensor& input_, const Tensor& target_,
                                 const Tensor& coef, bool per_sample, bool per_channel, bool region, bool squared_pred,
                                 bool min_intersection, bool elem, double focal_alpha, double focal_gamma,
-                                bool from_logits, bool clamped_log, std::optional<int64_t> ignore_index) {
+                                int64_t focal_form, bool from_logits, bool clamped_log,
+                                std::optional<int64_t> ignore_index) {
   const LossParams lp = LossParams::per_element(region, squared_pred, min_intersection, elem, focal_alpha, focal_gamma,
-                                                from_logits, clamped_log);
+                                                from_logits, clamped_log, focal_form);
   const BinaryOperands operands = binary_operands(input_, target_, per_sample, per_channel);
   const Tensor &input = operands.input, &target = operands.target;
   const GroupLayout layout = group_layout(input.sizes(), per_sample, per_channel);
@@ -481,17 +499,19 @@ Tensor focal_map_cpu(const Tensor* grad_map_, const Tensor& input_, const Tensor
   return out;
 }
 
-Tensor binary_focal_map_cpu(const Tensor& input, const Tensor& target, double alpha, double gamma, bool from_logits,
-                            bool clamped_log, std::optional<int64_t> ignore_index, bool check_target) {
-  return focal_map_cpu(nullptr, input, target, LossParams::focal_map(alpha, gamma, from_logits, clamped_log),
-                       ignore_index, check_target);
+Tensor binary_focal_map_cpu(const Tensor& input, const Tensor& target, double alpha, double gamma, int64_t focal_form,
+                            bool from_logits, bool clamped_log, std::optional<int64_t> ignore_index,
+                            bool check_target) {
+  return focal_map_cpu(nullptr, input, target,
+                       LossParams::focal_map(alpha, gamma, from_logits, clamped_log, focal_form), ignore_index,
+                       check_target);
 }
 
 Tensor binary_focal_map_backward_cpu(const Tensor& grad_map, const Tensor& input, const Tensor& target, double alpha,
-                                     double gamma, bool from_logits, bool clamped_log,
+                                     double gamma, int64_t focal_form, bool from_logits, bool clamped_log,
                                      std::optional<int64_t> ignore_index) {
-  return focal_map_cpu(&grad_map, input, target, LossParams::focal_map(alpha, gamma, from_logits, clamped_log),
-                       ignore_index, false);
+  return focal_map_cpu(&grad_map, input, target,
+                       LossParams::focal_map(alpha, gamma, from_logits, clamped_log, focal_form), ignore_index, false);
 }
 
 }  // namespace

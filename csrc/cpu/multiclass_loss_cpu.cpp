@@ -751,12 +751,14 @@ std::tuple<Tensor, Tensor> multiclass_loss_cpu(
     const Tensor& input, const Tensor& target, const std::optional<Tensor>& weight,
     const std::optional<Tensor>& class_weight, bool per_sample, bool region, double tv_alpha, double tv_beta,
     double smooth_nr, double smooth_dr, double region_gamma, double region_weight, bool log_loss, bool squared_pred,
-    bool min_intersection, bool elem, double focal_alpha, double focal_gamma, double elem_weight, bool elem_mean,
-    double label_smoothing, bool weighted_mean, bool from_logits, bool clamped_log, std::optional<int64_t> ignore_index,
-    bool include_background, bool exclude_empty, c10::string_view reduction, bool check_target) {
+    bool min_intersection, bool elem, double focal_alpha, double focal_gamma, int64_t focal_form, double elem_weight,
+    bool elem_mean, double label_smoothing, bool weighted_mean, bool from_logits, bool clamped_log,
+    std::optional<int64_t> ignore_index, bool include_background, bool exclude_empty, c10::string_view reduction,
+    bool check_target) {
   check_no_min_intersection(min_intersection);
+  check_no_focal_form(focal_form);
   LossParams lp = LossParams::from_op(region, tv_alpha, tv_beta, smooth_nr, smooth_dr, region_gamma, region_weight,
-                                      log_loss, squared_pred, false, elem, focal_alpha, focal_gamma, elem_weight,
+                                      log_loss, squared_pred, false, elem, focal_alpha, focal_gamma, 0, elem_weight,
                                       elem_mean, from_logits, clamped_log);
   lp.label_smoothing = label_smoothing;
   lp.weighted_mean = weighted_mean;

@@ -12,8 +12,9 @@
 // The input mode (logits / torch.sigmoid then clamped logs / probabilities) and
 // whether there is an ignore_index (IGNORE: elements whose target equals it count
 // nowhere, gradient and focal map 0) are template arguments of the per-element
-// kernels, and so is min_intersection (MIN) of the statistics and backward kernels;
-// the other options are uniform branches.
+// kernels, and so is min_intersection (MIN) of the statistics and backward kernels,
+// and whether the element term has a focal form (focal_form 1 or 2: FORMS, the form a
+// uniform branch; FORM of the focal map kernel); the other options are uniform branches.
 // 64-bit offsets, the current stream and the input's device, no host sync.
 // With check_target, the forward kernels (stats, focal map) also flag targets
 // outside [0, 1], one flag per block, for a device-side assert (target_check_cuda.h).
@@ -112,9 +113,23 @@ __device__ __forceinline__ bool counted(acc_t& x, acc_t& t, acc_t ignore) {
   }
 }
 
+// The element term: with FORMS (logits, gamma != 0, focal_form 1 or 2: with_focal_forms) the
+// form `form` (smp's or MONAI's), else Lin et al.'s (today's code).
+template <BinaryInput INPUT, bool FORMS, typename acc_t>
+__device__ __forceinline__ FocalTerms<acc_t> element_terms(acc_t x, acc_t t, const BinaryProbability<acc_t>& s,
+                                                           acc_t alpha, acc_t gamma, int form) {
+  if constexpr (FORMS && INPUT == kLogitBce) {
+    if (form == kFocalSmp) return binary_element_terms<StdMath, INPUT, true, kFocalSmp>(x, t, s, alpha, gamma);
+    return binary_element_terms<StdMath, INPUT, true, kFocalMonai>(x, t, s, alpha, gamma);
+  } else {
+    return binary_element_terms<StdMath, INPUT, true>(x, t, s, alpha, gamma);
+  }
+}
+
 // INPUT: how the input becomes p and which BCE the element term is (loss_math.h). MIN:
-// min_intersection, I = sum(min(p, t)) (a kernel of its own: the default one is unchanged).
-template <typename input_t, typename acc_t, BinaryInput INPUT, bool IGNORE, bool MIN>
+// min_intersection, I = sum(min(p, t)); FORMS: a focal form (kernels of their own: the
+// default one is unchanged).
+template <typename input_t, typename acc_t, BinaryInput INPUT, bool IGNORE, bool MIN, bool FORMS>
 __global__ void __launch_bounds__(kThreads)
     stats_kernel(const input_t* __restrict__ x, TargetReader t, acc_t* __restrict__ partials, int64_t row_len,
                  int64_t chunks_per_row, int64_t num_groups, int64_t members, int64_t steps, LossParams lp,
@@ -147,7 +162,7 @@ __global__ void __launch_bounds__(kThreads)
           sum_t += squared ? region_share<true>(tv) : tv;
         }
         if (lp.elem) {
-          const acc_t loss = binary_element_terms<StdMath, INPUT, true>(xv, tv, s, alpha, gamma).loss;
+          const acc_t loss = element_terms<INPUT, FORMS>(xv, tv, s, alpha, gamma, lp.focal_form).loss;
           sum_e += keep ? loss : acc_t(0);
         }
       }
@@ -192,7 +207,7 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
-template <typename input_t, typename acc_t, BinaryInput INPUT, bool IGNORE, bool MIN>
+template <typename input_t, typename acc_t, BinaryInput INPUT, bool IGNORE, bool MIN, bool FORMS>
 __global__ void __launch_bounds__(kThreads)
     backward_kernel(const input_t* __restrict__ x, TargetReader t, const acc_t* __restrict__ coef,
                     const acc_t* __restrict__ grad_loss, int64_t grad_loss_group_stride, input_t* __restrict__ grad,
@@ -222,14 +237,15 @@ __global__ void __launch_bounds__(kThreads)
         if (lp.region) {
           g += (squared ? region_dp<true, MIN>(ci, cp, tv, s.p) : region_dp<false, MIN>(ci, cp, tv, s.p)) * s.dp_dx;
         }
-        if (lp.elem) g += ce * binary_element_terms<StdMath, INPUT, true>(xv, tv, s, alpha, gamma).dloss;
+        if (lp.elem) g += ce * element_terms<INPUT, FORMS>(xv, tv, s, alpha, gamma, lp.focal_form).dloss;
         grad[i] = static_cast<input_t>(keep ? g : acc_t(0));
       }
     }
   }
 }
 
-template <typename input_t, typename acc_t, BinaryInput INPUT, bool IGNORE, bool BACKWARD>
+// FORM: the focal form (FocalForm; != kFocalLin with logits and gamma != 0 only).
+template <typename input_t, typename acc_t, BinaryInput INPUT, bool IGNORE, bool BACKWARD, int FORM>
 __global__ void __launch_bounds__(kThreads)
     focal_map_kernel(const input_t* __restrict__ x, TargetReader t, const input_t* __restrict__ upstream,
                      input_t* __restrict__ out, int64_t numel, acc_t alpha, acc_t gamma, acc_t ignore,
@@ -243,7 +259,7 @@ __global__ void __launch_bounds__(kThreads)
     if (check) bad |= IGNORE ? bad_probability(tv, ignore) : bad_probability(tv);
     const bool keep = counted<IGNORE>(xv, tv, ignore);
     const auto terms =
-        binary_element_terms<StdMath, INPUT, true>(xv, tv, binary_probability<StdMath, INPUT>(xv), alpha, gamma);
+        binary_element_terms<StdMath, INPUT, true, FORM>(xv, tv, binary_probability<StdMath, INPUT>(xv), alpha, gamma);
     // A NaN upstream at an ignored element gives 0 too.
     const acc_t value = BACKWARD ? static_cast<acc_t>(upstream[i]) * terms.dloss : terms.loss;
     out[i] = static_cast<input_t>(keep ? value : acc_t(0));
@@ -277,6 +293,19 @@ void with_min_intersection(const LossParams& lp, Fn&& fn) {
   }
 }
 
+// Calls fn(std::integral_constant<bool, FORMS>{}) for whether the element term has a focal form
+// (focal_form 1 or 2 with gamma != 0; LossParams allows them with logits only, INPUT kLogitBce).
+template <BinaryInput INPUT, typename Fn>
+void with_focal_forms(const LossParams& lp, Fn&& fn) {
+  if constexpr (INPUT == kLogitBce) {
+    if (lp.elem && lp.focal_gamma != 0 && lp.focal_form != kFocalLin) {
+      fn(std::true_type{});
+      return;
+    }
+  }
+  fn(std::false_type{});
+}
+
 // The forward in two halves, also used on their own for statistics summed across
 // processes (ops/synced.py): the stats kernel, then each group's block partials
 // summed by torch (a fixed-order, parallel reduction: no atomics, and no single
@@ -299,12 +328,14 @@ Tensor stats(const Tensor& input_, const Tensor& target_, bool per_sample, bool 
     with_binary_input(binary_input(lp), [&](auto mode) {
       with_ignore(ignore_index, [&](auto ignored) {
         with_min_intersection(lp, [&](auto min_i) {
-          stats_kernel<input_t, acc_t, decltype(mode)::value, decltype(ignored)::value, decltype(min_i)::value>
-              <<<plan.blocks, kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
-                  input.const_data_ptr<input_t>(), target_reader(target), partials.mutable_data_ptr<acc_t>(),
-                  layout.row_len, plan.chunks_per_row, layout.num_groups, members, plan.steps, lp,
-                  ignore_value<acc_t>(ignore_index), flags.data());
-          C10_CUDA_KERNEL_LAUNCH_CHECK();
+          with_focal_forms<decltype(mode)::value>(lp, [&](auto forms) {
+            stats_kernel<input_t, acc_t, decltype(mode)::value, decltype(ignored)::value, decltype(min_i)::value,
+                         decltype(forms)::value><<<plan.blocks, kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
+                input.const_data_ptr<input_t>(), target_reader(target), partials.mutable_data_ptr<acc_t>(),
+                layout.row_len, plan.chunks_per_row, layout.num_groups, members, plan.steps, lp,
+                ignore_value<acc_t>(ignore_index), flags.data());
+            C10_CUDA_KERNEL_LAUNCH_CHECK();
+          });
         });
       });
     });
@@ -337,10 +368,11 @@ std::tuple<Tensor, Tensor> finalize(const Tensor& sums_, const std::optional<Ten
 
 Tensor binary_stats_cuda(const Tensor& input, const Tensor& target, bool per_sample, bool per_channel, bool region,
                          bool squared_pred, bool min_intersection, bool elem, double focal_alpha, double focal_gamma,
-                         bool from_logits, bool clamped_log, std::optional<int64_t> ignore_index, bool check_target) {
+                         int64_t focal_form, bool from_logits, bool clamped_log, std::optional<int64_t> ignore_index,
+                         bool check_target) {
   return stats(input, target, per_sample, per_channel,
                LossParams::per_element(region, squared_pred, min_intersection, elem, focal_alpha, focal_gamma,
-                                       from_logits, clamped_log),
+                                       from_logits, clamped_log, focal_form),
                ignore_index, check_target);
 }
 
@@ -363,13 +395,13 @@ std::tuple<Tensor, Tensor> binary_loss_cuda(const Tensor& input, const Tensor& t
                                             bool region, double tv_alpha, double tv_beta, double smooth_nr,
                                             double smooth_dr, double region_gamma, double region_weight, bool log_loss,
                                             bool squared_pred, bool min_intersection, bool elem, double focal_alpha,
-                                            double focal_gamma, double elem_weight, bool elem_mean,
+                                            double focal_gamma, int64_t focal_form, double elem_weight, bool elem_mean,
                                             double /*label_smoothing*/, bool /*weighted_mean*/, bool from_logits,
                                             bool clamped_log, std::optional<int64_t> ignore_index,
                                             c10::string_view reduction, bool check_target) {
   const LossParams lp = LossParams::from_op(region, tv_alpha, tv_beta, smooth_nr, smooth_dr, region_gamma,
                                             region_weight, log_loss, squared_pred, min_intersection, elem, focal_alpha,
-                                            focal_gamma, elem_weight, elem_mean, from_logits, clamped_log);
+                                            focal_gamma, focal_form, elem_weight, elem_mean, from_logits, clamped_log);
   const GroupLayout layout = group_layout(input.sizes(), per_sample, per_channel);
   const Tensor sums = stats(input, target, per_sample, per_channel, lp, ignore_index, check_target);
   return finalize(sums, weight, layout.num_channels, lp, parse_reduction(reduction), layout.shape);
@@ -378,7 +410,8 @@ std::tuple<Tensor, Tensor> binary_loss_cuda(const Tensor& input, const Tensor& t
 Tensor binary_loss_backward_cuda(const Tensor& grad_loss_, const Tensor& input_, const Tensor& target_,
                                  const Tensor& coef_, bool per_sample, bool per_channel, bool region, bool squared_pred,
                                  bool min_intersection, bool elem, double focal_alpha, double focal_gamma,
-                                 bool from_logits, bool clamped_log, std::optional<int64_t> ignore_index) {
+                                 int64_t focal_form, bool from_logits, bool clamped_log,
+                                 std::optional<int64_t> ignore_index) {
   const c10::cuda::CUDAGuard device_guard(input_.device());
   const BinaryOperands operands = binary_operands(input_, target_, per_sample, per_channel);
   const Tensor &input = operands.input, &target = operands.target;
@@ -389,7 +422,7 @@ Tensor binary_loss_backward_cuda(const Tensor& grad_loss_, const Tensor& input_,
   const Tensor grad_loss = grad_loss_.to(acc_dtype).contiguous();
   const LaunchPlan plan = launch_plan(layout, input);
   const LossParams lp = LossParams::per_element(region, squared_pred, min_intersection, elem, focal_alpha, focal_gamma,
-                                                from_logits, clamped_log);
+                                                from_logits, clamped_log, focal_form);
   Tensor grad = at::empty_like(input, operands.format);
   const auto stream = at::cuda::getCurrentCUDAStream();
   dispatch_input(input, "binary_loss_backward_cuda", [&](auto input_tag) {
@@ -398,18 +431,44 @@ Tensor binary_loss_backward_cuda(const Tensor& grad_loss_, const Tensor& input_,
     with_binary_input(binary_input(lp), [&](auto mode) {
       with_ignore(ignore_index, [&](auto ignored) {
         with_min_intersection(lp, [&](auto min_i) {
-          backward_kernel<input_t, acc_t, decltype(mode)::value, decltype(ignored)::value, decltype(min_i)::value>
-              <<<plan.blocks, kThreads, 0, stream>>>(input.const_data_ptr<input_t>(), target_reader(target),
-                                                     coef.const_data_ptr<acc_t>(), grad_loss.const_data_ptr<acc_t>(),
-                                                     grad_loss.dim() > 0 ? 1 : 0, grad.mutable_data_ptr<input_t>(),
-                                                     layout.row_len, plan.chunks_per_row, layout.num_groups, plan.steps,
-                                                     lp, ignore_value<acc_t>(ignore_index));
-          C10_CUDA_KERNEL_LAUNCH_CHECK();
+          with_focal_forms<decltype(mode)::value>(lp, [&](auto forms) {
+            backward_kernel<input_t, acc_t, decltype(mode)::value, decltype(ignored)::value, decltype(min_i)::value,
+                            decltype(forms)::value><<<plan.blocks, kThreads, 0, stream>>>(
+                input.const_data_ptr<input_t>(), target_reader(target), coef.const_data_ptr<acc_t>(),
+                grad_loss.const_data_ptr<acc_t>(), grad_loss.dim() > 0 ? 1 : 0, grad.mutable_data_ptr<input_t>(),
+                layout.row_len, plan.chunks_per_row, layout.num_groups, plan.steps, lp,
+                ignore_value<acc_t>(ignore_index));
+            C10_CUDA_KERNEL_LAUNCH_CHECK();
+          });
         });
       });
     });
   });
   return grad;
+}
+
+// The focal map kernel for lp's focal form: FORM != kFocalLin with logits and gamma != 0 only.
+template <typename input_t, typename acc_t, BinaryInput INPUT, bool IGNORE, bool BACKWARD>
+void launch_focal_map(const LossParams& lp, int64_t blocks, cudaStream_t stream, const input_t* x, TargetReader t,
+                      const input_t* upstream, input_t* out, int64_t numel, acc_t ignore, int32_t* valid_flags) {
+  const acc_t alpha = static_cast<acc_t>(lp.focal_alpha), gamma = static_cast<acc_t>(lp.focal_gamma);
+  if constexpr (INPUT == kLogitBce) {
+    if (lp.focal_gamma != 0 && lp.focal_form == kFocalSmp) {
+      focal_map_kernel<input_t, acc_t, INPUT, IGNORE, BACKWARD, kFocalSmp>
+          <<<blocks, kThreads, 0, stream>>>(x, t, upstream, out, numel, alpha, gamma, ignore, valid_flags);
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+      return;
+    }
+    if (lp.focal_gamma != 0 && lp.focal_form == kFocalMonai) {
+      focal_map_kernel<input_t, acc_t, INPUT, IGNORE, BACKWARD, kFocalMonai>
+          <<<blocks, kThreads, 0, stream>>>(x, t, upstream, out, numel, alpha, gamma, ignore, valid_flags);
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+      return;
+    }
+  }
+  focal_map_kernel<input_t, acc_t, INPUT, IGNORE, BACKWARD, kFocalLin>
+      <<<blocks, kThreads, 0, stream>>>(x, t, upstream, out, numel, alpha, gamma, ignore, valid_flags);
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
 template <bool BACKWARD>
@@ -436,13 +495,10 @@ Tensor focal_map_cuda(const Tensor* grad_map_, const Tensor& input_, const Tenso
     using acc_t = at::opmath_type<input_t>;
     with_binary_input(binary_input(lp), [&](auto mode) {
       with_ignore(ignore_index, [&](auto ignored) {
-        focal_map_kernel<input_t, acc_t, decltype(mode)::value, decltype(ignored)::value, BACKWARD>
-            <<<blocks, kThreads, 0, stream>>>(input.const_data_ptr<input_t>(), target_reader(target),
-                                              BACKWARD ? upstream.const_data_ptr<input_t>() : nullptr,
-                                              out.mutable_data_ptr<input_t>(), numel,
-                                              static_cast<acc_t>(lp.focal_alpha), static_cast<acc_t>(lp.focal_gamma),
-                                              ignore_value<acc_t>(ignore_index), flags.data());
-        C10_CUDA_KERNEL_LAUNCH_CHECK();
+        launch_focal_map<input_t, acc_t, decltype(mode)::value, decltype(ignored)::value, BACKWARD>(
+            lp, blocks, stream, input.const_data_ptr<input_t>(), target_reader(target),
+            BACKWARD ? upstream.const_data_ptr<input_t>() : nullptr, out.mutable_data_ptr<input_t>(), numel,
+            ignore_value<acc_t>(ignore_index), flags.data());
       });
     });
   });
@@ -450,17 +506,20 @@ Tensor focal_map_cuda(const Tensor* grad_map_, const Tensor& input_, const Tenso
   return out;
 }
 
-Tensor binary_focal_map_cuda(const Tensor& input, const Tensor& target, double alpha, double gamma, bool from_logits,
-                             bool clamped_log, std::optional<int64_t> ignore_index, bool check_target) {
-  return focal_map_cuda<false>(nullptr, input, target, LossParams::focal_map(alpha, gamma, from_logits, clamped_log),
-                               ignore_index, check_target);
+Tensor binary_focal_map_cuda(const Tensor& input, const Tensor& target, double alpha, double gamma, int64_t focal_form,
+                             bool from_logits, bool clamped_log, std::optional<int64_t> ignore_index,
+                             bool check_target) {
+  return focal_map_cuda<false>(nullptr, input, target,
+                               LossParams::focal_map(alpha, gamma, from_logits, clamped_log, focal_form), ignore_index,
+                               check_target);
 }
 
 Tensor binary_focal_map_backward_cuda(const Tensor& grad_map, const Tensor& input, const Tensor& target, double alpha,
-                                      double gamma, bool from_logits, bool clamped_log,
+                                      double gamma, int64_t focal_form, bool from_logits, bool clamped_log,
                                       std::optional<int64_t> ignore_index) {
-  return focal_map_cuda<true>(&grad_map, input, target, LossParams::focal_map(alpha, gamma, from_logits, clamped_log),
-                              ignore_index, false);
+  return focal_map_cuda<true>(&grad_map, input, target,
+                              LossParams::focal_map(alpha, gamma, from_logits, clamped_log, focal_form), ignore_index,
+                              false);
 }
 
 }  // namespace

@@ -19,6 +19,9 @@ Three passes, no float atomics, so results are bitwise reproducible:
 
 ``min_intersection`` (MIN_INTERSECTION): I = sum(min(p, t)) instead of sum(p*t), smp's and
 MONAI's soft_label intersection (the same for hard targets); not with squared_pred.
+``focal_form`` (FOCAL_FORM, logits only, gamma != 0; gamma = 0 is BCE in every form): the
+focal factor f for soft targets (the same for hard ones) is Lin et al.'s (1 - p_t)**gamma (0),
+smp's (1 - exp(-BCE))**gamma (1) or MONAI's sigmoid(-x (2t - 1))**gamma (2).
 ``_focal_map_kernel`` is the element-wise forward of reduction='none'.
 
 With ``ignore_index`` (HAS_IGNORE) an element whose target equals it (compared in
@@ -35,7 +38,7 @@ import triton
 import triton.language as tl
 
 from .._checks import kernel_target_flags
-from .._spec import GroupLayout, binary_operands, check_min_intersection, group_layout
+from .._spec import GroupLayout, binary_operands, check_focal_form, check_min_intersection, group_layout
 from .triton_common import (REDUCTION_CODE, acc_dtypes, check_programs, count_rows, finalize_params, focal_params,
                             ignore_args, on_input_device, region_terms, sm_count, split, store_as, sum_rows,
                             target_flags, writable)
@@ -113,6 +116,43 @@ def _clamped_focal_terms(p, q, t, alpha, gamma):
 
 
 @triton.jit
+def _smp_focal_terms(x, t, p, softplus_neg_abs, alpha, gamma):
+    """smp's focal term (focal_form 1; gamma != 0): q = exp(-bce), f = (1 - q)**gamma,
+    loss = alpha_t * f * bce; d loss/dx = alpha_t * (p - t) * (f + gamma * bce * q * (1 - q)**(gamma-1)),
+    the last product written bce * q * f / (1 - q) where 1 - q > 0, else 0 (its limit at bce -> 0,
+    for gamma < 1 too)."""
+    bce = tl.maximum(x, 0.0) - x * t + softplus_neg_abs
+    alpha_t = tl.where(alpha >= 0.0, alpha * t + (1.0 - alpha) * (1.0 - t), 1.0)
+    q = tl.exp(-bce)
+    r = 1.0 - q  # as smp computes it
+    positive = r > 0.0
+    safe_r = tl.where(positive, r, 1.0)
+    f = tl.where(positive, tl.exp2(gamma * tl.log2(safe_r)), 0.0)
+    b_q_f_over_r = tl.where(positive, (bce / safe_r) * q * f, 0.0)
+    loss = alpha_t * f * bce
+    dloss = alpha_t * (p - t) * (f + gamma * b_q_f_over_r)
+    return loss, dloss
+
+
+@triton.jit
+def _monai_focal_terms(x, t, p, softplus_neg_abs, alpha, gamma):
+    """MONAI's focal term (focal_form 2): z = -x (2t - 1), f = sigmoid(z)**gamma =
+    exp(gamma * logsigmoid(z)), loss = alpha_t * f * bce;
+    d loss/dx = alpha_t * (f * (p - t) + gamma * bce * f * (1 - sigmoid(z)) * (1 - 2t))."""
+    bce = tl.maximum(x, 0.0) - x * t + softplus_neg_abs
+    alpha_t = tl.where(alpha >= 0.0, alpha * t + (1.0 - alpha) * (1.0 - t), 1.0)
+    one_minus_2t = 1.0 - 2.0 * t
+    z = x * one_minus_2t
+    e_z = tl.exp(-tl.abs(z))
+    log_sigmoid_z = tl.minimum(z, 0.0) - _log1p(e_z)
+    f = tl.exp(gamma * log_sigmoid_z)
+    sigmoid_neg_z = tl.where(z >= 0.0, e_z, 1.0) / (1.0 + e_z)  # 1 - sigmoid(z)
+    loss = alpha_t * f * bce
+    dloss = alpha_t * (f * (p - t) + gamma * bce * f * sigmoid_neg_z * one_minus_2t)
+    return loss, dloss
+
+
+@triton.jit
 def _probabilities(x, FROM_LOGITS: tl.constexpr, CLAMPED_LOG: tl.constexpr):
     """p, q = 1 - p, dp/dx and softplus(-|x|) (the logit BCE's; a placeholder when clamped).
     Logits: the accurate two-sided sigmoid; CLAMPED_LOG: torch.sigmoid's 1 / (1 + exp(-x))
@@ -135,9 +175,15 @@ def _probabilities(x, FROM_LOGITS: tl.constexpr, CLAMPED_LOG: tl.constexpr):
 
 
 @triton.jit
-def _element_terms(x, t, p, q, dp_dx, softplus_neg_abs, alpha, gamma, CLAMPED_LOG: tl.constexpr):
-    """The element loss (focal; BCE at gamma = 0) and its derivative in x."""
-    if CLAMPED_LOG:
+def _element_terms(x, t, p, q, dp_dx, softplus_neg_abs, alpha, gamma, CLAMPED_LOG: tl.constexpr,
+                   FOCAL_FORM: tl.constexpr):
+    """The element loss (focal; BCE at gamma = 0) and its derivative in x. FOCAL_FORM 1 (smp) or
+    2 (MONAI): logits, gamma != 0 only (_focal_form)."""
+    if FOCAL_FORM == 1:
+        loss, dloss = _smp_focal_terms(x, t, p, softplus_neg_abs, alpha, gamma)
+    elif FOCAL_FORM == 2:
+        loss, dloss = _monai_focal_terms(x, t, p, softplus_neg_abs, alpha, gamma)
+    elif CLAMPED_LOG:
         loss, dloss_dp = _clamped_focal_terms(p, q, t, alpha, gamma)
         dloss = dloss_dp * dp_dx
     else:
@@ -162,7 +208,8 @@ def _stats_kernel(x_ptr, t_ptr, partial_ptr, ok_ptr, row_len, chunks_per_row, nu
                   ignore_index, focal_alpha_hi, focal_alpha_lo, focal_gamma_hi, focal_gamma_lo, REGION: tl.constexpr,
                   SQUARED_PRED: tl.constexpr, ELEM: tl.constexpr, FROM_LOGITS: tl.constexpr,
                   CLAMPED_LOG: tl.constexpr, HAS_IGNORE: tl.constexpr, CHECK_TARGET: tl.constexpr,
-                  BLOCK: tl.constexpr, ACC: tl.constexpr, MIN_INTERSECTION: tl.constexpr):
+                  BLOCK: tl.constexpr, ACC: tl.constexpr, MIN_INTERSECTION: tl.constexpr,
+                  FOCAL_FORM: tl.constexpr):
     focal_alpha, focal_gamma = focal_params(focal_alpha_hi, focal_alpha_lo, focal_gamma_hi, focal_gamma_lo, ACC)
     pid = tl.program_id(0).to(tl.int64)
     row = pid // chunks_per_row
@@ -205,7 +252,8 @@ def _stats_kernel(x_ptr, t_ptr, partial_ptr, ok_ptr, row_len, chunks_per_row, nu
                 sum_t += t
         if ELEM:
             # Masked lanes' losses (log(0) of a probability 0 among them) never reach the sum.
-            loss, _ = _element_terms(x, t, p, q, dp_dx, softplus_neg_abs, focal_alpha, focal_gamma, CLAMPED_LOG)
+            loss, _ = _element_terms(x, t, p, q, dp_dx, softplus_neg_abs, focal_alpha, focal_gamma,
+                                     CLAMPED_LOG, FOCAL_FORM)
             sum_e += tl.where(mask, loss, 0.0)
     group = row % num_groups
     member = row // num_groups
@@ -298,7 +346,7 @@ def _backward_kernel(x_ptr, t_ptr, coef_ptr, grad_out_ptr, grad_ptr, row_len, ch
                      focal_gamma_lo, REGION: tl.constexpr, SQUARED_PRED: tl.constexpr, ELEM: tl.constexpr,
                      FROM_LOGITS: tl.constexpr, CLAMPED_LOG: tl.constexpr, HAS_IGNORE: tl.constexpr,
                      GRAD_OUT_PER_ELEMENT: tl.constexpr, BLOCK: tl.constexpr, ACC: tl.constexpr,
-                     GRAD_BF16: tl.constexpr, MIN_INTERSECTION: tl.constexpr):
+                     GRAD_BF16: tl.constexpr, MIN_INTERSECTION: tl.constexpr, FOCAL_FORM: tl.constexpr):
     focal_alpha, focal_gamma = focal_params(focal_alpha_hi, focal_alpha_lo, focal_gamma_hi, focal_gamma_lo, ACC)
     pid = tl.program_id(0).to(tl.int64)
     row = pid // chunks_per_row
@@ -332,7 +380,8 @@ def _backward_kernel(x_ptr, t_ptr, coef_ptr, grad_out_ptr, grad_ptr, row_len, ch
             else:
                 grad += (coef_i * t + coef_p) * dp_dx
         if ELEM:
-            _, dloss = _element_terms(x, t, p, q, dp_dx, softplus_neg_abs, focal_alpha, focal_gamma, CLAMPED_LOG)
+            _, dloss = _element_terms(x, t, p, q, dp_dx, softplus_neg_abs, focal_alpha, focal_gamma,
+                                     CLAMPED_LOG, FOCAL_FORM)
             if GRAD_OUT_PER_ELEMENT:
                 upstream_map = tl.load(grad_out_ptr + row_start + offs, mask=mask, other=0.0).to(ACC)
                 grad += upstream_map * dloss
@@ -347,7 +396,7 @@ def _backward_kernel(x_ptr, t_ptr, coef_ptr, grad_out_ptr, grad_ptr, row_len, ch
 def _focal_map_kernel(x_ptr, t_ptr, out_ptr, ok_ptr, numel, ignore_index, focal_alpha_hi, focal_alpha_lo,
                       focal_gamma_hi, focal_gamma_lo, FROM_LOGITS: tl.constexpr, CLAMPED_LOG: tl.constexpr,
                       HAS_IGNORE: tl.constexpr, CHECK_TARGET: tl.constexpr, BLOCK: tl.constexpr, ACC: tl.constexpr,
-                      OUT_BF16: tl.constexpr):
+                      OUT_BF16: tl.constexpr, FOCAL_FORM: tl.constexpr):
     focal_alpha, focal_gamma = focal_params(focal_alpha_hi, focal_alpha_lo, focal_gamma_hi, focal_gamma_lo, ACC)
     pid = tl.program_id(0).to(tl.int64)
     offs = pid * BLOCK + tl.arange(0, BLOCK)
@@ -355,7 +404,7 @@ def _focal_map_kernel(x_ptr, t_ptr, out_ptr, ok_ptr, numel, ignore_index, focal_
     x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(ACC)
     t = tl.load(t_ptr + offs, mask=mask, other=0).to(ACC)
     p, q, dp_dx, softplus_neg_abs = _probabilities(x, FROM_LOGITS, CLAMPED_LOG)
-    loss, _ = _element_terms(x, t, p, q, dp_dx, softplus_neg_abs, focal_alpha, focal_gamma, CLAMPED_LOG)
+    loss, _ = _element_terms(x, t, p, q, dp_dx, softplus_neg_abs, focal_alpha, focal_gamma, CLAMPED_LOG, FOCAL_FORM)
     checked = mask
     if HAS_IGNORE:
         kept = t != ignore_index
@@ -398,10 +447,18 @@ def _as_loadable(target: torch.Tensor) -> torch.Tensor:
     return target.view(torch.uint8) if target.dtype == torch.bool else target
 
 
+def _focal_form(focal_form, elem, focal_gamma, from_logits, clamped_log):
+    """FOCAL_FORM: focal_form with the element term and gamma != 0, else 0 (gamma = 0 is BCE in
+    every form: the kernels' gamma-0 path)."""
+    check_focal_form(focal_form, from_logits, clamped_log)
+    return focal_form if elem and focal_gamma != 0 else 0
+
+
 def _stats(input, target, per_sample, per_channel, region, squared_pred, min_intersection, elem, focal_alpha,
-           focal_gamma, from_logits, clamped_log, ignore_index, check_target):
+           focal_gamma, focal_form, from_logits, clamped_log, ignore_index, check_target):
     """Launch the statistics kernel: partial sums (groups * parts_per_group, 5) and parts_per_group."""
     check_min_intersection(squared_pred, min_intersection)
+    form = _focal_form(focal_form, elem, focal_gamma, from_logits, clamped_log)
     layout = group_layout(input.shape, per_sample, per_channel)
     acc, ACC = acc_dtypes(input)
     x, target, _ = binary_operands(input, target, per_sample, per_channel)
@@ -417,7 +474,8 @@ def _stats(input, target, per_sample, per_channel, region, squared_pred, min_int
                                     REGION=region, SQUARED_PRED=region and squared_pred, ELEM=elem,
                                     FROM_LOGITS=from_logits, CLAMPED_LOG=_clamped(from_logits, clamped_log),
                                     HAS_IGNORE=has_ignore, CHECK_TARGET=check_target, BLOCK=plan.block, ACC=ACC,
-                                    MIN_INTERSECTION=region and min_intersection, num_warps=plan.num_warps)
+                                    MIN_INTERSECTION=region and min_intersection, FOCAL_FORM=form,
+                                    num_warps=plan.num_warps)
     if check_target:
         kernel_target_flags(ok, target, None, ignore_index)
     return partials, members * plan.chunks_per_row
@@ -451,13 +509,13 @@ def _finalize(partials, parts_per_group, weight, num_channels, region, tv_alpha,
 @on_input_device
 def binary_loss(input, target, weight, per_sample, per_channel, region, tv_alpha, tv_beta, smooth_nr, smooth_dr,
                 region_gamma, region_weight, log_loss, squared_pred, min_intersection, elem, focal_alpha, focal_gamma,
-                elem_weight, elem_mean, label_smoothing, weighted_mean, from_logits, clamped_log, ignore_index,
-                reduction, check_target):
+                focal_form, elem_weight, elem_mean, label_smoothing, weighted_mean, from_logits, clamped_log,
+                ignore_index, reduction, check_target):
     # label_smoothing and weighted_mean are multi-class options: the binary family has neither.
     layout = group_layout(input.shape, per_sample, per_channel)
     partials, parts_per_group = _stats(input, target, per_sample, per_channel, region, squared_pred, min_intersection,
-                                       elem, focal_alpha, focal_gamma, from_logits, clamped_log, ignore_index,
-                                       check_target)
+                                       elem, focal_alpha, focal_gamma, focal_form, from_logits, clamped_log,
+                                       ignore_index, check_target)
     return _finalize(partials, parts_per_group, weight, layout.num_channels, region, tv_alpha, tv_beta, smooth_nr,
                      smooth_dr, region_gamma, region_weight, log_loss, elem, elem_weight, elem_mean, reduction,
                      layout.shape)
@@ -465,10 +523,10 @@ def binary_loss(input, target, weight, per_sample, per_channel, region, tv_alpha
 
 @on_input_device
 def binary_stats(input, target, per_sample, per_channel, region, squared_pred, min_intersection, elem, focal_alpha,
-                 focal_gamma, from_logits, clamped_log, ignore_index, check_target):
+                 focal_gamma, focal_form, from_logits, clamped_log, ignore_index, check_target):
     partials, parts_per_group = _stats(input, target, per_sample, per_channel, region, squared_pred, min_intersection,
-                                       elem, focal_alpha, focal_gamma, from_logits, clamped_log, ignore_index,
-                                       check_target)
+                                       elem, focal_alpha, focal_gamma, focal_form, from_logits, clamped_log,
+                                       ignore_index, check_target)
     return partials.view(-1, parts_per_group, 5).sum(1)  # fixed order: deterministic
 
 
@@ -481,8 +539,10 @@ def binary_finalize(sums, weight, num_channels, region, tv_alpha, tv_beta, smoot
 
 @on_input_device
 def binary_loss_backward(grad_loss, input, target, coef, per_sample, per_channel, region, squared_pred,
-                         min_intersection, elem, focal_alpha, focal_gamma, from_logits, clamped_log, ignore_index):
+                         min_intersection, elem, focal_alpha, focal_gamma, focal_form, from_logits, clamped_log,
+                         ignore_index):
     check_min_intersection(squared_pred, min_intersection)
+    form = _focal_form(focal_form, elem, focal_gamma, from_logits, clamped_log)
     layout = group_layout(input.shape, per_sample, per_channel)
     _, ACC = acc_dtypes(input)
     x, target, memory_format = binary_operands(input, target, per_sample, per_channel)
@@ -498,7 +558,8 @@ def binary_loss_backward(grad_loss, input, target, coef, per_sample, per_channel
                                        CLAMPED_LOG=_clamped(from_logits, clamped_log), HAS_IGNORE=has_ignore,
                                        GRAD_OUT_PER_ELEMENT=False, BLOCK=plan.block, ACC=ACC,
                                        GRAD_BF16=x.dtype == torch.bfloat16,
-                                       MIN_INTERSECTION=region and min_intersection, num_warps=plan.num_warps)
+                                       MIN_INTERSECTION=region and min_intersection, FOCAL_FORM=form,
+                                    num_warps=plan.num_warps)
     return grad
 
 
@@ -507,7 +568,8 @@ def _map_plan(x):
 
 
 @on_input_device
-def binary_focal_map(input, target, alpha, gamma, from_logits, clamped_log, ignore_index, check_target):
+def binary_focal_map(input, target, alpha, gamma, focal_form, from_logits, clamped_log, ignore_index, check_target):
+    form = _focal_form(focal_form, True, gamma, from_logits, clamped_log)
     _, ACC = acc_dtypes(input)
     x, target, memory_format = binary_operands(input, target, False, False)
     check_target = check_target and target.dtype != torch.bool
@@ -521,14 +583,16 @@ def binary_focal_map(input, target, alpha, gamma, from_logits, clamped_log, igno
                                    *split(gamma), FROM_LOGITS=from_logits,
                                    CLAMPED_LOG=_clamped(from_logits, clamped_log), HAS_IGNORE=has_ignore,
                                    CHECK_TARGET=check_target, BLOCK=plan.block, ACC=ACC,
-                                   OUT_BF16=x.dtype == torch.bfloat16, num_warps=plan.num_warps)
+                                   OUT_BF16=x.dtype == torch.bfloat16, FOCAL_FORM=form, num_warps=plan.num_warps)
     if check_target:
         kernel_target_flags(ok, target, None, ignore_index)
     return out
 
 
 @on_input_device
-def binary_focal_map_backward(grad_map, input, target, alpha, gamma, from_logits, clamped_log, ignore_index):
+def binary_focal_map_backward(grad_map, input, target, alpha, gamma, focal_form, from_logits, clamped_log,
+                              ignore_index):
+    form = _focal_form(focal_form, True, gamma, from_logits, clamped_log)
     _, ACC = acc_dtypes(input)
     x, target, memory_format = binary_operands(input, target, False, False)
     target = _as_loadable(target)
@@ -543,5 +607,5 @@ def binary_focal_map_backward(grad_map, input, target, alpha, gamma, from_logits
                                        CLAMPED_LOG=_clamped(from_logits, clamped_log), HAS_IGNORE=has_ignore,
                                        GRAD_OUT_PER_ELEMENT=True,
                                        BLOCK=plan.block, ACC=ACC, GRAD_BF16=x.dtype == torch.bfloat16,
-                                       MIN_INTERSECTION=False, num_warps=plan.num_warps)
+                                       MIN_INTERSECTION=False, FOCAL_FORM=form, num_warps=plan.num_warps)
     return grad

@@ -39,7 +39,7 @@ import triton
 import triton.language as tl
 
 from .._checks import kernel_target_flags
-from .._spec import check_min_intersection, multiclass_operands
+from .._spec import check_focal_form, check_min_intersection, multiclass_operands
 from .triton_common import (REDUCTION_CODE, acc_dtypes, check_programs, finalize_params, focal_params, on_input_device,
                             param, pow_or_zero, region_terms, sm_count, split, store_as, sum_rows, target_flags,
                             writable)
@@ -598,9 +598,10 @@ def _loss_shape(input, per_sample):
 @on_input_device
 def multiclass_loss(input, target, weight, class_weight, per_sample, region, tv_alpha, tv_beta, smooth_nr, smooth_dr,
                     region_gamma, region_weight, log_loss, squared_pred, min_intersection, elem, focal_alpha,
-                    focal_gamma, elem_weight, elem_mean, label_smoothing, weighted_mean, from_logits, clamped_log,
-                    ignore_index, include_background, exclude_empty, reduction, check_target):
+                    focal_gamma, focal_form, elem_weight, elem_mean, label_smoothing, weighted_mean, from_logits,
+                    clamped_log, ignore_index, include_background, exclude_empty, reduction, check_target):
     check_min_intersection(squared_pred, min_intersection, multiclass=True)  # the op takes the whole LossSpec
+    check_focal_form(focal_form, from_logits, clamped_log, multiclass=True)
     class_partials, elem_partials, plan = _stats(input, target, class_weight, region, squared_pred, elem, focal_alpha,
                                                  focal_gamma, label_smoothing, weighted_mean, from_logits, clamped_log,
                                                  ignore_index, check_target)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import torch
 
-from .._spec import LossSpec, check_min_intersection
+from .._spec import LossSpec, check_focal_form, check_min_intersection
 from .schema import spec_arguments
 from .synced import _all_reduce
 
@@ -73,6 +73,7 @@ class GeneralizedDiceLoss(torch.autograd.Function):
             backward_args = dict(per_sample=per_sample, per_channel=True, ignore_index=ignore_index)
         else:
             check_min_intersection(spec.squared_pred, spec.min_intersection, multiclass=True)  # not an argument there
+            check_focal_form(spec.focal_form, spec.from_logits, spec.clamped_log, multiclass=True)
             sums, _ = ops.multiclass_stats(input, target, None, per_sample, **spec_arguments("multiclass_stats", spec),
                                            ignore_index=ignore_index, check_target=check_target)
             backward_args = dict(class_weight=None, per_sample=per_sample, ignore_index=ignore_index)

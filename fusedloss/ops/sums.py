@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 
 from .. import _checks, reference
-from .._spec import LossSpec
+from .._spec import LossSpec, check_focal_form
 from . import fused_ops
 from .schema import spec_arguments
 from .selection import resolve
@@ -91,6 +91,7 @@ def multiclass_sums(input, target, spec: LossSpec, *, class_weight=None, per_sam
     ``spec.weighted_mean`` the second value sums the pixels' class weights instead).
     Differentiable w.r.t. ``input``."""
     target = _checks.input_and_class_map(input, target, ignore_index)
+    check_focal_form(spec.focal_form, spec.from_logits, spec.clamped_log, multiclass=True)  # no multiclass op takes it
     chosen = resolve(backend, input.device, family="multiclass", classes=input.shape[1])
     if chosen == "reference":
         from ..functional import _check_class_targets
@@ -110,7 +111,7 @@ def _reference_binary_sums(input, target, spec, per_sample, per_channel, ignore_
     if spec.elem:
         alpha = None if spec.focal_alpha < 0 else spec.focal_alpha
         element = reference._sum(reference._focal_map(input, target, alpha, spec.focal_gamma, spec.from_logits,
-                                                      spec.clamped_log, ignore_index), dims)
+                                                      spec.clamped_log, ignore_index, spec.focal_form), dims)
     else:
         element = torch.zeros_like(count)
     return torch.stack([*region, element, count], -1).reshape(-1, 5)

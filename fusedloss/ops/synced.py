@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 import torch.distributed as dist
 
-from .._spec import LossSpec, check_min_intersection, group_layout
+from .._spec import LossSpec, check_focal_form, check_min_intersection, group_layout
 from .schema import spec_arguments
 
 
@@ -64,6 +64,7 @@ class SyncedMulticlassLoss(_SyncedLoss):
     def forward(ctx, input, target, weight, class_weight, ops, group, per_sample, spec: LossSpec, ignore_index,
                 include_background, exclude_empty, reduction, check_target):
         check_min_intersection(spec.squared_pred, spec.min_intersection, multiclass=True)  # no op of the half takes it
+        check_focal_form(spec.focal_form, spec.from_logits, spec.clamped_log, multiclass=True)  # nor this
         class_sums, elem_sums = ops.multiclass_stats(input, target, class_weight, per_sample,
                                                      **spec_arguments("multiclass_stats", spec),
                                                      ignore_index=ignore_index, check_target=check_target)
