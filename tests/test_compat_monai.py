@@ -242,6 +242,8 @@ FUSED_CASES = _cases(
     "FocalLoss(use_softmax=True,weight=[1.0, 0.5, 2.0])-soft-2d",
     "FocalLoss(use_softmax=True,to_onehot_y=True,include_background=False,ignore_index=255)-label-2d",
     "FocalLoss(gamma=0.0,alpha=0.4)-soft-2d", "FocalLoss(ignore_index=-1,gamma=0.0)-binary-2d",
+    "FocalLoss(gamma=2.0)-soft-2d", "FocalLoss()-onehot-2d",  # MONAI's focal factor (focal_form) on soft targets
+    "DiceFocalLoss(sigmoid=True,gamma=1.5,lambda_dice=0.4,lambda_focal=2.0)-onehot-2d",
     "DiceCELoss(softmax=True,to_onehot_y=True)-label-2d", "DiceCELoss(softmax=True,label_smoothing=0.2)-soft-2d",
     "DiceCELoss(sigmoid=True,to_onehot_y=True,lambda_dice=0.3,lambda_ce=1.7)-label_float-2d",
     "DiceCELoss(sigmoid=True)-binary-2d", "DiceFocalLoss(sigmoid=True)-uint8-2d",

@@ -104,7 +104,8 @@ FOCAL_CASES = [
     ("binary", (2, 1, 4, 5), "hard", {}),
     ("binary", (2, 1, 4, 5), "uint8", dict(alpha=0.25, ignore_index=255)),
     ("binary", (2, 1, 4, 5), "bool", dict(reduction="sum", gamma=1.5)),
-    ("binary", (2, 1, 4, 5), "soft", dict(alpha=0.3)),  # a float target: smp's formula in PyTorch
+    ("binary", (2, 1, 4, 5), "soft", dict(alpha=0.3)),  # soft targets: smp's focal factor (focal_form)
+    ("multilabel", (2, 3, 4, 5), "soft", dict(gamma=0.5, class_weights=[0.5, 1.0, 2.0])),
     ("binary", (2, 1, 4, 5), "hard", dict(normalized=True)),
     ("binary", (2, 1, 4, 5), "hard", dict(reduced_threshold=0.5, reduction="none")),
     ("binary", (2, 1, 4, 5), "hard", dict(reduction="batchwise_mean", from_logits=False)),
@@ -186,3 +187,13 @@ def test_modules_keep_per_class_values_on_the_device():
     loss = smp.DiceLoss("multiclass", classes=[0, 1], class_weights=[1.0, 2.0, 3.0])
     assert set(dict(loss.named_buffers())) == {"classes", "class_weights"}
     assert loss.state_dict() == {}
+
+
+@pytest.mark.parametrize("mode, target_kind", [("binary", "soft"), ("multilabel", "soft"), ("multiclass", "hard")])
+def test_focal_loss_of_soft_and_class_targets_is_fused(mode, target_kind, monkeypatch):
+    """Float (maybe soft) targets run the fused kernels with smp's focal factor, not smp's code in PyTorch."""
+    monkeypatch.setattr(smp.FocalLoss, "_eager", lambda *args: pytest.fail("the PyTorch path ran"))
+    shape = (2, 1, 4, 5) if mode == "binary" else (2, 3, 4, 5)
+    x, y = _inputs(mode, shape, torch.float64, target_kind)
+    _compare(smp.FocalLoss(mode, alpha=0.25, backend=QUICK_BACKENDS[0]), smp_losses.FocalLoss(mode, alpha=0.25), x, y,
+             torch.float64)

@@ -45,11 +45,11 @@ Region losses (DiceLoss, GeneralizedDiceLoss, TverskyLoss, the Dice part of Dice
 FocalLoss (and DiceFocal's focal part, a sigmoid focal loss on the logits even when the Dice
 part uses a softmax). As MONAI, it computes in fp32 (an fp64 input is cast to fp32 first):
 
-- ``use_softmax=False``, ``reduction`` 'mean' / 'sum': fused when the factor (1 - p_t)**gamma is
-  MONAI's exp(gamma logsigmoid(-x (2t - 1))): hard targets (label maps, bool / integer) or
-  gamma = 0; scalar ``alpha`` and ``weight`` fused, ``include_background=False`` dropped on the
-  per-(sample, class) sums. Eager: a float target with gamma != 0 (it may be soft, and testing
-  would cost a host sync), per-class ``alpha`` (applied where t == 1 only).
+- ``use_softmax=False``, ``reduction`` 'mean' / 'sum': fused, soft targets included: the kernels
+  take MONAI's focusing factor exp(gamma logsigmoid(-x (2t - 1))) (``focal_form``; it differs
+  from Lin's (1 - p_t)**gamma on soft targets); scalar ``alpha`` and ``weight`` fused,
+  ``include_background=False`` dropped on the per-(sample, class) sums. Eager: per-class
+  ``alpha`` (applied where t == 1 only).
 - ``use_softmax=True``, 'mean' / 'sum': fused, multi-class family on the logits (class map or
   dense target); alpha ([1 - a, a, ...] or per class) and ``weight`` as per-class factors;
   ``include_background=False`` drops channel 0 before the softmax, as MONAI (a copy of the
@@ -88,6 +88,7 @@ from ..functional import Backend
 from ..ops.sums import binary_sums, multiclass_sums
 
 _REDUCTIONS = ("none", "mean", "sum")
+MONAI_FOCAL_FORM = 2  # LossSpec.focal_form: MONAI's sigmoid focusing factor exp(gamma logsigmoid(-x (2t - 1)))
 _WEIGHT_TYPES = ("square", "simple", "uniform")
 
 
@@ -672,8 +673,6 @@ def _fused_focal(focal: FocalLoss, input, target):
     if operands is None:
         return None
     target, index, masked = operands
-    if target.is_floating_point() and focal.gamma != 0:
-        return None  # maybe soft: MONAI's factor is not (1 - p_t)**gamma there
     classes = input.shape[1]
     sums = binary_sums(input, target, _sigmoid_focal_spec(focal), per_sample=True, per_channel=True,
                        ignore_index=index, backend=focal.backend).reshape(input.shape[0], classes, 5)
@@ -685,7 +684,8 @@ def _fused_focal(focal: FocalLoss, input, target):
 
 def _sigmoid_focal_spec(focal: FocalLoss) -> LossSpec:
     alpha = focal.alpha
-    return LossSpec(elem=True, focal_alpha=-1.0 if alpha is None else alpha, focal_gamma=float(focal.gamma))
+    return LossSpec(elem=True, focal_alpha=-1.0 if alpha is None else alpha, focal_gamma=float(focal.gamma),
+                    focal_form=MONAI_FOCAL_FORM)
 
 
 def _focal_reduction(focal: FocalLoss, element, input, kept=None):
@@ -834,13 +834,12 @@ class DiceFocalLoss(_MonaiLoss):
         dice, focal = self.dice, self.focal
         alpha = focal.alpha
         one_pass = (dice.sigmoid and self.reduction != "none" and input.dtype != torch.float64
-                    and (not target.is_floating_point() or focal.gamma == 0)
                     and (alpha is None or (not isinstance(alpha, torch.Tensor) and 0 <= alpha <= 1))
                     and target.dtype in (torch.bool, torch.uint8, torch.float32))
         if one_pass:  # the sigmoid Dice sums and the focal sums (fp32 either way) in one pass
             spec = _sigmoid_focal_spec(focal)
             sums = dice._sums(input, target, elem=dict(elem=True, focal_alpha=spec.focal_alpha,
-                                                       focal_gamma=spec.focal_gamma))
+                                                       focal_gamma=spec.focal_gamma, focal_form=spec.focal_form))
             dice_loss = dice._loss(sums, input)
             element = _drop_background(sums, focal.include_background, classes).element
             focal_loss = _focal_reduction(focal, element, input)  # unmasked: per class is enough

@@ -20,12 +20,11 @@ sums, one fused backward pass), so every smp convention holds exactly:
 - ``FocalLoss``: smp's per-class sigmoid focal loss (binary: one class; multilabel: per
   channel; multiclass: class c against [y = c], one-vs-rest, not a softmax), the per-class
   means (or sums) averaged over classes or weighted by ``class_weights``. Fused for reduction
-  'mean' / 'sum' when the focal factor is the usual one: smp's (1 - exp(-BCE))**gamma equals
-  (1 - p_t)**gamma for hard targets, so the fused path takes bool / integer targets and the
-  multiclass class map (its one-hot is built in PyTorch, as uint8). A floating-point target
-  may be soft, where the two factors differ and telling them apart needs a host sync, so it
-  runs in PyTorch (smp's formula), as do ``normalized``, ``reduced_threshold`` and the
-  reductions 'none' and 'batchwise_mean' (whose outputs are per-element maps).
+  'mean' / 'sum', soft targets included: the kernels take smp's focusing factor
+  (1 - exp(-BCE))**gamma (``focal_form``), which differs from Lin's (1 - p_t)**gamma on soft
+  targets; the multiclass class map's one-vs-rest target is built in PyTorch (uint8).
+  ``normalized``, ``reduced_threshold`` and the reductions 'none' and 'batchwise_mean' (whose
+  outputs are per-element maps) run in PyTorch (smp's formula).
   ``from_logits=False``: smp's clamp and logit (binary, multilabel) or log (multiclass) are
   applied in PyTorch first, then the fused loss takes them as logits.
 - ``SoftBCEWithLogitsLoss``: fused for 'mean' / 'sum' without ``weight`` / ``pos_weight``
@@ -57,6 +56,7 @@ from ..ops.sums import binary_sums, multiclass_sums
 BINARY_MODE, MULTILABEL_MODE, MULTICLASS_MODE = "binary", "multilabel", "multiclass"
 _MODES = {BINARY_MODE, MULTILABEL_MODE, MULTICLASS_MODE}
 _FUSED_TARGET_DTYPES = (torch.bool, torch.uint8)
+SMP_FOCAL_FORM = 1  # LossSpec.focal_form: smp's focusing factor (1 - exp(-BCE))**gamma
 
 
 def _as_list_tensor(values, dtype):
@@ -241,8 +241,7 @@ class FocalLoss(nn.Module):
         if not self.from_logits:  # smp's own transform, then its loss on logits
             y_pred = torch.clamp(y_pred, self.eps, 1 - self.eps)
             y_pred = torch.log(y_pred) if self.mode == MULTICLASS_MODE else torch.log(y_pred / (1 - y_pred))
-        hard = self.mode == MULTICLASS_MODE or not y_true.is_floating_point()
-        if (hard and self.reduction in ("mean", "sum") and not self.normalized and self.reduced_threshold is None
+        if (self.reduction in ("mean", "sum") and not self.normalized and self.reduced_threshold is None
                 and not (self.mode == MULTILABEL_MODE and self.ignore_index is not None)):
             return self._fused(y_pred, y_true)
         return self._eager(y_pred, y_true)
@@ -250,7 +249,7 @@ class FocalLoss(nn.Module):
     def _fused(self, y_pred, y_true):
         """Per-class element sums and counts from one fused pass, then smp's means."""
         spec = LossSpec(elem=True, focal_alpha=-1.0 if self.alpha is None else float(self.alpha),
-                        focal_gamma=float(self.gamma))
+                        focal_gamma=float(self.gamma), focal_form=SMP_FOCAL_FORM)
         if self.mode == BINARY_MODE:
             y_true = _binary_target(y_pred, y_true)
             sums = binary_sums(y_pred, y_true, spec, ignore_index=_ignorable(self.ignore_index, y_true),
