@@ -22,8 +22,16 @@ CXX = ["-std=c++20", "-O3", "-fno-trapping-math", "-fno-math-errno"] + (
 
 def cxx() -> list[str]:
     """CXX, with FUSEDLOSS_CPU_CLONES=0 the CPU loops for the baseline instruction set only (no
-    AVX2 / AVX-512 clones): a build about three times quicker, for kernels that run slower."""
-    return CXX + (["-DFUSEDLOSS_NO_CLONES"] if os.environ.get("FUSEDLOSS_CPU_CLONES") == "0" else [])
+    AVX2 / AVX-512 clones): a build about three times quicker, for kernels that run slower; with
+    FUSEDLOSS_CPU_OPT=0 (1, 2, s) that optimisation level instead of -O3: quicker still, for a build
+    that only has to work (the first-use build test)."""
+    flags = CXX + (["-DFUSEDLOSS_NO_CLONES"] if os.environ.get("FUSEDLOSS_CPU_CLONES") == "0" else [])
+    level = os.environ.get("FUSEDLOSS_CPU_OPT", "")
+    if level:
+        if level not in ("0", "1", "2", "3", "s"):
+            raise ValueError(f"FUSEDLOSS_CPU_OPT: {level!r} is not an optimisation level (0, 1, 2, 3, s)")
+        flags = [f"-O{level}" if flag == "-O3" else flag for flag in flags]
+    return flags
 
 
 # sm_80 (A100) and sm_90 (H100/H200) at least; PTX for newer chips.
