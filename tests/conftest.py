@@ -31,3 +31,13 @@ def pytest_configure(config):
                 f"FUSEDLOSS_EXPECT_BACKENDS={','.join(expected)}: {missing} cannot run the "
                 f"{family} losses on {device}: {fusedloss.backends()}"
             )
+
+
+# The suite's longest tests, started first: xdist hands tests to its workers in collection order,
+# so one collected last (the Triton 3.6 ahead-of-time compile, ~3 minutes) would run alone at the
+# end of the run while the other worker idles. A stable sort: everything else keeps its order.
+LONGEST_FIRST = ("tests/test_triton_compiles.py::", "tests/test_cpp_extension.py::test_builds_on_first_use")
+
+
+def pytest_collection_modifyitems(config, items):
+    items.sort(key=lambda item: not item.nodeid.startswith(LONGEST_FIRST))
