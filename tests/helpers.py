@@ -242,3 +242,13 @@ def import_peer(module: str):
     if os.environ.get("FUSEDLOSS_EXPECT_PEERS") == "1":
         return importlib.import_module(module)
     return pytest.importorskip(module, reason=f"{module} is not installed here (make test installs it)")
+
+
+def gradcheck(fn, x, backend, eps=1e-6, atol=1e-6, rtol=1e-3) -> bool:
+    """torch.autograd.gradcheck of ``fn`` at the fp64 ``x``. Under the Triton interpreter (Triton
+    on a CPU) in torch's fast_mode: the finite differences along one random direction against the
+    backward's projection on it, instead of two launches per element (each launch costs the
+    interpreter ~0.1 s; the full Jacobian is checked on every other backend and on a GPU)."""
+    fast = backend == "triton" and DEVICE.type == "cpu"
+    return torch.autograd.gradcheck(fn, (x.detach().requires_grad_(True),), eps=eps, atol=atol, rtol=rtol,
+                                    fast_mode=fast)
