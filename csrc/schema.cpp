@@ -62,6 +62,22 @@ TORCH_LIBRARY(fusedloss_C, m) {
       "bool region, float tv_alpha, float tv_beta, float smooth_nr, float smooth_dr, float region_gamma, "
       "float region_weight, bool log_loss, bool elem, float elem_weight, bool elem_mean, bool include_background, "
       "bool exclude_empty, str reduction, int[] loss_shape) -> (Tensor, Tensor)");
+
+  // The Lovász losses' primitives, assembled around torch.sort by fusedloss/ops/lovasz.py.
+  m.def(
+      "binary_lovasz_errors(Tensor input, Tensor target, bool per_sample, int? ignore_index, bool check_target) "
+      "-> (Tensor, Tensor)");
+  m.def(
+      "multiclass_lovasz_errors(Tensor input, Tensor target, bool per_sample, bool from_logits, int? ignore_index, "
+      "bool check_target) -> (Tensor, Tensor)");
+  m.def("lovasz_rows(Tensor sorted_errors, Tensor truth, Tensor order) -> (Tensor, Tensor)");
+  m.def("lovasz_rows_backward(Tensor grad_loss, Tensor truth, Tensor order) -> Tensor");
+  m.def(
+      "binary_lovasz_chain(Tensor grad_errors, Tensor input, Tensor target, bool per_sample, int? ignore_index) "
+      "-> Tensor");
+  m.def(
+      "multiclass_lovasz_chain(Tensor grad_errors, Tensor input, Tensor target, bool per_sample, bool from_logits, "
+      "int? ignore_index) -> Tensor");
 }
 
 // `import fusedloss._C` loads this library, which registers the ops above.

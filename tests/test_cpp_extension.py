@@ -10,7 +10,7 @@ from helpers import ONLY_THE_COPY, package_without_extension, run_python
 
 import fusedloss
 from fusedloss.ops import cpp_ops
-from fusedloss.ops.schema import SCHEMAS, SYNC_SCHEMAS
+from fusedloss.ops.schema import LOVASZ_SCHEMAS, SCHEMAS, SYNC_SCHEMAS
 
 # FUSEDLOSS_BUILD_CPU=0 is the one documented way to install without the extension.
 OPTED_OUT = os.environ.get("FUSEDLOSS_BUILD_CPU") == "0"
@@ -19,7 +19,7 @@ needs_extension = pytest.mark.skipif(cpp_ops.unavailable_reason("cpu") is not No
 
 
 @needs_extension
-@pytest.mark.parametrize("name", sorted({**SCHEMAS, **SYNC_SCHEMAS}))
+@pytest.mark.parametrize("name", sorted({**SCHEMAS, **SYNC_SCHEMAS, **LOVASZ_SCHEMAS}))
 def test_schema_matches_triton_ops(name):
     cpp_schema = getattr(torch.ops.fusedloss_C, name).default._schema
     triton_schema = getattr(fusedloss.ops.fused_ops("triton"), name).default._schema
@@ -30,7 +30,8 @@ def test_schema_matches_triton_ops(name):
 def test_cpu_kernels_registered():
     """Not skipped when the extension is missing: that is what it checks."""
     assert cpp_ops.unavailable_reason("cpu") is None, cpp_ops.unavailable_reason("cpu")
-    assert torch._C._dispatch_has_kernel_for_dispatch_key("fusedloss_C::binary_loss", "CPU")
+    for name in ("binary_loss", "multiclass_loss", *LOVASZ_SCHEMAS):
+        assert torch._C._dispatch_has_kernel_for_dispatch_key(f"fusedloss_C::{name}", "CPU"), name
     assert "cpu" in fusedloss.available_backends("cpu")
 
 
@@ -38,7 +39,7 @@ def test_cpu_kernels_registered():
                     reason="set FUSEDLOSS_EXPECT_CUDA_KERNELS=1 where the CUDA part must have been built (CI)")
 @needs_extension
 def test_cuda_kernels_compiled_and_linked():
-    for name in SCHEMAS:
+    for name in {**SCHEMAS, **LOVASZ_SCHEMAS}:
         assert torch._C._dispatch_has_kernel_for_dispatch_key(f"fusedloss_C::{name}", "CUDA"), name
 
 

@@ -234,23 +234,6 @@ void focal_map_chunk(const acc_t* x, const acc_t* t, const acc_t* upstream, int6
   });
 }
 
-// check_target: the first staged target outside [0, 1] in a chunk (ignored ones exempt), or -1.
-FUSEDLOSS_CLONES int64_t first_bad_f32(const float* t, int64_t n) { return first_bad_probability(t, n); }
-FUSEDLOSS_CLONES int64_t first_bad_ignoring_f32(const float* t, int64_t n, float ignore) {
-  return first_bad_probability(t, n, ignore);
-}
-
-template <typename acc_t>
-int64_t first_bad_target(const acc_t* t, int64_t n, const std::optional<int64_t>& ignore_index) {
-  if constexpr (std::is_same_v<acc_t, float>) {
-    return ignore_index.has_value() ? first_bad_ignoring_f32(t, n, static_cast<float>(*ignore_index))
-                                    : first_bad_f32(t, n);
-  } else {
-    return ignore_index.has_value() ? first_bad_probability(t, n, static_cast<double>(*ignore_index))
-                                    : first_bad_probability(t, n);
-  }
-}
-
 // ignore_index as the loops take it: in acc_t, and a kIgnored bit for their terms.
 template <typename acc_t>
 acc_t ignore_value(const std::optional<int64_t>& ignore_index) {

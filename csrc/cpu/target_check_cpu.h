@@ -13,9 +13,11 @@
 #include <cstring>
 #include <optional>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "../target_check.h"
+#include "convert.h"
 
 namespace fusedloss {
 namespace {
@@ -122,6 +124,24 @@ std::string shortest_text(acc_t value) {
   char text[64];
   const auto end = std::to_chars(text, text + sizeof text, value).ptr;
   return std::string(text, end);
+}
+
+// A binary chunk's check (binary and Lovász ops): the first staged target outside [0, 1]
+// (ignored ones exempt), or -1; the fp32 scans compiled per instruction set.
+FUSEDLOSS_CLONES int64_t first_bad_f32(const float* t, int64_t n) { return first_bad_probability(t, n); }
+FUSEDLOSS_CLONES int64_t first_bad_ignoring_f32(const float* t, int64_t n, float ignore) {
+  return first_bad_probability(t, n, ignore);
+}
+
+template <typename acc_t>
+int64_t first_bad_target(const acc_t* t, int64_t n, const std::optional<int64_t>& ignore_index) {
+  if constexpr (std::is_same_v<acc_t, float>) {
+    return ignore_index.has_value() ? first_bad_ignoring_f32(t, n, static_cast<float>(*ignore_index))
+                                    : first_bad_f32(t, n);
+  } else {
+    return ignore_index.has_value() ? first_bad_probability(t, n, static_cast<double>(*ignore_index))
+                                    : first_bad_probability(t, n);
+  }
 }
 
 template <typename acc_t>

@@ -35,6 +35,7 @@
 #include "../dispatch.h"
 #include "../layout.h"
 #include "../loss_math.h"
+#include "class_map_reader.h"
 #include "grid.h"
 #include "target_check_cuda.h"
 
@@ -45,24 +46,6 @@ using at::Tensor;
 
 constexpr int kThreads = 256;
 constexpr int kWarps = kThreads / 32;
-
-struct ClassMapReader {
-  const void* data;
-  int bytes;  // 1 (uint8), 2, 4 or 8
-  __device__ __forceinline__ int64_t operator()(int64_t i) const {
-    switch (bytes) {
-      case 1: return static_cast<const uint8_t*>(data)[i];
-      case 2: return static_cast<const int16_t*>(data)[i];
-      case 4: return static_cast<const int32_t*>(data)[i];
-      default: return static_cast<const int64_t*>(data)[i];
-    }
-  }
-};
-
-ClassMapReader class_map_reader(const Tensor& target) {
-  dispatch_class_map(target, [](auto) {});  // the dtype check only: the reader branches on the size
-  return {target.const_data_ptr(), static_cast<int>(target.element_size())};
-}
 
 // A dense target's values (the input's shape, read at the input's offsets), converted on
 // read: one kernel for every target dtype (the branch is uniform across the grid).

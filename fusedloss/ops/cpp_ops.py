@@ -27,12 +27,16 @@ CSRC = Path(__file__).resolve().parents[2] / "csrc"
 _state = {"loaded": False, "error": None, "tried_build": False}
 
 
+# The op whose kernel shows that a family was built, per family (the Lovász losses' ops are one family).
+FAMILY_PROBES = {**{family: f"{family}_loss" for family in FAMILIES}, "lovasz": "lovasz_rows"}
+
+
 def _registered() -> None:
     register_fake_and_autograd(NAMESPACE)
-    # Whether CUDA kernels were built, looked up once (unavailable_reason runs on every loss call).
-    _state.update(
-        loaded=True, error=None, cuda_kernels={family: has_kernel(f"{family}_loss", "cuda") for family in FAMILIES}
-    )
+    # Which kernels were built, looked up once (unavailable_reason runs on every loss call).
+    kernels = {(family, device): has_kernel(op, device) for family, op in FAMILY_PROBES.items()
+               for device in ("cpu", "cuda")}
+    _state.update(loaded=True, error=None, kernels=kernels)
 
 
 def load_prebuilt() -> None:
@@ -136,8 +140,8 @@ def has_kernel(op_name: str, device_type: str) -> bool:
 def unavailable_reason(device_type: str, family: str = "binary") -> str | None:
     if not _state["loaded"]:
         return _state["error"]
-    if device_type == "cuda" and not _state["cuda_kernels"][family]:
-        return f"fusedloss._C was built without CUDA kernels for the {family} family"
+    if not _state["kernels"][(family, device_type)]:
+        return f"fusedloss._C was built without {device_type.upper()} kernels for the {family} family"
     return None
 
 

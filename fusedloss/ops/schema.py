@@ -101,8 +101,29 @@ SYNC_SCHEMAS = {
         "str reduction, int[] loss_shape) -> (Tensor, Tensor)"
     ),
 }
+# The Lovász losses' primitives (assembled around torch.sort by ops/lovasz.py): errors and truth values per
+# row, the scan over the sorted rows (loss; gradient scattered back to the original positions), and the
+# chain rule from the errors to the input.
+LOVASZ_SCHEMAS = {
+    "binary_lovasz_errors": (
+        "(Tensor input, Tensor target, bool per_sample, int? ignore_index, bool check_target) -> (Tensor, Tensor)"
+    ),
+    "multiclass_lovasz_errors": (
+        "(Tensor input, Tensor target, bool per_sample, bool from_logits, int? ignore_index, bool check_target) "
+        "-> (Tensor, Tensor)"
+    ),
+    "lovasz_rows": "(Tensor sorted_errors, Tensor truth, Tensor order) -> (Tensor, Tensor)",
+    "lovasz_rows_backward": "(Tensor grad_loss, Tensor truth, Tensor order) -> Tensor",
+    "binary_lovasz_chain": (
+        "(Tensor grad_errors, Tensor input, Tensor target, bool per_sample, int? ignore_index) -> Tensor"
+    ),
+    "multiclass_lovasz_chain": (
+        "(Tensor grad_errors, Tensor input, Tensor target, bool per_sample, bool from_logits, int? ignore_index) "
+        "-> Tensor"
+    ),
+}
 SCHEMAS = {**BINARY_SCHEMAS, **MULTICLASS_SCHEMAS}
-ALL_SCHEMAS = {**SCHEMAS, **SYNC_SCHEMAS}
+ALL_SCHEMAS = {**SCHEMAS, **SYNC_SCHEMAS, **LOVASZ_SCHEMAS}
 
 
 def argument_names(schema: str) -> list[str]:
@@ -174,6 +195,19 @@ def _fake_finalize(sums, reduction, loss_shape):
     return sums.new_empty(tuple(loss_shape) if reduction == "none" else ()), sums.new_empty((sums.shape[0], 3))
 
 
+def _fake_lovasz_errors(input, per_sample, multiclass: bool):
+    groups = input.shape[0] if per_sample else 1
+    rows = (groups, input.shape[1]) if multiclass else (groups,)
+    length = (input.numel() // input.shape[1] if multiclass else input.numel()) // groups
+    shape = rows + (length,)
+    dtype = accumulation_dtype(input)
+    return input.new_empty(shape, dtype=dtype), input.new_empty(shape, dtype=dtype)
+
+
+def _fake_lovasz_rows(sorted_errors, **_):
+    return sorted_errors.new_empty(sorted_errors.shape[:-1]), sorted_errors.new_empty(sorted_errors.shape[:-1])
+
+
 FAKES = {
     "binary_loss": _fake_binary_loss,
     "binary_loss_backward": _fake_binary_gradient,
@@ -189,6 +223,12 @@ FAKES = {
     "multiclass_stats": _fake_multiclass_stats,
     "multiclass_finalize": lambda class_sums, reduction, loss_shape, **_: _fake_finalize(class_sums, reduction,
                                                                                           loss_shape),
+    "binary_lovasz_errors": lambda input, per_sample, **_: _fake_lovasz_errors(input, per_sample, False),
+    "multiclass_lovasz_errors": lambda input, per_sample, **_: _fake_lovasz_errors(input, per_sample, True),
+    "lovasz_rows": _fake_lovasz_rows,
+    "lovasz_rows_backward": lambda truth, **_: torch.empty_like(truth),
+    "binary_lovasz_chain": lambda input, **_: torch.empty_like(input, memory_format=torch.contiguous_format),
+    "multiclass_lovasz_chain": lambda input, **_: torch.empty_like(input, memory_format=torch.contiguous_format),
 }
 
 
@@ -200,8 +240,10 @@ def _by_name(op: str, fake):
 
 def register_fake_and_autograd(namespace: str) -> None:
     """Fake kernels and autograd for the loss ops of ``namespace`` (both families)."""
+    ops = getattr(torch.ops, namespace)
     for name in ALL_SCHEMAS:
-        torch.library.register_fake(f"{namespace}::{name}", _by_name(name, FAKES[name]))
+        if hasattr(ops, name):  # an extension built before an op existed lacks it (tests/test_cpp_extension.py)
+            torch.library.register_fake(f"{namespace}::{name}", _by_name(name, FAKES[name]))
     for family in FAMILIES:
         _register_autograd(namespace, f"{family}_loss", saves_output=True)
         _register_autograd(namespace, f"{family}_focal_map", saves_output=False)

@@ -1,6 +1,6 @@
-"""The Triton backend's ops: the launchers of ``kernels/binary_triton.py`` and
-``kernels/multiclass_triton.py`` registered as torch.library ops in the
-``fusedloss_triton`` namespace."""
+"""The Triton backend's ops: the launchers of ``kernels/binary_triton.py``,
+``kernels/multiclass_triton.py`` and ``kernels/lovasz_triton.py`` registered as
+torch.library ops in the ``fusedloss_triton`` namespace."""
 
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ NAMESPACE = "fusedloss_triton"
 
 def _define(launchers_by_family) -> None:
     for name, schema in ALL_SCHEMAS.items():
-        launchers = launchers_by_family[name.split("_", 1)[0]]  # "binary_loss" -> binary_triton
+        family = "lovasz" if "lovasz" in name else name.split("_", 1)[0]  # "binary_loss" -> binary_triton
+        launchers = launchers_by_family[family]
         torch.library.custom_op(f"{NAMESPACE}::{name}", getattr(launchers, name), mutates_args=(), schema=schema)
     register_fake_and_autograd(NAMESPACE)
 
@@ -22,8 +23,8 @@ def load():
     """Register the ops (once) and return their namespace, or raise ImportError
     when Triton is missing."""
     if not hasattr(load, "ops"):
-        from ..kernels import binary_triton, multiclass_triton
+        from ..kernels import binary_triton, lovasz_triton, multiclass_triton
 
-        _define({"binary": binary_triton, "multiclass": multiclass_triton})
+        _define({"binary": binary_triton, "multiclass": multiclass_triton, "lovasz": lovasz_triton})
         load.ops = getattr(torch.ops, NAMESPACE)
     return load.ops
