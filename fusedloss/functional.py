@@ -38,6 +38,7 @@ from . import _checks, _spec, reference
 from .ops import fused_ops, resolve
 from .ops.schema import spec_arguments
 from .ops.generalized_dice import WEIGHT_TYPES, GeneralizedDiceLoss
+from .ops.lovasz import binary_lovasz_losses, multiclass_lovasz_losses
 from .ops.synced import SyncedBinaryLoss, SyncedMulticlassLoss
 
 Mode = Literal["binary", "multilabel", "multiclass"]
@@ -593,6 +594,104 @@ def generalized_dice_loss(input: torch.Tensor, target: torch.Tensor, smooth: flo
     spec = _spec.LossSpec(region=True, smooth_nr=smooth_nr, smooth_dr=smooth_dr, **activation_fields)
     return GeneralizedDiceLoss.apply(input, target, fused_ops(chosen), family, spec, per_sample, weight_type,
                                      include_background, ignore_index, reduction, group, _checks.CHECK_TARGETS)
+
+
+# The Lovász losses: per group (each sample with per_sample, else the whole batch), the Lovász
+# extension of the Jaccard loss; the fused backends sort with torch.sort and fuse the rest.
+
+_LOVASZ_RETURNS = ("the loss: a 0-d tensor, or with reduction='none' and per_sample one per sample ((N,)), in "
+                   "float32 (float64 for a float64 input).")
+_LOVASZ_OPTIONS = dict(
+    per_sample="one loss per sample (smp's and the paper's per_image), reduced over samples; else one loss "
+               "for the whole batch (all its elements in one sort).",
+    reduction="'mean' over the samples (a sample with every element ignored counts as 0, as in smp), 'sum', or "
+              "'none'.",
+)
+
+
+def _reduce_samples(losses: torch.Tensor, per_sample: bool, reduction: str) -> torch.Tensor:
+    if not per_sample:
+        return losses[0]
+    return losses.mean() if reduction == "mean" else losses.sum() if reduction == "sum" else losses
+
+
+@documented(_LOVASZ_OPTIONS, ("ignore_index", "backend"), returns=_LOVASZ_RETURNS)
+def lovasz_hinge_loss(input: torch.Tensor, target: torch.Tensor, *, per_sample: bool = False,
+                      reduction: Reduction = "mean", ignore_index: int | None = None,
+                      backend: Backend = "auto") -> torch.Tensor:
+    """Lovász hinge loss (Berman et al. 2018), binary / multi-label, on logits: the hinge
+    errors e = 1 - x (2t - 1) sorted in decreasing order (stable), dotted with the Lovász
+    gradient of the Jaccard loss J_i - J_{i-1}, J_i = 1 - |T minus top i| / |T union top i|,
+    relu(e) entering; over the elements not ignored. As smp's LovaszLoss (mode 'binary' or
+    'multilabel': all of a sample's channels in one sort) and kornia's lovasz_hinge_loss
+    (per_sample=True)."""
+    target = _checks.input_and_target(input, target)
+    _checks.binary_ignore_index(ignore_index, target.dtype)
+    _checks.reduction(reduction)
+    chosen = resolve(backend, input.device, differentiable_target=target.requires_grad, family="lovasz")
+    if chosen == "reference":
+        _checks.target_values(target, None, ignore_index)
+        return reference.lovasz_hinge_loss(input, target, per_sample=per_sample, ignore_index=ignore_index,
+                                           reduction=reduction)
+    losses = binary_lovasz_losses(input, target, fused_ops(chosen), per_sample=per_sample,
+                                  ignore_index=ignore_index, check_target=_checks.CHECK_TARGETS)
+    return _reduce_samples(losses, per_sample, reduction)
+
+
+def _lovasz_classes(classes, num_classes: int, device) -> torch.Tensor | None:
+    """The (C,) mask of the classes a list names (None for 'present' and 'all'), checked."""
+    if isinstance(classes, str):
+        if classes not in ("present", "all"):
+            raise ValueError(f"classes must be 'present', 'all' or a list of class indices, got {classes!r}")
+        return None
+    listed = list(classes)
+    bad = [k for k in listed if not isinstance(k, int) or isinstance(k, bool) or not 0 <= k < num_classes]
+    if not listed or bad or len(set(listed)) != len(listed):
+        raise ValueError(f"classes must list distinct class indices in [0, {num_classes}), got {classes!r}")
+    mask = torch.zeros(num_classes, dtype=torch.bool)
+    mask[listed] = True
+    return mask.to(device)
+
+
+@documented(
+    dict(classes=("the classes averaged in each group: 'present' (those the group's target holds; smp's and the "
+                  "paper's default), 'all' (kornia's), or a list of class indices."),
+         activation=OPTION_DOCS["activation"],
+         weight=("(C,) factors of the classes' terms (kornia's weight): the mean still divides by the number of "
+                 "classes counted. Only the reference differentiates it."),
+         **_LOVASZ_OPTIONS),
+    ("ignore_index", "backend"),
+    returns=_LOVASZ_RETURNS,
+)
+def lovasz_softmax_loss(input: torch.Tensor, target: torch.Tensor, classes="present", *, per_sample: bool = False,
+                        activation: Activation | None = None, weight: torch.Tensor | None = None,
+                        reduction: Reduction = "mean", ignore_index: int | None = None,
+                        backend: Backend = "auto") -> torch.Tensor:
+    """Lovász-softmax loss (Berman et al. 2018), multi-class: per group, the mean over the
+    classes counted of the Lovász extension of class c's Jaccard loss at the errors
+    |[y = c] - p_c| (p = softmax(input, dim=1)) over the pixels not ignored; a group with no
+    class counted scores 0. As smp's LovaszLoss (mode 'multiclass', classes 'present') and
+    kornia's lovasz_softmax_loss (per_sample=True, classes 'all')."""
+    target = _checks.input_and_class_map(input, target, ignore_index)
+    from_logits = _spec.activation_spec(_checks.activation(activation, True))["from_logits"]
+    class_mask = _lovasz_classes(classes, input.shape[1], input.device)
+    _checks.class_weight(input, weight)
+    _checks.reduction(reduction)
+    chosen = resolve(backend, input.device, differentiable_target=weight is not None and weight.requires_grad,
+                     family="lovasz")
+    if chosen == "reference":
+        _check_class_targets(input, target, ignore_index)
+        return reference.lovasz_softmax_loss(input, target, classes, per_sample=per_sample, weight=weight,
+                                             ignore_index=ignore_index, reduction=reduction, from_logits=from_logits)
+    losses, positives = multiclass_lovasz_losses(input, target, fused_ops(chosen), per_sample=per_sample,
+                                                 from_logits=from_logits, ignore_index=ignore_index,
+                                                 check_target=_checks.CHECK_TARGETS)
+    counted = positives > 0 if classes == "present" else (
+        torch.ones_like(positives, dtype=torch.bool) if class_mask is None else class_mask.expand_as(positives))
+    if weight is not None:
+        losses = losses * weight.to(losses.dtype)
+    group_losses = torch.where(counted, losses, 0.0).sum(-1) / counted.sum(-1).clamp(min=1)
+    return _reduce_samples(group_losses, per_sample, reduction)
 
 
 LOSSES = {"dice": dice_loss, "iou": iou_loss, "tversky": tversky_loss, "focal_tversky": focal_tversky_loss,

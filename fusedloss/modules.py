@@ -102,3 +102,11 @@ class DiceFocalLoss(_FunctionalLoss):
 
 class GeneralizedDiceLoss(_FunctionalLoss):
     loss_fn = F.generalized_dice_loss
+
+
+class LovaszHingeLoss(_FunctionalLoss):
+    loss_fn = F.lovasz_hinge_loss
+
+
+class LovaszSoftmaxLoss(_FunctionalLoss):
+    loss_fn = F.lovasz_softmax_loss

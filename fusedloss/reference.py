@@ -506,3 +506,67 @@ def generalized_dice_loss(input, target, smooth_nr=1e-5, smooth_dr=1e-5, weight_
     if reduction == "sum":
         return losses.sum()
     return losses
+
+
+# ---- Lovász losses (Berman et al., CVPR 2018) ----
+
+
+def _lovasz_extension(errors, truth):
+    """The Lovász extension of the Jaccard loss at ``errors`` (1-D) for the targets ``truth``:
+    the errors sorted in decreasing order (stable: ties keep their order) dotted with
+    J_i - J_{i-1}, J_i = 1 - |truth \\ top i| / |truth ∪ top i| of the i+1 largest errors (the
+    paper's Algorithm 1), J computed in fp64. ``errors`` enter through relu (the hinge; the
+    softmax errors are >= 0 anyway)."""
+    if errors.numel() == 0:
+        return errors.sum()  # nothing counted: 0, and a zero gradient
+    sorted_errors, order = torch.sort(errors, descending=True, stable=True)
+    t = truth.to(torch.float64)[order]
+    total = t.sum()
+    jaccard = 1 - (total - t.cumsum(0)) / (total + (1 - t).cumsum(0))
+    step = torch.cat([jaccard[:1], jaccard[1:] - jaccard[:-1]]).to(errors.dtype)
+    return torch.dot(torch.relu(sorted_errors), step)
+
+
+def _reduce_lovasz(losses, reduction):
+    return losses.mean() if reduction == "mean" else losses.sum() if reduction == "sum" else losses
+
+
+def lovasz_hinge_loss(input, target, per_sample=False, ignore_index=None, reduction="mean"):
+    """Per group (each sample, or the whole tensor): the Lovász extension of the Jaccard loss
+    at the hinge errors 1 - x (2t - 1), over the elements not ignored."""
+    x, _, t, valid = _binary_operands(input, target, True, ignore_index)
+    groups = input.shape[0] if per_sample else 1
+    errors = (1 - x * (2 * t - 1)).reshape(groups, -1)
+    t = t.reshape(groups, -1)
+    kept = torch.ones_like(t, dtype=torch.bool) if valid is None else valid.reshape(groups, -1)
+    losses = torch.stack([_lovasz_extension(errors[g][kept[g]], t[g][kept[g]]) for g in range(groups)])
+    return _reduce_lovasz(losses if per_sample else losses[0], reduction)
+
+
+def lovasz_softmax_loss(input, target, classes="present", per_sample=False, weight=None, ignore_index=None,
+                        reduction="mean", from_logits=True):
+    """Per group (each sample, or the batch): the mean over the classes counted ('present': those
+    in the group's target; 'all'; or a list) of weight_c times the Lovász extension of class c's
+    Jaccard loss at the errors |[y = c] - p_c| over the pixels not ignored; 0 if no class counts."""
+    ops = _class_operands(input, target, ignore_index, from_logits)
+    n, c = input.shape[:2]
+    p = ops.p.reshape(n, c, -1)
+    t = ops.t.reshape(n, c, -1)
+    valid = ops.valid.reshape(n, 1, -1).expand(n, c, -1)
+    if not per_sample:  # one group: the batch's pixels side by side
+        p, t, valid = (v.transpose(0, 1).reshape(1, c, -1) for v in (p, t, valid))
+    losses = []
+    for g in range(p.shape[0]):
+        terms, counted = [], []
+        for k in range(c):
+            kept = valid[g, k]
+            truth = t[g, k][kept]
+            counts = classes == "all" or (classes == "present" and bool(truth.sum() > 0)) or (
+                not isinstance(classes, str) and k in classes)
+            if counts:
+                term = _lovasz_extension((truth - p[g, k][kept]).abs(), truth)
+                terms.append(term if weight is None else term * weight[k].to(term.dtype))
+                counted.append(k)
+        losses.append(torch.stack(terms).sum() / len(terms) if terms else p.new_zeros(()) * p.sum())
+    losses = torch.stack(losses)
+    return _reduce_lovasz(losses if per_sample else losses[0], reduction)

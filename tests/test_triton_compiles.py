@@ -184,6 +184,26 @@ def _loss_calls():
     yield multiclass["dice"], x, one_hot.float(), {"mode": "multiclass", "squared_pred": True}
     yield multiclass["focal"], x, one_hot.bool(), {"mode": "multiclass", "alpha": class_weight, "reduction": "none"}
     yield multiclass["dice_focal"], probabilities, one_hot.float(), {"mode": "multiclass", "activation": "none"}
+    yield from _lovasz_calls()
+
+
+def _lovasz_calls():
+    """The Lovász kernels (errors, chunk totals, row scan forward and backward, chain): every
+    logit dtype, the target kinds, ignore_index, per-sample rows, int32 order (every row here is
+    short), a softmax in one class block and in several, probabilities, per-class targets."""
+    for j, dtype in enumerate(LOGIT_DTYPES):
+        x, t = make_pair(SIGMOID_SHAPE if j % 2 == 0 else SIGMOID_ODD_SHAPE, dtype, TARGET_DTYPES[j % 3])
+        yield fusedloss.lovasz_hinge_loss, x, t, {"per_sample": j % 2 == 0}
+        for classes in (19, 300) if j < 2 else (19,):  # 300: the softmax over class blocks (fp32, bf16)
+            xm, _ = make_class_pair((2, classes) + ((4, 16) if j % 2 == 0 else ODD_SPATIAL), dtype)
+            y, ignore = _class_map(xm, classes, CLASS_MAP_DTYPES[j])
+            yield fusedloss.lovasz_softmax_loss, xm, y, {"ignore_index": ignore, "per_sample": j % 2 == 1}
+    x, t = make_pair(SIGMOID_SHAPE, torch.float32, torch.uint8)
+    yield fusedloss.lovasz_hinge_loss, x, torch.where(x > 2, 255, t).to(torch.uint8), {"ignore_index": 255}
+    x, _ = make_class_pair((2, 19, 4, 4), torch.float32)
+    y, _ = _class_map(x, 19, torch.int64)
+    one_hot = torch.nn.functional.one_hot(y.clamp(min=0, max=18), 19).movedim(-1, 1).float()
+    yield fusedloss.lovasz_softmax_loss, torch.softmax(x, 1), one_hot, {"activation": "none", "classes": "all"}
 
 
 def _clamped_sigmoid_dice_focal(x, t, backend):
@@ -282,7 +302,9 @@ def recorded_launches(tmp_path_factory):
             torch.autograd.grad(loss.sum(), x)
     launches = list(recorded.values())
     kernels = {(launch["module"], launch["name"]) for launch in launches}
-    assert len(kernels) == 8, kernels  # stats, finalize, backward and focal map of both families
+    # stats, finalize, backward and focal map of both families; the Lovász errors, totals, rows and chain
+    # kernels of lovasz_triton (binary and multiclass errors and chain)
+    assert len(kernels) == 14, kernels
     # The recording reached what it is meant to cover (not vacuous if a call stops launching).
     logits = {str(dtype) for dtype in LOGIT_DTYPES}
     for module in ("binary_triton", "multiclass_triton"):
@@ -306,6 +328,7 @@ def recorded_launches(tmp_path_factory):
 # a recording or a specialisation that silently shrinks fails here, not passes on a few kernels.
 MIN_COMPILED = 250
 MIN_PER_KERNEL = 10
+MIN_PER_LOVASZ_KERNEL = 4  # fewer flags: 5 to 16 configurations each
 MIN_PER_SPECIALISATION = {"aligned_pointer": 250, "unaligned_pointer": 4, "divisible_int": 150, "int_as_constexpr": 200}
 
 
@@ -333,7 +356,10 @@ def test_every_triton_kernel_compiles_for_sm90(recorded_launches, tree, tmp_path
     if expected_version is not None:
         assert summary["triton"] == expected_version, summary
     assert summary["compiled"] >= MIN_COMPILED, summary
-    assert len(summary["per_kernel"]) == 8 and min(summary["per_kernel"].values()) >= MIN_PER_KERNEL, summary
+    per_kernel = summary["per_kernel"]
+    assert len(per_kernel) == 14, summary
+    assert all(count >= (MIN_PER_LOVASZ_KERNEL if "lovasz" in kernel else MIN_PER_KERNEL)
+               for kernel, count in per_kernel.items()), summary
     # The GPU specialisations are there: pointers aligned to 16 bytes and not (a view at an
     # offset), ints divisible by 16, ints equal to 1 made constexpr.
     assert all(
