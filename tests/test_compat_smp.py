@@ -40,8 +40,10 @@ def _inputs(mode, shape, dtype, target_kind, ignore_index=None, seed=0):
     return x.to(DEVICE), t.to(dtype_of.get(target_kind, dtype)).to(DEVICE)
 
 
-def _compare(ours, theirs, x, y, dtype, probabilities=False):
-    """Loss and input gradient of both modules on (x, y)."""
+def _compare(ours, theirs, x, y, dtype, probabilities=False, close=None):
+    """Loss and input gradient of both modules on (x, y); ``close(actual, expected, dtype)``
+    compares them (default: helpers.assert_close)."""
+    close = close or assert_close
     results = []
     for module in (ours, theirs):
         leaf = (torch.sigmoid(x) if probabilities else x).detach().clone().requires_grad_(True)
@@ -50,8 +52,8 @@ def _compare(ours, theirs, x, y, dtype, probabilities=False):
         (grad,) = torch.autograd.grad(loss, leaf, upstream)
         results.append((loss.detach(), grad))
     (loss, grad), (expected_loss, expected_grad) = results
-    assert_close(loss.to(expected_loss.dtype), expected_loss, dtype)
-    assert_close(grad, expected_grad, dtype)
+    close(loss.to(expected_loss.dtype), expected_loss, dtype)
+    close(grad, expected_grad, dtype)
 
 
 REGION_CLASSES = ["DiceLoss", "JaccardLoss", "TverskyLoss"]
@@ -197,3 +199,38 @@ def test_focal_loss_of_soft_and_class_targets_is_fused(mode, target_kind, monkey
     x, y = _inputs(mode, shape, torch.float64, target_kind)
     _compare(smp.FocalLoss(mode, alpha=0.25, backend=QUICK_BACKENDS[0]), smp_losses.FocalLoss(mode, alpha=0.25), x, y,
              torch.float64)
+
+
+# LovaszLoss: smp computes in fp32 only (its Lovász gradient is fp32 whatever the input), and takes
+# each step's gradient as J_i - J_{i-1} of fp32 values (cancellation: errors of ~1e-7 absolute).
+
+
+def _lovasz_close(actual, expected, _dtype):
+    scale = expected.abs().max().item()
+    torch.testing.assert_close(actual, expected, rtol=1e-4, atol=1e-5 * scale)
+LOVASZ_CASES = [
+    ("binary", (3, 1, 5, 6), "hard", None),
+    ("binary", (3, 1, 5, 6), "soft", -1),
+    ("binary", (3, 1, 5, 6), "uint8", None),
+    ("multilabel", (2, 3, 4, 5), "hard", -1),
+    ("multiclass", (3, 4, 5, 6), "absent", None),
+    ("multiclass", (2, 4, 5, 6), "hard", -100),
+    ("multiclass", (2, 4, 3, 5, 6), "hard", 1),  # 3-D; ignore_index a class: those pixels count nowhere
+]
+
+
+@pytest.mark.parametrize("backend", QUICK_BACKENDS)
+@pytest.mark.parametrize("per_image", [False, True])
+@pytest.mark.parametrize("case", LOVASZ_CASES, ids=str)
+def test_lovasz_loss_equals_smp(case, per_image, backend):
+    mode, shape, target_kind, ignore_index = case
+    x, y = _inputs(mode, shape, torch.float32, target_kind, ignore_index=ignore_index)
+    _compare(smp.LovaszLoss(mode, per_image=per_image, ignore_index=ignore_index, backend=backend),
+             smp_losses.LovaszLoss(mode, per_image=per_image, ignore_index=ignore_index), x, y, torch.float32,
+             close=_lovasz_close)
+
+
+def test_lovasz_loss_same_errors_as_smp():
+    for cls in (smp.LovaszLoss, smp_losses.LovaszLoss):
+        with pytest.raises(AssertionError):
+            cls("segmentation")

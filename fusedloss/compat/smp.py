@@ -34,7 +34,13 @@ sums, one fused backward pass), so every smp convention holds exactly:
   smp's (1 - eps) NLL + eps / C sum(-log p)); the same denominator rule; reduction 'none' runs
   in PyTorch. Only ``dim=1``. ``smooth_factor=None`` (smp's default, which raises a TypeError
   in smp 0.6's forward) is 0 here.
-- ``LovaszLoss``: not yet (the Lovász losses are an open issue).
+- ``LovaszLoss``: fused (``fusedloss.lovasz_hinge_loss`` for 'binary' / 'multilabel': each
+  image's channels in one sort, or the whole batch's; ``lovasz_softmax_loss`` with
+  classes='present' for 'multiclass'), ``per_image`` without smp's Python loop over images.
+  smp ignores ``from_logits`` (always logits; a softmax for 'multiclass'): so does this class.
+  smp computes only in fp32 (its Lovász gradient is fp32 whatever the input); this class also
+  takes fp64 (computed in fp64), fp16 and bf16 (in fp32). A batch whose every pixel is ignored
+  scores 0 (smp's 'multiclass' returns an empty tensor there).
 
 Targets of other integer dtypes than uint8 / bool (binary, multilabel) are converted to the
 input's dtype first; an ``ignore_index`` the target's dtype cannot hold ignores nothing, as
@@ -50,7 +56,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .._spec import LossSpec
-from ..functional import Backend
+from ..functional import Backend, lovasz_hinge_loss, lovasz_softmax_loss
 from ..ops.sums import binary_sums, multiclass_sums
 
 BINARY_MODE, MULTILABEL_MODE, MULTICLASS_MODE = "binary", "multilabel", "multiclass"
@@ -372,5 +378,27 @@ def _label_smoothed_nll_map(lprobs, target, epsilon, ignore_index):
     return (1.0 - epsilon) * nll + epsilon / lprobs.size(1) * smooth
 
 
+class LovaszLoss(nn.Module):
+    """smp.losses.LovaszLoss: the Lovász hinge (binary, multilabel) or Lovász-softmax over the classes
+    present (multiclass), per image (mean over images) or over the batch."""
+
+    def __init__(self, mode: str, per_image: bool = False, ignore_index: int | None = None, from_logits: bool = True,
+                 *, backend: Backend = "auto"):
+        assert mode in _MODES  # smp's check, and its AssertionError
+        super().__init__()
+        self.mode, self.ignore_index, self.per_image = mode, ignore_index, per_image
+        self.from_logits = from_logits  # unused, as in smp
+        self.backend = backend
+
+    def forward(self, y_pred: torch.Tensor, y_true: torch.Tensor) -> torch.Tensor:
+        if self.mode == MULTICLASS_MODE:
+            y_true, ignore_index = _class_map(y_pred, y_true, self.ignore_index)
+            return lovasz_softmax_loss(y_pred, y_true, per_sample=self.per_image, ignore_index=ignore_index,
+                                       backend=self.backend)
+        y_true = _binary_target(y_pred, y_true)
+        return lovasz_hinge_loss(y_pred, y_true, per_sample=self.per_image,
+                                 ignore_index=_ignorable(self.ignore_index, y_true), backend=self.backend)
+
+
 __all__ = ["DiceLoss", "JaccardLoss", "TverskyLoss", "FocalLoss", "SoftBCEWithLogitsLoss", "SoftCrossEntropyLoss",
-           "BINARY_MODE", "MULTILABEL_MODE", "MULTICLASS_MODE"]
+           "LovaszLoss", "BINARY_MODE", "MULTILABEL_MODE", "MULTICLASS_MODE"]
