@@ -33,9 +33,19 @@ GENERALIZED_DICE_LOSSES = {"generalized_dice": BINARY, "multiclass_generalized_d
 _NEEDS_CHANNELS = ("generalized_dice",)
 
 
+# The Lovász losses (Berman et al.): fusedloss.lovasz_hinge_loss (binary: a 0/1 mask of the
+# logits' shape) and fusedloss.lovasz_softmax_loss (a class map), in neither dict either.
+# Benchmark name -> its family. They sort every error, so their floor is their own (see
+# Case.floor_bytes), and they run only in the groups that name them (group_losses): not in a
+# group of every loss of their family, nor there when asked for by name.
+LOVASZ_LOSSES = {"lovasz_hinge": BINARY, "lovasz_softmax": MULTICLASS}
+
+
 def loss_family(loss: str) -> str:
     if loss in GENERALIZED_DICE_LOSSES:
         return GENERALIZED_DICE_LOSSES[loss]
+    if loss in LOVASZ_LOSSES:
+        return LOVASZ_LOSSES[loss]
     return MULTICLASS if loss in MULTICLASS_LOSSES else BINARY
 
 
@@ -62,6 +72,7 @@ PROBABILITIES = "probabilities"  # the input holds probabilities: sigmoid / soft
 SQUARED_PRED = "squared_pred"  # V-Net's denominator: sums of p**2 and t**2
 ONE_HOT = "one_hot"  # multi-class: a dense (N, C, *spatial) target, the one-hot of the plain case's class map
 CE_OPTIONS = "ce_options"  # dice_ce: class weights of the cross-entropy term and label smoothing
+PER_SAMPLE = "per_sample"  # Lovász: one loss per sample (smp's per_image), averaged; plain: one for the batch
 
 
 class PerClass:
@@ -82,12 +93,15 @@ class PerClass:
 
 
 VARIANTS = {PLAIN: {}, PROBABILITIES: {"activation": "none"}, SQUARED_PRED: {"squared_pred": True}, ONE_HOT: {},
-            CE_OPTIONS: {"ce_class_weight": PerClass(0.5, 2.0), "label_smoothing": 0.1}}
+            CE_OPTIONS: {"ce_class_weight": PerClass(0.5, 2.0), "label_smoothing": 0.1},
+            PER_SAMPLE: {"per_sample": True}}
 # Losses a variant does not apply to (their function has no such option): a group that
 # asks for both leaves that pair out.
-_VARIANT_NOT_FOR = {SQUARED_PRED: ("focal", "multiclass_focal", *GENERALIZED_DICE_LOSSES)}
-# Variants of some losses only: ce_options are dice_ce's; a one-hot target is multi-class.
-_VARIANT_ONLY_FOR = {CE_OPTIONS: ("dice_ce",)}
+_VARIANT_NOT_FOR = {SQUARED_PRED: ("focal", "multiclass_focal", *GENERALIZED_DICE_LOSSES, *LOVASZ_LOSSES),
+                    PROBABILITIES: ("lovasz_hinge",)}
+# Variants of some losses only: ce_options are dice_ce's; per_sample the Lovász losses'; a
+# one-hot target is multi-class.
+_VARIANT_ONLY_FOR = {CE_OPTIONS: ("dice_ce",), PER_SAMPLE: tuple(LOVASZ_LOSSES)}
 _VARIANT_FAMILY = {ONE_HOT: MULTICLASS}
 # Target dtypes a dense (one-hot) target can have: fusedloss's dense multi-class targets.
 DENSE_TARGET_DTYPES = ("float32", "float16", "bfloat16", "float64", "bool", "uint8")
@@ -225,6 +239,10 @@ class Case:
                 else value for name, value in self.options.items()}
 
     @property
+    def lovasz(self) -> bool:
+        return self.loss in LOVASZ_LOSSES
+
+    @property
     def floor_bytes(self) -> int:
         """Fewest bytes the op must move through memory (the options do not change it; a
         one-hot target does, through target_numel).
@@ -233,11 +251,45 @@ class Case:
         gradient (same dtype as the input): 3*s_x*numel + 2*s_t*target_numel. Forward
         only: s_x*numel + s_t*target_numel. Binary targets have numel elements (3*s_x +
         2*s_t per element); a multi-class class map has numel / C, a dense (one-hot)
-        multi-class target numel (C*s_t bytes per pixel).
+        multi-class target numel (C*s_t bytes per pixel). The Lovász losses sort their
+        errors: see _lovasz_floor_bytes.
         """
+        if self.lovasz:
+            return self._lovasz_floor_bytes()
         if self.mode == FWD_BWD:
             return 3 * self.input_itemsize * self.numel + 2 * self.target_itemsize * self.target_numel
         return self.input_itemsize * self.numel + self.target_itemsize * self.target_numel
+
+    def _lovasz_floor_bytes(self) -> int:
+        """The Lovász losses' floor: the fused path's passes, each reading and writing each of
+        its tensors once, the sort counted at the least any sort moves (bench/README.md, "The
+        Lovász losses' floor"). Per error (one per logit: numel of them, the hinge's (G, L)
+        rows, the softmax's (G, C, L)), s_e = 4 bytes (fp32 errors and truth; 8 for fp64
+        logits), int64 indices from torch.sort, int32 kept (every row here is under 2**31):
+
+        forward: the errors pass reads x and t and writes errors and truth (2 s_e); the sort
+        reads the keys and writes sorted keys and int64 indices (2 s_e + 8); the indices go
+        to int32 (8 + 4); the scan reads sorted errors, order and the truth it gathers
+        (2 s_e + 4): s_x*numel + s_t*target_numel + (6 s_e + 24)*numel (48 B per error).
+        backward: the errors pass again (x, t; 2 s_e: it writes the errors it does not use),
+        the backward scan reads order, gathers truth, scatters grad_errors (2 s_e + 4), the
+        chain pass reads grad_errors, x, t and writes grad x (s_e): 3*s_x*numel +
+        2*s_t*target_numel + (5 s_e + 4)*numel (24 B per error).
+        """
+        s_e = 8 if self.dtype == "float64" else 4
+        inputs = self.input_itemsize * self.numel + self.target_itemsize * self.target_numel
+        errors_pass = 2 * s_e  # writes errors and truth
+        sort = s_e + (s_e + 8)  # reads the keys once; writes sorted keys and int64 indices once
+        to_int32 = 8 + 4
+        scan = s_e + 4 + s_e  # sorted errors, int32 order, the truth gathered
+        forward = inputs + (errors_pass + sort + to_int32 + scan) * self.numel
+        if self.mode != FWD_BWD:
+            return forward
+        scan_backward = 4 + s_e + s_e  # order, the truth gathered, grad_errors scattered
+        chain = s_e  # grad_errors; plus x and t read and grad x written
+        backward = (2 * inputs + self.input_itemsize * self.numel
+                    + (errors_pass + scan_backward + chain) * self.numel)
+        return forward + backward
 
     @property
     def label(self) -> str:
@@ -253,6 +305,8 @@ class Case:
         an int64 copy of the class map).
         """
         per_element = 2 * self.input_itemsize + 12 * 4
+        if self.lovasz:  # the reference's fp64 truth, Jaccard and cumulative sums, int64 sort indices
+            per_element += 8 * 8
         if self.dense_target:  # the target, the one-hot's int64 making, and eager's fp32 copy of it
             return self.numel * (per_element + self.target_itemsize + 8 + 4)
         if self.multiclass:
@@ -338,9 +392,25 @@ _TARGET_OPTION_GROUPS = (
     CaseGroup(("mc19",), (("float32", "uint8"),), (FWD_BWD,), MULTICLASS, ("multiclass_generalized_dice",)),
     CaseGroup(("seg3d",), (("float32", "uint8"),), (FWD_BWD,), losses=("generalized_dice",)),
 )
+# The Lovász losses against smp's LovaszLoss (which computes in fp32 only: fp32 logits): the
+# hinge at seg2d for the whole batch (one sort of 4.2M errors) and per sample (smp's
+# per_image: 16 sorts of 262K), the softmax at mc19 for the whole batch (19 sorts of 262K
+# pixels), fwd+bwd with uint8 targets. After every other group of quick (a time budget cuts
+# them first, before any older row); full adds bf16 logits (smp then gets them cast to fp32
+# in its call), an int64 class map and forward only.
+_LOVASZ_GROUPS = (
+    CaseGroup(("seg2d",), (("float32", "uint8"),), (FWD_BWD,), losses=("lovasz_hinge",), variants=(PLAIN, PER_SAMPLE)),
+    CaseGroup(("mc19",), (("float32", "uint8"),), (FWD_BWD,), MULTICLASS, ("lovasz_softmax",)),
+)
+_FULL_LOVASZ_GROUPS = (
+    CaseGroup(("seg2d",), (("float32", "uint8"), ("bfloat16", "uint8")), (FWD_BWD, FWD), losses=("lovasz_hinge",),
+              variants=(PLAIN, PER_SAMPLE)),
+    CaseGroup(("mc19",), (("float32", "uint8"), ("float32", "int64"), ("bfloat16", "uint8")), (FWD_BWD, FWD),
+              MULTICLASS, ("lovasz_softmax",)),
+)
 _FULL_GROUPS = (CaseGroup(_BINARY_SHAPES, _ALL_PAIRS, (FWD_BWD, FWD)),
                 CaseGroup(_MULTICLASS_SHAPES, _ALL_MULTICLASS_PAIRS, (FWD_BWD, FWD), MULTICLASS), *_LAYOUT_GROUPS,
-                *_VARIANT_GROUPS, *_TARGET_OPTION_GROUPS)
+                *_VARIANT_GROUPS, *_TARGET_OPTION_GROUPS, *_FULL_LOVASZ_GROUPS)
 
 _PRESETS = {
     ("smoke", "cpu"): Preset(
@@ -365,7 +435,7 @@ _PRESETS = {
                 CaseGroup(("mc14_3d",), (("float32", "uint8"),), (FWD_BWD,), MULTICLASS, _QUICK_MULTICLASS),
                 *_LAYOUT_GROUPS, CaseGroup(("64K",), (("float32", "float32"),), (FWD_BWD,), losses=_QUICK_BINARY),
                 CaseGroup(("seg2d",), (("float32", "float32"),), (FWD,), losses=_QUICK_BINARY), *_VARIANT_GROUPS,
-                *_TARGET_OPTION_GROUPS),
+                *_TARGET_OPTION_GROUPS, *_LOVASZ_GROUPS),
         timing=Timing(warmup=1, repeats=7, min_repeats=3, max_seconds=1.5),
     ),
     ("quick", "cuda"): Preset(
@@ -383,6 +453,7 @@ _PRESETS = {
             CaseGroup(("mc19",), (("float32", "uint8"),), (FWD,), MULTICLASS, _QUICK_MULTICLASS),
             *_VARIANT_GROUPS,
             *_TARGET_OPTION_GROUPS,
+            *_LOVASZ_GROUPS,
         ),
         timing=Timing(warmup=5, repeats=50, min_repeats=10, max_seconds=0.25),
     ),
@@ -404,12 +475,15 @@ def get_preset(name: str, device: torch.device) -> Preset:
 
 def group_losses(group: CaseGroup, requested: list[str] | None, known: list[str]) -> list[str]:
     """The losses a group runs: those asked for that belong to its family, or (nothing
-    asked for) its default, every known loss of its family when it has none."""
+    asked for) its default, every known loss of its family when it has none. A Lovász loss
+    runs only in a group whose default names it, asked for or not."""
     if requested is not None:
-        return [loss for loss in requested if loss_family(loss) == group.family]
-    if group.losses is not None:
+        losses = [loss for loss in requested if loss_family(loss) == group.family]
+    elif group.losses is not None:
         return list(group.losses)
-    return [loss for loss in known if loss_family(loss) == group.family]
+    else:
+        losses = [loss for loss in known if loss_family(loss) == group.family]
+    return [loss for loss in losses if loss not in LOVASZ_LOSSES or loss in (group.losses or ())]
 
 
 def build_cases(preset: Preset, requested: list[str] | None, known: list[str]) -> list[Case]:

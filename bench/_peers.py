@@ -14,8 +14,15 @@ fusedloss's defaults, in each peer's terms (the loss value check against eager's
   smooth=0.5), MONAI DiceLoss(softmax=True, to_onehot_y=True, batch=True, smooth_nr=1, smooth_dr=1).
 - dice_ce: mean CE + that Dice: MONAI DiceCELoss(softmax=True, to_onehot_y=True, batch=True, ...);
   smp's DiceLoss + SoftCrossEntropyLoss(smooth_factor=0, ignore_index=None).
+- lovasz_hinge (plain: the whole batch in one sort; per_sample: one loss per sample, their mean):
+  smp LovaszLoss('binary', per_image=False / True). lovasz_softmax (classes 'present'): smp
+  LovaszLoss('multiclass', per_image=False / True) (it applies the softmax itself). MONAI has no
+  Lovász loss. smp's Lovász code computes in fp32 only (its hinge promotes bf16 / fp16 errors
+  to fp32; its softmax loss fails on them, a dot of their dtype with fp32 Jaccard steps), so
+  other logits are cast to fp32 in the call; it takes a uint8 or int64 target as it is.
 What a peer needs of the inputs that the benchmark's do not have (smp's int64 class map and
-float BCE target, MONAI's (N, 1, *) label map) is made inside the timed call, as a user must.
+float BCE target for Dice, fp32 logits for Lovász, MONAI's (N, 1, *) label map) is made inside
+the timed call, as a user must.
 """
 
 from __future__ import annotations
@@ -27,6 +34,8 @@ import torch
 PEERS = ("smp", "monai")
 _MODULES = {"smp": "segmentation_models_pytorch.losses", "monai": "monai.losses"}
 _PEER_LOSSES = ("dice", "focal", "dice_bce", "multiclass_dice", "dice_ce")
+# Rows of one peer only, loss -> the variants it computes ("" the plain call): smp's LovaszLoss.
+_PEER_ONLY = {"smp": {"lovasz_hinge": ("", "per_sample"), "lovasz_softmax": ("", "per_sample")}}
 
 
 def unavailable_reason(peer: str) -> str | None:
@@ -47,10 +56,20 @@ def version(peer: str) -> str | None:
 def loss_fn(peer: str, case):
     """A callable (logits, target) -> the row's loss computed by ``peer``, or None where the peer
     has no class for this row (another loss, or a variant)."""
+    own = _PEER_ONLY.get(peer, {})
+    if case.loss in own:
+        if case.variant not in own[case.loss]:
+            return None
+        return _smp_lovasz(importlib.import_module(_MODULES[peer]), case.loss, case.variant == "per_sample")
     if case.loss not in _PEER_LOSSES or case.variant:
         return None
     losses = importlib.import_module(_MODULES[peer])
     return (_smp if peer == "smp" else _monai)(losses, case.loss)
+
+
+def _smp_lovasz(losses, loss, per_image):
+    lovasz = losses.LovaszLoss("binary" if loss == "lovasz_hinge" else "multiclass", per_image=per_image)
+    return lambda x, t: lovasz(x.float(), t)  # fp32 only: .float() is x itself for fp32 logits
 
 
 def _smp(losses, loss):

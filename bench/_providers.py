@@ -12,8 +12,8 @@ from pathlib import Path
 
 import _peers
 import torch
-from _cases import (BINARY, CE_OPTIONS, GENERALIZED_DICE_LOSSES, MULTICLASS, MULTICLASS_LOSSES, PROBABILITIES,
-                    SQUARED_PRED, Case)
+from _cases import (BINARY, CE_OPTIONS, GENERALIZED_DICE_LOSSES, LOVASZ_LOSSES, MULTICLASS, MULTICLASS_LOSSES,
+                    PER_SAMPLE, PROBABILITIES, SQUARED_PRED, Case)
 
 EAGER = "eager"
 COMPILE = "compile"
@@ -33,11 +33,12 @@ _MULTICLASS_ONLY = ("dice_ce",)
 # from_logits=False; the element terms (BCE, focal) of the binary references also
 # clamped_log=True, the clamped logs of F.binary_cross_entropy that activation='none'
 # means (the region-only and the multi-class references have no such argument).
-# Ce_options: the reference takes the public names (ce_class_weight, label_smoothing). A
-# variant without options (one_hot: only its target differs) passes nothing.
+# Ce_options and per_sample: the reference takes the public names (ce_class_weight,
+# label_smoothing; per_sample). A variant without options (one_hot: only its target differs)
+# passes nothing.
 _REFERENCE_OPTIONS = {PROBABILITIES: ({"from_logits": False}, {"clamped_log": True}),
                       SQUARED_PRED: ({"squared_pred": True}, {})}
-_SAME_NAMES = (CE_OPTIONS,)
+_SAME_NAMES = (CE_OPTIONS, PER_SAMPLE)
 
 
 class RequestError(ValueError):
@@ -50,13 +51,16 @@ class Unavailable(Exception):
 
 def known_losses(fusedloss) -> list[str]:
     """Every loss name a run can ask for, in table order: the binary losses (keys of
-    fusedloss.LOSSES, then generalized_dice), then the multi-class ones this fusedloss has
-    (multiclass_generalized_dice last)."""
+    fusedloss.LOSSES, then generalized_dice, then lovasz_hinge), then the multi-class ones this
+    fusedloss has (multiclass_generalized_dice, then lovasz_softmax, last)."""
     multiclass = getattr(fusedloss, "MULTICLASS_LOSSES", {})
     generalized = [name for name in GENERALIZED_DICE_LOSSES if hasattr(fusedloss, "generalized_dice_loss")]
-    return ([*fusedloss.LOSSES, *(name for name in generalized if GENERALIZED_DICE_LOSSES[name] == BINARY)]
+    lovasz = [name for name in LOVASZ_LOSSES if hasattr(fusedloss, f"{name}_loss")]
+    return ([*fusedloss.LOSSES, *(name for name in generalized if GENERALIZED_DICE_LOSSES[name] == BINARY),
+             *(name for name in lovasz if LOVASZ_LOSSES[name] == BINARY)]
             + [name for name, key in MULTICLASS_LOSSES.items() if key in multiclass]
-            + [name for name in generalized if GENERALIZED_DICE_LOSSES[name] == MULTICLASS])
+            + [name for name in generalized if GENERALIZED_DICE_LOSSES[name] == MULTICLASS]
+            + [name for name in lovasz if LOVASZ_LOSSES[name] == MULTICLASS])
 
 
 def loss_functions(fusedloss, loss: str):
@@ -67,8 +71,12 @@ def loss_functions(fusedloss, loss: str):
     reference.multiclass_<its name> (softmax + one-hot); dice_ce: reference.dice_ce_loss.
     Generalized Dice (in neither dict): fusedloss.generalized_dice_loss with
     mode='multilabel' (generalized_dice: the channels are the classes) or 'multiclass', and
-    reference.generalized_dice_loss with multiclass=False / True.
+    reference.generalized_dice_loss with multiclass=False / True. Lovász (in neither dict):
+    fusedloss.lovasz_hinge_loss / lovasz_softmax_loss and the reference's of the same name.
     """
+    if loss in LOVASZ_LOSSES:
+        name = f"{loss}_loss"
+        return getattr(fusedloss, name), {}, getattr(fusedloss.reference, name)
     if loss in GENERALIZED_DICE_LOSSES:
         multiclass = GENERALIZED_DICE_LOSSES[loss] == MULTICLASS
         return (fusedloss.generalized_dice_loss, {"mode": "multiclass" if multiclass else "multilabel"},
@@ -102,6 +110,16 @@ def variant_options(functional, reference, case: Case, device=None) -> tuple[dic
         raise Unavailable(f"{case.loss} takes no {', '.join(missing)} (variant {case.variant})")
     accepted = _parameters(reference)
     return public, {**required, **{name: value for name, value in optional.items() if name in accepted}}
+
+
+def _lovasz_unavailable(fusedloss, backend: str, device: torch.device) -> str | None:
+    """Why ``backend`` cannot run the Lovász losses here (their ops are a family of their own
+    in fusedloss, which available_backends does not list: an extension built before them
+    runs the other losses only), or None."""
+    try:
+        return fusedloss.ops.selection.unavailable_reason(backend, device, "lovasz")
+    except Exception:  # an internal helper: a fusedloss without it is asked by the call itself
+        return None
 
 
 def _why_not(fusedloss, backend: str, device: torch.device, case: Case) -> str:
@@ -168,6 +186,10 @@ class Provider:
             raise Unavailable(f"not a {case.family} backend on {self.device.type} here{why}")
         if self.device.type == "cpu" and self.name == "triton" and case.numel > INTERPRETER_MAX_NUMEL:
             raise Unavailable(f"Triton interpreter: over {INTERPRETER_MAX_NUMEL} elements")
+        if case.lovasz:
+            why = _lovasz_unavailable(self.fusedloss, self.name, self.device)
+            if why:
+                raise Unavailable(f"no Lovász kernels: {why}")
         backend = self.name
         options = {**options, **public}
         return lambda logits, target: functional(logits, target, backend=backend, **options)

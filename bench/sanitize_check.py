@@ -56,8 +56,42 @@ def main() -> int:
                     ok = bool(torch.isfinite(loss).all()) and bool(torch.isfinite(logits.grad).all())
                     failures += not ok
                     print(f"{family} {backend} {name} {dtype}: {'ok' if ok else 'NOT FINITE'}")
+    failures += _lovasz(device, expected, checked)
     print(f"{failures} problem(s); backends {'; '.join(checked)}")
     return 1 if failures else 0
+
+
+def _lovasz(device, expected, checked) -> int:
+    """The Lovász losses' kernels (errors, row scans with their gather and scatter, chain), with
+    ignored elements, per sample and over the batch, rows of several scan chunks."""
+    failures = 0
+    available = [name for name in fusedloss.BACKENDS if name != "reference"
+                 and fusedloss.ops.selection.unavailable_reason(name, device, "lovasz") is None]
+    for name in expected:
+        if name != "reference" and name not in available:
+            failures += 1
+            print(f"lovasz {name}: EXPECTED BACKEND MISSING")
+    checked.append(f"lovasz {','.join(available) or 'none'}")
+    x = torch.randn(2, 1, 97, 101, device=device)
+    t = (torch.rand(2, 1, 97, 101, device=device) < 0.4).to(torch.uint8)
+    t[0, 0, :3] = 255
+    xm = torch.randn(2, 5, 33, 17, device=device)
+    tm = torch.randint(0, 5, (2, 33, 17), device=device, dtype=torch.uint8)
+    tm[1, :2] = 255
+    for backend in available:
+        for dtype in (torch.float32, torch.bfloat16):
+            for per_sample in (False, True):
+                logits, class_logits = (v.to(dtype).requires_grad_(True) for v in (x, xm))
+                loss = (fusedloss.lovasz_hinge_loss(logits, t, per_sample=per_sample, ignore_index=255,
+                                                    backend=backend)
+                        + fusedloss.lovasz_softmax_loss(class_logits, tm, per_sample=per_sample, ignore_index=255,
+                                                        backend=backend))
+                loss.backward()
+                torch.cuda.synchronize()
+                ok = all(bool(torch.isfinite(v).all()) for v in (loss, logits.grad, class_logits.grad))
+                failures += not ok
+                print(f"lovasz {backend} {dtype} per_sample={per_sample}: {'ok' if ok else 'NOT FINITE'}")
+    return failures
 
 
 if __name__ == "__main__":

@@ -7,7 +7,9 @@ the written reports and that the fused path keeps less memory for backward than 
 eager reference. Other tests check, without measuring, which cases loss names select and
 where the variant rows fall; what each function of a variant case is called with; and
 others run tiny variant cases (the options, a one-hot target, Dice+CE's class weights and
-label smoothing, Generalized Dice) through every provider (torch.compile stubbed) against eager.
+label smoothing, Generalized Dice) through every provider (torch.compile stubbed) against eager;
+two do the same for the Lovász rows (their groups, per_sample, their floor; tiny cases through
+every provider, smp's LovaszLoss included).
 """
 
 import importlib.util
@@ -156,22 +158,25 @@ def test_variant_cases_are_planned_after_the_plain_ones():
         cases = _cases.build_cases(_cases.get_preset("quick", torch.device(device)), None,
                                    _providers.known_losses(_fusedloss()))
         late = [index for index, case in enumerate(cases)
-                if case.variant or "dice_focal" in case.loss or "generalized_dice" in case.loss]
+                if case.variant or "dice_focal" in case.loss or "generalized_dice" in case.loss or case.lovasz]
         assert late == list(range(len(cases) - len(late), len(cases))), device
         assert {(case.loss, case.variant) for case in cases[late[0]:]} == {
             ("dice", "probabilities"), ("dice", "squared_pred"), ("dice_bce", "probabilities"),
             ("dice_bce", "squared_pred"), ("dice_focal", ""), ("multiclass_dice", "probabilities"),
             ("dice_ce", "probabilities"), ("multiclass_dice_focal", ""), ("multiclass_dice", "one_hot"),
             ("dice_ce", "one_hot"), ("dice_ce", "ce_options"), ("multiclass_generalized_dice", ""),
-            ("generalized_dice", "")}
-        # the dense targets, Dice+CE's options and Generalized Dice are the very last group,
-        # after the variant groups (a time budget cuts them first)
-        assert [case.label for case in cases[-5:]] == [
+            ("generalized_dice", ""), ("lovasz_hinge", ""), ("lovasz_hinge", "per_sample"), ("lovasz_softmax", "")}
+        # the dense targets, Dice+CE's options and Generalized Dice come after the variant
+        # groups, and the Lovász rows last of all (a time budget cuts them first)
+        assert [case.label for case in cases[-8:]] == [
             "multiclass_dice 4x19x256x256 one_hot float32/uint8 fwd+bwd",
             "dice_ce 4x19x256x256 one_hot float32/uint8 fwd+bwd",
             "dice_ce 4x19x256x256 ce_options float32/uint8 fwd+bwd",
             "multiclass_generalized_dice 4x19x256x256 float32/uint8 fwd+bwd",
-            "generalized_dice 2x4x128x128x128 float32/uint8 fwd+bwd"], device
+            "generalized_dice 2x4x128x128x128 float32/uint8 fwd+bwd",
+            "lovasz_hinge 16x1x512x512 float32/uint8 fwd+bwd",
+            "lovasz_hinge 16x1x512x512 per_sample float32/uint8 fwd+bwd",
+            "lovasz_softmax 4x19x256x256 float32/uint8 fwd+bwd"], device
         for case in cases:
             assert case.label.count(" ") == (4 if case.variant else 3) + (case.layout != "contiguous"), case.label
     plain = _cases.Case("dice", (16, 1, 512, 512), "float32", "uint8", _cases.FWD_BWD)
@@ -483,3 +488,96 @@ def test_peer_rows_agree_with_eager(monkeypatch):
             assert row["speedup_vs_smp"] is not None and row["speedup_vs_monai"] is not None, row
     table = _report.format_table(rows)
     assert "vs smp" in table and "vs MONAI" in table
+
+
+def test_lovasz_cases_and_their_floor():
+    # Measures nothing: the Lovász losses run only in their own groups (asked for by name too,
+    # never at the other shapes of their family), per_sample is their variant only, and their
+    # floor is the fused path's passes with the sort at its minimum (bench/README.md).
+    assert [case.label for case in _plan.make_plan("quick", "cpu", "lovasz_hinge,lovasz_softmax,dice").cases
+            if case.lovasz] == ["lovasz_hinge 16x1x512x512 float32/uint8 fwd+bwd",
+                                "lovasz_hinge 16x1x512x512 per_sample float32/uint8 fwd+bwd",
+                                "lovasz_softmax 4x19x256x256 float32/uint8 fwd+bwd"]
+    full = _plan.make_plan("full", "cpu")
+    assert {case.shape for case in full.cases if case.lovasz} == {(16, 1, 512, 512), (4, 19, 256, 256)}
+    assert {case.loss for case in _plan.make_plan("quick", "cpu", "dice").cases} == {"dice"}
+    for loss, variant in (("lovasz_hinge", "squared_pred"), ("lovasz_hinge", "probabilities"),
+                          ("dice", "per_sample"), ("multiclass_dice", "per_sample")):
+        with pytest.raises(ValueError, match="no variant"):
+            _cases.Case(loss, (2, 3, 8, 8), "float32", "uint8", _cases.FWD_BWD, variant=variant)
+
+    hinge = _cases.Case("lovasz_hinge", (16, 1, 512, 512), "float32", "uint8", _cases.FWD_BWD)
+    per_sample = _cases.Case("lovasz_hinge", (16, 1, 512, 512), "float32", "uint8", _cases.FWD_BWD,
+                             variant="per_sample")
+    numel = hinge.numel
+    # fwd: x, t + 48 B per error; fwd+bwd: 4 x, 3 t + 72 B per error (fp32 errors, int32 order)
+    assert hinge.floor_bytes == per_sample.floor_bytes == (4 * 4 + 3 * 1 + 72) * numel
+    assert per_sample.options == {"per_sample": True} and hinge.target_shape == hinge.shape
+    forward = _cases.Case("lovasz_hinge", (16, 1, 512, 512), "bfloat16", "float32", _cases.FWD)
+    assert forward.floor_bytes == (2 + 4 + 48) * numel
+    softmax = _cases.Case("lovasz_softmax", (4, 19, 256, 256), "float32", "uint8", _cases.FWD_BWD)
+    pixels = softmax.target_numel
+    assert softmax.multiclass and pixels * 19 == softmax.numel
+    assert softmax.floor_bytes == (4 * 4 + 72) * softmax.numel + 3 * 1 * pixels
+    int64 = _cases.Case("lovasz_softmax", (4, 19, 256, 256), "float32", "int64", _cases.FWD)
+    assert int64.floor_bytes == (4 + 48) * softmax.numel + 8 * pixels
+
+    fusedloss = _fusedloss()
+    known = _providers.known_losses(fusedloss)
+    assert known.index("lovasz_hinge") < known.index("multiclass_dice") < known.index("lovasz_softmax")
+    for loss in ("lovasz_hinge", "lovasz_softmax"):
+        functional, options, reference = _providers.loss_functions(fusedloss, loss)
+        assert (functional, options, reference) == (getattr(fusedloss, f"{loss}_loss"), {},
+                                                    getattr(fusedloss.reference, f"{loss}_loss"))
+        assert _providers.variant_options(functional, reference, _cases.Case(
+            loss, (2, 3, 8, 8), "float32", "uint8", _cases.FWD_BWD, variant="per_sample")) == (
+            {"per_sample": True}, {"per_sample": True})
+
+
+def test_lovasz_rows_agree_with_eager_and_smp(monkeypatch):
+    # Tiny Lovász cases (the whole batch and per sample) through _run.measure, as main.py runs
+    # them, through every provider (torch.compile replaced by the function itself, the public
+    # functions' 'reference' backend, smp's LovaszLoss): each agrees with eager, the fused and
+    # smp rows carry "vs smp", the C++ CPU backend saves less for backward than eager, and
+    # MONAI (no Lovász loss) has no row.
+    import _peers
+
+    monkeypatch.setattr(torch, "compile", lambda function, **kwargs: function)
+    device = torch.device("cpu")
+    fusedloss = _fusedloss()
+    providers, _ = _providers.resolve_providers(fusedloss, device, None)
+    providers.append(_providers.Provider("reference", _providers.FUSED, fusedloss, device))
+    timing = _cases.Timing(warmup=0, repeats=1, min_repeats=1, max_seconds=0.0)
+    cases = [_cases.Case(loss, shape, dtype, target, _cases.FWD_BWD, variant=variant)
+             for loss, shape, dtype, target, variants in (
+                 ("lovasz_hinge", (3, 1, 8, 8), "float32", "uint8", ("", "per_sample")),
+                 ("lovasz_hinge", (2, 1, 8, 8), "bfloat16", "float32", ("",)),
+                 ("lovasz_softmax", (2, 5, 6, 6), "float32", "uint8", ("", "per_sample")),
+                 ("lovasz_softmax", (2, 5, 6, 6), "float32", "int64", ("",)))
+             for variant in variants]
+    pairs = [(case, provider) for case in cases for provider in providers]
+    rows = [_run.measure(case, provider, device, timing, 1e9) for case, provider in pairs]
+    _report.add_comparisons(rows)
+    eager = {case: row["loss_value"] for (case, _), row in zip(pairs, rows) if row["provider"] == "eager"}
+    eager_memory = {case: row["extra_mem_bytes"] for (case, _), row in zip(pairs, rows) if row["provider"] == "eager"}
+    assert len(eager) == len(cases)
+    assert eager[cases[0]] != pytest.approx(eager[cases[1]], rel=1e-4)  # per_sample: another loss
+    smp = _peers.unavailable_reason("smp") is None
+    failed = []
+    for (case, _), row in zip(pairs, rows):
+        assert (row["floor_bytes"], row["variant"]) == (case.floor_bytes, case.variant), row
+        if row["provider"] == "monai":
+            assert row["status"] == "skipped" and "no class for this row" in row["note"], row
+            continue
+        if row["provider"] == "cpu" and row["status"] == "skipped":  # an extension built before the Lovász ops
+            assert "no Lovász kernels" in row["note"], row
+            failed.append(row["note"])
+            continue
+        assert row["status"] == "ok", row
+        assert row["loss_value"] == pytest.approx(eager[case], rel=1e-4, abs=1e-6), row
+        if row["provider"] == "cpu":  # the fused path keeps only the order for backward
+            assert row["extra_mem_bytes"] < eager_memory[case], row
+        assert " vs eager " not in row["note"] and (row["speedup_vs_smp"] is not None) == smp, row
+    assert {row["provider"] for row in rows if row["status"] == "ok"} >= {"eager", "compile", "reference"}
+    if failed:
+        pytest.skip("; ".join(dict.fromkeys(failed)))
