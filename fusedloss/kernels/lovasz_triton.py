@@ -205,18 +205,27 @@ def _pixel_labels(t_ptr, sample, pixels, pixel_mask, num_classes, spatial, ignor
 
 
 @triton.jit
+def _pixel_tile(pid, tiles_per_sample, num_classes, spatial, members, row_len, BLOCK_S: tl.constexpr):
+    """Program pid's tile of BLOCK_S pixels of one sample, and where its errors go: rows (G, C, L),
+    L = row_len = members * S, sample n member n % members of group n // members; element (c, s) of
+    the sample's input at offsets s + c S goes to offsets + c * out_scale + out_shift = g C L + c L +
+    n_local S + s."""
+    sample = pid // tiles_per_sample
+    pixels = (pid % tiles_per_sample) * BLOCK_S + tl.arange(0, BLOCK_S)
+    pixel_mask = pixels < spatial
+    sample_base = sample * num_classes * spatial
+    out_shift = (sample // members) * num_classes * row_len + (sample % members) * spatial - sample_base
+    return sample, pixels, pixel_mask, sample_base, out_shift, row_len - spatial
+
+
+@triton.jit
 def _multiclass_errors_kernel(x_ptr, t_ptr, errors_ptr, truth_ptr, ok_ptr, num_classes, spatial, members, row_len,
                               tiles_per_sample, ignore_index, HAS_IGNORE: tl.constexpr, FROM_LOGITS: tl.constexpr,
                               DENSE: tl.constexpr, CHECK_TARGET: tl.constexpr, ONE_BLOCK: tl.constexpr,
                               BLOCK_C: tl.constexpr, BLOCK_S: tl.constexpr, ACC: tl.constexpr):
     pid = tl.program_id(0).to(tl.int64)
-    sample = pid // tiles_per_sample
-    pixels = (pid % tiles_per_sample) * BLOCK_S + tl.arange(0, BLOCK_S)
-    pixel_mask = pixels < spatial
-    sample_base = sample * num_classes * spatial
-    # Row layout (G, C, L), L = row_len = members * S: sample n is member n % members of group n // members.
-    out_shift = (sample // members) * num_classes * row_len + (sample % members) * spatial - sample_base
-    out_scale = row_len - spatial  # offsets + classes * out_scale + out_shift: g C L + c L + n_local S + s
+    sample, pixels, pixel_mask, sample_base, out_shift, out_scale = _pixel_tile(pid, tiles_per_sample, num_classes,
+                                                                                spatial, members, row_len, BLOCK_S)
     y, ignored, bad = _pixel_labels(t_ptr, sample, pixels, pixel_mask, num_classes, spatial, ignore_index, HAS_IGNORE,
                                     DENSE)
     if ONE_BLOCK:
@@ -266,12 +275,8 @@ def _multiclass_chain_kernel(grad_errors_ptr, x_ptr, t_ptr, grad_ptr, num_classe
                              DENSE: tl.constexpr, ONE_BLOCK: tl.constexpr, BLOCK_C: tl.constexpr,
                              BLOCK_S: tl.constexpr, ACC: tl.constexpr, GRAD_BF16: tl.constexpr):
     pid = tl.program_id(0).to(tl.int64)
-    sample = pid // tiles_per_sample
-    pixels = (pid % tiles_per_sample) * BLOCK_S + tl.arange(0, BLOCK_S)
-    pixel_mask = pixels < spatial
-    sample_base = sample * num_classes * spatial
-    out_shift = (sample // members) * num_classes * row_len + (sample % members) * spatial - sample_base
-    out_scale = row_len - spatial
+    sample, pixels, pixel_mask, sample_base, out_shift, out_scale = _pixel_tile(pid, tiles_per_sample, num_classes,
+                                                                                spatial, members, row_len, BLOCK_S)
     y, ignored, _ = _pixel_labels(t_ptr, sample, pixels, pixel_mask, num_classes, spatial, ignore_index, HAS_IGNORE,
                                   DENSE)
     if ONE_BLOCK:
