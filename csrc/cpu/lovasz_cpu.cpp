@@ -464,8 +464,6 @@ void for_each_pixel_chunk(const MulticlassRows& shape, Fn&& fn) {
   });
 }
 
-FUSEDLOSS_CLONES int64_t first_bad_dense_f32(const float* t, int64_t n) { return first_bad_probability(t, n); }
-
 std::tuple<Tensor, Tensor> multiclass_lovasz_errors_cpu(const Tensor& input_, const Tensor& target_, bool per_sample,
                                                         bool from_logits, std::optional<int64_t> ignore_index,
                                                         bool check_target) {
@@ -487,8 +485,6 @@ std::tuple<Tensor, Tensor> multiclass_lovasz_errors_cpu(const Tensor& input_, co
         // Jobs in the memory order of the class map; a dense target's values by chunk, then class.
         FirstBadTargets<int64_t> bad_classes(check_target && !kDense, jobs);
         FirstBadTargets<acc_t> bad_values(check_target && kDense && !std::is_same_v<target_t, bool>, jobs);
-        const bool has_ignore = ignore_index.has_value();
-        const int64_t ignore = ignore_index.value_or(0);
         for_each_pixel_chunk<acc_t>(
             shape, [&](PixelChunk<acc_t>& chunk, int64_t sample, int64_t job, int64_t first, int64_t n) {
               chunk.template stage<input_t, target_t, kDense>(x, y, shape, sample, first, n, ignore_index);
@@ -506,28 +502,10 @@ std::tuple<Tensor, Tensor> multiclass_lovasz_errors_cpu(const Tensor& input_, co
                 }
               }
               if constexpr (kDense) {
-                if (bad_values.checking()) {
-                  for (int64_t c = 0; c < C; ++c) {
-                    const acc_t* row = chunk.t.data() + c * chunk.stride;
-                    int64_t i;
-                    if constexpr (std::is_same_v<acc_t, float>) {
-                      i = first_bad_dense_f32(row, n);
-                    } else {
-                      i = first_bad_probability(row, n);
-                    }
-                    if (i >= 0) {
-                      bad_values.record(job, row, i);
-                      break;
-                    }
-                  }
-                }
+                if (bad_values.checking()) scan_dense(bad_values, job, chunk.t.data(), C, chunk.stride, n);
               } else {
-                if (bad_classes.checking()) {
-                  const target_t* labels = y + sample * shape.spatial + first;
-                  bad_classes.record(job, labels, first_bad(labels, n, [&](target_t v) {
-                                       return bad_class<int64_t>(static_cast<int64_t>(v), C, has_ignore, ignore);
-                                     }));
-                }
+                if (bad_classes.checking())
+                  scan_classes(bad_classes, job, y + sample * shape.spatial + first, n, C, ignore_index);
               }
             });
         check_classes(bad_classes, C, ignore_index);

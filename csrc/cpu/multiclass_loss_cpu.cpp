@@ -536,49 +536,6 @@ void with_variant(MulticlassInput input, bool squared, MulticlassElem kind, Fn&&
   });
 }
 
-// check_target: the first class index outside [0, C) that is not ignore_index, or -1;
-// per instruction set (the baseline has no 64-bit integer compare to vectorise with).
-// Narrower maps compare in int32 (C fits: labels are staged as int32), not widened to int64.
-#define FUSEDLOSS_FIRST_BAD_CLASS(T, I)                                                                              \
-  FUSEDLOSS_CLONES int64_t first_bad_class(const T* labels, int64_t n, I classes, bool has_ignore, I ignore_index) { \
-    return first_bad(labels, n, [=](T y) { return bad_class<I>(y, classes, has_ignore, ignore_index); });            \
-  }
-FUSEDLOSS_FIRST_BAD_CLASS(uint8_t, int32_t)
-FUSEDLOSS_FIRST_BAD_CLASS(int16_t, int32_t)
-FUSEDLOSS_FIRST_BAD_CLASS(int32_t, int32_t)
-FUSEDLOSS_FIRST_BAD_CLASS(int64_t, int64_t)
-#undef FUSEDLOSS_FIRST_BAD_CLASS
-
-// Records the chunk's first bad class index, if any.
-template <typename target_t>
-void scan_classes(FirstBadTargets<int64_t>& bad, int64_t job, const target_t* labels, int64_t n, int64_t classes,
-                  std::optional<int64_t> ignore_index) {
-  using index_t = std::conditional_t<sizeof(target_t) < sizeof(int64_t), int32_t, int64_t>;
-  // An ignore_index that index_t cannot hold equals no label.
-  const bool has_ignore = ignore_index.has_value() && *ignore_index >= std::numeric_limits<index_t>::min() &&
-                          *ignore_index <= std::numeric_limits<index_t>::max();
-  bad.record(job, labels,
-             first_bad_class(labels, n, static_cast<index_t>(classes), has_ignore,
-                             has_ignore ? static_cast<index_t>(*ignore_index) : index_t(0)));
-}
-
-// A dense target's staged values outside [0, 1] (or NaN): the chunk's first, class by class.
-FUSEDLOSS_CLONES int64_t first_bad_dense_f32(const float* t, int64_t n) { return first_bad_probability(t, n); }
-
-template <typename acc_t>
-void scan_dense(FirstBadTargets<acc_t>& bad, int64_t job, const Chunk<acc_t>& chunk) {
-  for (int64_t c = 0; c < chunk.classes; ++c) {
-    const acc_t* row = chunk.t.data() + c * kPixels;
-    int64_t i;
-    if constexpr (std::is_same_v<acc_t, float>) {
-      i = first_bad_dense_f32(row, chunk.n);
-    } else {
-      i = first_bad_probability(row, chunk.n);
-    }
-    if (i >= 0) return bad.record(job, row, i);
-  }
-}
-
 // Runs fn(chunk buffers, sample, chunk index in the sample, first_pixel, pixels) for
 // every chunk, in parallel; each task allocates its buffers once.
 template <typename acc_t, typename Fn>
@@ -684,7 +641,7 @@ MulticlassSums multiclass_group_sums(const Tensor& input_, const Tensor& target_
                 elem_partials.data() + job * 2);
           });
           if constexpr (kDenseTarget) {
-            if (bad_values.checking()) scan_dense(bad_values, job, chunk);
+            if (bad_values.checking()) scan_dense(bad_values, job, chunk.t.data(), chunk.classes, kPixels, chunk.n);
           } else {
             if (bad.checking()) scan_classes(bad, job, y + sample * shape.spatial + first, n, C, ignore_index);
           }
@@ -907,7 +864,7 @@ Tensor multiclass_focal_map_cpu(const Tensor& input_, const Tensor& target_, con
           for (int64_t i = 0; i < n; ++i) o[sample * shape.spatial + first + i] = static_cast<input_t>(chunk.loss[i]);
           const int64_t job = sample * shape.chunks_per_sample + index;
           if constexpr (kDenseTarget) {
-            if (bad_values.checking()) scan_dense(bad_values, job, chunk);
+            if (bad_values.checking()) scan_dense(bad_values, job, chunk.t.data(), chunk.classes, kPixels, chunk.n);
           } else {
             if (bad.checking())
               scan_classes(bad, job, y + sample * shape.spatial + first, n, shape.classes, ignore_index);

@@ -11,6 +11,7 @@
 #include <charconv>
 #include <cstdint>
 #include <cstring>
+#include <limits>
 #include <optional>
 #include <string>
 #include <type_traits>
@@ -141,6 +142,46 @@ int64_t first_bad_target(const acc_t* t, int64_t n, const std::optional<int64_t>
   } else {
     return ignore_index.has_value() ? first_bad_probability(t, n, static_cast<double>(*ignore_index))
                                     : first_bad_probability(t, n);
+  }
+}
+
+// A multi-class chunk's check (multiclass and Lovász ops): the first class index outside [0, C) that is not
+// ignore_index, or -1; per instruction set (the baseline has no 64-bit integer compare to vectorise with). Narrower
+// maps compare in int32 (C fits: labels are staged as int32), not widened to int64. maybe_unused: the binary
+// ops' file includes this header too.
+#define FUSEDLOSS_FIRST_BAD_CLASS(T, I)                                                                             \
+  [[maybe_unused]] FUSEDLOSS_CLONES int64_t first_bad_class(const T* labels, int64_t n, I classes, bool has_ignore, \
+                                                            I ignore_index) {                                       \
+    return first_bad(labels, n, [=](T y) { return bad_class<I>(y, classes, has_ignore, ignore_index); });           \
+  }
+FUSEDLOSS_FIRST_BAD_CLASS(uint8_t, int32_t)
+FUSEDLOSS_FIRST_BAD_CLASS(int16_t, int32_t)
+FUSEDLOSS_FIRST_BAD_CLASS(int32_t, int32_t)
+FUSEDLOSS_FIRST_BAD_CLASS(int64_t, int64_t)
+#undef FUSEDLOSS_FIRST_BAD_CLASS
+
+// Records the chunk's first bad class index, if any.
+template <typename target_t>
+void scan_classes(FirstBadTargets<int64_t>& bad, int64_t job, const target_t* labels, int64_t n, int64_t classes,
+                  std::optional<int64_t> ignore_index) {
+  using index_t = std::conditional_t<sizeof(target_t) < sizeof(int64_t), int32_t, int64_t>;
+  // An ignore_index that index_t cannot hold equals no label.
+  const bool has_ignore = ignore_index.has_value() && *ignore_index >= std::numeric_limits<index_t>::min() &&
+                          *ignore_index <= std::numeric_limits<index_t>::max();
+  bad.record(job, labels,
+             first_bad_class(labels, n, static_cast<index_t>(classes), has_ignore,
+                             has_ignore ? static_cast<index_t>(*ignore_index) : index_t(0)));
+}
+
+// A dense multi-class target's staged values outside [0, 1] (or NaN): records the chunk's
+// first, class row by class row (`classes` rows of n values, `stride` apart).
+template <typename acc_t>
+void scan_dense(FirstBadTargets<acc_t>& bad, int64_t job, const acc_t* rows, int64_t classes, int64_t stride,
+                int64_t n) {
+  for (int64_t c = 0; c < classes; ++c) {
+    const acc_t* row = rows + c * stride;
+    const int64_t i = first_bad_target(row, n, std::nullopt);
+    if (i >= 0) return bad.record(job, row, i);
   }
 }
 
