@@ -254,6 +254,19 @@ struct FocalTerms {
   acc_t loss, dloss;  // the element's focal loss and its derivative in x
 };
 
+// BCE with logits, max(x, 0) - x t + log(1 + exp(-|x|)) (s.e = exp(-|x|)): every focal form's B.
+template <typename Math, typename acc_t>
+FUSEDLOSS_INLINE acc_t logit_bce(acc_t x, acc_t t, const SigmoidParts<acc_t>& s) {
+  return (x > acc_t(0) ? x : acc_t(0)) - x * t + Math::log1p(s.e);
+}
+
+// The focal loss's class balance alpha_t = alpha t + (1 - alpha)(1 - t); alpha < 0: none (1).
+template <typename acc_t>
+FUSEDLOSS_INLINE acc_t alpha_weight(acc_t alpha, acc_t t) {
+  const acc_t one = 1;
+  return alpha >= acc_t(0) ? alpha * t + (one - alpha) * (one - t) : one;
+}
+
 // bce = max(x,0) - x*t + log(1+exp(-|x|)); q_t = 1 - p_t = p*(1-t) + q*t;
 // loss = alpha_t * q_t^gamma * bce (alpha < 0: alpha_t = 1);
 // dloss/dx = alpha_t * (q_t^gamma * (p - t) + gamma * q_t^(gamma-1) * p*q*(1-2t) * bce).
@@ -262,8 +275,8 @@ template <typename Math = StdMath, bool MODULATED = true, typename acc_t>
 FUSEDLOSS_INLINE FocalTerms<acc_t> focal_terms(acc_t x, acc_t t, const SigmoidParts<acc_t>& s, acc_t alpha,
                                                acc_t gamma) {
   const acc_t one = 1;
-  const acc_t bce = (x > acc_t(0) ? x : acc_t(0)) - x * t + Math::log1p(s.e);
-  const acc_t alpha_t = alpha >= acc_t(0) ? alpha * t + (one - alpha) * (one - t) : one;
+  const acc_t bce = logit_bce<Math>(x, t, s);
+  const acc_t alpha_t = alpha_weight(alpha, t);
   if (!MODULATED) return {alpha_t * bce, alpha_t * (s.p - t)};
   const acc_t q_t = s.p * (one - t) + s.q * t;
   const bool positive = q_t > acc_t(0);
@@ -292,8 +305,8 @@ template <typename Math, typename acc_t>
 FUSEDLOSS_INLINE FocalTerms<acc_t> smp_focal_terms(acc_t x, acc_t t, const SigmoidParts<acc_t>& s, acc_t alpha,
                                                    acc_t gamma) {
   const acc_t one = 1;
-  const acc_t bce = (x > acc_t(0) ? x : acc_t(0)) - x * t + Math::log1p(s.e);
-  const acc_t alpha_t = alpha >= acc_t(0) ? alpha * t + (one - alpha) * (one - t) : one;
+  const acc_t bce = logit_bce<Math>(x, t, s);
+  const acc_t alpha_t = alpha_weight(alpha, t);
   const acc_t q = Math::exp(-bce);
   const acc_t r = one - q;  // as smp computes it
   const bool positive = r > acc_t(0);
@@ -308,8 +321,8 @@ template <typename Math, typename acc_t>
 FUSEDLOSS_INLINE FocalTerms<acc_t> monai_focal_terms(acc_t x, acc_t t, const SigmoidParts<acc_t>& s, acc_t alpha,
                                                      acc_t gamma) {
   const acc_t one = 1;
-  const acc_t bce = (x > acc_t(0) ? x : acc_t(0)) - x * t + Math::log1p(s.e);
-  const acc_t alpha_t = alpha >= acc_t(0) ? alpha * t + (one - alpha) * (one - t) : one;
+  const acc_t bce = logit_bce<Math>(x, t, s);
+  const acc_t alpha_t = alpha_weight(alpha, t);
   const acc_t one_minus_2t = one - acc_t(2) * t;
   const acc_t z = x * one_minus_2t;
   const acc_t e_z = Math::exp(z < acc_t(0) ? z : -z);  // exp(-|z|)
@@ -357,7 +370,7 @@ FUSEDLOSS_INLINE FocalTerms<acc_t> clamped_focal_terms(acc_t p, acc_t q, acc_t t
   // torch's epsilon is the float 1e-12f (in fp64 too).
   const acc_t pq = p * q, epsilon = acc_t(1e-12f);
   const acc_t dbce = (p - t) / (pq < epsilon ? epsilon : pq);
-  const acc_t alpha_t = alpha >= acc_t(0) ? alpha * t + (one - alpha) * (one - t) : one;
+  const acc_t alpha_t = alpha_weight(alpha, t);
   if (!MODULATED) return {alpha_t * bce, alpha_t * dbce};
   const acc_t q_t = p * (one - t) + q * t;
   const bool positive = q_t > acc_t(0);

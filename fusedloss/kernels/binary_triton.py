@@ -67,6 +67,18 @@ def _sigmoid_parts(x):
 
 
 @triton.jit
+def _logit_bce(x, t, softplus_neg_abs):
+    """BCE with logits, max(x, 0) - x t + log(1 + exp(-|x|)): every focal form's bce."""
+    return tl.maximum(x, 0.0) - x * t + softplus_neg_abs
+
+
+@triton.jit
+def _alpha_weight(alpha, t):
+    """The focal loss's class balance alpha_t = alpha t + (1 - alpha)(1 - t); alpha < 0: none (1)."""
+    return tl.where(alpha >= 0.0, alpha * t + (1.0 - alpha) * (1.0 - t), 1.0)
+
+
+@triton.jit
 def _focal_terms(x, t, p, q, softplus_neg_abs, alpha, gamma):
     """Focal loss of one element and its derivative in x.
 
@@ -75,12 +87,12 @@ def _focal_terms(x, t, p, q, softplus_neg_abs, alpha, gamma):
     (alpha < 0: no weighting). gamma = 0 gives plain BCE.
     d loss/dx = alpha_t * (q_t**gamma * (p - t) + gamma * q_t**(gamma-1) * p*q*(1-2t) * bce).
     """
-    bce = tl.maximum(x, 0.0) - x * t + softplus_neg_abs
+    bce = _logit_bce(x, t, softplus_neg_abs)
     q_t = p * (1.0 - t) + q * t
     positive = q_t > 0.0
     safe_q_t = tl.where(positive, q_t, 1.0)
     modulator = tl.where(positive, tl.exp2(gamma * tl.log2(safe_q_t)), tl.where(gamma == 0.0, 1.0, 0.0))
-    alpha_t = tl.where(alpha >= 0.0, alpha * t + (1.0 - alpha) * (1.0 - t), 1.0)
+    alpha_t = _alpha_weight(alpha, t)
     # q_t**(gamma-1) * p*q = modulator * (p*q / q_t): q_t lies between p and q, so the ratio
     # is at most 1 (1 / q_t alone overflows for a subnormal q_t); the limit at q_t = 0 is 0.
     # gamma = 0 has no slope (not 0 * bce, NaN at |x| = inf: BCE's gradient stays p - t there).
@@ -105,7 +117,7 @@ def _clamped_focal_terms(p, q, t, alpha, gamma):
     positive = q_t > 0.0
     safe_q_t = tl.where(positive, q_t, 1.0)
     modulator = tl.where(positive, tl.exp2(gamma * tl.log2(safe_q_t)), tl.where(gamma == 0.0, 1.0, 0.0))
-    alpha_t = tl.where(alpha >= 0.0, alpha * t + (1.0 - alpha) * (1.0 - t), 1.0)
+    alpha_t = _alpha_weight(alpha, t)
     # q_t**(gamma-1) * bce = modulator * (bce / q_t): bce is at most about 100 q_t (q_t >= p,
     # t*q), so the ratio stays finite where 1 / q_t alone overflows (a subnormal probability).
     slope = tl.where(positive, gamma * modulator * (1.0 - 2.0 * t) * (bce / safe_q_t), 0.0)
@@ -121,8 +133,8 @@ def _smp_focal_terms(x, t, p, softplus_neg_abs, alpha, gamma):
     loss = alpha_t * f * bce; d loss/dx = alpha_t * (p - t) * (f + gamma * bce * q * (1 - q)**(gamma-1)),
     the last product written bce * q * f / (1 - q) where 1 - q > 0, else 0 (its limit at bce -> 0,
     for gamma < 1 too)."""
-    bce = tl.maximum(x, 0.0) - x * t + softplus_neg_abs
-    alpha_t = tl.where(alpha >= 0.0, alpha * t + (1.0 - alpha) * (1.0 - t), 1.0)
+    bce = _logit_bce(x, t, softplus_neg_abs)
+    alpha_t = _alpha_weight(alpha, t)
     q = tl.exp(-bce)
     r = 1.0 - q  # as smp computes it
     positive = r > 0.0
@@ -139,8 +151,8 @@ def _monai_focal_terms(x, t, p, softplus_neg_abs, alpha, gamma):
     """MONAI's focal term (focal_form 2): z = -x (2t - 1), f = sigmoid(z)**gamma =
     exp(gamma * logsigmoid(z)), loss = alpha_t * f * bce;
     d loss/dx = alpha_t * (f * (p - t) + gamma * bce * f * (1 - sigmoid(z)) * (1 - 2t))."""
-    bce = tl.maximum(x, 0.0) - x * t + softplus_neg_abs
-    alpha_t = tl.where(alpha >= 0.0, alpha * t + (1.0 - alpha) * (1.0 - t), 1.0)
+    bce = _logit_bce(x, t, softplus_neg_abs)
+    alpha_t = _alpha_weight(alpha, t)
     one_minus_2t = 1.0 - 2.0 * t
     z = x * one_minus_2t
     e_z = tl.exp(-tl.abs(z))
