@@ -219,6 +219,24 @@ def _pixel_tile(pid, tiles_per_sample, num_classes, spatial, members, row_len, B
 
 
 @triton.jit
+def _class_block(x_ptr, t_ptr, sample_base, classes_from, pixels, pixel_mask, num_classes, spatial, y, ignored, top,
+                 total, out_scale, out_shift, ONE_BLOCK: tl.constexpr, FROM_LOGITS: tl.constexpr, DENSE: tl.constexpr,
+                 BLOCK_C: tl.constexpr, ACC: tl.constexpr):
+    """The tile's classes [classes_from, classes_from + BLOCK_C): p, t, the tile's mask, its input offsets and
+    its offsets in the (G, C, L) rows. ONE_BLOCK: every class in this block, the softmax taken here (top and
+    total unused); else from the softmax's max and sum over every block (top, total)."""
+    x, classes, tile_mask, offsets = _class_tile(x_ptr, sample_base, classes_from, pixels, pixel_mask, num_classes,
+                                                 spatial, FROM_LOGITS, BLOCK_C, ACC)
+    if ONE_BLOCK:
+        p = _one_block_probabilities(x, tile_mask, pixel_mask, FROM_LOGITS)
+    else:
+        p = _tile_probabilities(x, tile_mask, top, total, FROM_LOGITS)
+    t = _tile_truth(y, ignored, t_ptr, classes, tile_mask, offsets, DENSE, ACC)
+    out = offsets + classes.to(tl.int64)[:, None] * out_scale + out_shift
+    return p, t, tile_mask, offsets, out
+
+
+@triton.jit
 def _multiclass_errors_kernel(x_ptr, t_ptr, errors_ptr, truth_ptr, ok_ptr, num_classes, spatial, members, row_len,
                               tiles_per_sample, ignore_index, HAS_IGNORE: tl.constexpr, FROM_LOGITS: tl.constexpr,
                               DENSE: tl.constexpr, CHECK_TARGET: tl.constexpr, ONE_BLOCK: tl.constexpr,
@@ -229,12 +247,10 @@ def _multiclass_errors_kernel(x_ptr, t_ptr, errors_ptr, truth_ptr, ok_ptr, num_c
     y, ignored, bad = _pixel_labels(t_ptr, sample, pixels, pixel_mask, num_classes, spatial, ignore_index, HAS_IGNORE,
                                     DENSE)
     if ONE_BLOCK:
-        x, classes, tile_mask, offsets = _class_tile(x_ptr, sample_base, 0, pixels, pixel_mask, num_classes, spatial,
-                                                     FROM_LOGITS, BLOCK_C, ACC)
-        p = _one_block_probabilities(x, tile_mask, pixel_mask, FROM_LOGITS)
-        t = _tile_truth(y, ignored, t_ptr, classes, tile_mask, offsets, DENSE, ACC)
+        p, t, tile_mask, offsets, out = _class_block(x_ptr, t_ptr, sample_base, 0, pixels, pixel_mask, num_classes,
+                                                     spatial, y, ignored, 0.0, 0.0, out_scale, out_shift, True,
+                                                     FROM_LOGITS, DENSE, BLOCK_C, ACC)
         errors = tl.where(ignored[None, :], float("-inf"), tl.abs(t - p))
-        out = offsets + classes.to(tl.int64)[:, None] * out_scale + out_shift
         tl.store(errors_ptr + out, errors, mask=tile_mask)
         tl.store(truth_ptr + out, t, mask=tile_mask)
         if DENSE:
@@ -247,12 +263,10 @@ def _multiclass_errors_kernel(x_ptr, t_ptr, errors_ptr, truth_ptr, ok_ptr, num_c
             top = tl.zeros([BLOCK_S], ACC)
             total = top + 1.0
         for classes_from in range(0, num_classes, BLOCK_C):
-            x, classes, tile_mask, offsets = _class_tile(x_ptr, sample_base, classes_from, pixels, pixel_mask,
-                                                         num_classes, spatial, FROM_LOGITS, BLOCK_C, ACC)
-            p = _tile_probabilities(x, tile_mask, top, total, FROM_LOGITS)
-            t = _tile_truth(y, ignored, t_ptr, classes, tile_mask, offsets, DENSE, ACC)
+            p, t, tile_mask, offsets, out = _class_block(x_ptr, t_ptr, sample_base, classes_from, pixels, pixel_mask,
+                                                         num_classes, spatial, y, ignored, top, total, out_scale,
+                                                         out_shift, False, FROM_LOGITS, DENSE, BLOCK_C, ACC)
             errors = tl.where(ignored[None, :], float("-inf"), tl.abs(t - p))
-            out = offsets + classes.to(tl.int64)[:, None] * out_scale + out_shift
             tl.store(errors_ptr + out, errors, mask=tile_mask)
             tl.store(truth_ptr + out, t, mask=tile_mask)
             if DENSE:
@@ -280,11 +294,9 @@ def _multiclass_chain_kernel(grad_errors_ptr, x_ptr, t_ptr, grad_ptr, num_classe
     y, ignored, _ = _pixel_labels(t_ptr, sample, pixels, pixel_mask, num_classes, spatial, ignore_index, HAS_IGNORE,
                                   DENSE)
     if ONE_BLOCK:
-        x, classes, tile_mask, offsets = _class_tile(x_ptr, sample_base, 0, pixels, pixel_mask, num_classes, spatial,
-                                                     FROM_LOGITS, BLOCK_C, ACC)
-        p = _one_block_probabilities(x, tile_mask, pixel_mask, FROM_LOGITS)
-        t = _tile_truth(y, ignored, t_ptr, classes, tile_mask, offsets, DENSE, ACC)
-        out = offsets + classes.to(tl.int64)[:, None] * out_scale + out_shift
+        p, t, tile_mask, offsets, out = _class_block(x_ptr, t_ptr, sample_base, 0, pixels, pixel_mask, num_classes,
+                                                     spatial, y, ignored, 0.0, 0.0, out_scale, out_shift, True,
+                                                     FROM_LOGITS, DENSE, BLOCK_C, ACC)
         dp = _probability_grad(grad_errors_ptr, p, t, tile_mask, out)
         if FROM_LOGITS:
             dot = tl.sum(tl.where(tile_mask, p * dp, 0.0), axis=0)
@@ -299,11 +311,10 @@ def _multiclass_chain_kernel(grad_errors_ptr, x_ptr, t_ptr, grad_ptr, num_classe
                                         BLOCK_S, ACC)
             dot = tl.zeros([BLOCK_S], ACC)
             for classes_from in range(0, num_classes, BLOCK_C):
-                x, classes, tile_mask, offsets = _class_tile(x_ptr, sample_base, classes_from, pixels, pixel_mask,
-                                                             num_classes, spatial, FROM_LOGITS, BLOCK_C, ACC)
-                p = _tile_probabilities(x, tile_mask, top, total, FROM_LOGITS)
-                t = _tile_truth(y, ignored, t_ptr, classes, tile_mask, offsets, DENSE, ACC)
-                out = offsets + classes.to(tl.int64)[:, None] * out_scale + out_shift
+                p, t, tile_mask, offsets, out = _class_block(x_ptr, t_ptr, sample_base, classes_from, pixels,
+                                                             pixel_mask, num_classes, spatial, y, ignored, top, total,
+                                                             out_scale, out_shift, False, FROM_LOGITS, DENSE, BLOCK_C,
+                                                             ACC)
                 dp = _probability_grad(grad_errors_ptr, p, t, tile_mask, out)
                 dot += tl.sum(tl.where(tile_mask, p * dp, 0.0), axis=0)
         else:
@@ -311,11 +322,9 @@ def _multiclass_chain_kernel(grad_errors_ptr, x_ptr, t_ptr, grad_ptr, num_classe
             total = top + 1.0
             dot = top
         for classes_from in range(0, num_classes, BLOCK_C):
-            x, classes, tile_mask, offsets = _class_tile(x_ptr, sample_base, classes_from, pixels, pixel_mask,
-                                                         num_classes, spatial, FROM_LOGITS, BLOCK_C, ACC)
-            p = _tile_probabilities(x, tile_mask, top, total, FROM_LOGITS)
-            t = _tile_truth(y, ignored, t_ptr, classes, tile_mask, offsets, DENSE, ACC)
-            out = offsets + classes.to(tl.int64)[:, None] * out_scale + out_shift
+            p, t, tile_mask, offsets, out = _class_block(x_ptr, t_ptr, sample_base, classes_from, pixels, pixel_mask,
+                                                         num_classes, spatial, y, ignored, top, total, out_scale,
+                                                         out_shift, False, FROM_LOGITS, DENSE, BLOCK_C, ACC)
             dp = _probability_grad(grad_errors_ptr, p, t, tile_mask, out)
             if FROM_LOGITS:
                 grad = p * (dp - dot[None, :])
