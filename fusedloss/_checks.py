@@ -35,10 +35,14 @@ def _names(dtypes) -> str:
     return ", ".join(str(d).replace("torch.", "") for d in dtypes)
 
 
+# The dtype errors' messages, written once (not formatted on every call).
+_TARGET_DTYPE_MESSAGE = f"target must have dtype {_names(TARGET_DTYPES)}"
+
+
 def input_and_target(input, target) -> torch.Tensor:
     """Check the pair; return the target viewed with input's shape (an (N, *S)
     target of an (N, 1, *S) input gains its channel dim, without a copy)."""
-    _pair(input, target, TARGET_DTYPES, f"target must have dtype {_names(TARGET_DTYPES)}")
+    _pair(input, target, TARGET_DTYPES, _TARGET_DTYPE_MESSAGE)
     if target.shape != input.shape:
         squeezed_channel = input.dim() >= 2 and input.shape[1] == 1
         if squeezed_channel and target.shape == input.shape[:1] + input.shape[2:]:
@@ -182,6 +186,15 @@ def binary_ignore_index(value, target_dtype: torch.dtype) -> None:
 DENSE_TARGET_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64, torch.bool, torch.uint8)
 
 
+_DENSE_TARGET_DTYPE_MESSAGE = (
+    f"a target of input's shape holds per-class values: its dtype must be {_names(DENSE_TARGET_DTYPES)}"
+)
+_CLASS_MAP_DTYPE_MESSAGE = (
+    f"target must hold class indices as {_names(CLASS_MAP_DTYPES)} in mode='multiclass' (or per-class "
+    f"values of input's shape)"
+)
+
+
 def input_and_class_map(input, target, ignore_index) -> torch.Tensor:
     """Check a multi-class pair: logits (N, C, *spatial), and a target of class indices
     (N, *spatial) or (N, 1, *spatial) (returned as (N, *spatial), a view), or of per-class
@@ -191,17 +204,14 @@ def input_and_class_map(input, target, ignore_index) -> torch.Tensor:
             f"input must have shape (N, C, ...) with C >= 2 classes in mode='multiclass', got {tuple(input.shape)}"
         )
     if isinstance(target, torch.Tensor) and target.shape == input.shape:
-        _pair(input, target, DENSE_TARGET_DTYPES,
-              f"a target of input's shape holds per-class values: its dtype must be {_names(DENSE_TARGET_DTYPES)}")
+        _pair(input, target, DENSE_TARGET_DTYPES, _DENSE_TARGET_DTYPE_MESSAGE)
         if ignore_index is not None:
             raise ValueError(
                 "ignore_index marks pixels of a class-map target; a target of per-class values (input's shape) "
                 "has no class index to ignore: leave ignore_index=None (or zero those pixels' targets)"
             )
         return target
-    _pair(input, target, CLASS_MAP_DTYPES,
-          f"target must hold class indices as {_names(CLASS_MAP_DTYPES)} in mode='multiclass' (or per-class "
-          f"values of input's shape)")
+    _pair(input, target, CLASS_MAP_DTYPES, _CLASS_MAP_DTYPE_MESSAGE)
     expected = input.shape[:1] + input.shape[2:]
     if target.shape != expected:
         if target.shape == input.shape[:1] + (1,) + input.shape[2:]:

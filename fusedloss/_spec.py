@@ -34,7 +34,9 @@ An undefined index (denominator <= 0: nothing predicted, nothing to find and
 smooth_dr = 0) scores as a perfect match.
 
 The field names are the op schemas' argument names (``ops/schema.py`` checks
-this at import), so a spec is passed to an op by name: ``**spec_arguments(op, spec)``.
+this at import), so a spec is passed to an op by name: ``**spec_arguments(op, spec)``;
+the loss ops take it whole, in field order (``LOSS_OP_LAYOUT``), so the losses pass
+it by position: ``op(input, target, ..., *spec, ...)``.
 """
 
 from __future__ import annotations
@@ -169,16 +171,32 @@ def group_layout(shape, per_sample: bool, per_channel: bool) -> GroupLayout:
     return GroupLayout(1, numel, 1, 1, ())
 
 
+# The layout helpers read a tensor's shape and strides once (each Tensor.stride(dim) call is a
+# torch call of its own): they run on every call of a Triton launcher and its fake kernel.
+
+
 def _dense(tensor) -> bool:
     """Non-overlapping and dense: a permutation of a contiguous layout."""
+    return _dense_layout(tensor.shape, tensor.stride())
+
+
+def _dense_layout(shape, strides) -> bool:
     expected = 1
-    for dim in sorted(range(tensor.dim()), key=tensor.stride):
-        if tensor.shape[dim] == 1:
+    for dim in sorted(range(len(shape)), key=strides.__getitem__):
+        if shape[dim] == 1:
             continue
-        if tensor.stride(dim) != expected:
+        if strides[dim] != expected:
             return False
-        expected *= tensor.shape[dim]
+        expected *= shape[dim]
     return True
+
+
+def _same_strides(shape, strides, target) -> bool:
+    """Whether ``target`` has the strides ``strides`` in every dim of ``shape`` longer than 1."""
+    target_strides = target.stride()
+    if len(target_strides) < len(shape):  # a malformed call: fail as Tensor.stride(dim) fails
+        return all(strides[d] == target.stride(d) for d in range(len(shape)) if shape[d] > 1)
+    return all(strides[d] == target_strides[d] for d in range(len(shape)) if shape[d] > 1)
 
 
 def reads_in_place(input, target, per_sample: bool, per_channel: bool) -> bool:
@@ -186,13 +204,14 @@ def reads_in_place(input, target, per_sample: bool, per_channel: bool) -> bool:
     (a channels_last or permuted dense layout) instead of a contiguous copy: both
     dense with the same strides, and the groups still contiguous blocks of memory
     (the whole tensor; per_sample: dim 0 outermost; per_channel: the plain layout)."""
-    same_strides = all(input.stride(d) == target.stride(d) for d in range(input.dim()) if input.shape[d] > 1)
-    if not same_strides or not _dense(input):  # size-1 dims: any stride (an unsqueezed (N, H, W) target)
+    shape, strides = input.shape, input.stride()
+    # size-1 dims: any stride (an unsqueezed (N, H, W) target)
+    if not _same_strides(shape, strides, target) or not _dense_layout(shape, strides):
         return False
     if per_channel:
         return input.is_contiguous()
-    if per_sample and input.dim() > 0 and input.shape[0] > 1:
-        return input.stride(0) * input.shape[0] == input.numel()
+    if per_sample and len(shape) > 0 and shape[0] > 1:
+        return strides[0] * shape[0] == input.numel()
     return True
 
 
@@ -221,18 +240,19 @@ def class_strides(input) -> tuple | None:
     """(sample, class, pixel) strides when the multi-class kernels can read ``input``
     where it lies: dense, with its spatial dims one run of equal steps (contiguous,
     channels_last and channels_last_3d, where the classes are innermost); else None."""
-    if not _dense(input):
+    shape, strides = input.shape, input.stride()
+    if not _dense_layout(shape, strides):
         return None
     pixel, expected = None, None
-    for dim in reversed(range(2, input.dim())):
-        if input.shape[dim] == 1:
+    for dim in reversed(range(2, len(shape))):
+        if shape[dim] == 1:
             continue
         if pixel is None:
-            pixel = input.stride(dim)
-        elif input.stride(dim) != expected:
+            pixel = strides[dim]
+        elif strides[dim] != expected:
             return None
-        expected = input.stride(dim) * input.shape[dim]
-    return input.stride(0), input.stride(1), 1 if pixel is None else pixel
+        expected = strides[dim] * shape[dim]
+    return strides[0], strides[1], 1 if pixel is None else pixel
 
 
 def is_dense_target(input, target) -> bool:
@@ -243,8 +263,7 @@ def is_dense_target(input, target) -> bool:
 def multiclass_operands(input, target) -> MulticlassOperands:
     dense = is_dense_target(input, target)
     strides = class_strides(input)
-    same_strides = not dense or all(input.stride(d) == target.stride(d) for d in range(input.dim())
-                                    if input.shape[d] > 1)
+    same_strides = not dense or _same_strides(input.shape, input.stride(), target)
     if strides is not None and same_strides:
         return MulticlassOperands(input, target if dense else target.contiguous(), strides, torch.preserve_format,
                                   dense)

@@ -36,7 +36,6 @@ import torch
 
 from . import _checks, _spec, reference
 from .ops import fused_ops, resolve
-from .ops.schema import spec_arguments
 from .ops.generalized_dice import WEIGHT_TYPES, GeneralizedDiceLoss
 from .ops.lovasz import binary_lovasz_losses, multiclass_lovasz_losses
 from .ops.synced import SyncedBinaryLoss, SyncedMulticlassLoss
@@ -154,9 +153,9 @@ def _run_binary(reference_loss, params: dict, spec: _spec.LossSpec, input, targe
     if group is not None:
         return SyncedBinaryLoss.apply(input, target, weight, fused_ops(chosen), group, per_sample, per_channel, spec,
                                       ignore_index, reduction, _checks.CHECK_TARGETS)
-    loss, _coef = fused_ops(chosen).binary_loss(input, target, weight, per_sample, per_channel,
-                                                **spec_arguments("binary_loss", spec), ignore_index=ignore_index,
-                                                reduction=reduction, check_target=_checks.CHECK_TARGETS)
+    # By position: the spec's fields are the op's arguments after per_channel (ops/schema.py, LOSS_OP_LAYOUT).
+    loss, _coef = fused_ops(chosen).binary_loss(input, target, weight, per_sample, per_channel, *spec, ignore_index,
+                                                reduction, _checks.CHECK_TARGETS)
     return loss
 
 
@@ -182,12 +181,9 @@ def _run_multiclass(reference_loss, params: dict, spec: _spec.LossSpec, input, t
                                           spec, ignore_index, include_background, exclude_empty, reduction,
                                           _checks.CHECK_TARGETS)
     else:
-        loss, _coef = fused_ops(chosen).multiclass_loss(input, target, weight, class_weight, per_sample,
-                                                        **spec_arguments("multiclass_loss", spec),
-                                                        ignore_index=ignore_index,
-                                                        include_background=include_background,
-                                                        exclude_empty=exclude_empty, reduction=reduction,
-                                                        check_target=_checks.CHECK_TARGETS)
+        loss, _coef = fused_ops(chosen).multiclass_loss(input, target, weight, class_weight, per_sample, *spec,
+                                                        ignore_index, include_background, exclude_empty, reduction,
+                                                        _checks.CHECK_TARGETS)
     if reduction == "none" and not include_background:
         loss = loss[..., 1:]
     return loss
@@ -520,10 +516,8 @@ def focal_loss(input: torch.Tensor, target: torch.Tensor, alpha=0.25, gamma: flo
         if reduction == "none":
             return ops.multiclass_focal_map(input, target, class_alpha, spec.focal_alpha, spec.focal_gamma,
                                             spec.from_logits, spec.clamped_log, ignore_index, _checks.CHECK_TARGETS)
-        loss, _coef = ops.multiclass_loss(input, target, None, class_alpha, False,
-                                          **spec_arguments("multiclass_loss", spec), ignore_index=ignore_index,
-                                          include_background=True, exclude_empty=False, reduction="sum",
-                                          check_target=_checks.CHECK_TARGETS)
+        loss, _coef = ops.multiclass_loss(input, target, None, class_alpha, False, *spec, ignore_index, True, False,
+                                          "sum", _checks.CHECK_TARGETS)
         return loss
     target = _checks.input_and_target(input, target)
     _checks.binary_ignore_index(ignore_index, target.dtype)
@@ -537,8 +531,8 @@ def focal_loss(input: torch.Tensor, target: torch.Tensor, alpha=0.25, gamma: flo
     if reduction == "none":
         return ops.binary_focal_map(input, target, spec.focal_alpha, spec.focal_gamma, spec.focal_form,
                                     spec.from_logits, spec.clamped_log, ignore_index, _checks.CHECK_TARGETS)
-    loss, _coef = ops.binary_loss(input, target, None, False, False, **spec_arguments("binary_loss", spec),
-                                  ignore_index=ignore_index, reduction="sum", check_target=_checks.CHECK_TARGETS)
+    loss, _coef = ops.binary_loss(input, target, None, False, False, *spec, ignore_index, "sum",
+                                  _checks.CHECK_TARGETS)
     return loss
 
 
@@ -611,7 +605,7 @@ _LOVASZ_OPTIONS = dict(
 
 def _reduce_samples(losses: torch.Tensor, per_sample: bool, reduction: str) -> torch.Tensor:
     if not per_sample:
-        return losses[0]
+        return losses.view(())  # the one group's loss; a view, whose backward allocates nothing (losses[0]'s did)
     return losses.mean() if reduction == "mean" else losses.sum() if reduction == "sum" else losses
 
 

@@ -58,6 +58,8 @@ class _FunctionalLoss(nn.Module):
             self.register_buffer("weight", None, persistent=False)
 
     def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        if not self._buffered:
+            return type(self).loss_fn(input, target, **self.options)
         buffers = {name: getattr(self, name) for name in self._buffered}
         return type(self).loss_fn(input, target, **buffers, **self.options)
 

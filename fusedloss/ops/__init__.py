@@ -4,8 +4,18 @@
 from .selection import BACKENDS, available_backends, backends, resolve
 
 
+_FUSED_OPS = {}  # backend -> its namespace, once loaded (looked up on every loss call)
+
+
 def fused_ops(backend: str):
     """The torch.ops namespace holding ``backend``'s ops (both loss families)."""
+    ops = _FUSED_OPS.get(backend)
+    if ops is None:
+        ops = _FUSED_OPS[backend] = _load_fused_ops(backend)
+    return ops
+
+
+def _load_fused_ops(backend: str):
     if backend == "triton":
         from . import triton_ops
 

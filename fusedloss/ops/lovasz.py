@@ -34,10 +34,13 @@ class _LovaszRows(torch.autograd.Function):
         losses, positives = ops.lovasz_rows(sorted_errors, truth, order)
         ctx.save_for_backward(input, target, order)
         ctx.mark_non_differentiable(positives)
+        ctx.set_materialize_grads(False)  # no zero gradient made for positives
         return losses, positives
 
     @staticmethod
     def backward(ctx, grad_losses, _grad_positives):
+        if grad_losses is None:
+            return None, None, None, None, None, None, None, None
         input, target, order = ctx.saved_tensors
         per_sample, from_logits, ignore_index = ctx.args
         ops = ctx.ops

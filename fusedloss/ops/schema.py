@@ -136,11 +136,21 @@ def argument_names(schema: str) -> list[str]:
 SPEC_ARGUMENTS = {
     op: [name for name in argument_names(schema) if name in LossSpec._fields] for op, schema in ALL_SCHEMAS.items()
 }
-for _op in ("binary_loss", "multiclass_loss"):  # the loss ops take the whole spec
-    if SPEC_ARGUMENTS[_op] != list(LossSpec._fields):
+# The loss ops take the whole spec, in LossSpec's field order, between these arguments: the losses
+# (functional.py) call them by position, op(*leading, *spec, *trailing), as parsing 30 keywords
+# costs more per call than the kernels at small sizes.
+LOSS_OP_LAYOUT = {
+    "binary_loss": (("input", "target", "weight", "per_sample", "per_channel"),
+                    ("ignore_index", "reduction", "check_target")),
+    "multiclass_loss": (("input", "target", "weight", "class_weight", "per_sample"),
+                        ("ignore_index", "include_background", "exclude_empty", "reduction", "check_target")),
+}
+for _op, (_leading, _trailing) in LOSS_OP_LAYOUT.items():
+    if argument_names(ALL_SCHEMAS[_op]) != [*_leading, *LossSpec._fields, *_trailing]:
         raise ImportError(
-            f"the {_op} schema's spec arguments {SPEC_ARGUMENTS[_op]} are not LossSpec's fields "
-            f"{list(LossSpec._fields)}: rename one to match the other"
+            f"the {_op} schema's arguments {argument_names(ALL_SCHEMAS[_op])} are not {list(_leading)}, LossSpec's "
+            f"fields {list(LossSpec._fields)}, then {list(_trailing)}: make them match (the losses pass them by "
+            "position)"
         )
 
 
@@ -249,26 +259,110 @@ def register_fake_and_autograd(namespace: str) -> None:
         _register_autograd(namespace, f"{family}_focal_map", saves_output=False)
 
 
+# The ops with a backward formula (register_fake_and_autograd).
+AUTOGRAD_OPS = tuple(f"{family}_{kind}" for family in FAMILIES for kind in ("loss", "focal_map"))
+
+
+# Autograd kernels, registered from Python (torch.library.Library.impl on the Autograd key).
+#
+# They do what torch.library.register_autograd's kernel does, less its per-call cost: that kernel
+# rebuilds the forward's arguments from the schema on every call (``fill_defaults``, which reads
+# ``schema.arguments`` once per argument: ~0.4 ms a call for the loss ops' 30 arguments). These
+# schemas have no defaults and no keyword-only arguments, so the dispatcher passes every argument
+# by position, and where each one is is known here once.
+
+_AUTOGRAD_LIBRARIES = []  # a kernel lives as long as its library
+_BELOW_AUTOGRAD = torch._C._after_autograd_keyset
+
+
+def _positional_schema(op) -> list:
+    arguments = op._schema.arguments
+    if any(arg.kwarg_only or arg.has_default_value() for arg in arguments):
+        raise ImportError(f"{op}: the autograd kernels expect no defaults and no keyword-only arguments, got "
+                          f"{op._schema}")
+    return arguments
+
+
+def _tensor_positions(arguments) -> list[int]:
+    return [at for at, arg in enumerate(arguments) if str(arg.type) in ("Tensor", "Optional[Tensor]")]
+
+
+def _redispatch_below_autograd(op, keyset, args):
+    with torch._C._AutoDispatchBelowAutograd():
+        return op.redispatch(keyset & _BELOW_AUTOGRAD, *args)
+
+
+def _function(op, forward, backward):
+    """An autograd.Function of ``forward`` and ``backward``, named as torch.library names its own (its
+    node, a tensor's grad_fn: GeneratedBackwardFor_<namespace>_<op>_defaultBackward)."""
+    name = f"GeneratedBackwardFor_{op._namespace}_{op._opname}_{op._overloadname}"
+    methods = {"forward": staticmethod(forward), "backward": staticmethod(backward)}
+    return type(name, (torch.autograd.Function,), methods)
+
+
+def _register_autograd_kernel(namespace: str, name: str, op, function, tensors_at) -> None:
+    """Register ``function`` (an autograd.Function taking (keyset, args, *the tensor arguments)) as
+    ``op``'s autograd, for calls that need a graph. Only the tensor arguments go through
+    Function.apply (it handles each of its arguments): the whole argument tuple travels as one object."""
+
+    def autograd_kernel(keyset, *args):
+        if torch.is_grad_enabled() and torch._C._any_requires_grad(*args):
+            return function.apply(keyset, args, *[args[at] for at in tensors_at])
+        return _redispatch_below_autograd(op, keyset, args)
+
+    library = torch.library.Library(namespace, "IMPL")
+    library.impl(name, autograd_kernel, "Autograd", with_keyset=True)
+    _AUTOGRAD_LIBRARIES.append(library)
+
+
 def _register_autograd(namespace: str, forward: str, saves_output: bool) -> None:
     """Autograd of ``forward`` through its ``<forward>_backward`` op, which takes the
     upstream gradient, input, target, (the forward's coefficients output,) then
     forward arguments by name: nothing full-size is saved beyond input and target."""
     ops = getattr(torch.ops, namespace)
-    backward_op = getattr(ops, f"{forward}_backward")
-    forward_names = [arg.name for arg in getattr(ops, forward).default._schema.arguments]
-    backward_names = [arg.name for arg in backward_op.default._schema.arguments]
-    passed = backward_names[4 if saves_output else 3 :]  # after upstream, input, target (, coef)
+    forward_op = getattr(ops, forward).default
+    backward_op = getattr(ops, f"{forward}_backward").default
+    arguments = _positional_schema(forward_op)
+    forward_names = [arg.name for arg in arguments]
+    backward_names = [arg.name for arg in backward_op._schema.arguments]
+    # the forward's arguments the backward op takes after upstream, input, target (, coef)
+    passed = [forward_names.index(name) for name in backward_names[4 if saves_output else 3 :]]
+    input_at, target_at = forward_names.index("input"), forward_names.index("target")
+    tensors_at = _tensor_positions(arguments)
+    input_grad_at = 2 + tensors_at.index(input_at)  # apply's arguments: keyset, args, *tensors
+    no_grads = (None,) * (2 + len(tensors_at))
 
-    def setup_context(ctx, inputs, output):
-        args = dict(zip(forward_names, inputs))
-        saved = (args["input"], args["target"]) + ((output[1],) if saves_output else ())
+    def forward_with_context(ctx, keyset, args, *_tensors):
+        output = _redispatch_below_autograd(forward_op, keyset, args)
+        saved = (args[input_at], args[target_at]) + ((output[1],) if saves_output else ())
         ctx.save_for_backward(*saved)  # the caller's own tensors and a (groups, 3) tensor
-        ctx.passed = [args[name] for name in passed]
+        ctx.passed = [args[at] for at in passed]
+        ctx.set_materialize_grads(False)  # no zero gradient made for the coefficients output
+        return output
 
     def backward(ctx, upstream, *_unused_output_grads):
-        grad = None
-        if ctx.needs_input_grad[0]:
-            grad = backward_op(upstream, *ctx.saved_tensors, *ctx.passed)
-        return (grad,) + (None,) * (len(forward_names) - 1)
+        grads = list(no_grads)
+        if upstream is not None and ctx.needs_input_grad[input_grad_at]:
+            grads[input_grad_at] = backward_op(upstream, *ctx.saved_tensors, *ctx.passed)
+        return tuple(grads)
 
-    torch.library.register_autograd(f"{namespace}::{forward}", backward, setup_context=setup_context)
+    _register_autograd_kernel(namespace, forward, forward_op, _function(forward_op, forward_with_context, backward),
+                              tensors_at)
+
+
+def register_no_backward(namespace: str, name: str) -> None:
+    """Autograd for an op without a backward formula (a backward op, the forward's halves, the
+    Lovász primitives): a gradient that reaches it raises, as torch.library.custom_op's kernel does
+    (the C++ ops have torch's autograd fallback instead, which warns and passes no gradient)."""
+    op = getattr(getattr(torch.ops, namespace), name).default
+    tensors_at = _tensor_positions(_positional_schema(op))
+    message = (f"Trying to backward through {op} but no autograd formula was registered. Please use "
+               "register_autograd to add one.")
+
+    def forward(ctx, keyset, args, *_tensors):
+        return _redispatch_below_autograd(op, keyset, args)
+
+    def backward(ctx, *_grads):
+        raise RuntimeError(message)
+
+    _register_autograd_kernel(namespace, name, op, _function(op, forward, backward), tensors_at)
