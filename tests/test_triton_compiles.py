@@ -14,11 +14,8 @@ launch is compiled as a GPU launch specialises it: pointers aligned to 16 bytes
 and ints divisible by 16 get tt.divisibility=16 (vectorised loads), ints equal to
 1 become constexprs."""
 
-import inspect
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -26,58 +23,19 @@ import torch
 from helpers import DEVICE, IGNORE, make_class_pair, make_pair
 
 import fusedloss
+from triton_aot import record_launches, run_compile, tree_version, triton_trees
 
 pytestmark = pytest.mark.skipif(os.environ.get("TRITON_INTERPRET") != "1" or DEVICE.type != "cpu",
                                 reason="on a GPU the Triton kernels are compiled (and run) by every other test")
-
-
-def _kind(value):
-    import triton.language as tl
-
-    if isinstance(value, torch.Tensor):
-        # The address modulo 16: a GPU launch specialises pointers aligned to 16 bytes. Both
-        # allocators align more (CPU 64 bytes, CUDA 512): a view's offset decides alike.
-        return ["tensor", [str(value.dtype), value.data_ptr() % 16]]
-    if isinstance(value, bool):
-        return ["bool", value]
-    if isinstance(value, int):
-        return ["int", value]
-    if isinstance(value, float):
-        return ["float", None]
-    if isinstance(value, tl.dtype):
-        return ["dtype", str(value)]
-    raise TypeError(f"unexpected kernel argument {value!r}")
-
-
-def _record_launches(monkeypatch):
-    """Patch the interpreter's launch to record (kernel, arguments, num_warps): the values
-    of int and bool arguments, the dtype and alignment of tensors, constexprs as given."""
-    from triton.runtime import interpreter
-
-    launches = {}
-    run = interpreter.InterpretedFunction.run
-
-    def recording_run(self, *args, grid, warmup, **kwargs):
-        parameters = list(inspect.signature(self.fn).parameters.values())
-        bound = dict(zip((p.name for p in parameters), args)) | {
-            name: value for name, value in kwargs.items() if name in {p.name for p in parameters}
-        }
-        launch = {"module": self.fn.__module__, "name": self.fn.__name__, "num_warps": kwargs.get("num_warps", 4),
-                  "args": [[p.name, "constexpr" in str(p.annotation)] + _kind(bound[p.name]) for p in parameters]}
-        launches[json.dumps(launch, sort_keys=True)] = launch
-        return run(self, *args, grid=grid, warmup=warmup, **kwargs)
-
-    monkeypatch.setattr(interpreter.InterpretedFunction, "run", recording_run)
-    return launches
 
 
 LOGIT_DTYPES = (torch.float32, torch.bfloat16, torch.float16, torch.float64)
 TARGET_DTYPES = (torch.uint8, torch.bool, torch.float32)
 CLASS_MAP_DTYPES = (torch.uint8, torch.int16, torch.int32, torch.int64)
 # Class counts: binary-like, Cityscapes, ADE20K, and the largest the Triton softmax kernels take
-# (a [C, pixels] tile of at most 4096 on CUDA).
+# (one class by one pixel: the softmax kernels take at most 4096 classes).
 CLASS_COUNTS = (2, 19, 150, 4096)
-CUDA_SOFTMAX_TILE = 4096
+CUDA_SOFTMAX_TILE = 2048  # multiclass_triton.cuda_tile of fp32
 # Sizes whose integer arguments (row lengths, strides, counts) are multiples of 16, as a GPU
 # launch on real images gets them (specialised as divisible by 16), with rows long enough for
 # the CUDA plan's largest block; and sizes whose are not. Small enough for the interpreter.
@@ -137,6 +95,9 @@ def _loss_calls():
     # probabilities (FROM_LOGITS false, CLAMPED_LOG); the sigmoid with the clamped BCE.
     x, t = make_pair(SIGMOID_SHAPE, torch.float32, torch.uint8)
     yield losses["dice"], x, t, {"squared_pred": True, "log_loss": True}
+    # A focal exponent other than the kernels' compile-time 0 and 2 (the run-time power: the fast log2).
+    yield losses["focal"], x, t, {"gamma": 1.5}
+    yield losses["focal"], x.to(torch.bfloat16), t, {"gamma": 0.5, "reduction": "none"}
     yield losses["dice_bce"], torch.sigmoid(x), t, {"activation": "none"}
     yield losses["focal"], torch.sigmoid(x), t, {"activation": "none", "reduction": "none"}
     yield _clamped_sigmoid_dice_focal, x, t, {}
@@ -262,15 +223,6 @@ def _focal_form(x, t, backend):
     return loss + ops.binary_focal_map(x, t, 0.25, 2.0, 2, True, False, None, True).sum()
 
 
-def _triton_trees():
-    """Each folder in FUSEDLOSS_AOT_TRITON_PATHS (os.pathsep separated, made by `pip install
-    --target DIR triton==X`): the Makefile gives the GPU machine's version, whose compiler
-    differs (3.6 rejects what 3.8 compiles); without any, the installed Triton. Only the
-    listed ones, to keep the suite's minutes: the GPU runs what 3.6 compiles."""
-    listed = [p for p in os.environ.get("FUSEDLOSS_AOT_TRITON_PATHS", "").split(os.pathsep) if p]
-    return listed or [None]
-
-
 def _recorded_dtypes(launches, module_suffix, kernel, argument):
     return {
         value[0]
@@ -295,7 +247,7 @@ def _recorded_values(launches, module_suffix, kernel, argument):
 def recorded_launches(tmp_path_factory):
     pytest.importorskip("triton.backends.nvidia", reason="this Triton has no NVIDIA backend to compile with")
     with pytest.MonkeyPatch.context() as monkeypatch:
-        recorded = _record_launches(monkeypatch)
+        recorded = record_launches(monkeypatch)
         for fn, x, t, options in _loss_calls():
             x = x.detach().requires_grad_(True)
             loss = fn(x, t, backend="triton", **options)
@@ -318,6 +270,9 @@ def recorded_launches(tmp_path_factory):
     assert _recorded_values(launches, "multiclass_triton", "_stats_kernel", "BLOCK_C") == {
         1 << (classes - 1).bit_length() for classes in CLASS_COUNTS
     }
+    # Each compile-time kind of focal exponent (0, 2, any other) in both streaming kernels.
+    for kernel in ("_stats_kernel", "_backward_kernel"):
+        assert _recorded_values(launches, "binary_triton", kernel, "GAMMA") == {0, 1, 2}, kernel
     path = tmp_path_factory.mktemp("aot") / "launches.json"
     path.write_text(json.dumps(launches))
     return path
@@ -332,29 +287,16 @@ MIN_PER_LOVASZ_KERNEL = 4  # fewer flags: 5 to 16 configurations each
 MIN_PER_SPECIALISATION = {"aligned_pointer": 250, "unaligned_pointer": 4, "divisible_int": 150, "int_as_constexpr": 200}
 
 
-@pytest.mark.parametrize("tree", _triton_trees(), ids=lambda tree: "installed" if tree is None else Path(tree).name)
+@pytest.mark.parametrize("tree", triton_trees(), ids=lambda tree: "installed" if tree is None else Path(tree).name)
 def test_every_triton_kernel_compiles_for_sm90(recorded_launches, tree, tmp_path):
-    env = {key: value for key, value in os.environ.items() if key != "TRITON_INTERPRET"}
-    env["TRITON_CACHE_DIR"] = str(tmp_path / "triton-cache")
-    expected_version = None
-    # The fusedloss this process imported, whatever the install.
-    paths = [str(Path(fusedloss.__file__).resolve().parents[1]), env.get("PYTHONPATH")]
-    if tree is not None:
-        (dist_info,) = Path(tree).glob("triton-*.dist-info")  # the tree must hold one Triton
-        expected_version = dist_info.name[len("triton-") : -len(".dist-info")]
-        paths.insert(0, tree)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, paths))
-    script = Path(__file__).with_name("triton_aot.py")
-    summary_path = tmp_path / "summary.json"
-    result = subprocess.run([sys.executable, str(script), str(recorded_launches), str(summary_path)], env=env,
-                            capture_output=True, text=True, timeout=1800)
+    # Only the listed Tritons, to keep the suite's minutes: the GPU runs what 3.6 compiles.
+    result, summary, _ = run_compile(recorded_launches, tree, tmp_path)
     # The failures come first in the output, the summary last (none if the script broke).
     assert result.returncode == 0, result.stdout[:6000] + "\n...\n" + result.stdout[-1500:] + result.stderr[-3000:]
-    summary = json.loads(summary_path.read_text())
     print(result.stdout.splitlines()[-2])  # with -s: how many, how long
     assert summary["failed"] == 0, result.stdout[:6000]
-    if expected_version is not None:
-        assert summary["triton"] == expected_version, summary
+    if tree is not None:
+        assert summary["triton"] == tree_version(tree), summary
     assert summary["compiled"] >= MIN_COMPILED, summary
     per_kernel = summary["per_kernel"]
     assert len(per_kernel) == 14, summary

@@ -1,7 +1,7 @@
 """Compile recorded Triton kernel launches for a real GPU, ahead of time and
 without one (Triton's own compiler and ptxas, target sm_90):
 
-    python tests/triton_aot.py LAUNCHES.json [SUMMARY.json]
+    python tests/triton_aot.py LAUNCHES.json [SUMMARY.json] [--profile PROFILE.json]
 
 LAUNCHES.json: a list of launches as tests/test_triton_compiles.py records them
 under the interpreter. Block sizes are set to what the CUDA plans choose (the
@@ -19,20 +19,25 @@ sets the number), and a compiler crash is reported against its configuration.
 
 Must run without TRITON_INTERPRET (the kernels must be JIT functions, not
 interpreted ones). Prints one line per failure and a summary, writes the
-summary to SUMMARY.json if given, and exits 1 if any configuration failed.
+summary to SUMMARY.json if given, and exits 1 if any configuration failed. With
+--profile, also writes each configuration's compiled resources and main-loop SASS
+(tests/compiled_profile.py) to PROFILE.json.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
 import importlib
+import inspect
 import json
 import multiprocessing
 import os
+import subprocess
 import sys
 import time
 import traceback
 from concurrent.futures.process import BrokenProcessPool
+from pathlib import Path
 
 import torch
 import triton
@@ -40,14 +45,28 @@ import triton.language as tl
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource, make_backend
 
+from fusedloss.kernels.multiclass_triton import cuda_tile
+
 TARGET = GPUTarget("cuda", 90, 32)
-STREAMING_KERNELS = ("_stats_kernel", "_backward_kernel", "_focal_map_kernel")
-CUDA_MAX_BLOCK = 2048  # binary_triton.LaunchPlan on CUDA
-CUDA_SOFTMAX_TILE = 4096  # multiclass_triton.LaunchPlan on CUDA
-CUDA_NUM_WARPS = 8
-# (GROUP_BLOCK, PART_BLOCK) a finalize gets on an H100/H200-sized grid (about 8 x 132 parts):
-# Triton 3.6 crashed compiling the finalize kernels for shapes like these.
-GPU_FINALIZE_BLOCKS = ((1, 1024), (4, 1024), (128, 2))
+# What the CUDA plans choose where the interpreter's take larger tiles, per kernel name: the
+# largest BLOCK, the largest BLOCK_C, the [classes, pixels] tile (BLOCK_C * BLOCK_S), num_warps.
+# binary_triton.LaunchPlan / multiclass_triton.LaunchPlan (a tile by the logits' element size)
+_STREAMING = {"block": 2048, "tile": cuda_tile, "num_warps": 8}
+_LOVASZ_ELEMENTWISE = {"block": 1024, "num_warps": 4}  # lovasz_triton._elementwise_block
+_LOVASZ_CLASSES = {"block_c": 64, "tile": 2048, "num_warps": 8}  # lovasz_triton._class_blocks
+CUDA_PLANS = {"_stats_kernel": _STREAMING, "_backward_kernel": _STREAMING, "_focal_map_kernel": _STREAMING,
+              "_binary_errors_kernel": _LOVASZ_ELEMENTWISE, "_binary_chain_kernel": _LOVASZ_ELEMENTWISE,
+              "_multiclass_errors_kernel": _LOVASZ_CLASSES, "_multiclass_chain_kernel": _LOVASZ_CLASSES}
+# Block shapes a finalize gets on an H100/H200-sized grid (about 8 x 132 parts), per module: Triton
+# 3.6 crashed compiling the finalize kernels for shapes like these. binary_triton: (GROUP_BLOCK,
+# PART_BLOCK); multiclass_triton (finalize_plan): 16 classes over the parts of the batch, 2 classes
+# over all of them, 16 classes over a sample's few chunks, with the element partials of ~1056 programs.
+GPU_FINALIZE_BLOCKS = {
+    "binary_triton": tuple({"GROUP_BLOCK": group, "PART_BLOCK": part}
+                           for group, part in ((1, 1024), (4, 1024), (128, 2))),
+    "multiclass_triton": tuple({"CLASS_BLOCK": classes, "PART_BLOCK": part, "ELEM_BLOCK": 2048}
+                               for classes, part in ((16, 128), (2, 1024), (16, 2))),
+}
 _DTYPES = {
     str(getattr(torch, name)): getattr(torch, name)
     for name in ("float32", "float64", "float16", "bfloat16", "uint8", "int8", "int16", "int32", "int64", "bool")
@@ -85,23 +104,67 @@ def _argument(kind, value):
 
 def gpu_arguments(launch: dict):
     """The recorded arguments (positional, in parameter order) and num_warps as a
-    CUDA launch passes them: streaming kernels' block sizes and num_warps from the
-    CUDA plans; finalize launches once more per GPU_FINALIZE_BLOCKS."""
+    CUDA launch passes them: block sizes and num_warps from the CUDA plans (CUDA_PLANS);
+    finalize launches once more per GPU_FINALIZE_BLOCKS."""
     names = [name for name, *_ in launch["args"]]
     values = [_argument(kind, value) for _, _, kind, value in launch["args"]]
-    streaming = launch["name"] in STREAMING_KERNELS
-    if streaming:
-        for i, name in enumerate(names):
-            if name == "BLOCK":
-                values[i] = max(16, min(CUDA_MAX_BLOCK, values[i]))
-            elif name == "BLOCK_S":
-                values[i] = max(1, min(CUDA_SOFTMAX_TILE // values[names.index("BLOCK_C")], values[i]))
-    num_warps = CUDA_NUM_WARPS if streaming else launch["num_warps"]
+    plan = CUDA_PLANS.get(launch["name"], {})
+    value = dict(zip(names, values))
+    if "BLOCK" in value and "block" in plan:
+        value["BLOCK"] = max(16, min(plan["block"], value["BLOCK"]))
+    if "BLOCK_C" in value and "block_c" in plan:
+        value["BLOCK_C"] = min(plan["block_c"], value["BLOCK_C"])
+        value["ONE_BLOCK"] = value["BLOCK_C"] >= value["num_classes"]
+    if "BLOCK_S" in value and "tile" in plan:
+        tile = plan["tile"](value["x_ptr"].dtype.itemsize) if callable(plan["tile"]) else plan["tile"]
+        value["BLOCK_S"] = max(1, min(tile // value["BLOCK_C"], value["BLOCK_S"]))
+    values = [value[name] for name in names]
+    num_warps = plan.get("num_warps", launch["num_warps"])
     yield values, num_warps
     if launch["name"] == "_finalize_kernel":
-        for group_block, part_block in GPU_FINALIZE_BLOCKS:
-            blocks = {"GROUP_BLOCK": group_block, "PART_BLOCK": part_block}
+        for blocks in GPU_FINALIZE_BLOCKS[launch["module"].rsplit(".", 1)[-1]]:
+            # A renamed block parameter fails here rather than compile the recorded shape again.
+            assert set(blocks) <= set(names), (launch["module"], sorted(blocks), names)
             yield [blocks.get(name, value) for name, value in zip(names, values)], num_warps
+
+
+def _kind(value):
+    if isinstance(value, torch.Tensor):
+        # The address modulo 16: a GPU launch specialises pointers aligned to 16 bytes. Both
+        # allocators align more (CPU 64 bytes, CUDA 512): a view's offset decides alike.
+        return ["tensor", [str(value.dtype), value.data_ptr() % 16]]
+    if isinstance(value, bool):
+        return ["bool", value]
+    if isinstance(value, int):
+        return ["int", value]
+    if isinstance(value, float):
+        return ["float", None]
+    if isinstance(value, tl.dtype):
+        return ["dtype", str(value)]
+    raise TypeError(f"unexpected kernel argument {value!r}")
+
+
+def record_launches(monkeypatch):
+    """Patch the interpreter's launch to record (kernel, arguments, num_warps): the values
+    of int and bool arguments, the dtype and alignment of tensors, constexprs as given.
+    Returns the dict it fills, one entry per distinct launch (run under TRITON_INTERPRET=1)."""
+    from triton.runtime import interpreter
+
+    launches = {}
+    run = interpreter.InterpretedFunction.run
+
+    def recording_run(self, *args, grid, warmup, **kwargs):
+        parameters = list(inspect.signature(self.fn).parameters.values())
+        bound = dict(zip((p.name for p in parameters), args)) | {
+            name: value for name, value in kwargs.items() if name in {p.name for p in parameters}
+        }
+        launch = {"module": self.fn.__module__, "name": self.fn.__name__, "num_warps": kwargs.get("num_warps", 4),
+                  "args": [[p.name, "constexpr" in str(p.annotation)] + _kind(bound[p.name]) for p in parameters]}
+        launches[json.dumps(launch, sort_keys=True)] = launch
+        return run(self, *args, grid=grid, warmup=warmup, **kwargs)
+
+    monkeypatch.setattr(interpreter.InterpretedFunction, "run", recording_run)
+    return launches
 
 
 _BINDERS = {}
@@ -145,19 +208,21 @@ def describe(config) -> str:
 
 def configurations(launches):
     """Every distinct specialisation to compile: {key: (module, name, signature, constexprs, attrs,
-    num_warps)}, and the keys of those with each kind of GPU specialisation (SPECIALISATIONS)."""
-    unique, kinds = {}, {kind: set() for kind in SPECIALISATIONS}
+    num_warps)}, the keys of those with each kind of GPU specialisation (SPECIALISATIONS), and
+    {key: the labels of the calls that launched it} (a launch's "calls", where recorded)."""
+    unique, kinds, calls = {}, {kind: set() for kind in SPECIALISATIONS}, {}
     for launch in launches:
         kernel = getattr(importlib.import_module(launch["module"]), launch["name"])
         for values, num_warps in gpu_arguments(launch):
             signature, constexprs, attrs = specialise(kernel, values, num_warps)
             key = _key(launch, signature, constexprs, attrs, num_warps)
             unique.setdefault(key, (launch["module"], launch["name"], signature, constexprs, attrs, num_warps))
+            calls.setdefault(key, []).extend(c for c in launch.get("calls", ()) if c not in calls[key])
             types = list(signature.values())
             for kind, test in SPECIALISATIONS.items():
                 if test(kernel, types, constexprs, attrs):
                     kinds[kind].add(key)
-    return unique, kinds
+    return unique, kinds, calls
 
 
 # Kinds of specialisation a GPU launch makes, counted in the summary.
@@ -173,7 +238,18 @@ SPECIALISATIONS = {
 }
 
 
-def compile_one(config) -> str | None:
+def _elements_per_iteration(constants: dict) -> int | None:
+    # A streaming kernel's trip of its main loop: a block of elements, or a [classes, pixels] tile.
+    if "BLOCK" in constants:
+        return constants["BLOCK"]
+    if "BLOCK_C" in constants and "BLOCK_S" in constants:
+        return constants["BLOCK_C"] * constants["BLOCK_S"]
+    return None
+
+
+def compile_one(config, profile: bool = False) -> tuple[str | None, dict | None]:
+    """(error, profile): the compiler's error (None when it compiled), and with ``profile``
+    the compiled code's resources and main loop (tests/compiled_profile.py)."""
     module, name, signature, constexprs, attrs, num_warps = config
     kernel = getattr(importlib.import_module(module), name)
     try:
@@ -184,9 +260,15 @@ def compile_one(config) -> str | None:
         # The specialisation reached the compiler (an attrs format it does not read would be dropped).
         found = compiled.asm["ttir"].count("tt.divisibility = 16")
         assert found >= len(attrs), f"{len(attrs)} arguments specialised as divisible by 16, {found} in the TTIR"
+        if not profile:
+            return None, None
+        import compiled_profile
+
+        params = list(signature)
+        constants = {params[path[0]]: value for path, value in constexprs.items()}
+        return None, compiled_profile.profile(compiled.asm["cubin"], num_warps, _elements_per_iteration(constants))
     except Exception as error:  # report every failing configuration, not just the first
-        return "".join(traceback.format_exception_only(error))[-3000:]
-    return None
+        return "".join(traceback.format_exception_only(error))[-3000:], None
 
 
 MAX_JOBS = 8  # each process imports torch and Triton: bounded memory on a many-core machine
@@ -198,42 +280,52 @@ def _pool(jobs):
     return concurrent.futures.ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"))
 
 
-def compile_all(configs: list, jobs: int) -> list:
-    """compile_one of each configuration, ``jobs`` processes at a time. A compiler that
+def compile_all(configs: list, jobs: int, profile: bool = False) -> list:
+    """compile_one of each configuration, ``jobs`` processes at a time: (error, profile) each. A compiler that
     kills its process (Triton 3.6 crashed on these kernels) breaks the pool: the first
     unfinished configurations (those that were running) are then compiled one process
     each, so the crash is pinned on its configuration, and the rest go on in a new pool."""
-    errors = [None] * len(configs)
+    results = [(None, None)] * len(configs)
     pending = list(range(len(configs)))
     while pending:
         with _pool(jobs) as pool:
-            futures = [(i, pool.submit(compile_one, configs[i])) for i in pending]
+            futures = [(i, pool.submit(compile_one, configs[i], profile)) for i in pending]
             unfinished = []
             for i, future in futures:
                 try:
-                    errors[i] = future.result()
+                    results[i] = future.result()
                 except BrokenProcessPool:
                     unfinished.append(i)
         suspects, pending = unfinished[: jobs + 1], unfinished[jobs + 1 :]
         for i in suspects:
             with _pool(1) as pool:
                 try:
-                    errors[i] = pool.submit(compile_one, configs[i]).result()
+                    results[i] = pool.submit(compile_one, configs[i], profile).result()
                 except BrokenProcessPool:
-                    errors[i] = CRASHED
-    return errors
+                    results[i] = CRASHED, None
+    return results
 
 
-def main(path: str, summary_path: str | None = None) -> int:
+def _named(config, calls: list[str], compiled: dict) -> dict:
+    module, name, signature, constexprs, attrs, num_warps = config
+    params = list(signature)
+    return {"kernel": f"{module}.{name}", "calls": calls,
+            "signature": {p: t for p, t in signature.items() if t != "constexpr"},
+            "constexprs": {params[path[0]]: str(value) for path, value in constexprs.items()},
+            "divisible_by_16": [params[path[0]] for path in attrs], **compiled}
+
+
+def main(path: str, summary_path: str | None = None, profile_path: str | None = None) -> int:
+    """profile_path: also write each configuration's compiled profile there (JSON)."""
     start = time.monotonic()
     launches = json.load(open(path))
-    configs, kinds = configurations(launches)
+    configs, kinds, calls = configurations(launches)
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     jobs = int(os.environ.get("FUSEDLOSS_AOT_JOBS", 0)) or min(cpus, MAX_JOBS)
     keys = sorted(configs)
-    errors = compile_all([configs[key] for key in keys], jobs)
+    results = compile_all([configs[key] for key in keys], jobs, profile=profile_path is not None)
     failures = 0
-    for key, error in zip(keys, errors):
+    for key, (error, _) in zip(keys, results):
         if error is not None:
             failures += 1
             print(f"FAILED {describe(configs[key])}\n    {error.strip()}".replace("\n", "\n    "))
@@ -251,8 +343,51 @@ def main(path: str, summary_path: str | None = None) -> int:
     if summary_path:
         with open(summary_path, "w") as f:
             json.dump(summary, f)
+    if profile_path:
+        with open(profile_path, "w") as f:
+            compiled = [(key, profile) for key, (_, profile) in zip(keys, results) if profile]
+            json.dump([_named(configs[key], calls[key], profile) for key, profile in compiled], f)
     return 1 if failures else 0
 
 
+def triton_trees() -> list[str | None]:
+    """Each folder in FUSEDLOSS_AOT_TRITON_PATHS (os.pathsep separated, made by `pip install
+    --target DIR triton==X`): the Makefile gives the GPU machine's version, whose compiler
+    differs (3.6 rejects what 3.8 compiles); without any, the installed Triton (None)."""
+    listed = [p for p in os.environ.get("FUSEDLOSS_AOT_TRITON_PATHS", "").split(os.pathsep) if p]
+    return listed or [None]
+
+
+def tree_version(tree: str) -> str:
+    (dist_info,) = Path(tree).glob("triton-*.dist-info")  # the tree must hold one Triton
+    return dist_info.name[len("triton-") : -len(".dist-info")]
+
+
+def run_compile(launches_path, tree: str | None, workdir, profile: bool = False):
+    """Run this script on recorded launches in a fresh process: without the interpreter, with the
+    Triton in ``tree`` (None: the installed one) ahead of the fusedloss that this process imported.
+    Returns (the finished process, its summary or None, its profiles or None)."""
+    import fusedloss
+
+    workdir = Path(workdir)
+    env = {key: value for key, value in os.environ.items() if key != "TRITON_INTERPRET"}
+    env["TRITON_CACHE_DIR"] = str(workdir / "triton-cache")
+    paths = [tree, str(Path(fusedloss.__file__).resolve().parents[1]), env.get("PYTHONPATH")]
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, paths))
+    summary_path, profile_path = workdir / "summary.json", workdir / "profile.json"
+    command = [sys.executable, __file__, str(launches_path), str(summary_path)]
+    result = subprocess.run(command + (["--profile", str(profile_path)] if profile else []), env=env,
+                            capture_output=True, text=True, timeout=1800)
+    summary = json.loads(summary_path.read_text()) if summary_path.exists() else None
+    profiles = json.loads(profile_path.read_text()) if profile and profile_path.exists() else None
+    return result, summary, profiles
+
+
 if __name__ == "__main__":
-    sys.exit(main(*sys.argv[1:]))
+    arguments = sys.argv[1:]
+    profile_path = None
+    if "--profile" in arguments:
+        at = arguments.index("--profile")
+        profile_path = arguments[at + 1]
+        del arguments[at : at + 2]
+    sys.exit(main(*arguments, profile_path=profile_path))

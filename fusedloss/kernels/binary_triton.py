@@ -33,14 +33,17 @@ belongs to group ``r % num_groups`` (``_spec.group_layout``). ``LaunchPlan`` cut
 rows into chunks of ``steps`` blocks, one program per chunk.
 """
 
+import functools
+
 import torch
 import triton
 import triton.language as tl
 
 from .._checks import kernel_target_flags
 from .._spec import GroupLayout, binary_operands, check_focal_form, check_min_intersection, group_layout
-from .triton_common import (REDUCTION_CODE, acc_dtypes, check_programs, count_rows, finalize_params, focal_params,
-                            ignore_args, on_input_device, region_terms, sm_count, split, store_as, sum_rows,
+from .triton_common import (REDUCTION_CODE, acc_dtypes, cdiv, check_programs, count_rows, exp_neg_abs,
+                            finalize_params, focal_params, ignore_args, log2, next_power_of_2, on_input_device,
+                            reciprocal, region_terms, sm_count, split, store_as, store_vectors, sum_rows,
                             target_flags, writable)
 
 
@@ -54,16 +57,37 @@ def _log1p(z):
 
 
 @triton.jit
+def _log1p_unit(z):
+    """log(1 + z) for z in [0, 1] (z = exp(-|x|)) to within 2 ulp, without a logarithm in fp32:
+    2 atanh(s) = h (1 + u/3 + u**2/5 + ...), h = 2z / (2 + z) = 2s, u = s**2 <= 1/9, summed to
+    u**6 (the rest is below 2e-8 relative): a reciprocal and seven multiply-adds where tl.log is a
+    libdevice routine of about twenty instructions on a GPU. h keeps a subnormal z exact.
+    fp64: _log1p (the series would need twice the terms)."""
+    if z.dtype == tl.float64:
+        result = _log1p(z)
+    else:
+        h = (2.0 * z) * reciprocal(2.0 + z)
+        u = 0.25 * h * h
+        series = 0.07692307692307693 * u + 0.09090909090909091  # 1/13, 1/11
+        series = series * u + 0.1111111111111111
+        series = series * u + 0.14285714285714285
+        series = series * u + 0.2
+        series = series * u + 0.3333333333333333
+        result = h + h * (series * u)
+    return result
+
+
+@triton.jit
 def _sigmoid_parts(x):
     """p = sigmoid(x), q = 1 - p (both accurate in the tails), and
     softplus(-|x|) = log(1 + exp(-|x|)), from one exp."""
-    e = tl.exp(-tl.abs(x))
-    big = 1.0 / (1.0 + e)
+    e = exp_neg_abs(x)
+    big = reciprocal(1.0 + e)
     small = e * big
     pos = x >= 0
     p = tl.where(pos, big, small)
     q = tl.where(pos, small, big)
-    return p, q, _log1p(e)
+    return p, q, _log1p_unit(e)
 
 
 @triton.jit
@@ -79,52 +103,67 @@ def _alpha_weight(alpha, t):
 
 
 @triton.jit
-def _focal_terms(x, t, p, q, softplus_neg_abs, alpha, gamma):
+def _focal_factors(q_t, numerator, gamma, GAMMA: tl.constexpr):
+    """The focal modulator q_t**gamma (0**gamma = 0) and gamma * q_t**(gamma-1) * numerator, the
+    modulator's part of the slope, written q_t**gamma * (numerator / q_t): for a numerator at most
+    of q_t's order this stays finite where 1 / q_t overflows (a subnormal q_t); 0 at q_t = 0.
+    GAMMA, the exponent's kind, known when the kernel is compiled: 0 (BCE: 1, and no slope, which
+    the callers leave out), 2 (q_t**2 and 2 q_t numerator, no power), else any gamma != 0."""
+    if GAMMA == 0:
+        modulator = tl.full(q_t.shape, 1.0, q_t.dtype)
+        slope = modulator
+    elif GAMMA == 2:
+        modulator = q_t * q_t
+        slope = 2.0 * q_t * numerator
+    else:
+        positive = q_t > 0.0
+        safe_q_t = tl.where(positive, q_t, 1.0)
+        modulator = tl.where(positive, tl.exp2(gamma * log2(safe_q_t)), 0.0)
+        slope = tl.where(positive, gamma * modulator * (numerator / safe_q_t), 0.0)
+    return modulator, slope
+
+
+@triton.jit
+def _focal_terms(x, t, p, q, softplus_neg_abs, alpha, gamma, GAMMA: tl.constexpr):
     """Focal loss of one element and its derivative in x.
 
     bce = max(x,0) - x*t + log(1+exp(-|x|)); q_t = 1 - p_t = p*(1-t) + q*t;
     loss = alpha_t * q_t**gamma * bce, alpha_t = alpha*t + (1-alpha)*(1-t)
     (alpha < 0: no weighting). gamma = 0 gives plain BCE.
-    d loss/dx = alpha_t * (q_t**gamma * (p - t) + gamma * q_t**(gamma-1) * p*q*(1-2t) * bce).
+    d loss/dx = alpha_t * (q_t**gamma * (p - t) + gamma * q_t**(gamma-1) * p*q*(1-2t) * bce),
+    with q_t**(gamma-1) * p*q = q_t**gamma * (p*q / q_t): q_t lies between p and q, so the ratio
+    is at most 1. gamma = 0 has no slope (not 0 * bce, NaN at |x| = inf: BCE's gradient stays p - t).
     """
     bce = _logit_bce(x, t, softplus_neg_abs)
     q_t = p * (1.0 - t) + q * t
-    positive = q_t > 0.0
-    safe_q_t = tl.where(positive, q_t, 1.0)
-    modulator = tl.where(positive, tl.exp2(gamma * tl.log2(safe_q_t)), tl.where(gamma == 0.0, 1.0, 0.0))
+    modulator, slope = _focal_factors(q_t, p * q, gamma, GAMMA)
     alpha_t = _alpha_weight(alpha, t)
-    # q_t**(gamma-1) * p*q = modulator * (p*q / q_t): q_t lies between p and q, so the ratio
-    # is at most 1 (1 / q_t alone overflows for a subnormal q_t); the limit at q_t = 0 is 0.
-    # gamma = 0 has no slope (not 0 * bce, NaN at |x| = inf: BCE's gradient stays p - t there).
-    slope = tl.where(positive, gamma * modulator * ((p * q) / safe_q_t) * (1.0 - 2.0 * t) * bce, 0.0)
-    slope = tl.where(gamma == 0.0, 0.0, slope)
     loss = alpha_t * modulator * bce
-    dloss = alpha_t * (modulator * (p - t) + slope)
-    return loss, dloss
+    dloss = modulator * (p - t)
+    if GAMMA != 0:  # BCE's gradient reads no bce (finite at |x| = inf, and no logarithm)
+        dloss += slope * (1.0 - 2.0 * t) * bce
+    return loss, alpha_t * dloss
 
 
 @triton.jit
-def _clamped_focal_terms(p, q, t, alpha, gamma):
+def _clamped_focal_terms(p, q, t, alpha, gamma, GAMMA: tl.constexpr):
     """Focal loss of one element on F.binary_cross_entropy (log p and log1p(-p) clamped at -100) and
     its derivative in p, torch's: dbce/dp = (p - t) / max(p*q, 1e-12).
     loss = alpha_t * q_t**gamma * bce, d loss/dp = alpha_t * (q_t**gamma * dbce/dp
-    + gamma * q_t**(gamma-1) * (1-2t) * bce)."""
+    + gamma * q_t**(gamma-1) * (1-2t) * bce); bce is at most about 100 q_t (q_t >= p, t*q), so
+    q_t**gamma * (bce / q_t) stays finite where 1 / q_t overflows (a subnormal probability)."""
     log_p = tl.maximum(tl.log(p), -100.0, propagate_nan=tl.PropagateNan.ALL)
     log_q = tl.maximum(_log1p(-p), -100.0, propagate_nan=tl.PropagateNan.ALL)  # torch's log1p(-p)
     bce = -(t * log_p + (1.0 - t) * log_q)
     dbce = (p - t) / tl.maximum(p * q, 1e-12, propagate_nan=tl.PropagateNan.ALL)
     q_t = p * (1.0 - t) + q * t
-    positive = q_t > 0.0
-    safe_q_t = tl.where(positive, q_t, 1.0)
-    modulator = tl.where(positive, tl.exp2(gamma * tl.log2(safe_q_t)), tl.where(gamma == 0.0, 1.0, 0.0))
+    modulator, slope = _focal_factors(q_t, bce, gamma, GAMMA)
     alpha_t = _alpha_weight(alpha, t)
-    # q_t**(gamma-1) * bce = modulator * (bce / q_t): bce is at most about 100 q_t (q_t >= p,
-    # t*q), so the ratio stays finite where 1 / q_t alone overflows (a subnormal probability).
-    slope = tl.where(positive, gamma * modulator * (1.0 - 2.0 * t) * (bce / safe_q_t), 0.0)
-    slope = tl.where(gamma == 0.0, 0.0, slope)
     loss = alpha_t * modulator * bce
-    dloss = alpha_t * (modulator * dbce + slope)
-    return loss, dloss
+    dloss = modulator * dbce
+    if GAMMA != 0:
+        dloss += slope * (1.0 - 2.0 * t)
+    return loss, alpha_t * dloss
 
 
 @triton.jit
@@ -139,7 +178,7 @@ def _smp_focal_terms(x, t, p, softplus_neg_abs, alpha, gamma):
     r = 1.0 - q  # as smp computes it
     positive = r > 0.0
     safe_r = tl.where(positive, r, 1.0)
-    f = tl.where(positive, tl.exp2(gamma * tl.log2(safe_r)), 0.0)
+    f = tl.where(positive, tl.exp2(gamma * log2(safe_r)), 0.0)
     b_q_f_over_r = tl.where(positive, (bce / safe_r) * q * f, 0.0)
     loss = alpha_t * f * bce
     dloss = alpha_t * (p - t) * (f + gamma * b_q_f_over_r)
@@ -155,8 +194,8 @@ def _monai_focal_terms(x, t, p, softplus_neg_abs, alpha, gamma):
     alpha_t = _alpha_weight(alpha, t)
     one_minus_2t = 1.0 - 2.0 * t
     z = x * one_minus_2t
-    e_z = tl.exp(-tl.abs(z))
-    log_sigmoid_z = tl.minimum(z, 0.0) - _log1p(e_z)
+    e_z = exp_neg_abs(z)
+    log_sigmoid_z = tl.minimum(z, 0.0) - _log1p_unit(e_z)
     f = tl.exp(gamma * log_sigmoid_z)
     sigmoid_neg_z = tl.where(z >= 0.0, e_z, 1.0) / (1.0 + e_z)  # 1 - sigmoid(z)
     loss = alpha_t * f * bce
@@ -188,18 +227,18 @@ def _probabilities(x, FROM_LOGITS: tl.constexpr, CLAMPED_LOG: tl.constexpr):
 
 @triton.jit
 def _element_terms(x, t, p, q, dp_dx, softplus_neg_abs, alpha, gamma, CLAMPED_LOG: tl.constexpr,
-                   FOCAL_FORM: tl.constexpr):
+                   FOCAL_FORM: tl.constexpr, GAMMA: tl.constexpr):
     """The element loss (focal; BCE at gamma = 0) and its derivative in x. FOCAL_FORM 1 (smp) or
-    2 (MONAI): logits, gamma != 0 only (_focal_form)."""
+    2 (MONAI): logits, gamma != 0 only (_focal_form), any gamma (GAMMA unread)."""
     if FOCAL_FORM == 1:
         loss, dloss = _smp_focal_terms(x, t, p, softplus_neg_abs, alpha, gamma)
     elif FOCAL_FORM == 2:
         loss, dloss = _monai_focal_terms(x, t, p, softplus_neg_abs, alpha, gamma)
     elif CLAMPED_LOG:
-        loss, dloss_dp = _clamped_focal_terms(p, q, t, alpha, gamma)
+        loss, dloss_dp = _clamped_focal_terms(p, q, t, alpha, gamma, GAMMA)
         dloss = dloss_dp * dp_dx
     else:
-        loss, dloss = _focal_terms(x, t, p, q, softplus_neg_abs, alpha, gamma)
+        loss, dloss = _focal_terms(x, t, p, q, softplus_neg_abs, alpha, gamma, GAMMA)
     return loss, dloss
 
 
@@ -221,7 +260,7 @@ def _stats_kernel(x_ptr, t_ptr, partial_ptr, ok_ptr, row_len, chunks_per_row, nu
                   SQUARED_PRED: tl.constexpr, ELEM: tl.constexpr, FROM_LOGITS: tl.constexpr,
                   CLAMPED_LOG: tl.constexpr, HAS_IGNORE: tl.constexpr, CHECK_TARGET: tl.constexpr,
                   BLOCK: tl.constexpr, ACC: tl.constexpr, MIN_INTERSECTION: tl.constexpr,
-                  FOCAL_FORM: tl.constexpr):
+                  FOCAL_FORM: tl.constexpr, GAMMA: tl.constexpr):
     focal_alpha, focal_gamma = focal_params(focal_alpha_hi, focal_alpha_lo, focal_gamma_hi, focal_gamma_lo, ACC)
     pid = tl.program_id(0).to(tl.int64)
     row = pid // chunks_per_row
@@ -265,7 +304,7 @@ def _stats_kernel(x_ptr, t_ptr, partial_ptr, ok_ptr, row_len, chunks_per_row, nu
         if ELEM:
             # Masked lanes' losses (log(0) of a probability 0 among them) never reach the sum.
             loss, _ = _element_terms(x, t, p, q, dp_dx, softplus_neg_abs, focal_alpha, focal_gamma,
-                                     CLAMPED_LOG, FOCAL_FORM)
+                                     CLAMPED_LOG, FOCAL_FORM, GAMMA)
             sum_e += tl.where(mask, loss, 0.0)
     group = row % num_groups
     member = row // num_groups
@@ -358,7 +397,8 @@ def _backward_kernel(x_ptr, t_ptr, coef_ptr, grad_out_ptr, grad_ptr, row_len, ch
                      focal_gamma_lo, REGION: tl.constexpr, SQUARED_PRED: tl.constexpr, ELEM: tl.constexpr,
                      FROM_LOGITS: tl.constexpr, CLAMPED_LOG: tl.constexpr, HAS_IGNORE: tl.constexpr,
                      GRAD_OUT_PER_ELEMENT: tl.constexpr, BLOCK: tl.constexpr, ACC: tl.constexpr,
-                     GRAD_BF16: tl.constexpr, MIN_INTERSECTION: tl.constexpr, FOCAL_FORM: tl.constexpr):
+                     GRAD_BF16: tl.constexpr, MIN_INTERSECTION: tl.constexpr, FOCAL_FORM: tl.constexpr,
+                     GAMMA: tl.constexpr):
     focal_alpha, focal_gamma = focal_params(focal_alpha_hi, focal_alpha_lo, focal_gamma_hi, focal_gamma_lo, ACC)
     pid = tl.program_id(0).to(tl.int64)
     row = pid // chunks_per_row
@@ -378,7 +418,7 @@ def _backward_kernel(x_ptr, t_ptr, coef_ptr, grad_out_ptr, grad_ptr, row_len, ch
         coef_p = tl.load(coef_ptr + group * 3 + 1) * upstream
         coef_e = tl.load(coef_ptr + group * 3 + 2) * upstream
     for step in range(0, steps):
-        offs = chunk_start + step * BLOCK + lanes
+        offs = store_vectors(chunk_start + step * BLOCK, lanes, grad_ptr)
         mask = offs < row_len
         x = tl.load(x_ptr + row_start + offs, mask=mask, other=0.0).to(ACC)
         t = tl.load(t_ptr + row_start + offs, mask=mask, other=0).to(ACC)
@@ -393,7 +433,7 @@ def _backward_kernel(x_ptr, t_ptr, coef_ptr, grad_out_ptr, grad_ptr, row_len, ch
                 grad += (coef_i * t + coef_p) * dp_dx
         if ELEM:
             _, dloss = _element_terms(x, t, p, q, dp_dx, softplus_neg_abs, focal_alpha, focal_gamma,
-                                     CLAMPED_LOG, FOCAL_FORM)
+                                     CLAMPED_LOG, FOCAL_FORM, GAMMA)
             if GRAD_OUT_PER_ELEMENT:
                 upstream_map = tl.load(grad_out_ptr + row_start + offs, mask=mask, other=0.0).to(ACC)
                 grad += upstream_map * dloss
@@ -408,15 +448,16 @@ def _backward_kernel(x_ptr, t_ptr, coef_ptr, grad_out_ptr, grad_ptr, row_len, ch
 def _focal_map_kernel(x_ptr, t_ptr, out_ptr, ok_ptr, numel, ignore_index, focal_alpha_hi, focal_alpha_lo,
                       focal_gamma_hi, focal_gamma_lo, FROM_LOGITS: tl.constexpr, CLAMPED_LOG: tl.constexpr,
                       HAS_IGNORE: tl.constexpr, CHECK_TARGET: tl.constexpr, BLOCK: tl.constexpr, ACC: tl.constexpr,
-                      OUT_BF16: tl.constexpr, FOCAL_FORM: tl.constexpr):
+                      OUT_BF16: tl.constexpr, FOCAL_FORM: tl.constexpr, GAMMA: tl.constexpr):
     focal_alpha, focal_gamma = focal_params(focal_alpha_hi, focal_alpha_lo, focal_gamma_hi, focal_gamma_lo, ACC)
     pid = tl.program_id(0).to(tl.int64)
-    offs = pid * BLOCK + tl.arange(0, BLOCK)
+    offs = store_vectors(pid * BLOCK, tl.arange(0, BLOCK), out_ptr)
     mask = offs < numel
     x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(ACC)
     t = tl.load(t_ptr + offs, mask=mask, other=0).to(ACC)
     p, q, dp_dx, softplus_neg_abs = _probabilities(x, FROM_LOGITS, CLAMPED_LOG)
-    loss, _ = _element_terms(x, t, p, q, dp_dx, softplus_neg_abs, focal_alpha, focal_gamma, CLAMPED_LOG, FOCAL_FORM)
+    loss, _ = _element_terms(x, t, p, q, dp_dx, softplus_neg_abs, focal_alpha, focal_gamma, CLAMPED_LOG, FOCAL_FORM,
+                             GAMMA)
     checked = mask
     if HAS_IGNORE:
         kept = t != ignore_index
@@ -445,13 +486,19 @@ class LaunchPlan:
         else:  # Triton interpreter: large blocks, few programs
             max_block, self.num_warps = 8192, 4
             target_programs = 4
-        self.block = max(16, min(max_block, triton.next_power_of_2(layout.row_len)))
-        blocks_per_row = triton.cdiv(layout.row_len, self.block)
-        steps = triton.cdiv(layout.rows * blocks_per_row, target_programs)
+        self.block = max(16, min(max_block, next_power_of_2(layout.row_len)))
+        blocks_per_row = cdiv(layout.row_len, self.block)
+        steps = cdiv(layout.rows * blocks_per_row, target_programs)
         self.steps = max(1, min(blocks_per_row, steps))
-        self.chunks_per_row = triton.cdiv(blocks_per_row, self.steps)
+        self.chunks_per_row = cdiv(blocks_per_row, self.steps)
         self.programs = layout.rows * self.chunks_per_row
         check_programs(self.programs, layout.rows, "row")
+
+
+@functools.lru_cache(maxsize=1024)
+def launch_plan(layout: GroupLayout, device: torch.device) -> LaunchPlan:
+    """The LaunchPlan of a layout on a device, made once (a plan depends on nothing else)."""
+    return LaunchPlan(layout, device)
 
 
 def _as_loadable(target: torch.Tensor) -> torch.Tensor:
@@ -466,6 +513,14 @@ def _focal_form(focal_form, elem, focal_gamma, from_logits, clamped_log):
     return focal_form if elem and focal_gamma != 0 else 0
 
 
+def _gamma_kind(elem, focal_gamma):
+    """GAMMA, the focal exponent's kind the kernels are compiled for: 0 (BCE, and no element
+    term), 2 (the default), 1 (any other; read at run time)."""
+    if not elem or focal_gamma == 0:
+        return 0
+    return 2 if focal_gamma == 2 else 1
+
+
 def _stats(input, target, per_sample, per_channel, region, squared_pred, min_intersection, elem, focal_alpha,
            focal_gamma, focal_form, from_logits, clamped_log, ignore_index, check_target):
     """Launch the statistics kernel: partial sums (groups * parts_per_group, 5) and parts_per_group."""
@@ -476,7 +531,7 @@ def _stats(input, target, per_sample, per_channel, region, squared_pred, min_int
     x, target, _ = binary_operands(input, target, per_sample, per_channel)
     check_target = check_target and target.dtype != torch.bool  # bool holds nothing else
     target = _as_loadable(target)
-    plan = LaunchPlan(layout, x.device)
+    plan = launch_plan(layout, x.device)
     members = layout.rows // layout.num_groups
     partials = torch.empty((plan.programs, 5), dtype=acc, device=x.device)
     ok = target_flags(plan.programs, x.device, check_target)
@@ -487,7 +542,7 @@ def _stats(input, target, per_sample, per_channel, region, squared_pred, min_int
                                     FROM_LOGITS=from_logits, CLAMPED_LOG=_clamped(from_logits, clamped_log),
                                     HAS_IGNORE=has_ignore, CHECK_TARGET=check_target, BLOCK=plan.block, ACC=ACC,
                                     MIN_INTERSECTION=region and min_intersection, FOCAL_FORM=form,
-                                    num_warps=plan.num_warps)
+                                    GAMMA=_gamma_kind(elem, focal_gamma), num_warps=plan.num_warps)
     if check_target:
         kernel_target_flags(ok, target, None, ignore_index)
     return partials, members * plan.chunks_per_row
@@ -506,8 +561,8 @@ def _finalize(partials, parts_per_group, weight, num_channels, region, tv_alpha,
     code = REDUCTION_CODE[reduction]
     loss = partials.new_empty(tuple(loss_shape) if code == 0 else ())
     coef = partials.new_empty((num_groups, 3))
-    part_block = min(1024, triton.next_power_of_2(parts_per_group))
-    group_block = min(triton.next_power_of_2(num_groups), max(1, 4096 // part_block))
+    part_block = min(1024, next_power_of_2(parts_per_group))
+    group_block = min(next_power_of_2(num_groups), max(1, 4096 // part_block))
     has_weight = weight is not None
     _finalize_kernel[(1,)](partials, weight.contiguous() if has_weight else partials, loss, coef, num_groups,
                            parts_per_group, num_channels, *split(tv_alpha), *split(tv_beta),
@@ -560,7 +615,7 @@ def binary_loss_backward(grad_loss, input, target, coef, per_sample, per_channel
     x, target, memory_format = binary_operands(input, target, per_sample, per_channel)
     target = _as_loadable(target)
     grad = torch.empty_like(x, memory_format=memory_format)
-    plan = LaunchPlan(layout, x.device)
+    plan = launch_plan(layout, x.device)
     ignore_value, has_ignore = ignore_args(ignore_index)
     _backward_kernel[(plan.programs,)](x, target, coef, grad_loss.contiguous(), writable(grad), layout.row_len,
                                        plan.chunks_per_row, layout.num_groups, plan.steps,
@@ -571,12 +626,12 @@ def binary_loss_backward(grad_loss, input, target, coef, per_sample, per_channel
                                        GRAD_OUT_PER_ELEMENT=False, BLOCK=plan.block, ACC=ACC,
                                        GRAD_BF16=x.dtype == torch.bfloat16,
                                        MIN_INTERSECTION=region and min_intersection, FOCAL_FORM=form,
-                                    num_warps=plan.num_warps)
+                                    GAMMA=_gamma_kind(elem, focal_gamma), num_warps=plan.num_warps)
     return grad
 
 
 def _map_plan(x):
-    return LaunchPlan(group_layout((x.numel(),), False, False), x.device)
+    return launch_plan(group_layout((x.numel(),), False, False), x.device)
 
 
 @on_input_device
@@ -588,14 +643,15 @@ def binary_focal_map(input, target, alpha, gamma, focal_form, from_logits, clamp
     target = _as_loadable(target)
     out = torch.empty_like(x, memory_format=memory_format)
     plan = _map_plan(x)
-    programs = triton.cdiv(x.numel(), plan.block)
+    programs = cdiv(x.numel(), plan.block)
     ok = target_flags(programs, x.device, check_target)
     ignore_value, has_ignore = ignore_args(ignore_index)
     _focal_map_kernel[(programs,)](x, target, writable(out), ok, x.numel(), ignore_value, *split(alpha),
                                    *split(gamma), FROM_LOGITS=from_logits,
                                    CLAMPED_LOG=_clamped(from_logits, clamped_log), HAS_IGNORE=has_ignore,
                                    CHECK_TARGET=check_target, BLOCK=plan.block, ACC=ACC,
-                                   OUT_BF16=x.dtype == torch.bfloat16, FOCAL_FORM=form, num_warps=plan.num_warps)
+                                   OUT_BF16=x.dtype == torch.bfloat16, FOCAL_FORM=form,
+                                   GAMMA=_gamma_kind(True, gamma), num_warps=plan.num_warps)
     if check_target:
         kernel_target_flags(ok, target, None, ignore_index)
     return out
@@ -619,5 +675,6 @@ def binary_focal_map_backward(grad_map, input, target, alpha, gamma, focal_form,
                                        CLAMPED_LOG=_clamped(from_logits, clamped_log), HAS_IGNORE=has_ignore,
                                        GRAD_OUT_PER_ELEMENT=True,
                                        BLOCK=plan.block, ACC=ACC, GRAD_BF16=x.dtype == torch.bfloat16,
-                                       MIN_INTERSECTION=False, FOCAL_FORM=form, num_warps=plan.num_warps)
+                                       MIN_INTERSECTION=False, FOCAL_FORM=form, GAMMA=_gamma_kind(True, gamma),
+                                       num_warps=plan.num_warps)
     return grad

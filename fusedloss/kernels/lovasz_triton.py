@@ -28,8 +28,8 @@ import triton
 import triton.language as tl
 
 from .._checks import kernel_target_flags
-from .triton_common import (acc_dtypes, check_programs, ignore_args, on_input_device, store_as, target_flags,
-                            writable)
+from .triton_common import (acc_dtypes, cdiv, check_programs, ignore_args, next_power_of_2, on_input_device, store_as,
+                            target_flags, writable)
 
 # ----------------------------------------------------------------------------
 # Shared math
@@ -401,18 +401,18 @@ _ROW_CHUNK = 2048  # the row scan's chunk (its longest): rows of 4M elements tak
 def _row_chunk(length: int):
     """(chunk, num_warps) of the row scan: a function of the row length alone (not of the device's
     size or the grid), so a given shape always adds in the same order; short rows take a short chunk."""
-    chunk = max(16, min(_ROW_CHUNK, triton.next_power_of_2(length)))
+    chunk = max(16, min(_ROW_CHUNK, next_power_of_2(length)))
     return chunk, max(1, min(8, chunk // 256))
 
 
 def _class_blocks(num_classes: int, spatial: int, device: torch.device):
     """(BLOCK_C, BLOCK_S, ONE_BLOCK, num_warps) of the multi-class kernels."""
-    if device.type == "cuda":
-        max_block_c, tile, num_warps = 64, 4096, 8
+    if device.type == "cuda":  # 8 elements a thread (at 16, ptxas spilled the chain kernel's int64 offsets)
+        max_block_c, tile, num_warps = 64, 2048, 8
     else:  # Triton interpreter: large tiles
         max_block_c, tile, num_warps = 128, 16384, 4
-    block_c = min(triton.next_power_of_2(num_classes), max_block_c)
-    block_s = max(1, min(tile // block_c, triton.next_power_of_2(spatial)))
+    block_c = min(next_power_of_2(num_classes), max_block_c)
+    block_s = max(1, min(tile // block_c, next_power_of_2(spatial)))
     return block_c, block_s, block_c >= num_classes, num_warps
 
 
@@ -438,7 +438,7 @@ def binary_lovasz_errors(input, target, per_sample, ignore_index, check_target):
     errors = torch.empty(shape, dtype=acc, device=x.device)
     truth = torch.empty(shape, dtype=acc, device=x.device)
     block, num_warps = _elementwise_block(x.device)
-    programs = triton.cdiv(x.numel(), block)
+    programs = cdiv(x.numel(), block)
     check_programs(programs, 1, "block")
     ok = target_flags(programs, x.device, check_target)
     ignore_value, has_ignore = ignore_args(ignore_index)
@@ -458,7 +458,7 @@ def binary_lovasz_chain(grad_errors, input, target, per_sample, ignore_index):
     target = _as_loadable(target.contiguous())
     grad = torch.empty_like(x, memory_format=torch.contiguous_format)
     block, num_warps = _elementwise_block(x.device)
-    programs = triton.cdiv(x.numel(), block)
+    programs = cdiv(x.numel(), block)
     check_programs(programs, 1, "block")
     ignore_value, has_ignore = ignore_args(ignore_index)
     _binary_chain_kernel[(programs,)](grad_errors.contiguous(), x, target, writable(grad), x.numel(), ignore_value,
@@ -484,7 +484,7 @@ def _multiclass_operands(input, target, ignore_index):
     x = input.contiguous()
     spatial = x.numel() // (batch * classes) if batch * classes else 0
     plan = _class_blocks(classes, spatial, x.device)
-    tiles = triton.cdiv(spatial, plan[1])
+    tiles = cdiv(spatial, plan[1])
     programs = batch * tiles
     check_programs(programs, batch, "sample")
     return x, _as_loadable(target.contiguous()), dense, spatial, plan, tiles, programs, *ignore_args(ignore_index)
@@ -553,7 +553,7 @@ def _row_scan(truth, order):
     rows = truth.numel() // length
     truth, order = truth.contiguous(), order.contiguous()
     chunk, num_warps = _row_chunk(length)
-    chunks = triton.cdiv(length, chunk)
+    chunks = cdiv(length, chunk)
     check_programs(rows * chunks, rows, "row")
     totals = torch.empty((rows, chunks), dtype=torch.float64, device=truth.device)
     _chunk_totals_kernel[(rows * chunks,)](truth, order, totals, length, chunks, CHUNK=chunk, num_warps=num_warps)

@@ -19,12 +19,15 @@ too. FROM_LOGITS false: the input holds probabilities, p = x (no softmax), the
 element loss takes max(log p, -100) as F.nll_loss(log(p).clamp(min=-100)) does,
 and the backward has no softmax Jacobian: dL/dx_c = g_c + c_E dloss/dp_c.
 
-  _stats_kernel     partials per program: [C, 3] class sums and [2] = (E, valid
-                    pixels; WEIGHTED_MEAN: sum of a_y over them)
-  _finalize_kernel  one program: fixed-order combine per group (class, or
-                    (sample, class)), the Tversky region formula, weights,
-                    background / empty-class exclusion, the reduction, and the
-                    backward coefficients
+  _stats_kernel     partials per program: [3, C] class sums (I, P, T rows, each
+                    C contiguous values) and [2] = (E, valid pixels;
+                    WEIGHTED_MEAN: sum of a_y over them)
+  _finalize_kernel  a program per 16 groups (classes, or one sample's classes):
+                    fixed-order combine over their parts (contiguous reads),
+                    the Tversky region formula, weights, background /
+                    empty-class exclusion and the backward coefficients; the
+                    last program to finish adds the programs' totals in a
+                    fixed order for a reduced loss
   _backward_kernel  recomputes the softmax; dL/dx_c = p_c (g_c - sum_k p_k g_k)
                     + c_E * dE/dx_c, g_c = c_I t_c + c_P (squared_pred:
                     c_P * 2 p_c); also the focal map's backward (a per-pixel
@@ -32,6 +35,7 @@ and the backward has no softmax Jacobian: dL/dx_c = g_c + c_E dloss/dp_c.
   _focal_map_kernel the per-pixel element loss (reduction='none')
 """
 
+import math
 from typing import NamedTuple
 
 import torch
@@ -41,7 +45,7 @@ import triton.language as tl
 from .._checks import kernel_target_flags
 from .._spec import check_focal_form, check_min_intersection, multiclass_operands
 from .triton_common import (REDUCTION_CODE, acc_dtypes, check_programs, finalize_params, focal_params, on_input_device,
-                            param, pow_or_zero, region_terms, sm_count, split, store_as, sum_rows, target_flags,
+                            param, pow_or_zero, region_terms, sm_count, split, store_as, target_flags,
                             writable)
 
 
@@ -216,13 +220,13 @@ def _pixel_losses(x, p, e, top, total, hit, tile_mask, factors, alpha, gamma, sm
 
 
 @triton.jit
-def _stats_kernel(x_ptr, y_ptr, class_weight_ptr, class_partial_ptr, elem_partial_ptr, ok_ptr, num_classes, spatial,
-                  sample_stride, class_stride, pixel_stride, chunks_per_sample, steps, ignore_index, focal_alpha_hi,
-                  focal_alpha_lo, focal_gamma_hi, focal_gamma_lo, smoothing_hi, smoothing_lo, REGION: tl.constexpr,
-                  SQUARED_PRED: tl.constexpr, ELEM: tl.constexpr, FROM_LOGITS: tl.constexpr,
-                  HAS_IGNORE: tl.constexpr, CHECK_TARGET: tl.constexpr, HAS_CLASS_WEIGHT: tl.constexpr,
-                  SMOOTHING: tl.constexpr, DENSE: tl.constexpr, WEIGHTED_MEAN: tl.constexpr,
-                  BLOCK_C: tl.constexpr, BLOCK_S: tl.constexpr, ACC: tl.constexpr):
+def _stats_kernel(x_ptr, y_ptr, class_weight_ptr, class_partial_ptr, elem_partial_ptr, ok_ptr, finished_ptr,
+                  num_classes, spatial, sample_stride, class_stride, pixel_stride, chunks_per_sample, steps,
+                  ignore_index, focal_alpha_hi, focal_alpha_lo, focal_gamma_hi, focal_gamma_lo, smoothing_hi,
+                  smoothing_lo, REGION: tl.constexpr, SQUARED_PRED: tl.constexpr, ELEM: tl.constexpr,
+                  FROM_LOGITS: tl.constexpr, HAS_IGNORE: tl.constexpr, CHECK_TARGET: tl.constexpr,
+                  HAS_CLASS_WEIGHT: tl.constexpr, SMOOTHING: tl.constexpr, DENSE: tl.constexpr,
+                  WEIGHTED_MEAN: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_S: tl.constexpr, ACC: tl.constexpr):
     focal_alpha, focal_gamma = focal_params(focal_alpha_hi, focal_alpha_lo, focal_gamma_hi, focal_gamma_lo, ACC)
     smoothing = param(smoothing_hi, smoothing_lo, ACC)
     factors = _class_factors(class_weight_ptr, focal_alpha, num_classes, HAS_CLASS_WEIGHT, BLOCK_C, ACC)
@@ -269,124 +273,178 @@ def _stats_kernel(x_ptr, y_ptr, class_weight_ptr, class_partial_ptr, elem_partia
     if CHECK_TARGET:
         tl.store(ok_ptr + pid, tl.min(ok, axis=0))
     classes = tl.arange(0, BLOCK_C)
-    slots = class_partial_ptr + (pid * num_classes + classes) * 3
+    slots = class_partial_ptr + pid * 3 * num_classes + classes  # (parts, 3, C): the finalize reads classes in a row
     class_mask = classes < num_classes
-    tl.store(slots + 0, tl.sum(sum_i, axis=1), mask=class_mask)
-    tl.store(slots + 1, tl.sum(sum_p, axis=1), mask=class_mask)
-    tl.store(slots + 2, tl.sum(sum_t, axis=1), mask=class_mask)
+    tl.store(slots, tl.sum(sum_i, axis=1), mask=class_mask)
+    tl.store(slots + num_classes, tl.sum(sum_p, axis=1), mask=class_mask)
+    tl.store(slots + 2 * num_classes, tl.sum(sum_t, axis=1), mask=class_mask)
     tl.store(elem_partial_ptr + pid * 2 + 0, tl.sum(sum_e, axis=0))
     tl.store(elem_partial_ptr + pid * 2 + 1, tl.sum(count, axis=0))
+    if pid == 0:  # the finalize's count of finished programs: zeroed here, not by a memset launch
+        tl.store(finished_ptr, 0)
 
 
 @triton.jit
-def _group_sums(class_partial_ptr, groups, group_mask, num_classes, chunks_per_sample, parts_per_group,
-                PER_SAMPLE: tl.constexpr, GROUP_BLOCK: tl.constexpr, PART_BLOCK: tl.constexpr, ACC: tl.constexpr):
-    # Group g is class g % C, of sample g // C with per_sample (its own chunks), else of all chunks.
-    classes = groups % num_classes
-    if PER_SAMPLE:
-        first_part = (groups // num_classes).to(tl.int64) * chunks_per_sample
-    else:
-        first_part = tl.zeros([GROUP_BLOCK], tl.int64)
-    sum_i = tl.zeros([GROUP_BLOCK], ACC)
-    sum_p = tl.zeros([GROUP_BLOCK], ACC)
-    sum_t = tl.zeros([GROUP_BLOCK], ACC)
+def _group_sums(class_partial_ptr, first_part, classes, class_mask, parts_per_group, part_stride, stat_stride,
+                class_stride, CLASS_BLOCK: tl.constexpr, PART_BLOCK: tl.constexpr, ACC: tl.constexpr):
+    """I, P and T of a block of groups (classes of one row of groups), each summed over the row's parts in a
+    fixed order, a [classes, parts] tile a step. The stats kernel's (parts, 3, C) layout puts a part's
+    classes side by side: each part of a tile is one contiguous read."""
+    sum_i = tl.zeros([CLASS_BLOCK, PART_BLOCK], ACC)
+    sum_p = tl.zeros([CLASS_BLOCK, PART_BLOCK], ACC)
+    sum_t = tl.zeros([CLASS_BLOCK, PART_BLOCK], ACC)
     for part_start in range(0, parts_per_group, PART_BLOCK):
         parts = part_start + tl.arange(0, PART_BLOCK)
-        tile_mask = group_mask[:, None] & (parts < parts_per_group)[None, :]
-        slots = class_partial_ptr + ((first_part[:, None] + parts[None, :]) * num_classes + classes[:, None]) * 3
-        sum_i += sum_rows(slots + 0, tile_mask)
-        sum_p += sum_rows(slots + 1, tile_mask)
-        sum_t += sum_rows(slots + 2, tile_mask)
-    return sum_i, sum_p, sum_t
+        tile_mask = class_mask[:, None] & (parts < parts_per_group)[None, :]
+        slots = class_partial_ptr + (first_part + parts)[None, :] * part_stride + classes[:, None] * class_stride
+        sum_i += tl.where(tile_mask, tl.load(slots, mask=tile_mask), 0.0)
+        sum_p += tl.where(tile_mask, tl.load(slots + stat_stride, mask=tile_mask), 0.0)
+        sum_t += tl.where(tile_mask, tl.load(slots + 2 * stat_stride, mask=tile_mask), 0.0)
+    return tl.sum(sum_i, axis=1), tl.sum(sum_p, axis=1), tl.sum(sum_t, axis=1)
 
 
 @triton.jit
-def _finalize_kernel(class_partial_ptr, elem_partial_ptr, weight_ptr, loss_ptr, coef_ptr, num_groups, num_classes,
-                     chunks_per_sample, parts_per_group, num_parts, tv_alpha_hi, tv_alpha_lo, tv_beta_hi, tv_beta_lo,
-                     smooth_nr_hi, smooth_nr_lo, smooth_dr_hi, smooth_dr_lo, region_gamma_hi, region_gamma_lo,
-                     region_weight_hi, region_weight_lo, elem_weight_hi, elem_weight_lo, REGION: tl.constexpr,
-                     LOG_LOSS: tl.constexpr, ELEM: tl.constexpr, HAS_WEIGHT: tl.constexpr, ELEM_MEAN: tl.constexpr,
-                     PER_SAMPLE: tl.constexpr, INCLUDE_BACKGROUND: tl.constexpr, EXCLUDE_EMPTY: tl.constexpr,
-                     REDUCTION: tl.constexpr, GROUP_BLOCK: tl.constexpr, PART_BLOCK: tl.constexpr, ACC: tl.constexpr):
+def _elem_sums(elem_partial_ptr, num_parts, ELEM_BLOCK: tl.constexpr, ACC: tl.constexpr):
+    """(E, valid pixels) over every part: the (parts, 2) partials read as one run, E in the even slots."""
+    sums = tl.zeros([ELEM_BLOCK], ACC)
+    for start in range(0, 2 * num_parts, ELEM_BLOCK):
+        slots = start + tl.arange(0, ELEM_BLOCK)
+        mask = slots < 2 * num_parts
+        sums += tl.where(mask, tl.load(elem_partial_ptr + slots, mask=mask), 0.0)
+    is_loss = tl.arange(0, ELEM_BLOCK) % 2 == 0
+    return tl.sum(tl.where(is_loss, sums, 0.0), axis=0), tl.sum(tl.where(is_loss, 0.0, sums), axis=0)
+
+
+@triton.jit
+def _mean_scale(counted, ACC: tl.constexpr):
+    # 'mean': 1 / the number of groups that count (1 where none does).
+    return 1.0 / tl.maximum(counted.to(ACC), 1.0)
+
+
+# Finalize programs' totals, or groups' coefficients, the last finalize program reads a step.
+COMBINE_BLOCK: tl.constexpr = tl.constexpr(1024)
+
+
+@triton.jit
+def _program_totals(total_ptr, programs, ACC: tl.constexpr):
+    """Sums of every finalize program's (weighted region total, groups counted), in a fixed order. Read
+    at the L2 (.cg), where the other programs wrote them."""
+    totals = tl.zeros([COMBINE_BLOCK], ACC)
+    counted = tl.zeros([COMBINE_BLOCK], ACC)
+    for start in range(0, programs, COMBINE_BLOCK):
+        index = start + tl.arange(0, COMBINE_BLOCK)
+        mask = index < programs
+        slots = total_ptr + index.to(tl.int64) * 2
+        totals += tl.where(mask, tl.load(slots, mask=mask, cache_modifier=".cg"), 0.0)
+        counted += tl.where(mask, tl.load(slots + 1, mask=mask, cache_modifier=".cg"), 0.0)
+    return tl.sum(totals, axis=0), tl.sum(counted, axis=0)
+
+
+@triton.jit
+def _scale_coefficients(coef_ptr, num_groups, scale):
+    """coef[:, :2] *= scale over every group, as the other programs wrote them (read at the L2)."""
+    for start in range(0, num_groups, COMBINE_BLOCK):
+        groups = start + tl.arange(0, COMBINE_BLOCK)
+        mask = groups < num_groups
+        slots = coef_ptr + groups.to(tl.int64) * 3
+        tl.store(slots, tl.load(slots, mask=mask, cache_modifier=".cg") * scale, mask=mask)
+        tl.store(slots + 1, tl.load(slots + 1, mask=mask, cache_modifier=".cg") * scale, mask=mask)
+
+
+@triton.jit
+def _finalize_kernel(class_partial_ptr, elem_partial_ptr, weight_ptr, loss_ptr, coef_ptr, total_ptr, finished_ptr,
+                     num_classes, parts_per_group, num_parts, part_stride, stat_stride, class_stride, tv_alpha_hi,
+                     tv_alpha_lo, tv_beta_hi, tv_beta_lo, smooth_nr_hi, smooth_nr_lo, smooth_dr_hi, smooth_dr_lo,
+                     region_gamma_hi, region_gamma_lo, region_weight_hi, region_weight_lo, elem_weight_hi,
+                     elem_weight_lo, REGION: tl.constexpr, LOG_LOSS: tl.constexpr, ELEM: tl.constexpr,
+                     HAS_WEIGHT: tl.constexpr, ELEM_MEAN: tl.constexpr, INCLUDE_BACKGROUND: tl.constexpr,
+                     EXCLUDE_EMPTY: tl.constexpr, REDUCTION: tl.constexpr, CLASS_BLOCK: tl.constexpr,
+                     PART_BLOCK: tl.constexpr, ELEM_BLOCK: tl.constexpr, ACC: tl.constexpr):
     # REDUCTION: 0 = 'none', 1 = 'mean' (over the groups that count), 2 = 'sum'.
+    # A program per CLASS_BLOCK groups of one row: group = row * C + class, a row being a sample (its
+    # parts_per_group chunks) with per_sample, else the one row (every part).
     tv_alpha, tv_beta, smooth_nr, smooth_dr, region_gamma, region_weight, elem_weight = finalize_params(
         tv_alpha_hi, tv_alpha_lo, tv_beta_hi, tv_beta_lo, smooth_nr_hi, smooth_nr_lo, smooth_dr_hi, smooth_dr_lo,
         region_gamma_hi, region_gamma_lo, region_weight_hi, region_weight_lo, elem_weight_hi, elem_weight_lo, ACC)
+    pid = tl.program_id(0).to(tl.int64)
+    programs = tl.num_programs(0)
+    class_blocks = tl.cdiv(num_classes, CLASS_BLOCK)
+    rows = programs // class_blocks
+    row = pid // class_blocks
+    classes = (pid % class_blocks) * CLASS_BLOCK + tl.arange(0, CLASS_BLOCK)
+    class_mask = classes < num_classes
+    groups = row * num_classes + classes
 
-    # The element term: sum over every program, mean over valid pixels (or their summed a_y).
+    # The element term: sum over every part, mean over valid pixels (or their summed a_y). Each program
+    # sums the element partials itself (2 per stats program) for its groups' coefficients.
     elem_sum = tl.zeros([], ACC)
     valid_pixels = tl.zeros([], ACC)
     if ELEM:
-        for part_start in range(0, num_parts, PART_BLOCK):
-            parts = part_start + tl.arange(0, PART_BLOCK)
-            mask = parts < num_parts
-            elem_sum += tl.sum(tl.load(elem_partial_ptr + parts * 2, mask=mask, other=0.0), axis=0)
-            valid_pixels += tl.sum(tl.load(elem_partial_ptr + parts * 2 + 1, mask=mask, other=0.0), axis=0)
+        elem_sum, valid_pixels = _elem_sums(elem_partial_ptr, num_parts, ELEM_BLOCK, ACC)
     if ELEM_MEAN:
         # valid_pixels: a count, or (weighted mean) a sum of class weights that may lie in (0, 1).
         elem_scale = elem_weight / tl.where(valid_pixels > 0.0, valid_pixels, 1.0)
     else:
         elem_scale = elem_weight + tl.zeros([], ACC)
 
-    # Which groups count (first pass, for the mean's denominator).
-    counted = tl.zeros([GROUP_BLOCK], ACC)
-    for group_start in range(0, num_groups, GROUP_BLOCK):
-        groups = group_start + tl.arange(0, GROUP_BLOCK)
-        group_mask = groups < num_groups
-        keep = group_mask
-        if not INCLUDE_BACKGROUND:
-            keep = keep & (groups % num_classes != 0)
-        if EXCLUDE_EMPTY:
-            _, _, sum_t = _group_sums(class_partial_ptr, groups, group_mask, num_classes, chunks_per_sample,
-                                      parts_per_group, PER_SAMPLE, GROUP_BLOCK, PART_BLOCK, ACC)
-            keep = keep & (sum_t > 0.0)
-        counted += tl.where(keep, 1.0, 0.0)
-    if REDUCTION == 1:
-        out_scale = 1.0 / tl.maximum(tl.sum(counted, axis=0), 1.0)
+    if REGION or EXCLUDE_EMPTY:
+        sum_i, sum_p, sum_t = _group_sums(class_partial_ptr, row * parts_per_group, classes, class_mask,
+                                          parts_per_group, part_stride, stat_stride, class_stride, CLASS_BLOCK,
+                                          PART_BLOCK, ACC)
+    else:  # focal / CE alone: no class statistics were gathered
+        sum_i = tl.zeros([CLASS_BLOCK], ACC)
+        sum_p = tl.zeros([CLASS_BLOCK], ACC)
+        sum_t = tl.zeros([CLASS_BLOCK], ACC)
+    keep = class_mask
+    if not INCLUDE_BACKGROUND:
+        keep = keep & (classes != 0)
+    if EXCLUDE_EMPTY:
+        keep = keep & (sum_t > 0.0)
+    # The mean's denominator: every row's classes (less the background) unless empty groups are
+    # excluded; then only the last program knows it, and rescales the coefficients written here.
+    if REDUCTION == 1 and not EXCLUDE_EMPTY:
+        if INCLUDE_BACKGROUND:
+            out_scale = _mean_scale(rows * num_classes, ACC)
+        else:
+            out_scale = _mean_scale(rows * (num_classes - 1), ACC)
     else:
         out_scale = tl.full([], 1.0, ACC)
-
-    total = tl.zeros([GROUP_BLOCK], ACC)
-    for group_start in range(0, num_groups, GROUP_BLOCK):
-        groups = group_start + tl.arange(0, GROUP_BLOCK)
-        group_mask = groups < num_groups
-        if REGION or EXCLUDE_EMPTY:
-            sum_i, sum_p, sum_t = _group_sums(class_partial_ptr, groups, group_mask, num_classes, chunks_per_sample,
-                                              parts_per_group, PER_SAMPLE, GROUP_BLOCK, PART_BLOCK, ACC)
-        else:  # focal / CE alone: no class statistics were gathered
-            sum_i = tl.zeros([GROUP_BLOCK], ACC)
-            sum_p = tl.zeros([GROUP_BLOCK], ACC)
-            sum_t = tl.zeros([GROUP_BLOCK], ACC)
-        keep = group_mask
-        if not INCLUDE_BACKGROUND:
-            keep = keep & (groups % num_classes != 0)
-        if EXCLUDE_EMPTY:
-            keep = keep & (sum_t > 0.0)
-        if HAS_WEIGHT:
-            group_weight = tl.load(weight_ptr + groups % num_classes, mask=group_mask, other=0.0).to(ACC)
-        else:
-            group_weight = tl.full([GROUP_BLOCK], 1.0, ACC)
-        group_weight = tl.where(keep, group_weight, 0.0)
-        coef_i = tl.zeros([GROUP_BLOCK], ACC)
-        coef_p = tl.zeros([GROUP_BLOCK], ACC)
-        weighted = tl.zeros([GROUP_BLOCK], ACC)
-        if REGION:
-            region, dregion_di, dregion_dp = region_terms(sum_i, sum_p, sum_t, tv_alpha, tv_beta, smooth_nr,
-                                                          smooth_dr, region_gamma, LOG_LOSS)
-            weighted = group_weight * region_weight * region
-            # Groups that do not count get exactly 0 (not 0 * a huge coefficient).
-            coef_i = tl.where(keep, group_weight * out_scale * region_weight * dregion_di, 0.0)
-            coef_p = tl.where(keep, group_weight * out_scale * region_weight * dregion_dp, 0.0)
-        if REDUCTION == 0:
-            tl.store(loss_ptr + groups, weighted, mask=group_mask)
-        else:
-            total += weighted
-        coef_slots = coef_ptr + groups.to(tl.int64) * 3
-        tl.store(coef_slots + 0, coef_i, mask=group_mask)
-        tl.store(coef_slots + 1, coef_p, mask=group_mask)
-        tl.store(coef_slots + 2, tl.zeros([GROUP_BLOCK], ACC) + elem_scale, mask=group_mask)
+    if HAS_WEIGHT:
+        group_weight = tl.load(weight_ptr + classes, mask=class_mask, other=0.0).to(ACC)
+    else:
+        group_weight = tl.full([CLASS_BLOCK], 1.0, ACC)
+    group_weight = tl.where(keep, group_weight, 0.0)
+    coef_i = tl.zeros([CLASS_BLOCK], ACC)
+    coef_p = tl.zeros([CLASS_BLOCK], ACC)
+    weighted = tl.zeros([CLASS_BLOCK], ACC)
+    if REGION:
+        region, dregion_di, dregion_dp = region_terms(sum_i, sum_p, sum_t, tv_alpha, tv_beta, smooth_nr, smooth_dr,
+                                                      region_gamma, LOG_LOSS)
+        weighted = group_weight * region_weight * region
+        # Groups that do not count get exactly 0 (not 0 * a huge coefficient). The scale last: the
+        # last program's rescale (exclude_empty) is the same product.
+        coef_i = tl.where(keep, group_weight * region_weight * dregion_di * out_scale, 0.0)
+        coef_p = tl.where(keep, group_weight * region_weight * dregion_dp * out_scale, 0.0)
+    if REDUCTION == 0:
+        tl.store(loss_ptr + groups, weighted, mask=class_mask)
+    coef_slots = coef_ptr + groups * 3
+    tl.store(coef_slots + 0, coef_i, mask=class_mask)
+    tl.store(coef_slots + 1, coef_p, mask=class_mask)
+    tl.store(coef_slots + 2, tl.zeros([CLASS_BLOCK], ACC) + elem_scale, mask=class_mask)
     if REDUCTION != 0:
-        tl.store(loss_ptr, tl.sum(total, axis=0) * out_scale + elem_scale * elem_sum)
+        tl.store(total_ptr + pid * 2, tl.sum(weighted, axis=0))
+        tl.store(total_ptr + pid * 2 + 1, tl.sum(tl.where(keep, 1.0, 0.0), axis=0))
+        # The last program to finish adds every program's totals (finished_ptr is zeroed before the
+        # launch). The barrier puts all this program's stores before its count, whose release
+        # publishes them to the last program's acquire.
+        tl.debug_barrier()
+        if tl.atomic_add(finished_ptr, 1, sem="acq_rel", scope="gpu") == programs - 1:
+            total, counted = _program_totals(total_ptr, programs, ACC)
+            loss_scale = out_scale
+            if REDUCTION == 1 and EXCLUDE_EMPTY:
+                loss_scale = _mean_scale(counted, ACC)
+                _scale_coefficients(coef_ptr, rows * num_classes, loss_scale)
+            tl.store(loss_ptr, total * loss_scale + elem_scale * elem_sum)
 
 
 @triton.jit
@@ -488,26 +546,98 @@ def _focal_map_kernel(x_ptr, y_ptr, class_weight_ptr, out_ptr, ok_ptr, num_class
 # ----------------------------------------------------------------------------
 
 
-class LaunchPlan:
-    """Tiles of [all classes, block_s pixels]; each program takes `steps`
-    consecutive tiles of one sample. Depends only on shape and device."""
+# The forward's partials (each stats program's class and element sums and its target flag) take at most
+# 1/20 (5%) of the input's bytes: a floor on the pixels a stats program takes.
+INPUT_BYTES_PER_PARTIAL_BYTE = 20
 
-    def __init__(self, input: torch.Tensor):
-        batch, classes = input.shape[0], input.shape[1]
-        self.spatial = input.numel() // (batch * classes)
+
+def partial_row_bytes(num_classes: int, acc_size: int) -> int:
+    """One stats program's partials: I, P, T per class and (E, valid pixels) in the accumulator type,
+    and its target flag (int32, where the target is checked; counted always)."""
+    return (3 * num_classes + 2) * acc_size + 4
+
+
+def cuda_tile(input_size: int) -> int:
+    """The [classes, pixels] tile of the streaming kernels on CUDA, by the logits' element size: 8
+    values a thread in fp32, 4 in bf16 / fp16 (at 16, the kernels took 150-230 registers and one CTA
+    per SM; bf16's Dice+CE at 8 still 140-180), for 2 CTAs of 8 warps per SM at up to 32 classes
+    (bench/results/triton-sm90.md)."""
+    return 2048 if input_size >= 4 else 1024
+
+
+class LaunchPlan:
+    """Tiles of [all classes, block_s pixels]; each program takes `steps` consecutive tiles of one sample.
+
+    A pure function of the shape, the input's and the accumulators' element sizes, the device type and the
+    SM count (``for_shape``), so a given input always reduces in the same order. Programs: on CUDA about 8
+    per SM (4 in the interpreter); with ``partials`` (the forward's statistics), fewer and longer where
+    that many would make the partials more than 1/20 of the input's bytes (many classes: a tile is then
+    a few pixels). A program never spans samples, so a tiny input, whose samples hold fewer than about
+    60 * acc_size / input_size pixels (one partial row is then more than 1/20 of a sample), gets one
+    chunk per sample, and its partials exceed 5% (``partial_bytes`` says by how much)."""
+
+    def __init__(self, input: torch.Tensor, partials: bool = True):
+        cuda = input.device.type == "cuda"
+        self._choose(tuple(input.shape), input.element_size(), acc_dtypes(input)[0].itemsize, input.device.type,
+                     sm_count(input.device) if cuda else 0, partials)
+
+    @classmethod
+    def for_shape(cls, shape, input_size: int, acc_size: int, device_type: str, sms: int = 0,
+                  partials: bool = True) -> "LaunchPlan":
+        plan = cls.__new__(cls)
+        plan._choose(tuple(shape), input_size, acc_size, device_type, sms, partials)
+        return plan
+
+    def _choose(self, shape, input_size, acc_size, device_type, sms, partials):
+        batch, classes = shape[0], shape[1]
+        self.spatial = math.prod(shape[2:])
         self.block_c = triton.next_power_of_2(classes)
-        if input.device.type == "cuda":
-            tile, self.num_warps = 4096, 8
-            target_programs = 8 * sm_count(input.device)
+        if device_type == "cuda":
+            tile, self.num_warps = cuda_tile(input_size), 8
+            target_programs = 8 * sms
         else:  # Triton interpreter: large tiles, few programs
             tile, self.num_warps = 16384, 4
             target_programs = 4
         self.block_s = max(1, min(tile // self.block_c, triton.next_power_of_2(self.spatial)))
         tiles_per_sample = triton.cdiv(self.spatial, self.block_s)
-        self.steps = max(1, min(tiles_per_sample, triton.cdiv(batch * tiles_per_sample, target_programs)))
+        steps = triton.cdiv(batch * tiles_per_sample, target_programs)
+        row_bytes = partial_row_bytes(classes, acc_size)
+        if partials:
+            sample_bytes = classes * self.spatial * input_size
+            max_chunks = max(1, sample_bytes // (INPUT_BYTES_PER_PARTIAL_BYTE * row_bytes))
+            steps = max(steps, triton.cdiv(tiles_per_sample, max_chunks))
+        self.steps = max(1, min(tiles_per_sample, steps))
         self.chunks_per_sample = triton.cdiv(tiles_per_sample, self.steps)
         self.programs = batch * self.chunks_per_sample
+        self.partial_bytes = self.programs * row_bytes if partials else 0
         check_programs(self.programs, batch, "sample")
+
+
+# A finalize program's classes: 16 contiguous values of a part's statistic are 64 (fp32) or 128 (fp64)
+# bytes, whole 32-byte sectors, and C = 19 already gets 2 programs.
+FINALIZE_CLASS_BLOCK = 16
+FINALIZE_TILE = 2048  # partial values a finalize program loads a step, per statistic
+FINALIZE_NUM_WARPS = 8  # 3 statistics' tiles of 2048 values: 24 a thread (fp64 in about 130 registers)
+
+
+class FinalizePlan(NamedTuple):
+    """The finalize's grid: a program per class_block classes of each row of groups (rows: the samples
+    with per_sample, else 1), summing the row's parts part_block at a time."""
+
+    class_block: int
+    part_block: int
+    elem_block: int  # element partials (2 per stats program) summed a step
+    programs: int
+
+
+def finalize_plan(rows: int, num_classes: int, parts_per_group: int, num_parts: int) -> FinalizePlan:
+    """The same on every device: a function of the group and part counts only."""
+    class_block = min(FINALIZE_CLASS_BLOCK, triton.next_power_of_2(num_classes))
+    part_block = min(triton.next_power_of_2(parts_per_group), FINALIZE_TILE // class_block)
+    elem_block = min(triton.next_power_of_2(2 * num_parts), FINALIZE_TILE)
+    programs = rows * triton.cdiv(num_classes, class_block)
+    check_programs(programs, rows, "sample")
+    return FinalizePlan(class_block, part_block, elem_block, programs)
 
 
 def _ignore(ignore_index, dense=False):
@@ -544,19 +674,20 @@ def _check_flags(ok, y, dense, num_classes, ignore_index):
 
 def _stats(input, target, class_weight, region, squared_pred, elem, focal_alpha, focal_gamma, label_smoothing,
            weighted_mean, from_logits, clamped_log, ignore_index, check_target):
-    """Launch the statistics kernel: class partials (programs, C, 3), element partials
-    (programs, 2) and the plan."""
+    """Launch the statistics kernel: class partials (programs, 3, C), element partials (programs, 2),
+    the finalize's count of finished programs (zeroed by this launch) and the plan."""
     acc, ACC = acc_dtypes(input)
     x, y, strides, _, dense = multiclass_operands(input, target)
     plan = LaunchPlan(x)
     ignore_value, has_ignore = _ignore(ignore_index, dense)
     weights, has_class_weight = _class_weight(class_weight, elem, x)
-    class_partials = torch.empty((plan.programs, x.shape[1], 3), dtype=acc, device=x.device)
+    class_partials = torch.empty((plan.programs, 3, x.shape[1]), dtype=acc, device=x.device)
     elem_partials = torch.empty((plan.programs, 2), dtype=acc, device=x.device)
+    finished = torch.empty(1, dtype=torch.int32, device=x.device)
     ok = target_flags(plan.programs, x.device, check_target)
-    _stats_kernel[(plan.programs,)](x, y, weights, class_partials, elem_partials, ok, x.shape[1], plan.spatial,
-                                    *strides, plan.chunks_per_sample, plan.steps, ignore_value, *split(focal_alpha),
-                                    *split(focal_gamma), *split(label_smoothing), REGION=region,
+    _stats_kernel[(plan.programs,)](x, y, weights, class_partials, elem_partials, ok, finished, x.shape[1],
+                                    plan.spatial, *strides, plan.chunks_per_sample, plan.steps, ignore_value,
+                                    *split(focal_alpha), *split(focal_gamma), *split(label_smoothing), REGION=region,
                                     SQUARED_PRED=region and squared_pred, ELEM=elem,
                                     FROM_LOGITS=_from_logits(from_logits, clamped_log), HAS_IGNORE=has_ignore,
                                     CHECK_TARGET=check_target, HAS_CLASS_WEIGHT=has_class_weight,
@@ -565,29 +696,32 @@ def _stats(input, target, class_weight, region, squared_pred, elem, focal_alpha,
                                     BLOCK_S=plan.block_s, ACC=ACC, num_warps=plan.num_warps)
     if check_target:
         _check_flags(ok, y, dense, x.shape[1], ignore_index)
-    return class_partials, elem_partials, plan
+    return class_partials, elem_partials, finished, plan
 
 
-def _finalize(class_partials, elem_partials, chunks_per_sample, weight, num_classes, per_sample, region, tv_alpha,
-              tv_beta, smooth_nr, smooth_dr, region_gamma, region_weight, log_loss, elem, elem_weight, elem_mean,
-              include_background, exclude_empty, reduction, loss_shape):
-    """Launch the finalize kernel over class partials (samples * chunks_per_sample, C, 3)."""
-    parts = class_partials.shape[0]
-    groups = parts // chunks_per_sample * num_classes if per_sample else num_classes
+def _finalize(class_partials, elem_partials, finished, rows, weight, region, tv_alpha, tv_beta, smooth_nr, smooth_dr,
+              region_gamma, region_weight, log_loss, elem, elem_weight, elem_mean, include_background, exclude_empty,
+              reduction, loss_shape):
+    """Launch the finalize kernel over class partials (parts, 3, C), any strides, the parts of each of
+    ``rows`` rows of groups consecutive; ``finished``: a zeroed int32."""
+    parts, _, num_classes = class_partials.shape
     ACC = tl.float64 if class_partials.dtype == torch.float64 else tl.float32
     code = REDUCTION_CODE[reduction]
     loss = class_partials.new_empty(tuple(loss_shape) if code == 0 else ())
-    coef = class_partials.new_empty((groups, 3))
-    parts_per_group = chunks_per_sample if per_sample else parts
-    part_block = min(1024, triton.next_power_of_2(max(parts_per_group, elem_partials.shape[0] if elem else 1)))
-    group_block = min(triton.next_power_of_2(groups), max(1, 4096 // part_block))
-    _finalize_kernel[(1,)](class_partials, elem_partials, weight.contiguous() if weight is not None else elem_partials,
-                           loss, coef, groups, num_classes, chunks_per_sample, parts_per_group, elem_partials.shape[0],
-                           *split(tv_alpha), *split(tv_beta), *split(smooth_nr), *split(smooth_dr),
-                           *split(region_gamma), *split(region_weight), *split(elem_weight), REGION=region,
-                           LOG_LOSS=region and log_loss, ELEM=elem, HAS_WEIGHT=weight is not None, ELEM_MEAN=elem_mean,
-                           PER_SAMPLE=per_sample, INCLUDE_BACKGROUND=include_background, EXCLUDE_EMPTY=exclude_empty,
-                           REDUCTION=code, GROUP_BLOCK=group_block, PART_BLOCK=part_block, ACC=ACC, num_warps=4)
+    coef = class_partials.new_empty((rows * num_classes, 3))
+    plan = finalize_plan(rows, num_classes, parts // rows, elem_partials.shape[0])
+    totals = class_partials.new_empty((plan.programs, 2))  # each program's (region total, groups counted)
+    _finalize_kernel[(plan.programs,)](class_partials, elem_partials,
+                                       weight.contiguous() if weight is not None else elem_partials, loss, coef,
+                                       totals, finished, num_classes, parts // rows, elem_partials.shape[0],
+                                       *class_partials.stride(), *split(tv_alpha), *split(tv_beta),
+                                       *split(smooth_nr), *split(smooth_dr), *split(region_gamma),
+                                       *split(region_weight), *split(elem_weight), REGION=region,
+                                       LOG_LOSS=region and log_loss, ELEM=elem, HAS_WEIGHT=weight is not None,
+                                       ELEM_MEAN=elem_mean, INCLUDE_BACKGROUND=include_background,
+                                       EXCLUDE_EMPTY=exclude_empty, REDUCTION=code, CLASS_BLOCK=plan.class_block,
+                                       PART_BLOCK=plan.part_block, ELEM_BLOCK=plan.elem_block, ACC=ACC,
+                                       num_warps=FINALIZE_NUM_WARPS)
     return loss, coef
 
 
@@ -602,10 +736,10 @@ def multiclass_loss(input, target, weight, class_weight, per_sample, region, tv_
                     clamped_log, ignore_index, include_background, exclude_empty, reduction, check_target):
     check_min_intersection(squared_pred, min_intersection, multiclass=True)  # the op takes the whole LossSpec
     check_focal_form(focal_form, from_logits, clamped_log, multiclass=True)
-    class_partials, elem_partials, plan = _stats(input, target, class_weight, region, squared_pred, elem, focal_alpha,
-                                                 focal_gamma, label_smoothing, weighted_mean, from_logits, clamped_log,
-                                                 ignore_index, check_target)
-    return _finalize(class_partials, elem_partials, plan.chunks_per_sample, weight, input.shape[1], per_sample, region,
+    class_partials, elem_partials, finished, _ = _stats(input, target, class_weight, region, squared_pred, elem,
+                                                        focal_alpha, focal_gamma, label_smoothing, weighted_mean,
+                                                        from_logits, clamped_log, ignore_index, check_target)
+    return _finalize(class_partials, elem_partials, finished, input.shape[0] if per_sample else 1, weight, region,
                      tv_alpha, tv_beta, smooth_nr, smooth_dr, region_gamma, region_weight, log_loss, elem, elem_weight,
                      elem_mean, include_background, exclude_empty, reduction, _loss_shape(input, per_sample))
 
@@ -613,26 +747,28 @@ def multiclass_loss(input, target, weight, class_weight, per_sample, region, tv_
 @on_input_device
 def multiclass_stats(input, target, class_weight, per_sample, region, squared_pred, elem, focal_alpha, focal_gamma,
                      label_smoothing, weighted_mean, from_logits, clamped_log, ignore_index, check_target):
-    class_partials, elem_partials, plan = _stats(input, target, class_weight, region, squared_pred, elem, focal_alpha,
-                                                 focal_gamma, label_smoothing, weighted_mean, from_logits, clamped_log,
-                                                 ignore_index, check_target)
-    classes = input.shape[1]
-    if per_sample:  # one row per (sample, class)
-        class_sums = class_partials.view(input.shape[0], plan.chunks_per_sample, classes, 3).sum(1)
-    else:
-        class_sums = class_partials.sum(0, keepdim=True)
-    return class_sums.reshape(-1, 3), elem_partials.sum(0)
+    class_partials, elem_partials, _, plan = _stats(input, target, class_weight, region, squared_pred, elem,
+                                                    focal_alpha, focal_gamma, label_smoothing, weighted_mean,
+                                                    from_logits, clamped_log, ignore_index, check_target)
+    rows, classes = (input.shape[0] if per_sample else 1), input.shape[1]  # a row of groups per sample, or one
+    # (groups, 3) sums, rows * C groups: the (parts, 3, C) partials summed over each row's parts into place.
+    parts = class_partials.view(rows, plan.programs // rows, 3, classes).transpose(2, 3)
+    class_sums = torch.sum(parts, dim=1, out=class_partials.new_empty((rows, classes, 3)))
+    return class_sums.view(-1, 3), elem_partials.sum(0)
 
 
 @on_input_device
 def multiclass_finalize(class_sums, elem_sums, weight, num_classes, per_sample, region, tv_alpha, tv_beta, smooth_nr,
                         smooth_dr, region_gamma, region_weight, log_loss, elem, elem_weight, elem_mean,
                         include_background, exclude_empty, reduction, loss_shape):
-    # Sums laid out as partials of one chunk per sample (or one for all).
-    return _finalize(class_sums.contiguous().view(-1, num_classes, 3), elem_sums.contiguous().view(1, 2), 1, weight,
-                     num_classes, per_sample, region, tv_alpha, tv_beta, smooth_nr, smooth_dr, region_gamma,
-                     region_weight, log_loss, elem, elem_weight, elem_mean, include_background, exclude_empty,
-                     reduction, loss_shape)
+    # The (groups, 3) sums read as partials (rows, 3, C) of one part per row. No stats launch zeroes the
+    # count of finished programs here: a memset (this path's all-reduce costs far more).
+    rows = class_sums.shape[0] // num_classes
+    finished = torch.zeros(1, dtype=torch.int32, device=class_sums.device)
+    return _finalize(class_sums.contiguous().view(rows, num_classes, 3).transpose(1, 2),
+                     elem_sums.contiguous().view(1, 2), finished, rows, weight, region, tv_alpha, tv_beta, smooth_nr,
+                     smooth_dr, region_gamma, region_weight, log_loss, elem, elem_weight, elem_mean,
+                     include_background, exclude_empty, reduction, loss_shape)
 
 
 @on_input_device
@@ -640,7 +776,7 @@ def multiclass_loss_backward(grad_loss, input, target, coef, class_weight, per_s
                              focal_alpha, focal_gamma, label_smoothing, from_logits, clamped_log, ignore_index):
     _, ACC = acc_dtypes(input)
     x, y, strides, _, dense = multiclass_operands(input, target)
-    plan = LaunchPlan(x)
+    plan = LaunchPlan(x, partials=False)
     ignore_value, has_ignore = _ignore(ignore_index, dense)
     weights, has_class_weight = _class_weight(class_weight, elem, x)
     grad = torch.empty_like(x)  # x's strides: written at the offsets read
@@ -676,7 +812,7 @@ class _MapLaunch(NamedTuple):
 def _map_launch(input, target, class_weight, ignore_index) -> _MapLaunch:
     _, ACC = acc_dtypes(input)
     x, y, strides, _, dense = multiclass_operands(input, target)
-    plan = LaunchPlan(x)
+    plan = LaunchPlan(x, partials=False)
     tiles = triton.cdiv(plan.spatial, plan.block_s)
     return _MapLaunch(ACC, x, y, strides, dense, plan, *_ignore(ignore_index, dense),
                       *_class_weight(class_weight, True, x), tiles, (x.shape[0] * tiles,))

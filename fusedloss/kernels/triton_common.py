@@ -6,6 +6,11 @@ import struct
 import torch
 import triton
 import triton.language as tl
+from triton import knobs
+
+# The kernels are compiled for a GPU, not run by the interpreter (decided, as Triton decides it, when
+# this module is imported): only then may they use PTX (the fast log2, the native bf16 conversion).
+COMPILED = tl.constexpr(not knobs.runtime.interpret)
 
 
 @triton.jit
@@ -35,17 +40,30 @@ def finalize_params(tv_alpha_hi, tv_alpha_lo, tv_beta_hi, tv_beta_lo, smooth_nr_
 
 @triton.jit
 def store_as(ptr, value, mask, BF16_BITS: tl.constexpr):
-    # bf16 outputs are written as int16 bits rounded to nearest even: the
-    # interpreter's bf16 store truncates, and this gives one rounding everywhere.
-    # NaN is written as a quiet NaN: rounding a GPU's NaN (0x7FFFFFFF) would carry
-    # into the sign bit and store -0.0.
+    # bf16 outputs are written as int16 bits rounded to nearest even. Compiled, by the GPU's own
+    # conversion (cvt.rn.bf16.f32, one instruction; a NaN becomes the canonical 0x7FFF). In the
+    # interpreter, whose bf16 store truncates, by integer rounding; NaN is written as a quiet NaN
+    # there: rounding a NaN's bits (0x7FFFFFFF) would carry into the sign bit and store -0.0.
     if BF16_BITS:
         value = value.to(tl.float32)
-        bits = value.to(tl.uint32, bitcast=True)
-        bits = tl.where(value != value, 0x7FC0, (bits + (((bits >> 16) & 1) + 0x7FFF)) >> 16)
-        tl.store(ptr, bits.to(tl.int16), mask=mask)
+        if COMPILED:
+            bits = value.to(tl.bfloat16, fp_downcast_rounding="rtne").to(tl.int16, bitcast=True)
+        else:
+            wide = value.to(tl.uint32, bitcast=True)
+            bits = tl.where(value != value, 0x7FC0, (wide + (((wide >> 16) & 1) + 0x7FFF)) >> 16).to(tl.int16)
+        tl.store(ptr, bits, mask=mask)
     else:
         tl.store(ptr, value.to(ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def store_vectors(start, lanes, out_ptr):
+    """start + lanes, the offsets of a loop that loads and stores ``out_ptr``, their contiguity
+    capped at one 128-bit store: the loads then take the store's layout. Triton widens a load to
+    its widest neighbour (a uint8 target: 8 elements a thread) but a store to 128 bits at most
+    (4 fp32), and converting between the two goes through shared memory with a barrier every trip.
+    (The hint must be on an operation made here: on an argument it is lost.)"""
+    return tl.max_contiguous(start + lanes, 128 // out_ptr.dtype.element_ty.primitive_bitwidth)
 
 
 @triton.jit
@@ -64,11 +82,51 @@ def count_rows(ptr, mask):
 
 
 @triton.jit
-def pow_or_zero(base, exponent):
+def log2(x):
+    """log2 of an fp32 (or fp64) tensor. Compiled, fp32: the GPU's lg2.approx.f32 (one MUFU
+    instruction; absolute error about 2**-22, enough for the powers it feeds) instead of
+    tl.log2's libdevice routine (about 20 instructions); fp64 and the interpreter: tl.log2."""
+    if COMPILED and x.dtype == tl.float32:
+        return tl.inline_asm_elementwise("lg2.approx.f32 $0, $1;", "=r,r", [x], dtype=tl.float32, is_pure=True,
+                                         pack=1)
+    else:
+        return tl.log2(x)
+
+
+@triton.jit
+def reciprocal(x):
+    """1 / x for an x whose reciprocal is normal (a sigmoid's 1 + e in [1, 2]). Compiled, fp32:
+    the GPU's rcp.approx.ftz.f32 (one MUFU instruction, within 1 ulp) instead of the division's
+    six with their range checks; fp64 and the interpreter: 1 / x."""
+    if COMPILED and x.dtype == tl.float32:
+        return tl.inline_asm_elementwise("rcp.approx.ftz.f32 $0, $1;", "=r,r", [x], dtype=tl.float32,
+                                         is_pure=True, pack=1)
+    else:
+        return 1.0 / x
+
+
+@triton.jit
+def exp_neg_abs(x):
+    """exp(-|x|) as one exp2 with the log2(e) scale folded into its argument's multiply."""
+    return tl.exp2(tl.abs(x) * -1.4426950408889634)
+
+
+@triton.jit
+def _pow_or_zero(base, exponent, FAST_LOG2: tl.constexpr):
     # base**exponent for base >= 0 with 0**e = 0 for e > 0, 1 for e == 0; NaN stays NaN.
     zero = base <= 0.0
-    powered = tl.exp2(exponent * tl.log2(tl.where(zero, 1.0, base)))
+    safe = tl.where(zero, 1.0, base)
+    if FAST_LOG2:
+        powered = tl.exp2(exponent * log2(safe))
+    else:
+        powered = tl.exp2(exponent * tl.log2(safe))
     return tl.where(zero, tl.where(exponent == 0.0, 1.0, 0.0), powered)
+
+
+@triton.jit
+def pow_or_zero(base, exponent):
+    """base**exponent per element (a focal modulator): with the fast log2 where compiled."""
+    return _pow_or_zero(base, exponent, True)
 
 
 @triton.jit
@@ -97,7 +155,7 @@ def region_terms(sum_i, sum_p, sum_t, tv_alpha, tv_beta, smooth_nr, smooth_dr, g
     else:
         one_minus = 1.0 - ratio
         tversky = tl.where(undefined, 0.0, tl.maximum(one_minus, 0.0, propagate_nan=tl.PropagateNan.ALL))
-        region = tl.where(gamma == 1.0, tl.where(undefined, 0.0, one_minus), pow_or_zero(tversky, gamma))
+        region = tl.where(gamma == 1.0, tl.where(undefined, 0.0, one_minus), _pow_or_zero(tversky, gamma, False))
         dregion = tl.where(
             gamma == 1.0, 1.0, tl.where(tversky > 0.0, gamma * region / tl.where(tversky > 0.0, tversky, 1.0), 0.0)
         )
@@ -112,6 +170,17 @@ def region_terms(sum_i, sum_p, sum_t, tv_alpha, tv_beta, smooth_nr, smooth_dr, g
 # ----------------------------------------------------------------------------
 # Launcher helpers
 # ----------------------------------------------------------------------------
+
+
+def cdiv(a: int, b: int) -> int:
+    # Host-side integer maths in plain Python: triton.cdiv and triton.next_power_of_2 are
+    # constexpr-function wrappers, a few microseconds a call on a launch path that makes ten.
+    return -(-a // b)
+
+
+def next_power_of_2(n: int) -> int:
+    """The smallest power of two >= n (0 for n = 0, as triton.next_power_of_2)."""
+    return 1 << (n - 1).bit_length() if n > 0 else 0
 
 
 def split(value: float):
