@@ -68,9 +68,17 @@ def parse(log: str) -> list[dict]:
 
 
 def short_name(demangled: str) -> str:
-    # void fusedloss::(anonymous namespace)::stats_kernel<c10::Half, float>(...) -> stats_kernel<Half, float>
+    # void fusedloss::(anonymous namespace)::stats_kernel<c10::Half, float, (fusedloss::MulticlassInput)0>(...)
+    # -> stats_kernel<Half, float, (MulticlassInput)0>: the parameter list is the first "(" outside the
+    # template arguments (an enum argument is written with a cast in parentheses).
     name = demangled.replace("(anonymous namespace)::", "").removeprefix("void ")
-    return name.split("(")[0].replace("fusedloss::", "").replace("c10::", "")
+    depth = 0
+    for index, char in enumerate(name):
+        depth += (char == "<") - (char == ">")
+        if char == "(" and depth == 0:
+            name = name[:index]
+            break
+    return name.replace("fusedloss::", "").replace("c10::", "")
 
 
 def main() -> None:

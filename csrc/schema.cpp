@@ -1,9 +1,11 @@
 // The fusedloss_C op schemas (the same as the Triton ops', fusedloss/ops/schema.py;
 // tests/test_cpp_extension.py checks they agree) and the Python module that
-// loads them. Kernels: cpu/binary_loss_cpu.cpp, cpu/multiclass_loss_cpu.cpp,
-// cuda/binary_loss_cuda.cu, cuda/multiclass_loss_cuda.cu.
+// loads them (with one function: the CUDA multiclass launch plan, for the tests). Kernels: cpu/binary_loss_cpu.cpp,
+// cpu/multiclass_loss_cpu.cpp, cuda/binary_loss_cuda.cu, cuda/multiclass_loss_cuda.cu.
 #include <Python.h>
 #include <torch/library.h>
+
+#include "launch_plan.h"
 
 TORCH_LIBRARY(fusedloss_C, m) {
   m.def(
@@ -80,8 +82,36 @@ TORCH_LIBRARY(fusedloss_C, m) {
       "int? ignore_index) -> Tensor");
 }
 
+namespace {
+
+// cuda_multiclass_plan(batch, classes, spatial, input_size, acc_size, sms, stats, max_slices) -> (slices, lanes, steps,
+// chunks_per_row, blocks): the CUDA multiclass kernels' launch for a GPU of `sms` SMs (launch_plan.h), for the tests,
+// in every build.
+PyObject* cuda_multiclass_plan(PyObject*, PyObject* args) {
+  long long batch, classes, spatial, input_size, acc_size;
+  int sms, stats, max_slices;
+  if (!PyArg_ParseTuple(args, "LLLLLipi", &batch, &classes, &spatial, &input_size, &acc_size, &sms, &stats,
+                        &max_slices)) {
+    return nullptr;
+  }
+  if (batch < 1 || classes < 1 || spatial < 1 || input_size < 1 || acc_size < 1 || sms < 1 || max_slices < 1) {
+    PyErr_SetString(PyExc_ValueError, "cuda_multiclass_plan: every size must be at least 1");
+    return nullptr;
+  }
+  const fusedloss::multiclass_cuda::Plan plan =
+      fusedloss::multiclass_cuda::plan(batch, classes, spatial, input_size, acc_size, sms, stats != 0, max_slices);
+  return Py_BuildValue("(iiLLL)", plan.slices, plan.lanes, static_cast<long long>(plan.chunks.steps),
+                       static_cast<long long>(plan.chunks.chunks_per_row), static_cast<long long>(plan.chunks.blocks));
+}
+
+PyMethodDef methods[] = {
+    {"cuda_multiclass_plan", cuda_multiclass_plan, METH_VARARGS, "The CUDA multiclass kernels' launch plan."},
+    {nullptr, nullptr, 0, nullptr}};
+
+}  // namespace
+
 // `import fusedloss._C` loads this library, which registers the ops above.
 extern "C" PyObject* PyInit__C(void) {
-  static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, nullptr};
+  static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, methods};
   return PyModule_Create(&module);
 }

@@ -87,6 +87,18 @@ INFINITE_LOGIT_CASES = {  # (loss, options) per family: the losses with an eleme
 }
 
 
+@parametrize("case, backend", with_backends(MULTICLASS.cases()))
+def test_masked_classes_are_finite(case, backend):
+    """Classes masked out with -inf logits (never a target): their softmax share is 0, the
+    rest as without them. 32 classes over few pixels, so CUDA splits each pixel's classes
+    across threads and the masked ones make up whole ranges, whose statistics must merge as
+    zeros, not NaN."""
+    x, t = case.make_pair((1, 32, 5, 6), torch.float32)
+    t = t % 24
+    x[:, 24:] = -float("inf")
+    assert_matches_reference(case, x, t, backend, **case.options())
+
+
 @pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")  # the interpreter's inf - inf
 @parametrize("case, backend, options", [(family.case(name), backend, options) for family in FAMILIES
                                         for backend in family.backends
