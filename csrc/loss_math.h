@@ -227,6 +227,11 @@ struct StdMath {
   FUSEDLOSS_INLINE static T log1p(T x) {
     return std::log1p(x);
   }
+  // log1p for x in [0, 1] (exp(-|x|) of a logit), where the CPU's float version is cheaper.
+  template <typename T>
+  FUSEDLOSS_INLINE static T log1p_unit(T x) {
+    return std::log1p(x);
+  }
   template <typename T>
   FUSEDLOSS_INLINE static T pow(T x, T y) {
     return std::pow(x, y);
@@ -257,7 +262,7 @@ struct FocalTerms {
 // BCE with logits, max(x, 0) - x t + log(1 + exp(-|x|)) (s.e = exp(-|x|)): every focal form's B.
 template <typename Math, typename acc_t>
 FUSEDLOSS_INLINE acc_t logit_bce(acc_t x, acc_t t, const SigmoidParts<acc_t>& s) {
-  return (x > acc_t(0) ? x : acc_t(0)) - x * t + Math::log1p(s.e);
+  return (x > acc_t(0) ? x : acc_t(0)) - x * t + Math::log1p_unit(s.e);
 }
 
 // The focal loss's class balance alpha_t = alpha t + (1 - alpha)(1 - t); alpha < 0: none (1).
@@ -326,7 +331,7 @@ FUSEDLOSS_INLINE FocalTerms<acc_t> monai_focal_terms(acc_t x, acc_t t, const Sig
   const acc_t one_minus_2t = one - acc_t(2) * t;
   const acc_t z = x * one_minus_2t;
   const acc_t e_z = Math::exp(z < acc_t(0) ? z : -z);  // exp(-|z|)
-  const acc_t log_sigmoid_z = (z < acc_t(0) ? z : acc_t(0)) - Math::log1p(e_z);
+  const acc_t log_sigmoid_z = (z < acc_t(0) ? z : acc_t(0)) - Math::log1p_unit(e_z);
   const acc_t f = Math::exp(gamma * log_sigmoid_z);
   const acc_t sigmoid_neg_z = (z >= acc_t(0) ? e_z : one) / (one + e_z);  // 1 - sigmoid(z)
   return {alpha_t * f * bce, alpha_t * (f * (s.p - t) + gamma * bce * f * sigmoid_neg_z * one_minus_2t)};

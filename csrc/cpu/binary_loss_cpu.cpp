@@ -19,13 +19,16 @@
 #include <torch/library.h>
 
 #include <array>
+#include <cstdint>
 #include <optional>
 #include <type_traits>
+#include <vector>
 
 #include "../dispatch.h"
 #include "../layout.h"
 #include "../loss_math.h"
 #include "convert.h"
+#include "recycled_output.h"
 #include "target_check_cpu.h"
 #include "vector_math.h"
 
@@ -91,6 +94,9 @@ C10_ALWAYS_INLINE Stats stats_loop(const acc_t* x, const acc_t* t, int64_t n, ac
   acc_t sum_i[kLanes] = {}, sum_p[kLanes] = {}, sum_t[kLanes] = {}, sum_e[kLanes] = {}, count[kLanes] = {};
   const int64_t whole = n - n % kLanes;
   for (int64_t base = 0; base < whole; base += kLanes) {
+    // The lanes as vector lanes (each one's order as written): left alone, GCC vectorises the
+    // outer loop for the lightest terms (probabilities, region only), a shuffle or two per value.
+#pragma omp simd
     for (int lane = 0; lane < kLanes; ++lane) {
       accumulate<Math, TERMS>(x[base + lane], t[base + lane], ignore, alpha, gamma, sum_i[lane], sum_p[lane],
                               sum_t[lane], sum_e[lane], count[lane]);
@@ -151,8 +157,16 @@ C10_ALWAYS_INLINE void focal_map_loop(const acc_t* x, const acc_t* t, const acc_
 // ---- one function per TERMS: float with one vectorised clone per instruction set,
 // double with the standard functions ----
 
+// Whether the float loops for TERMS also come with SquareMath, run for gamma = 2 (the focal
+// default, passed as a constant): a focal factor that is a power (MONAI's is an exp: no pow).
+template <int TERMS>
+constexpr bool kSquarable = has(TERMS, kModulated) && form_of(TERMS) != kFocalMonai;
+
 template <int TERMS>
 FUSEDLOSS_CLONES Stats stats_terms(const float* x, const float* t, int64_t n, float ignore, float alpha, float gamma) {
+  if constexpr (kSquarable<TERMS>) {
+    if (gamma == 2.0f) return stats_loop<SquareMath, TERMS>(x, t, n, ignore, alpha, 2.0f);
+  }
   return stats_loop<VectorMath, TERMS>(x, t, n, ignore, alpha, gamma);
 }
 template <int TERMS>
@@ -163,6 +177,9 @@ Stats stats_terms(const double* x, const double* t, int64_t n, double ignore, do
 template <int TERMS>
 FUSEDLOSS_CLONES void grad_terms(const float* x, const float* t, int64_t n, float ignore, float ci, float cp, float ce,
                                  float alpha, float gamma, float* out) {
+  if constexpr (kSquarable<TERMS>) {
+    if (gamma == 2.0f) return grad_loop<SquareMath, TERMS>(x, t, n, ignore, ci, cp, ce, alpha, 2.0f, out);
+  }
   grad_loop<VectorMath, TERMS>(x, t, n, ignore, ci, cp, ce, alpha, gamma, out);
 }
 template <int TERMS>
@@ -174,6 +191,9 @@ void grad_terms(const double* x, const double* t, int64_t n, double ignore, doub
 template <int TERMS>
 FUSEDLOSS_CLONES void focal_map_terms(const float* x, const float* t, const float* upstream, int64_t n, float ignore,
                                       float alpha, float gamma, float* out) {
+  if constexpr (kSquarable<TERMS>) {
+    if (gamma == 2.0f) return focal_map_loop<SquareMath, TERMS>(x, t, upstream, n, ignore, alpha, 2.0f, out);
+  }
   focal_map_loop<VectorMath, TERMS>(x, t, upstream, n, ignore, alpha, gamma, out);
 }
 template <int TERMS>
@@ -410,6 +430,29 @@ std::tuple<Tensor, Tensor> binary_finalize_cpu(const Tensor& sums, const std::op
                   loss_shape, sums.options());
 }
 
+// A floating tensor's values in double (float and double read where they lie).
+std::vector<double> as_doubles(const Tensor& tensor) {
+  const bool direct = tensor.scalar_type() == at::kFloat || tensor.scalar_type() == at::kDouble;
+  const Tensor values = direct ? tensor.contiguous() : tensor.to(at::kDouble).contiguous();
+  std::vector<double> out(values.numel());
+  AT_DISPATCH_FLOATING_TYPES(values.scalar_type(), "as_doubles", [&] {
+    const scalar_t* v = values.const_data_ptr<scalar_t>();
+    for (size_t i = 0; i < out.size(); ++i) out[i] = static_cast<double>(v[i]);
+  });
+  return out;
+}
+
+// Per-group coefficients (groups x 3) times the upstream gradient (a scalar or one per group), in
+// double, without tensor ops: on a small input they cost as much as the whole pass.
+std::vector<double> scaled_coefficients(const Tensor& coef, const Tensor& grad_loss) {
+  std::vector<double> c = as_doubles(coef);
+  const std::vector<double> g = as_doubles(grad_loss);
+  TORCH_CHECK(g.size() == 1 || 3 * g.size() == c.size(), "fusedloss: the upstream gradient has ", g.size(),
+              " values for ", c.size() / 3, " groups");
+  for (size_t k = 0; k < c.size(); ++k) c[k] *= g[g.size() == 1 ? 0 : k / 3];
+  return c;
+}
+
 Tensor binary_loss_backward_cpu(const Tensor& grad_loss, const Tensor& input_, const Tensor& target_,
                                 const Tensor& coef, bool per_sample, bool per_channel, bool region, bool squared_pred,
                                 bool min_intersection, bool elem, double focal_alpha, double focal_gamma,
@@ -421,10 +464,9 @@ Tensor binary_loss_backward_cpu(const Tensor& grad_loss, const Tensor& input_, c
   const Tensor &input = operands.input, &target = operands.target;
   const GroupLayout layout = group_layout(input.sizes(), per_sample, per_channel);
   const int64_t chunks_per_row = (layout.row_len + kChunk - 1) / kChunk;
-  Tensor grad = at::empty_like(input, operands.format);
-  // Per-group coefficients times the upstream gradient (a scalar or one per group).
-  const Tensor scaled = coef.to(at::kDouble).mul(grad_loss.to(at::kDouble).reshape({-1, 1})).contiguous();
-  const double* c = scaled.const_data_ptr<double>();
+  Tensor grad = recycled_output(input, operands.format);
+  const std::vector<double> scaled = scaled_coefficients(coef, grad_loss);
+  const double* c = scaled.data();
 
   dispatch_binary_data(input, target, "binary_loss_backward_cpu", [&](const auto* x, const auto* t) {
     using input_t = pointee_t<decltype(x)>;
@@ -450,7 +492,7 @@ Tensor focal_map_cpu(const Tensor* grad_map_, const Tensor& input_, const Tensor
                      const std::optional<int64_t>& ignore_index, bool check_target) {
   const BinaryOperands operands = binary_operands(input_, target_, false, false);
   const Tensor &input = operands.input, &target = operands.target;
-  Tensor out = at::empty_like(input, operands.format);
+  Tensor out = recycled_output(input, operands.format);
   // The upstream map is read in the input's memory order.
   Tensor grad_map;
   if (grad_map_ != nullptr) {

@@ -33,6 +33,7 @@
 #include "../layout.h"
 #include "../loss_math.h"
 #include "convert.h"
+#include "recycled_output.h"
 #include "target_check_cpu.h"
 #include "vector_math.h"
 
@@ -776,7 +777,7 @@ Tensor multiclass_backward_cpu(const Tensor& upstream_, const Tensor& input_, co
   const int64_t C = shape.classes;
   const MulticlassInput mode = multiclass_input(lp);
   const MulticlassElem kind = multiclass_elem(lp, operands.dense_target, class_weight.has_value());
-  Tensor grad = at::empty_like(input, operands.format);  // the input's strides: written at the offsets read
+  Tensor grad = recycled_output(input, operands.format);  // the input's strides: written at the offsets read
   const at::ScalarType acc_dtype = accumulation_type(input);
   // The focal map's upstream stays in the input's dtype (a full-size map); the per-group one is tiny.
   const Tensor upstream = upstream_.to(MAP ? input.scalar_type() : at::kDouble).contiguous();

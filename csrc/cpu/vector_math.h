@@ -33,9 +33,10 @@ struct VectorMath {
   // log(FLT_MAX) ~ 88.72 (k = 128 there: the two factors below overflow only in the
   // product, as the true value does). NaN gives NaN (a NaN logit must show in the loss).
   C10_ALWAYS_INLINE static float exp(float x_in) {
-    const bool nan = x_in != x_in;
-    float x = nan ? 0.0f : x_in;  // no NaN reaches the integer conversion below
-    x = x < -104.0f ? -104.0f : (x > 89.0f ? 89.0f : x);
+    // Clamped to [-104, 89] by a max and a min; the max (x > lo ? x : lo) also turns NaN into
+    // -104, so no NaN reaches the integer conversion below.
+    float x = x_in > -104.0f ? x_in : -104.0f;
+    x = x < 89.0f ? x : 89.0f;
     constexpr float round_magic = 12582912.0f;  // 1.5 * 2^23: adding it rounds to an integer
     const float k = (x * 1.44269504088896341f + round_magic) - round_magic;
     const float r = (x - k * 0.693359375f) - k * -2.12194440e-4f;
@@ -48,9 +49,9 @@ struct VectorMath {
     const float exp_r = poly * r * r + r + 1.0f;
     // Two factors, so 2^k below 2^-126 underflows gradually instead of wrapping.
     const int32_t ki = static_cast<int32_t>(k);
-    const int32_t half = ki / 2;
+    const int32_t half = ki >> 1;  // floor(ki / 2): an arithmetic shift (C++20)
     const float result = exp_r * pow2(half) * pow2(ki - half);
-    return nan ? x_in : result;
+    return x_in != x_in ? x_in : result;
   }
 
   // log(x) for x > 0 (subnormals included): e*ln2 + 2*atanh((m-1)/(m+1)); NaN and
@@ -85,8 +86,29 @@ struct VectorMath {
     return exact ? z : log(w) * (z / (exact ? 1.0f : w - 1.0f));
   }
 
+  // log(1 + z) for z in [0, 1] (the logit BCE's z = exp(-|x|)): 2 atanh(s), s = z / (2 + z) in
+  // [0, 1/3], its odd series to s^13 (truncation ~1e-8 relative), so no log and one division.
+  // Written v * series(v^2 / 4), v = 2s = 2z / (2 + z): a tiny z (subnormals too) gives z itself.
+  C10_ALWAYS_INLINE static float log1p_unit(float z) {
+    const float v = (z + z) / (2.0f + z);
+    const float s2 = 0.25f * (v * v);
+    float series = 1.0f / 13.0f;
+    series = series * s2 + 1.0f / 11.0f;
+    series = series * s2 + 1.0f / 9.0f;
+    series = series * s2 + 1.0f / 7.0f;
+    series = series * s2 + 1.0f / 5.0f;
+    series = series * s2 + 1.0f / 3.0f;
+    return v + v * (s2 * series);
+  }
+
   // x^y for x > 0 and y >= 0 with x^y <= 1 or small: exp(y * log(x)).
   C10_ALWAYS_INLINE static float pow(float x, float y) { return exp(y * log(x)); }
+};
+
+// VectorMath for loops whose focal gamma is 2 (the default), passed as the constant 2: the
+// power a square, no log and exp.
+struct SquareMath : VectorMath {
+  C10_ALWAYS_INLINE static float pow(float x, float /*two*/) { return x * x; }
 };
 
 }  // namespace fusedloss
