@@ -23,7 +23,8 @@ from torch.utils.cpp_extension import CUDA_HOME, include_paths
 
 ROOT = Path(__file__).resolve().parents[1]
 ENTRY = re.compile(r"Compiling entry function '(\w+)' for '(sm_\d+)'")
-USAGE = re.compile(r"Used (\d+) registers(?:, used (\d+) barriers)?(?:, (\d+) bytes smem)?")
+USAGE = re.compile(r"Used (\d+) registers(?:, used (\d+) barriers)?(?:, \d+ bytes cumulative stack size)?"
+                   r"(?:, (\d+) bytes smem)?")
 FRAME = re.compile(r"(\d+) bytes stack frame, (\d+) bytes spill stores, (\d+) bytes spill loads")
 
 
