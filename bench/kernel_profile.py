@@ -5,7 +5,10 @@ for a few realistic cases on every fused CUDA backend; run by bench/gpu_check.sh
 
 Prints, per (case, backend), each kernel's mean device time over the profiled
 fwd+bwd steps: the benchmark's totals say how fast, this says which launch
-(statistics, finalize, backward) to work on. Exits non-zero if a backend named in
+(statistics, finalize, backward) to work on. The Triton multi-class case at 19 classes runs
+once more with its streaming loops not pipelined (multiclass_triton.PIPELINE_STAGES = 1): the compiled code
+alone cannot say whether the pipelined loops' extra instructions pay for the loads they keep in
+flight (bench/README.md). Exits non-zero if a backend named in
 FUSEDLOSS_EXPECT_BACKENDS cannot run on CUDA (its rows would be missing silently).
 """
 
@@ -18,6 +21,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 import fusedloss
+from fusedloss.kernels import multiclass_triton
 
 STEPS = 10
 CASES = (  # (loss, mode, logits shape, target: None = same shape (binary), else class map)
@@ -58,30 +62,41 @@ def main() -> int:
             f"{family} {name}: EXPECTED BACKEND MISSING "
             f"({fusedloss.ops.selection.unavailable_reason(name, device, family)})"
         )
+    pipelined = multiclass_triton.PIPELINE_STAGES
     for name, mode, shape in CASES:
         family = "binary" if mode == "binary" else "multiclass"
         for backend in [b for b in fusedloss.available_backends(device, family) if b != "reference"]:
-            x, t = _inputs(mode, shape, device)
-            x.requires_grad_(True)
-            for _ in range(3):  # compile and warm up outside the profile
-                _step(name, mode, x, t, backend)
-            torch.cuda.synchronize()
-            with profile(activities=[ProfilerActivity.CUDA]) as prof:
-                for _ in range(STEPS):
-                    _step(name, mode, x, t, backend)
-                torch.cuda.synchronize()
-            kernels = {}
-            for event in prof.events():
-                if event.device_type == torch.autograd.DeviceType.CUDA:
-                    kernels.setdefault(event.name, []).append(event.device_time)
-            total = sum(sum(times) for times in kernels.values()) / STEPS
-            print(
-                f"\n{name} {mode} {'x'.join(map(str, shape))} fp32 fwd+bwd, backend {backend}: "
-                f"{total:.1f} us of kernels per step"
-            )
-            for kernel, times in sorted(kernels.items(), key=lambda item: -sum(item[1])):
-                print(f"  {sum(times) / STEPS:9.1f} us  x{len(times) / STEPS:g}  {kernel[:100]}")
+            if backend == "triton" and family == "multiclass" and shape[1] <= 32:  # one case: the step's time
+                for stages in (pipelined, 1):
+                    multiclass_triton.PIPELINE_STAGES = stages
+                    _profile_case(name, mode, shape, device, backend, f"{backend} (loop stages {stages})")
+                multiclass_triton.PIPELINE_STAGES = pipelined
+            else:
+                _profile_case(name, mode, shape, device, backend, backend)
     return 1 if missing else 0
+
+
+def _profile_case(name, mode, shape, device, backend, label):
+    x, t = _inputs(mode, shape, device)
+    x.requires_grad_(True)
+    for _ in range(3):  # compile and warm up outside the profile
+        _step(name, mode, x, t, backend)
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(STEPS):
+            _step(name, mode, x, t, backend)
+        torch.cuda.synchronize()
+    kernels = {}
+    for event in prof.events():
+        if event.device_type == torch.autograd.DeviceType.CUDA:
+            kernels.setdefault(event.name, []).append(event.device_time)
+    total = sum(sum(times) for times in kernels.values()) / STEPS
+    print(
+        f"\n{name} {mode} {'x'.join(map(str, shape))} fp32 fwd+bwd, backend {label}: "
+        f"{total:.1f} us of kernels per step"
+    )
+    for kernel, times in sorted(kernels.items(), key=lambda item: -sum(item[1])):
+        print(f"  {sum(times) / STEPS:9.1f} us  x{len(times) / STEPS:g}  {kernel[:100]}")
 
 
 if __name__ == "__main__":

@@ -93,10 +93,13 @@ def main() -> None:
         "real launch gets; tests/test_compiled_budgets.py checks the same profiles.",
         "",
         "Columns: *registers* per thread, *stack* bytes (spilled registers: Triton kernels keep no local arrays), "
-        "static *shared* memory, the *CTAs per SM* those allow on sm_90 (65536 registers, 228 KiB, 64 warps), "
+        "*shared* memory (the cubin's static figure and what Triton requests at launch: reductions, layout "
+        "conversions, a pipelined loop's buffers), the *CTAs per SM* those allow on sm_90 (65536 registers, 228 KiB, "
+        "64 warps), "
         "*instr/elem*: warp instructions per element a thread handles in the main loop (the whole kernel where there "
         "is no loop; for a [classes, pixels] tile, per tile element; with the issue's budget where one is set), and "
-        "the main loop's global loads and stores by width in bits.",
+        "the main loop's global loads and stores by width in bits (LDGSTS: a pipelined loop's asynchronous copy to "
+        "shared memory).",
         "",
         "| calls | kernel | logits | flags | tile | warps | registers | stack (B) | shared (B) | CTAs/SM | "
         "instr/elem | global accesses |",

@@ -26,7 +26,9 @@ SHARED_RESERVED_PER_CTA = 1024
 _INSTRUCTION = re.compile(r"/\*[0-9a-f]{4,}\*/\s+(?:@!?U?P[T\d]+\s+)?([A-Z][A-Z0-9_.]*)")
 _LABEL = re.compile(r"^\s*(\.L_x_\d+):")
 _BRANCH = re.compile(r"\bBRA\b.*`\((\.L_x_\d+)\)")
-_GLOBAL_MEMORY = re.compile(r"^(LDG|STG)\.E(?:\.(?:EL|EF|LU|STRONG\.\w+|CONSTANT|U8|S8|U16|S16|64|128))*")
+# LDGSTS: a pipelined loop's asynchronous copy from global to shared memory (cp.async).
+_GLOBAL_MEMORY = re.compile(
+    r"^(LDGSTS|LDG|STG)\.E(?:\.(?:BYPASS|ZFILL|EL|EF|LU|STRONG\.\w+|CONSTANT|U8|S8|U16|S16|64|128))*")
 _RESOURCES = re.compile(r"REG:(\d+) STACK:(\d+) SHARED:(\d+) LOCAL:(\d+)")
 
 
@@ -67,7 +69,8 @@ def main_loop(instructions, labels) -> tuple[int, int] | None:
 
 
 def global_accesses(opcodes) -> dict[str, int]:
-    """Global loads and stores by width: {'LDG.128': 2, 'LDG.64': 1, 'STG.128': 1}; width 32 unmarked."""
+    """Global loads and stores by width: {'LDG.128': 2, 'LDG.64': 1, 'STG.128': 1, 'LDGSTS.128': 1};
+    width 32 unmarked."""
     counts = Counter()
     for opcode in opcodes:
         if match := _GLOBAL_MEMORY.match(opcode):
@@ -76,8 +79,10 @@ def global_accesses(opcodes) -> dict[str, int]:
     return dict(sorted(counts.items()))
 
 
-def profile(cubin: bytes, num_warps: int, elements_per_iteration: int | None) -> dict:
-    """Resources, occupancy and main-loop SASS of one compiled kernel. elements_per_iteration:
+def profile(cubin: bytes, num_warps: int, elements_per_iteration: int | None, dynamic_shared: int = 0) -> dict:
+    """Resources, occupancy and main-loop SASS of one compiled kernel. dynamic_shared: the bytes
+    Triton asks for at launch (its metadata's ``shared``: reductions, layout conversions and the
+    pipelined loop's buffers), which the cubin's static figure leaves out. elements_per_iteration:
     elements one program handles per trip of its main loop (or in all, without a loop), for the
     instructions per element (warp instructions per element a thread handles); None: not reported.
     Spills: Triton kernels keep no local arrays, so a stack or local frame is spilled registers."""
@@ -87,7 +92,8 @@ def profile(cubin: bytes, num_warps: int, elements_per_iteration: int | None) ->
             f.write(cubin)
         usage = subprocess.run([_tool("cuobjdump"), "-res-usage", path], capture_output=True, text=True, check=True)
         sass = subprocess.run([_tool("nvdisasm"), "-c", path], capture_output=True, text=True, check=True).stdout
-    registers, stack, shared, local = (int(v) for v in _RESOURCES.search(usage.stdout).groups())
+    registers, stack, static_shared, local = (int(v) for v in _RESOURCES.search(usage.stdout).groups())
+    shared = static_shared + dynamic_shared
     instructions, labels = parse_sass(sass)
     loop = main_loop(instructions, labels)
     # Without a loop, the whole kernel (its padding NOPs aside) handles the elements.

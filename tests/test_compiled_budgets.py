@@ -8,7 +8,10 @@ their cubins read (tests/compiled_profile.py):
 - the binary family's main loops load the logits and store the gradient 128 bits at a time
   (a lost vectorisation multiplies the memory instructions) and stay within their instruction
   budgets per element (planned_launches.INSTRUCTION_BUDGETS) by at most 10%;
-- the multi-class statistics and backward kernels at up to 32 classes allow 2 CTAs per SM.
+- the multi-class statistics and backward kernels at up to 32 classes allow 2 CTAs per SM
+  (registers, and the shared memory Triton requests at launch: the pipelined loop's buffers),
+  and their main loops are software-pipelined (tl.range's num_stages: the tile's loads are
+  asynchronous copies to shared memory, LDGSTS, with no plain global load left in the loop).
 
 bench/triton_report.py writes the same profiles as the committed report."""
 
@@ -79,3 +82,12 @@ def test_multiclass_occupancy(profiles):
     assert len(goals) >= 12, len(goals)  # two class counts, fp32 and bf16, three losses, two kernels
     short = [(_label(p), p["registers"], p["ctas_per_sm"]) for p, goal in goals if p["ctas_per_sm"] < goal]
     assert not short, short
+
+
+def test_multiclass_loops_pipelined(profiles):
+    streaming = [p for p in profiles if occupancy_goal(p) is not None]
+    assert len(streaming) >= 12, len(streaming)
+    plain = [(_label(p), p["global_accesses"]) for p in streaming
+             if not any(kind.startswith("LDGSTS") for kind in p["global_accesses"])
+             or any(kind.startswith("LDG.") for kind in p["global_accesses"])]
+    assert not plain, plain

@@ -266,7 +266,8 @@ def compile_one(config, profile: bool = False) -> tuple[str | None, dict | None]
 
         params = list(signature)
         constants = {params[path[0]]: value for path, value in constexprs.items()}
-        return None, compiled_profile.profile(compiled.asm["cubin"], num_warps, _elements_per_iteration(constants))
+        return None, compiled_profile.profile(compiled.asm["cubin"], num_warps, _elements_per_iteration(constants),
+                                              compiled.metadata.shared)
     except Exception as error:  # report every failing configuration, not just the first
         return "".join(traceback.format_exception_only(error))[-3000:], None
 

@@ -226,7 +226,8 @@ def _stats_kernel(x_ptr, y_ptr, class_weight_ptr, class_partial_ptr, elem_partia
                   smoothing_lo, REGION: tl.constexpr, SQUARED_PRED: tl.constexpr, ELEM: tl.constexpr,
                   FROM_LOGITS: tl.constexpr, HAS_IGNORE: tl.constexpr, CHECK_TARGET: tl.constexpr,
                   HAS_CLASS_WEIGHT: tl.constexpr, SMOOTHING: tl.constexpr, DENSE: tl.constexpr,
-                  WEIGHTED_MEAN: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_S: tl.constexpr, ACC: tl.constexpr):
+                  WEIGHTED_MEAN: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_S: tl.constexpr, ACC: tl.constexpr,
+                  STAGES: tl.constexpr):
     focal_alpha, focal_gamma = focal_params(focal_alpha_hi, focal_alpha_lo, focal_gamma_hi, focal_gamma_lo, ACC)
     smoothing = param(smoothing_hi, smoothing_lo, ACC)
     factors = _class_factors(class_weight_ptr, focal_alpha, num_classes, HAS_CLASS_WEIGHT, BLOCK_C, ACC)
@@ -239,7 +240,7 @@ def _stats_kernel(x_ptr, y_ptr, class_weight_ptr, class_partial_ptr, elem_partia
     sum_e = tl.zeros([BLOCK_S], ACC)
     count = tl.zeros([BLOCK_S], ACC)
     ok = tl.full([BLOCK_S], 1, tl.int32)
-    for step in range(0, steps):
+    for step in tl.range(0, steps, num_stages=STAGES):  # STAGES > 1: later tiles already loading
         pixels = (chunk * steps + step) * BLOCK_S + tl.arange(0, BLOCK_S)
         x, p, e, top, total, hit, valid, _, tile_mask, bad = _pixel_probabilities(
             x_ptr, y_ptr, sample, pixels, num_classes, spatial, sample_stride, class_stride, pixel_stride, ignore_index,
@@ -455,7 +456,7 @@ def _backward_kernel(x_ptr, y_ptr, class_weight_ptr, coef_ptr, grad_out_ptr, gra
                      ELEM: tl.constexpr, FROM_LOGITS: tl.constexpr, HAS_IGNORE: tl.constexpr, PER_SAMPLE: tl.constexpr,
                      GRAD_OUT_PER_PIXEL: tl.constexpr, HAS_CLASS_WEIGHT: tl.constexpr, SMOOTHING: tl.constexpr,
                      DENSE: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_S: tl.constexpr, ACC: tl.constexpr,
-                     GRAD_BF16: tl.constexpr):
+                     GRAD_BF16: tl.constexpr, STAGES: tl.constexpr):
     focal_alpha, focal_gamma = focal_params(focal_alpha_hi, focal_alpha_lo, focal_gamma_hi, focal_gamma_lo, ACC)
     smoothing = param(smoothing_hi, smoothing_lo, ACC)
     factors = _class_factors(class_weight_ptr, focal_alpha, num_classes, HAS_CLASS_WEIGHT, BLOCK_C, ACC)
@@ -477,7 +478,7 @@ def _backward_kernel(x_ptr, y_ptr, class_weight_ptr, coef_ptr, grad_out_ptr, gra
         coef_i = tl.load(coef_ptr + groups * 3 + 0, mask=class_mask, other=0.0) * upstream
         coef_p = tl.load(coef_ptr + groups * 3 + 1, mask=class_mask, other=0.0) * upstream
         coef_e = tl.load(coef_ptr + 2) * tl.load(grad_out_ptr).to(ACC)  # element term: scalar outputs only
-    for step in range(0, steps):
+    for step in tl.range(0, steps, num_stages=STAGES):  # STAGES > 1: later tiles already loading
         pixels = (chunk * steps + step) * BLOCK_S + tl.arange(0, BLOCK_S)
         x, p, e, top, total, hit, valid, offsets, tile_mask, _ = _pixel_probabilities(
             x_ptr, y_ptr, sample, pixels, num_classes, spatial, sample_stride, class_stride, pixel_stride, ignore_index,
@@ -563,6 +564,12 @@ def cuda_tile(input_size: int) -> int:
     per SM; bf16's Dice+CE at 8 still 140-180), for 2 CTAs of 8 warps per SM at up to 32 classes
     (bench/results/triton-sm90.md)."""
     return 2048 if input_size >= 4 else 1024
+
+
+# The streaming loops' software pipelining (tl.range's num_stages; the interpreter ignores it):
+# the next tiles' loads are asynchronous copies to shared memory while one is computed. At 2-4
+# CTAs per SM (the tile's registers) a plain loop has one tile per CTA in flight.
+PIPELINE_STAGES = 3
 
 
 class LaunchPlan:
@@ -693,7 +700,7 @@ def _stats(input, target, class_weight, region, squared_pred, elem, focal_alpha,
                                     CHECK_TARGET=check_target, HAS_CLASS_WEIGHT=has_class_weight,
                                     SMOOTHING=elem and label_smoothing != 0.0, DENSE=dense,
                                     WEIGHTED_MEAN=elem and weighted_mean and not dense, BLOCK_C=plan.block_c,
-                                    BLOCK_S=plan.block_s, ACC=ACC, num_warps=plan.num_warps)
+                                    BLOCK_S=plan.block_s, ACC=ACC, STAGES=PIPELINE_STAGES, num_warps=plan.num_warps)
     if check_target:
         _check_flags(ok, y, dense, x.shape[1], ignore_index)
     return class_partials, elem_partials, finished, plan
@@ -788,7 +795,8 @@ def multiclass_loss_backward(grad_loss, input, target, coef, class_weight, per_s
                                        HAS_IGNORE=has_ignore, PER_SAMPLE=per_sample, GRAD_OUT_PER_PIXEL=False,
                                        HAS_CLASS_WEIGHT=has_class_weight, SMOOTHING=elem and label_smoothing != 0.0,
                                        DENSE=dense, BLOCK_C=plan.block_c, BLOCK_S=plan.block_s, ACC=ACC,
-                                       GRAD_BF16=x.dtype == torch.bfloat16, num_warps=plan.num_warps)
+                                       GRAD_BF16=x.dtype == torch.bfloat16, STAGES=PIPELINE_STAGES,
+                                       num_warps=plan.num_warps)
     return grad
 
 
@@ -849,5 +857,5 @@ def multiclass_focal_map_backward(grad_map, input, target, class_weight, alpha, 
                                   HAS_IGNORE=launch.has_ignore, PER_SAMPLE=False, GRAD_OUT_PER_PIXEL=True,
                                   HAS_CLASS_WEIGHT=launch.has_class_weight, SMOOTHING=False, DENSE=launch.dense,
                                   BLOCK_C=plan.block_c, BLOCK_S=plan.block_s, ACC=launch.acc,
-                                  GRAD_BF16=x.dtype == torch.bfloat16, num_warps=plan.num_warps)
+                                  GRAD_BF16=x.dtype == torch.bfloat16, STAGES=1, num_warps=plan.num_warps)
     return grad
