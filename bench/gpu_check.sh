@@ -71,7 +71,7 @@ FINAL_RESERVE=15  # merging the benchmark results, the report, the tar
 STEP_NAMES=(environment install info tests sanitizer-warmup memcheck racecheck kernel-profile benchmark-fused
             benchmark-compile)
 declare -A MAX=([environment]=30 [install]=140 [info]=45 [tests]=170 [sanitizer-warmup]=30 [memcheck]=40
-                [racecheck]=40 [kernel-profile]=25 [benchmark-fused]=60 [benchmark-compile]=55)
+                [racecheck]=40 [kernel-profile]=35 [benchmark-fused]=60 [benchmark-compile]=55)
 declare -A RESERVE=([environment]=10 [install]=60 [info]=15 [tests]=75 [sanitizer-warmup]=15 [memcheck]=25
                     [racecheck]=25 [kernel-profile]=15 [benchmark-fused]=40 [benchmark-compile]=45)
 for name in "${STEP_NAMES[@]}"; do  # overrides: TESTS_MAX=200, KERNEL_PROFILE_RESERVE=10, ...
