@@ -29,6 +29,7 @@
 #include "../loss_math.h"
 #include "convert.h"
 #include "recycled_output.h"
+#include "scaled_coefficients.h"
 #include "target_check_cpu.h"
 #include "vector_math.h"
 
@@ -428,29 +429,6 @@ std::tuple<Tensor, Tensor> binary_finalize_cpu(const Tensor& sums, const std::op
                                                  region_weight, log_loss, elem, elem_weight, elem_mean);
   return finalize(sums_d.const_data_ptr<double>(), sums.size(0), weight, num_channels, lp, parse_reduction(reduction),
                   loss_shape, sums.options());
-}
-
-// A floating tensor's values in double (float and double read where they lie).
-std::vector<double> as_doubles(const Tensor& tensor) {
-  const bool direct = tensor.scalar_type() == at::kFloat || tensor.scalar_type() == at::kDouble;
-  const Tensor values = direct ? tensor.contiguous() : tensor.to(at::kDouble).contiguous();
-  std::vector<double> out(values.numel());
-  AT_DISPATCH_FLOATING_TYPES(values.scalar_type(), "as_doubles", [&] {
-    const scalar_t* v = values.const_data_ptr<scalar_t>();
-    for (size_t i = 0; i < out.size(); ++i) out[i] = static_cast<double>(v[i]);
-  });
-  return out;
-}
-
-// Per-group coefficients (groups x 3) times the upstream gradient (a scalar or one per group), in
-// double, without tensor ops: on a small input they cost as much as the whole pass.
-std::vector<double> scaled_coefficients(const Tensor& coef, const Tensor& grad_loss) {
-  std::vector<double> c = as_doubles(coef);
-  const std::vector<double> g = as_doubles(grad_loss);
-  TORCH_CHECK(g.size() == 1 || 3 * g.size() == c.size(), "fusedloss: the upstream gradient has ", g.size(),
-              " values for ", c.size() / 3, " groups");
-  for (size_t k = 0; k < c.size(); ++k) c[k] *= g[g.size() == 1 ? 0 : k / 3];
-  return c;
 }
 
 Tensor binary_loss_backward_cpu(const Tensor& grad_loss, const Tensor& input_, const Tensor& target_,

@@ -34,6 +34,7 @@
 #include "../loss_math.h"
 #include "convert.h"
 #include "recycled_output.h"
+#include "scaled_coefficients.h"
 #include "target_check_cpu.h"
 #include "vector_math.h"
 
@@ -778,24 +779,23 @@ Tensor multiclass_backward_cpu(const Tensor& upstream_, const Tensor& input_, co
   const MulticlassInput mode = multiclass_input(lp);
   const MulticlassElem kind = multiclass_elem(lp, operands.dense_target, class_weight.has_value());
   Tensor grad = recycled_output(input, operands.format);  // the input's strides: written at the offsets read
-  const at::ScalarType acc_dtype = accumulation_type(input);
-  // The focal map's upstream stays in the input's dtype (a full-size map); the per-group one is tiny.
-  const Tensor upstream = upstream_.to(MAP ? input.scalar_type() : at::kDouble).contiguous();
-  Tensor coef_i, coef_p;  // per group, times the upstream gradient: g_c = c_I t_c + c_P
-  double elem_scale = 0;  // c_E: the element term scales the scalar output only
-  if (!MAP) {
-    const Tensor coef = coef_->to(at::kDouble).contiguous();
-    const Tensor scaled = coef.mul(upstream.reshape({-1, 1}));
-    coef_i = scaled.select(1, 0).to(acc_dtype).contiguous();
-    coef_p = scaled.select(1, 1).to(acc_dtype).contiguous();
-    elem_scale = coef.const_data_ptr<double>()[2] * upstream.const_data_ptr<double>()[0];  // CPU tensors: no sync
-  }
+  // The focal map's upstream stays in the input's dtype (a full-size map). The per-group one
+  // scales the coefficients: g_c = c_I t_c + c_P per group; c_E (group 0's, scaled by the first
+  // upstream value) scales the element term, whose output is a scalar.
+  const Tensor upstream = MAP ? upstream_.to(input.scalar_type()).contiguous() : Tensor();
+  const std::vector<double> scaled = MAP ? std::vector<double>() : scaled_coefficients(*coef_, upstream_);
+  const double elem_scale = MAP ? 0.0 : scaled[2];
   dispatch_operands(operands, "multiclass_backward_cpu", [&](const auto* x, const auto* y, auto dense_tag) {
     using input_t = pointee_t<decltype(x)>;
     using acc_t = at::opmath_type<input_t>;
     const ElemSetup<acc_t> setup(lp, class_weight, C, operands.dense_target);
     input_t* out = grad.mutable_data_ptr<input_t>();
     const bool with_region = lp.region && !MAP;
+    std::vector<acc_t> coef_i(scaled.size() / 3), coef_p(scaled.size() / 3);
+    for (size_t g = 0; g < coef_i.size(); ++g) {
+      coef_i[g] = static_cast<acc_t>(scaled[3 * g]);
+      coef_p[g] = static_cast<acc_t>(scaled[3 * g + 1]);
+    }
     const input_t* up = MAP ? upstream.const_data_ptr<input_t>() : nullptr;
     for_each_chunk<acc_t>(shape, kind, [&](Chunk<acc_t>& chunk, int64_t sample, int64_t, int64_t first, int64_t n) {
       stage_chunk<decltype(dense_tag)::value>(chunk, operands, shape, x, y, sample, first, n, ignore_index);
@@ -808,9 +808,8 @@ Tensor multiclass_backward_cpu(const Tensor& upstream_, const Tensor& input_, co
       }
       with_variant(mode, with_region && lp.squared_pred, kind, [&](auto input_tag, auto squared_tag, auto kind_tag) {
         backward_chunk<decltype(input_tag)::value, decltype(squared_tag)::value, decltype(kind_tag)::value>(
-            chunk, with_region ? coef_i.const_data_ptr<acc_t>() + group : nullptr,
-            with_region ? coef_p.const_data_ptr<acc_t>() + group : nullptr, setup.args, static_cast<acc_t>(elem_scale),
-            MAP ? upstream_chunk : nullptr);
+            chunk, with_region ? coef_i.data() + group : nullptr, with_region ? coef_p.data() + group : nullptr,
+            setup.args, static_cast<acc_t>(elem_scale), MAP ? upstream_chunk : nullptr);
       });
       chunk.unstage(out + operands.strides.at(sample, first), operands.strides);
     });
