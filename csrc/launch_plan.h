@@ -1,7 +1,7 @@
 // The CUDA kernels' launch plans as plain arithmetic on the shape, the dtypes' sizes and
 // the GPU's SM count: no CUDA headers, so the CPU build compiles them too and the tests
 // read the plans a GPU would get (fusedloss._C.cuda_multiclass_plan,
-// tests/test_launch_plans.py). cuda/grid.h adds the device's SM count and the grid check.
+// tests/test_cuda_launch_plans.py). cuda/grid.h adds the device's SM count and the grid check.
 #pragma once
 
 #include <algorithm>

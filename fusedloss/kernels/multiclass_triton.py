@@ -850,6 +850,7 @@ def multiclass_focal_map_backward(grad_map, input, target, class_weight, alpha, 
     launch = _map_launch(input, target, class_weight, ignore_index)
     x, y, plan = launch.x, launch.y, launch.plan
     grad = torch.empty_like(x)  # x's strides: written at the offsets read
+    # One tile a program (steps = 1): no later tile to load ahead, so STAGES=1.
     _backward_kernel[launch.grid](x, y, launch.weights, x, grad_map.contiguous(), writable(grad), x.shape[1],
                                   plan.spatial, *launch.strides, launch.tiles, 1, launch.ignore_value, 0,
                                   *split(alpha), *split(gamma), *split(0.0), REGION=False, SQUARED_PRED=False,
